@@ -1,0 +1,347 @@
+//! The Rust SDK for provider plugins: implement [`Provider`], then call
+//! [`export_plugin!`](crate::export_plugin) once in the crate root:
+//!
+//! ```ignore
+//! struct MyProvider { /* settings */ }
+//! impl notifyd_plugin::sdk::Provider for MyProvider { /* ... */ }
+//! notifyd_plugin::export_plugin!(MyProvider);
+//! ```
+//!
+//! The plugin crate is built as a `cdylib` named `notifyd_<name>`. It contains no `unsafe`: the
+//! macro generates the entry symbol and table, and [`export`] holds the FFI glue, which catches
+//! every panic and turns it into an error result.
+
+use crate::wire::{
+    BalanceResult, CallbackInput, CallbackResult, Describe, Exchange, HttpRequest, InstanceInit,
+    ProviderError, SendInput, SendResult, StatusInput, StatusResult, Step,
+};
+use serde::de::DeserializeOwned;
+
+/// An operation's answer: one step, or an error (malformed input or state, bad settings).
+pub type OpResult<T> = Result<Step<T>, ProviderError>;
+
+/// A provider plugin. One instance serves many threads at once and keeps no per-message state:
+/// what it needs between an HTTP request and its response travels in the `state` string.
+pub trait Provider: Sized + Send + Sync + 'static {
+    /// Capability bits ([`crate::abi::CAP_SEND`] | ...); an operation whose bit is unset is absent
+    /// from the table.
+    const CAPABILITIES: u64;
+
+    /// Name, version and limits.
+    fn describe() -> Describe;
+
+    /// Creates an instance from its settings; unknown or missing settings are errors
+    /// (code `invalid_settings`), see [`parse_settings`].
+    fn new(init: InstanceInit) -> Result<Self, ProviderError>;
+
+    /// Sends `input.text` to `input.to` (at most `max_recipients` of them).
+    fn send(&self, input: &SendInput, exchange: Option<&Exchange>) -> OpResult<SendResult>;
+
+    /// Queries the delivery status of tracking references ([`crate::abi::CAP_STATUS`]).
+    fn status(&self, _input: &StatusInput, _exchange: Option<&Exchange>) -> OpResult<StatusResult> {
+        Err(unsupported("status"))
+    }
+
+    /// Queries the account balance ([`crate::abi::CAP_BALANCE`]).
+    fn balance(&self, _input: &serde_json::Value, _exchange: Option<&Exchange>) -> OpResult<BalanceResult> {
+        Err(unsupported("balance"))
+    }
+
+    /// Parses a pushed delivery report ([`crate::abi::CAP_CALLBACK`]).
+    fn callback(&self, _input: &CallbackInput, _exchange: Option<&Exchange>) -> OpResult<CallbackResult> {
+        Err(unsupported("callback"))
+    }
+}
+
+fn unsupported(op: &str) -> ProviderError {
+    ProviderError::new("plugin_error", format!("this plugin does not support the {op} operation"))
+}
+
+impl<T> Step<T> {
+    /// The operation's result.
+    pub fn done(done: T) -> Self {
+        Step::Done { done }
+    }
+
+    /// Ask the host to perform `http`, then call again with `state` and the response.
+    pub fn http(http: HttpRequest, state: impl Into<String>) -> Self {
+        Step::Http { http, state: state.into() }
+    }
+}
+
+/// Deserializes an instance's settings into `T` (which should say `#[serde(deny_unknown_fields)]`),
+/// turning any problem into an `invalid_settings` error that names the key but never its value.
+pub fn parse_settings<T: DeserializeOwned>(init: &InstanceInit) -> Result<T, ProviderError> {
+    let value = serde_json::Value::Object(init.settings.clone());
+    serde_json::from_value(value).map_err(|e| {
+        ProviderError::new("invalid_settings", format!("invalid settings for `{}`: {e}", init.name))
+    })
+}
+
+/// Joins a base URL (which may carry a path prefix, with or without a trailing `/`) and a path.
+pub fn join_url(base: &str, path: &str) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+}
+
+/// Percent-encodes `pairs` as `application/x-www-form-urlencoded` (also fit for a query string).
+pub fn form_encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    for (k, v) in pairs {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        percent_encode_into(&mut out, k);
+        out.push('=');
+        percent_encode_into(&mut out, v);
+    }
+    out
+}
+
+fn percent_encode_into(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+}
+
+/// A short, single-line excerpt of a provider's answer for error messages (at most 64 chars).
+pub fn snippet(body: &str) -> String {
+    let mut s: String = body.chars().take(64).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if body.chars().nth(64).is_some() {
+        s.push('…');
+    }
+    s
+}
+
+/// The FFI glue behind [`export_plugin!`](crate::export_plugin). Not for direct use.
+#[doc(hidden)]
+pub mod export {
+    use super::Provider;
+    use crate::abi::{self, Buf, Instance, PluginVTable};
+    use crate::wire::{ErrorDoc, Exchange, OpInput, OpOutput, ProviderError, WIRE_VERSION};
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    /// The function table for `T`, built at compile time.
+    pub const fn vtable<T: Provider>() -> PluginVTable {
+        let caps = T::CAPABILITIES | abi::CAP_SEND;
+        PluginVTable {
+            struct_size: size_of::<PluginVTable>() as u32,
+            abi_major: abi::ABI_MAJOR,
+            abi_minor: abi::ABI_MINOR,
+            capabilities: caps,
+            free_buf: Some(free_buf),
+            describe: Some(describe::<T>),
+            instance_new: Some(instance_new::<T>),
+            instance_free: Some(instance_free::<T>),
+            send: Some(send::<T>),
+            status: if caps & abi::CAP_STATUS != 0 { Some(status::<T>) } else { None },
+            balance: if caps & abi::CAP_BALANCE != 0 { Some(balance::<T>) } else { None },
+            callback: if caps & abi::CAP_CALLBACK != 0 { Some(callback::<T>) } else { None },
+        }
+    }
+
+    fn into_buf(bytes: Vec<u8>) -> Buf {
+        let boxed = bytes.into_boxed_slice();
+        let len = boxed.len();
+        Buf { ptr: Box::into_raw(boxed).cast::<u8>(), len }
+    }
+
+    fn error_bytes(error: ProviderError) -> Vec<u8> {
+        serde_json::to_vec(&ErrorDoc { v: WIRE_VERSION, error }).unwrap_or_default()
+    }
+
+    /// Runs `f`, writes its answer into `out`, and turns errors and panics into return codes.
+    fn guard(out: *mut Buf, f: impl FnOnce() -> Result<Vec<u8>, ProviderError>) -> i32 {
+        if out.is_null() {
+            return abi::RC_ERROR;
+        }
+        let (rc, bytes) = match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(Ok(bytes)) => (abi::RC_OK, bytes),
+            Ok(Err(error)) => (abi::RC_ERROR, error_bytes(error)),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                let error = ProviderError::new("plugin_error", format!("the plugin panicked: {what}"));
+                (abi::RC_PANIC, catch_unwind(|| error_bytes(error)).unwrap_or_default())
+            }
+        };
+        // SAFETY: `out` is non-null and, by the ABI contract, points to a writable notifyd_buf.
+        unsafe { out.write(into_buf(bytes)) };
+        rc
+    }
+
+    /// # Safety
+    /// `ptr`/`len` must come from a buffer this plugin returned, released once.
+    pub unsafe extern "C" fn free_buf(buf: Buf) {
+        if !buf.ptr.is_null() {
+            // SAFETY: the buffer was made by `into_buf` from a boxed slice of exactly `len` bytes.
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(buf.ptr, buf.len)) });
+        }
+    }
+
+    unsafe extern "C" fn describe<T: Provider>(out: *mut Buf) -> i32 {
+        guard(out, || to_json(&T::describe()))
+    }
+
+    unsafe extern "C" fn instance_new<T: Provider>(
+        settings: *const u8,
+        len: usize,
+        instance: *mut *mut Instance,
+        out: *mut Buf,
+    ) -> i32 {
+        // SAFETY: host-owned input, valid for this call.
+        let input = unsafe { input_slice(settings, len) };
+        guard(out, || {
+            if instance.is_null() {
+                return Err(ProviderError::new("plugin_error", "instance_new called without an out pointer"));
+            }
+            let init = serde_json::from_slice(input).map_err(|e| {
+                ProviderError::new("invalid_settings", format!("the settings document is malformed: {e}"))
+            })?;
+            let provider = T::new(init)?;
+            // SAFETY: checked non-null above; the host provides a writable pointer slot.
+            unsafe { instance.write(Box::into_raw(Box::new(provider)).cast::<Instance>()) };
+            Ok(Vec::new())
+        })
+    }
+
+    unsafe extern "C" fn instance_free<T: Provider>(instance: *mut Instance) {
+        if !instance.is_null() {
+            // SAFETY: made by `instance_new::<T>` from a `Box<T>`, freed once by the host.
+            let _ = catch_unwind(|| drop(unsafe { Box::from_raw(instance.cast::<T>()) }));
+        }
+    }
+
+    /// # Safety
+    /// `ptr` must be valid for `len` bytes for the duration of the call (or null with len 0).
+    unsafe fn input_slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+        if ptr.is_null() || len == 0 {
+            &[]
+        } else {
+            // SAFETY: guaranteed by the caller (the host's side of the ABI contract).
+            unsafe { std::slice::from_raw_parts(ptr, len) }
+        }
+    }
+
+    fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ProviderError> {
+        serde_json::to_vec(value).map_err(|e| {
+            ProviderError::new("plugin_error", format!("the plugin's answer cannot be encoded: {e}"))
+        })
+    }
+
+    /// One operation: decode the input document, call the provider, encode its step.
+    unsafe fn op<T, I, R>(
+        instance: *const Instance,
+        input: *const u8,
+        len: usize,
+        out: *mut Buf,
+        call: impl FnOnce(&T, &I, Option<&Exchange>) -> super::OpResult<R>,
+    ) -> i32
+    where
+        T: Provider,
+        I: DeserializeOwned,
+        R: Serialize,
+    {
+        // SAFETY: host-owned input, valid for this call.
+        let input = unsafe { input_slice(input, len) };
+        guard(out, || {
+            if instance.is_null() {
+                return Err(ProviderError::new("plugin_error", "operation called without an instance"));
+            }
+            // SAFETY: a non-null instance was made by `instance_new::<T>` and outlives the call.
+            let provider = unsafe { &*instance.cast::<T>() };
+            let doc: OpInput<I> = serde_json::from_slice(input).map_err(|e| {
+                ProviderError::new("plugin_error", format!("the host's input document is malformed: {e}"))
+            })?;
+            let step = call(provider, &doc.input, doc.exchange.as_ref())?;
+            to_json(&OpOutput { v: WIRE_VERSION, step })
+        })
+    }
+
+    unsafe extern "C" fn send<T: Provider>(i: *const Instance, p: *const u8, n: usize, out: *mut Buf) -> i32 {
+        // SAFETY: forwarded ABI arguments.
+        unsafe { op(i, p, n, out, T::send) }
+    }
+
+    unsafe extern "C" fn status<T: Provider>(
+        i: *const Instance,
+        p: *const u8,
+        n: usize,
+        out: *mut Buf,
+    ) -> i32 {
+        // SAFETY: forwarded ABI arguments.
+        unsafe { op(i, p, n, out, T::status) }
+    }
+
+    unsafe extern "C" fn balance<T: Provider>(
+        i: *const Instance,
+        p: *const u8,
+        n: usize,
+        out: *mut Buf,
+    ) -> i32 {
+        // SAFETY: forwarded ABI arguments.
+        unsafe { op(i, p, n, out, T::balance) }
+    }
+
+    unsafe extern "C" fn callback<T: Provider>(
+        i: *const Instance,
+        p: *const u8,
+        n: usize,
+        out: *mut Buf,
+    ) -> i32 {
+        // SAFETY: forwarded ABI arguments.
+        unsafe { op(i, p, n, out, T::callback) }
+    }
+}
+
+/// Exports a [`Provider`] as a notifyd plugin: generates the `notifyd_plugin_v1` entry symbol and
+/// its static function table. Call it once, in the plugin crate's root.
+#[macro_export]
+macro_rules! export_plugin {
+    ($provider:ty) => {
+        /// The notifyd plugin entry point (ABI v1).
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn notifyd_plugin_v1() -> *const $crate::abi::PluginVTable {
+            static TABLE: $crate::abi::PluginVTable = $crate::sdk::export::vtable::<$provider>();
+            &TABLE
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_url_keeps_prefix_and_single_slash() {
+        assert_eq!(
+            join_url("https://p.example/smsc/", "/sys/send.php"),
+            "https://p.example/smsc/sys/send.php"
+        );
+        assert_eq!(join_url("https://smsc.ru", "sys/send.php"), "https://smsc.ru/sys/send.php");
+    }
+
+    #[test]
+    fn form_encode_escapes_reserved_and_utf8() {
+        assert_eq!(form_encode([("mes", "a b&c=д"), ("to", "1,2")]), "mes=a%20b%26c%3D%D0%B4&to=1%2C2");
+    }
+
+    #[test]
+    fn snippet_is_short_and_single_line() {
+        assert_eq!(snippet("<html>\n<body>"), "<html> <body>");
+        let long = "x".repeat(100);
+        assert_eq!(snippet(&long).chars().count(), 65);
+    }
+}
