@@ -1,0 +1,779 @@
+//! Configuration: a TOML file merged with `NOTIFYD_<SECTION>__<KEY>` environment variables.
+//!
+//! Loading reports every problem at once: each section and each `[[providers]]`/`[[routes]]` block
+//! is deserialized on its own (unknown keys are errors), then a validation pass checks what the
+//! types cannot (routes naming unknown providers, missing `*_env` variables, bad URLs...).
+//! See `docs/configuration.md` for every key and its default.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use figment::value::Value;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything that can go wrong loading a configuration: a list of sentences for people.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    pub fn one(problem: impl Into<String>) -> Self {
+        ConfigError { problems: vec![problem.into()] }
+    }
+}
+
+/// A secret value (password, token): its `Debug` and `Display` print `***`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; call only where it is handed to its consumer.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A duration in the humantime grammar ("500ms", "30s", "1h30m").
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {s:?}: {e} (examples: \"500ms\", \"30s\", \"1h30m\")"
+        ))
+    })
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nats: NatsConfig,
+    pub intake: IntakeConfig,
+    pub limits: LimitsConfig,
+    pub plugins: PluginsConfig,
+    pub metrics: MetricsConfig,
+    pub callbacks: CallbacksConfig,
+    pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
+    pub tracking: TrackingConfig,
+    pub balance: BalanceConfig,
+    pub shutdown: ShutdownConfig,
+    pub providers: Vec<ProviderConfig>,
+    pub routes: Vec<RouteConfig>,
+    /// The directory relative paths are resolved against (the config file's).
+    pub base_dir: PathBuf,
+}
+
+/// `[nats]`: how to reach NATS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma separated. Default `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Prefix of every subject. Default `notify`.
+    pub subject_prefix: String,
+    /// Credentials file (JWT + nkey seed). Default: none.
+    pub creds_file: Option<PathBuf>,
+    /// File holding an nkey seed. Default: none.
+    pub nkey_file: Option<PathBuf>,
+    /// User name for user/password authentication. Default: none.
+    pub user: Option<String>,
+    /// Password (or `password_env`). Default: none.
+    pub password: Option<Secret>,
+    pub password_env: Option<String>,
+    /// Token (or `token_env`). Default: none.
+    pub token: Option<Secret>,
+    pub token_env: Option<String>,
+    /// CA certificate (PEM) to verify the server; setting it requires TLS. Default: none.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS. Default: none.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// How long to wait for a connection. Default 5s.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            subject_prefix: "notify".into(),
+            creds_file: None,
+            nkey_file: None,
+            user: None,
+            password: None,
+            password_env: None,
+            token: None,
+            token_env: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How requests come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntakeMode {
+    /// Durable: a JetStream work-queue stream and a shared pull consumer (default).
+    Jetstream,
+    /// At-most-once: a core NATS queue-group subscription, with a synchronous reply.
+    Core,
+}
+
+/// `[intake]`: streams, consumer, bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeConfig {
+    /// `"jetstream"` (default) or `"core"`.
+    pub mode: IntakeMode,
+    /// Stream of send requests. Default `NOTIFY_SMS`.
+    pub stream: String,
+    /// Durable pull consumer shared by replicas. Default `notifyd`.
+    pub consumer: String,
+    /// Stream capturing status events. Default `NOTIFY_SMS_STATUS`.
+    pub status_stream: String,
+    /// Key-value bucket of the idempotency ledger. Default `notifyd_ledger`.
+    pub ledger_bucket: String,
+    /// Stream holding status-tracking entries. Default `NOTIFY_SMS_TRACKING`.
+    pub tracking_stream: String,
+    /// Redelivery delay after a replica dies. Default 30s.
+    #[serde(deserialize_with = "duration")]
+    pub ack_wait: Duration,
+    /// Requests in flight per replica. Default 1000.
+    pub max_in_flight: usize,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig {
+            mode: IntakeMode::Jetstream,
+            stream: "NOTIFY_SMS".into(),
+            consumer: "notifyd".into(),
+            status_stream: "NOTIFY_SMS_STATUS".into(),
+            ledger_bucket: "notifyd_ledger".into(),
+            tracking_stream: "NOTIFY_SMS_TRACKING".into(),
+            ack_wait: Duration::from_secs(30),
+            max_in_flight: 1000,
+        }
+    }
+}
+
+/// `[limits]`: request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Recipients per request. Default 1000.
+    pub max_recipients: usize,
+    /// Segments per text. Default 10.
+    pub max_segments: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_recipients: 1000, max_segments: 10 }
+    }
+}
+
+/// `[plugins]`: where plugin libraries are found.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Directories searched before the executable's directory and `/usr/lib/notifyd/plugins`.
+    pub dirs: Vec<PathBuf>,
+}
+
+/// `[metrics]`: the HTTP listener for `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Default `0.0.0.0:9464`.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: "0.0.0.0:9464".into() }
+    }
+}
+
+/// `[callbacks]`: provider-pushed delivery reports; off unless `listen` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbacksConfig {
+    /// Listen address. Default: none (off).
+    pub listen: Option<String>,
+    /// Unmatched reports kept. Default 100000.
+    pub max_unmatched: usize,
+}
+
+impl Default for CallbacksConfig {
+    fn default() -> Self {
+        CallbacksConfig { listen: None, max_unmatched: 100_000 }
+    }
+}
+
+/// What to do after an ambiguous attempt (timeout after the request was sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnAmbiguous {
+    Resend,
+    Fail,
+}
+
+/// `[retry]`: retries per provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts per provider, the first included. Default 3.
+    pub max_attempts: u32,
+    /// Default 500ms.
+    #[serde(deserialize_with = "duration")]
+    pub initial_backoff: Duration,
+    /// Default 30s; a longer Retry-After fails over instead.
+    #[serde(deserialize_with = "duration")]
+    pub max_backoff: Duration,
+    /// `"resend"` (default) or `"fail"`.
+    pub on_ambiguous: OnAmbiguous,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            on_ambiguous: OnAmbiguous::Resend,
+        }
+    }
+}
+
+/// `[breaker]`: circuit breaker per provider instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive retryable failures that open it. Default 5.
+    pub failures: u32,
+    /// Then one probe. Default 30s.
+    #[serde(deserialize_with = "duration")]
+    pub cool_down: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig { failures: 5, cool_down: Duration::from_secs(30) }
+    }
+}
+
+/// `[tracking]`: delivery status polling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingConfig {
+    /// First status query after `sent`. Default 30s.
+    #[serde(deserialize_with = "duration")]
+    pub first_poll: Duration,
+    /// Backoff cap between queries. Default 10m.
+    #[serde(deserialize_with = "duration")]
+    pub max_interval: Duration,
+    /// Then `unknown`. Default 48h.
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        TrackingConfig {
+            first_poll: Duration::from_secs(30),
+            max_interval: Duration::from_secs(600),
+            window: Duration::from_secs(48 * 3600),
+        }
+    }
+}
+
+/// `[balance]`: balance polling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalanceConfig {
+    /// Poll interval; `"0s"` disables. Default 5m.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        BalanceConfig { interval: Duration::from_secs(300) }
+    }
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Time to finish or hand back in-flight work on SIGTERM. Default 20s.
+    #[serde(deserialize_with = "duration")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { grace: Duration::from_secs(20) }
+    }
+}
+
+/// `[[providers]]`: one provider instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Instance name, used in routes, events and metrics. Required.
+    pub name: String,
+    /// Plugin name (`libnotifyd_<plugin>.so` in the plugin dirs) or a path. Required.
+    pub plugin: String,
+    /// Default: the provider's production URL.
+    pub base_url: Option<String>,
+    /// Default sender id.
+    pub sender: Option<String>,
+    /// HTTP timeout per call. Default 10s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Token bucket rate per replica. Default unlimited.
+    pub rate_per_second: Option<f64>,
+    /// Token bucket size. Default `rate_per_second`.
+    pub burst: Option<u32>,
+    /// Low-balance alert threshold.
+    pub low_balance: Option<f64>,
+    /// Shared secret in the callback path (or `callback_token_env`).
+    pub callback_token: Option<Secret>,
+    pub callback_token_env: Option<String>,
+    /// Handed to the plugin as JSON; `<key>_env = "VAR"` is replaced by `<key> = $VAR`.
+    #[serde(default)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ProviderConfig {
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(10))
+    }
+}
+
+/// `[[routes]]`: longest matching prefix wins; providers are tried in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Number prefixes (digits, international); `""` matches every number.
+    pub prefixes: Vec<String>,
+    /// Provider instance names, in failover order.
+    pub providers: Vec<String>,
+}
+
+const SECTIONS: &[&str] = &[
+    "nats",
+    "intake",
+    "limits",
+    "plugins",
+    "metrics",
+    "callbacks",
+    "retry",
+    "breaker",
+    "tracking",
+    "balance",
+    "shutdown",
+    "providers",
+    "routes",
+];
+
+/// Where the config file is: `--config`, else `config/notifyd.toml` if present, else
+/// `/etc/notifyd/notifyd.toml`.
+pub fn default_path() -> PathBuf {
+    let local = PathBuf::from("config/notifyd.toml");
+    if local.exists() { local } else { PathBuf::from("/etc/notifyd/notifyd.toml") }
+}
+
+impl Config {
+    /// Loads the file at `path` merged with the process environment, and validates it.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::one(format!(
+                "the config file {} does not exist (pass --config FILE, or start from config/notifyd.toml)",
+                path.display()
+            )));
+        }
+        let figment = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("NOTIFYD_").filter(|k| k.as_str().contains("__")).split("__"));
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_figment(&figment, base_dir, &|name| std::env::var(name).ok())
+    }
+
+    /// Loads a configuration from TOML text (for tests and `check-config` on a string).
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let figment = Figment::new().merge(Toml::string(text));
+        Self::from_figment(&figment, base_dir.to_path_buf(), &|name| std::env::var(name).ok())
+    }
+
+    fn from_figment(
+        figment: &Figment,
+        base_dir: PathBuf,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let root: BTreeMap<String, Value> =
+            figment.extract().map_err(|e| ConfigError::one(figment_error(&e)))?;
+        let mut problems = Vec::new();
+        for key in root.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                problems.push(format!("unknown section `{key}` (known: {})", SECTIONS.join(", ")));
+            }
+        }
+        macro_rules! table {
+            ($name:literal, $ty:ty) => {
+                match root.get($name) {
+                    None => <$ty>::default(),
+                    Some(v) => match v.deserialize::<$ty>() {
+                        Ok(t) => t,
+                        Err(e) => {
+                            problems.push(format!("[{}]: {}", $name, figment_error(&e)));
+                            <$ty>::default()
+                        }
+                    },
+                }
+            };
+        }
+        let mut cfg = Config {
+            nats: table!("nats", NatsConfig),
+            intake: table!("intake", IntakeConfig),
+            limits: table!("limits", LimitsConfig),
+            plugins: table!("plugins", PluginsConfig),
+            metrics: table!("metrics", MetricsConfig),
+            callbacks: table!("callbacks", CallbacksConfig),
+            retry: table!("retry", RetryConfig),
+            breaker: table!("breaker", BreakerConfig),
+            tracking: table!("tracking", TrackingConfig),
+            balance: table!("balance", BalanceConfig),
+            shutdown: table!("shutdown", ShutdownConfig),
+            providers: Vec::new(),
+            routes: Vec::new(),
+            base_dir,
+        };
+        let mut provider_names = HashSet::new();
+        cfg.providers = blocks::<ProviderConfig>(&root, "providers", &mut problems, |v| {
+            // Remember the names of blocks that fail to parse too, so routes do not report them.
+            if let Some(name) = v.find_ref("name").and_then(|n| n.as_str().map(str::to_owned)) {
+                provider_names.insert(name);
+            }
+        });
+        cfg.routes = blocks::<RouteConfig>(&root, "routes", &mut problems, |_| {});
+        cfg.validate(&provider_names, env, &mut problems);
+        cfg.resolve_paths();
+        if problems.is_empty() { Ok(cfg) } else { Err(ConfigError { problems }) }
+    }
+
+    fn validate(
+        &mut self,
+        parsed_names: &HashSet<String>,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Vec<String>,
+    ) {
+        if !is_token(&self.nats.subject_prefix) {
+            problems.push(format!(
+                "[nats] subject_prefix {:?} must be a NATS subject of letters, digits, '-', '_' and '.'",
+                self.nats.subject_prefix
+            ));
+        }
+        for (key, value) in [("password", &mut self.nats.password), ("token", &mut self.nats.token)] {
+            let env_key = if key == "password" { &self.nats.password_env } else { &self.nats.token_env };
+            if let Some(var) = env_key {
+                match env(var) {
+                    Some(v) if value.is_none() => *value = Some(Secret(v)),
+                    Some(_) => problems.push(format!("[nats] sets both {key} and {key}_env; keep one")),
+                    None => problems.push(format!("[nats] {key}_env names ${var}, which is not set")),
+                }
+            }
+        }
+        if self.nats.password.is_some() != self.nats.user.is_some() {
+            problems.push("[nats] user and password go together; set both or neither".into());
+        }
+        if self.nats.tls_cert.is_some() != self.nats.tls_key.is_some() {
+            problems.push("[nats] tls_cert and tls_key go together; set both or neither".into());
+        }
+        for (name, stream) in [
+            ("stream", &self.intake.stream),
+            ("consumer", &self.intake.consumer),
+            ("status_stream", &self.intake.status_stream),
+            ("ledger_bucket", &self.intake.ledger_bucket),
+            ("tracking_stream", &self.intake.tracking_stream),
+        ] {
+            if stream.is_empty() || !stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                problems
+                    .push(format!("[intake] {name} {stream:?} may only hold letters, digits, '_' and '-'"));
+            }
+        }
+        if self.intake.max_in_flight == 0 {
+            problems.push("[intake] max_in_flight must be at least 1".into());
+        }
+        if self.intake.ack_wait < Duration::from_secs(1) {
+            problems.push("[intake] ack_wait must be at least 1s".into());
+        }
+        if self.limits.max_recipients == 0 || self.limits.max_segments == 0 {
+            problems.push("[limits] max_recipients and max_segments must be at least 1".into());
+        }
+        if self.retry.max_attempts == 0 {
+            problems.push("[retry] max_attempts must be at least 1 (the first attempt counts)".into());
+        }
+        if self.tracking.first_poll.is_zero() || self.tracking.max_interval.is_zero() {
+            problems.push("[tracking] first_poll and max_interval must be longer than 0s".into());
+        }
+        for addr in [Some(&self.metrics.listen), self.callbacks.listen.as_ref()].into_iter().flatten() {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                problems.push(format!("listen address {addr:?} is not an IP:port (e.g. \"0.0.0.0:9464\")"));
+            }
+        }
+
+        let mut seen = HashSet::new();
+        for p in &mut self.providers {
+            let at = format!("[[providers]] {:?}", p.name);
+            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                problems.push(format!("{at}: name may only hold letters, digits, '_' and '-'"));
+            }
+            if !seen.insert(p.name.clone()) {
+                problems.push(format!("{at}: the name is used by two providers"));
+            }
+            if let Some(url) = &p.base_url {
+                match reqwest::Url::parse(url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                    _ => problems.push(format!("{at}: base_url {url:?} is not an http(s) URL")),
+                }
+            }
+            if let Some(sender) = &p.sender {
+                if let Err(e) = notifyd_sms::validate_sender(sender) {
+                    problems.push(format!("{at}: sender {sender:?}: {e}"));
+                }
+            }
+            if let Some(rate) = p.rate_per_second {
+                if !(rate > 0.0 && rate.is_finite()) {
+                    problems.push(format!("{at}: rate_per_second must be a positive number"));
+                }
+            }
+            if p.timeout() < Duration::from_millis(1) {
+                problems.push(format!("{at}: timeout must be longer than 0s"));
+            }
+            if let Some(var) = &p.callback_token_env {
+                match env(var) {
+                    Some(v) if p.callback_token.is_none() => p.callback_token = Some(Secret(v)),
+                    Some(_) => {
+                        problems.push(format!("{at}: sets both callback_token and callback_token_env"))
+                    }
+                    None => problems.push(format!("{at}: callback_token_env names ${var}, which is not set")),
+                }
+            }
+            resolve_env_settings(&at, &mut p.settings, env, problems);
+        }
+
+        if self.providers.is_empty() && !problems.iter().any(|p| p.starts_with("[[providers]]")) {
+            problems.push("no [[providers]] block: configure at least one provider instance".into());
+        }
+        if self.routes.is_empty() && !problems.iter().any(|p| p.starts_with("[[routes]]")) {
+            problems.push("no [[routes]] block: add one, e.g. prefixes = [\"\"] with your providers".into());
+        }
+        let mut prefixes = HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = format!("[[routes]] #{}", i + 1);
+            if r.providers.is_empty() {
+                problems.push(format!("{at}: providers is empty"));
+            }
+            for name in &r.providers {
+                if !parsed_names.contains(name) {
+                    problems
+                        .push(format!("{at}: names provider {name:?}, which no [[providers]] block defines"));
+                }
+            }
+            for prefix in &r.prefixes {
+                if !prefix.chars().all(|c| c.is_ascii_digit()) || prefix.len() > 15 {
+                    problems
+                        .push(format!("{at}: prefix {prefix:?} must be digits only (international, no '+')"));
+                }
+                if !prefixes.insert(prefix.clone()) {
+                    problems.push(format!("{at}: prefix {prefix:?} appears in two routes"));
+                }
+            }
+        }
+    }
+
+    fn resolve_paths(&mut self) {
+        let base = self.base_dir.clone();
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.plugins.dirs.iter_mut().for_each(abs);
+        for p in [
+            &mut self.nats.creds_file,
+            &mut self.nats.nkey_file,
+            &mut self.nats.tls_ca,
+            &mut self.nats.tls_cert,
+            &mut self.nats.tls_key,
+        ] {
+            p.as_mut().map(abs);
+        }
+        for p in &mut self.providers {
+            if p.plugin.contains('/') && Path::new(&p.plugin).is_relative() {
+                p.plugin = base.join(&p.plugin).to_string_lossy().into_owned();
+            }
+        }
+    }
+
+    /// The subject requests arrive on: `<prefix>.sms.send`.
+    pub fn send_subject(&self) -> String {
+        format!("{}.sms.send", self.nats.subject_prefix)
+    }
+}
+
+/// Replaces every `<key>_env = "VAR"` in plugin settings with `<key> = $VAR`.
+fn resolve_env_settings(
+    at: &str,
+    settings: &mut serde_json::Map<String, serde_json::Value>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) {
+    let env_keys: Vec<String> = settings.keys().filter(|k| k.ends_with("_env")).cloned().collect();
+    for key in env_keys {
+        let target = key.trim_end_matches("_env").to_owned();
+        let Some(serde_json::Value::String(var)) = settings.remove(&key) else {
+            problems.push(format!("{at}: settings.{key} must name an environment variable"));
+            continue;
+        };
+        if settings.contains_key(&target) {
+            problems.push(format!("{at}: settings set both {target} and {key}; keep one"));
+        } else if let Some(value) = env(&var) {
+            settings.insert(target, serde_json::Value::String(value));
+        } else {
+            problems.push(format!("{at}: settings.{key} names ${var}, which is not set"));
+        }
+    }
+}
+
+/// Deserializes each element of an array of tables on its own, so each block reports its problem.
+fn blocks<T: DeserializeOwned>(
+    root: &BTreeMap<String, Value>,
+    key: &str,
+    problems: &mut Vec<String>,
+    mut each: impl FnMut(&Value),
+) -> Vec<T> {
+    let Some(value) = root.get(key) else { return Vec::new() };
+    let Some(items) = value.as_array() else {
+        problems.push(format!("`{key}` must be an array of tables ([[{key}]] blocks)"));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        each(item);
+        match item.deserialize::<T>() {
+            Ok(t) => out.push(t),
+            Err(e) => {
+                let name = item.find_ref("name").and_then(|n| n.as_str().map(str::to_owned));
+                let which = name.map_or_else(|| format!("#{}", i + 1), |n| format!("{n:?}"));
+                problems.push(format!("[[{key}]] {which}: {}", figment_error(&e)));
+            }
+        }
+    }
+    out
+}
+
+/// figment's message without its profile noise.
+fn figment_error(e: &figment::Error) -> String {
+    e.clone().into_iter().map(|e| e.to_string().replace("default.", "")).collect::<Vec<_>>().join("; ")
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.')
+            .all(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[providers]]
+name = "sandbox"
+plugin = "sandbox"
+
+[[routes]]
+prefixes = [""]
+providers = ["sandbox"]
+"#;
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let cfg = Config::from_toml(MINIMAL, Path::new("/etc/notifyd")).unwrap();
+        assert_eq!(cfg.nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(cfg.intake.stream, "NOTIFY_SMS");
+        assert_eq!(cfg.intake.ack_wait, Duration::from_secs(30));
+        assert_eq!(cfg.limits.max_recipients, 1000);
+        assert_eq!(cfg.tracking.window, Duration::from_secs(48 * 3600));
+        assert_eq!(cfg.providers[0].timeout(), Duration::from_secs(10));
+        assert_eq!(cfg.send_subject(), "notify.sms.send");
+    }
+
+    #[test]
+    fn unknown_key_and_unknown_route_provider_are_reported_together() {
+        let text = format!(
+            "{MINIMAL}\n[[routes]]\nprefixes = [\"49\"]\nproviders = [\"nope\"]\n[nats]\nurll = \"x\"\n"
+        );
+        let err = Config::from_toml(&text, Path::new(".")).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{:?}", err.problems);
+        assert!(err.problems.iter().any(|p| p.contains("urll")), "{:?}", err.problems);
+        assert!(err.problems.iter().any(|p| p.contains("\"nope\"")), "{:?}", err.problems);
+    }
+
+    #[test]
+    fn bad_duration_and_unknown_section_are_explained() {
+        let text = format!("{MINIMAL}\n[retry]\ninitial_backoff = \"fast\"\n[bogus]\nx = 1\n");
+        let err = Config::from_toml(&text, Path::new(".")).unwrap_err();
+        assert!(err.problems.iter().any(|p| p.contains("invalid duration \"fast\"")), "{:?}", err.problems);
+        assert!(err.problems.iter().any(|p| p.contains("unknown section `bogus`")), "{:?}", err.problems);
+    }
+
+    #[test]
+    fn env_settings_are_resolved_and_missing_ones_named() {
+        let mut settings = serde_json::Map::new();
+        settings.insert("password_env".into(), "PW".into());
+        settings.insert("token_env".into(), "MISSING".into());
+        let mut problems = Vec::new();
+        let env = |k: &str| (k == "PW").then(|| "s3cret".to_owned());
+        resolve_env_settings("[[providers]] \"x\"", &mut settings, &env, &mut problems);
+        assert_eq!(settings.get("password").and_then(|v| v.as_str()), Some("s3cret"));
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("$MISSING") && !problems[0].contains("s3cret"));
+    }
+
+    #[test]
+    fn secret_debug_is_masked() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "***");
+    }
+}

@@ -1,0 +1,328 @@
+//! Dispatch: sends one request's recipients along their routes and decides each one's outcome.
+//!
+//! The plugin classifies an answer; this module alone acts on it ([`Action`]): a recipient error
+//! ends the recipient, a retryable error retries on the same provider with exponential backoff
+//! and jitter (honouring the provider's delay up to `retry.max_backoff`), anything else fails
+//! over to the next provider of the route. Recipients are batched up to the plugin's
+//! `max_recipients` per call.
+
+use crate::config::{OnAmbiguous, RetryConfig};
+use crate::metrics::Metrics;
+use crate::plugin::Op;
+use crate::provider::{OpError, Provider, Providers};
+use crate::route::Route;
+use crate::validate::Request;
+use notifyd_plugin::wire::{ProviderError, RecipientResult, SendInput, SendResult};
+use notifyd_sms::PhoneNumber;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// What the host does with a classified error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The recipient is refused for good (`rejected`).
+    Reject,
+    /// Try the same provider again, after at least this long when the provider said so.
+    Retry { after: Option<Duration> },
+    /// Give up on this provider for this recipient; try the next one of the route.
+    Failover,
+    /// Give up on this recipient (`failed`).
+    Fail,
+}
+
+/// The host's policy for a provider error.
+pub fn classify(error: &ProviderError, ambiguous: bool, on_ambiguous: OnAmbiguous) -> Action {
+    match error.code.as_str() {
+        "invalid_recipient" | "blocked_recipient" | "content_rejected" | "invalid_sender" | "duplicate" => {
+            Action::Reject
+        }
+        "expired" => Action::Fail,
+        _ if ambiguous && on_ambiguous == OnAmbiguous::Fail => Action::Fail,
+        _ if error.retryable => Action::Retry { after: error.retry_after_ms.map(Duration::from_millis) },
+        _ => Action::Failover,
+    }
+}
+
+/// The decided outcome for one recipient.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Sent { provider: usize, result: RecipientResult, attempt: u32 },
+    Rejected { provider: usize, error: ProviderError, attempt: u32 },
+    Failed { provider: Option<usize>, error: ProviderError, attempt: u32 },
+}
+
+/// Sends requests through providers.
+pub struct Dispatcher {
+    pub providers: Arc<Providers>,
+    retry: RetryConfig,
+    metrics: Metrics,
+}
+
+/// Per-recipient bookkeeping while it moves along its route.
+struct Pending {
+    number: PhoneNumber,
+    attempts: u32,
+    last_error: Option<ProviderError>,
+}
+
+impl Dispatcher {
+    pub fn new(providers: Arc<Providers>, retry: RetryConfig, metrics: Metrics) -> Self {
+        Dispatcher { providers, retry, metrics }
+    }
+
+    /// Sends `req` to `numbers`, each with its route, and returns every recipient's outcome.
+    pub async fn dispatch(
+        &self,
+        req: &Request,
+        numbers: Vec<(PhoneNumber, Route)>,
+    ) -> Vec<(PhoneNumber, Outcome)> {
+        // Recipients sharing a route travel together.
+        let mut groups: Vec<(Route, Vec<PhoneNumber>)> = Vec::new();
+        for (number, route) in numbers {
+            match groups.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &route) || **r == *route) {
+                Some((_, list)) => list.push(number),
+                None => groups.push((route, vec![number])),
+            }
+        }
+        let runs = groups.into_iter().map(|(route, list)| self.along_route(req, route, list));
+        futures::future::join_all(runs).await.into_iter().flatten().collect()
+    }
+
+    async fn along_route(
+        &self,
+        req: &Request,
+        route: Route,
+        numbers: Vec<PhoneNumber>,
+    ) -> Vec<(PhoneNumber, Outcome)> {
+        let mut decided = Vec::with_capacity(numbers.len());
+        let mut pending: Vec<Pending> =
+            numbers.into_iter().map(|number| Pending { number, attempts: 0, last_error: None }).collect();
+        for (pos, &index) in route.iter().enumerate() {
+            let provider = &self.providers.list[index];
+            let mut failing_over = Vec::new();
+            let mut try_no = 0;
+            while !pending.is_empty() {
+                try_no += 1;
+                if expired(req) {
+                    failing_over.append(&mut pending);
+                    break;
+                }
+                let mut retry = Vec::new();
+                let mut wait: Option<Duration> = None;
+                let max = provider.describe().max_recipients.max(1) as usize;
+                while !pending.is_empty() {
+                    let chunk: Vec<Pending> = pending.drain(..max.min(pending.len())).collect();
+                    for (mut p, answer) in self.send_chunk(req, provider, chunk).await {
+                        p.attempts += 1;
+                        let (error, ambiguous) = match answer {
+                            Ok(result) => {
+                                decided.push((
+                                    p.number,
+                                    Outcome::Sent { provider: index, result, attempt: p.attempts },
+                                ));
+                                continue;
+                            }
+                            Err(e) => e,
+                        };
+                        let action = classify(&error, ambiguous, self.retry.on_ambiguous);
+                        match action {
+                            Action::Reject => {
+                                let attempt = p.attempts;
+                                decided
+                                    .push((p.number, Outcome::Rejected { provider: index, error, attempt }));
+                                continue;
+                            }
+                            Action::Fail => {
+                                let attempt = p.attempts;
+                                decided.push((
+                                    p.number,
+                                    Outcome::Failed { provider: Some(index), error, attempt },
+                                ));
+                                continue;
+                            }
+                            Action::Retry { after } if try_no < self.retry.max_attempts => {
+                                let delay = after.unwrap_or_else(|| self.backoff(try_no));
+                                if delay <= self.retry.max_backoff {
+                                    if ambiguous {
+                                        self.metrics
+                                            .ambiguous_resends
+                                            .with_label_values(&[&provider.name])
+                                            .inc();
+                                    }
+                                    wait = Some(wait.map_or(delay, |w| w.max(delay)));
+                                    p.last_error = Some(error);
+                                    retry.push(p);
+                                    continue;
+                                }
+                            }
+                            Action::Retry { .. } | Action::Failover => {}
+                        }
+                        p.last_error = Some(error);
+                        failing_over.push(p);
+                    }
+                }
+                if let Some(delay) = wait {
+                    self.metrics.retries.with_label_values(&[&provider.name]).inc_by(retry.len() as u64);
+                    if would_expire_during(req, delay) {
+                        failing_over.append(&mut retry);
+                    } else {
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+                pending = retry;
+            }
+            pending = failing_over;
+            if pending.is_empty() {
+                break;
+            }
+            if pos + 1 < route.len() && !expired(req) {
+                self.metrics.failovers.with_label_values(&[&provider.name]).inc_by(pending.len() as u64);
+            }
+        }
+        for p in pending {
+            let provider = route.last().copied().filter(|_| p.attempts > 0);
+            let error = if expired(req) {
+                ProviderError::new("expired", "expires_at passed before the message could be sent")
+            } else {
+                p.last_error.unwrap_or_else(|| ProviderError::new("internal", "no provider could be tried"))
+            };
+            decided.push((p.number, Outcome::Failed { provider, error, attempt: p.attempts }));
+        }
+        decided
+    }
+
+    /// One `send` call for up to `max_recipients` recipients; each gets its result or its error
+    /// (with whether the attempt was ambiguous).
+    async fn send_chunk(
+        &self,
+        req: &Request,
+        provider: &Provider,
+        chunk: Vec<Pending>,
+    ) -> Vec<(Pending, Result<RecipientResult, (ProviderError, bool)>)> {
+        let input = SendInput {
+            id: req.id.to_string(),
+            to: chunk.iter().map(|p| p.number.as_str().to_owned()).collect(),
+            text: req.text.clone(),
+            from: req.from.clone().or_else(|| provider.sender.clone()),
+            encoding: req.info.encoding.as_str().to_owned(),
+            segments: req.info.segments,
+            send_at: req.send_at.filter(|_| provider.schedules_natively()).map(crate::events::rfc3339_millis),
+        };
+        let answer = provider.run::<_, SendResult>(Op::Send, &input).await;
+        let whole_error = |e: &ProviderError, ambiguous: bool| Err((e.clone(), ambiguous));
+        match answer {
+            Ok(SendResult::Recipients { recipients }) => {
+                let mut by_to: HashMap<String, RecipientResult> =
+                    recipients.into_iter().map(|r| (r.to.clone(), r)).collect();
+                chunk
+                    .into_iter()
+                    .map(|p| {
+                        let result = match by_to.remove(p.number.as_str()) {
+                            Some(r) if r.error.is_none() && r.provider_message_id.is_some() => Ok(r),
+                            Some(RecipientResult { error: Some(e), .. }) => Err((e, false)),
+                            Some(_) => Err((
+                                ProviderError::new(
+                                    "plugin_error",
+                                    "the plugin reported neither a message id nor an error",
+                                ),
+                                false,
+                            )),
+                            None => Err((
+                                ProviderError::new(
+                                    "plugin_error",
+                                    "the plugin's answer did not mention this recipient",
+                                ),
+                                false,
+                            )),
+                        };
+                        (p, result)
+                    })
+                    .collect()
+            }
+            Ok(SendResult::Failed { error }) => {
+                chunk.into_iter().map(|p| (p, whole_error(&error, false))).collect()
+            }
+            Err(e) => {
+                let ambiguous = matches!(&e, OpError::Transport(t) if t.is_ambiguous());
+                let error = e.to_provider_error();
+                chunk.into_iter().map(|p| (p, whole_error(&error, ambiguous))).collect()
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter: `initial * 2^(n-1)`, capped, then 50..100% of it.
+    fn backoff(&self, try_no: u32) -> Duration {
+        let base =
+            self.retry.initial_backoff.saturating_mul(1 << (try_no - 1).min(16)).min(self.retry.max_backoff);
+        base.mul_f64(0.5 + jitter() * 0.5)
+    }
+}
+
+fn expired(req: &Request) -> bool {
+    req.expires_at.is_some_and(|t| t <= OffsetDateTime::now_utc())
+}
+
+fn would_expire_during(req: &Request, delay: Duration) -> bool {
+    req.expires_at.is_some_and(|t| t <= OffsetDateTime::now_utc() + delay)
+}
+
+/// A number in [0, 1) that differs between calls (no need for a random number generator here).
+fn jitter() -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let mut x = STATE.fetch_add(u64::from(nanos) | 1, Ordering::Relaxed);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(code: &str, retryable: bool) -> ProviderError {
+        ProviderError { retryable, ..ProviderError::new(code, "x") }
+    }
+
+    #[test]
+    fn recipient_errors_end_the_recipient() {
+        for code in
+            ["invalid_recipient", "blocked_recipient", "content_rejected", "invalid_sender", "duplicate"]
+        {
+            assert_eq!(classify(&err(code, false), false, OnAmbiguous::Resend), Action::Reject, "{code}");
+        }
+    }
+
+    #[test]
+    fn account_errors_fail_over_and_transient_ones_retry() {
+        for code in ["auth", "insufficient_funds", "route_closed", "plugin_error"] {
+            assert_eq!(classify(&err(code, false), false, OnAmbiguous::Resend), Action::Failover, "{code}");
+        }
+        let mut throttled = err("throttled", true);
+        throttled.retry_after_ms = Some(1500);
+        assert_eq!(
+            classify(&throttled, false, OnAmbiguous::Resend),
+            Action::Retry { after: Some(Duration::from_millis(1500)) }
+        );
+    }
+
+    #[test]
+    fn ambiguous_attempt_follows_the_setting() {
+        let timeout = err("timeout", true);
+        assert_eq!(classify(&timeout, true, OnAmbiguous::Fail), Action::Fail);
+        assert_eq!(classify(&timeout, true, OnAmbiguous::Resend), Action::Retry { after: None });
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..1000 {
+            let j = jitter();
+            assert!((0.0..1.0).contains(&j));
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Status events (SPEC §2): one per recipient per status change, published to
+//! `<prefix>.sms.status.<status>` and stored by the status stream before the request is acked.
+//!
+//! Each event carries `Nats-Msg-Id` = `<id>/<to>/<status>`, so the stream folds the duplicates a
+//! redelivery produces. A batch of events is confirmed as a whole: publishes that fail (NATS down,
+//! stream unavailable) are repeated, with the same message id, until stored.
+
+use crate::metrics::Metrics;
+use crate::validate::Tags;
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use bytes::Bytes;
+use notifyd_plugin::wire::ProviderError;
+use serde::Serialize;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// The normalised statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Accepted,
+    Rejected,
+    Sent,
+    Delivered,
+    Undelivered,
+    Expired,
+    Failed,
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Rejected => "rejected",
+            Status::Sent => "sent",
+            Status::Delivered => "delivered",
+            Status::Undelivered => "undelivered",
+            Status::Expired => "expired",
+            Status::Failed => "failed",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    /// Parses a status word from a plugin's `status`/`callback` answer.
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "accepted" => Status::Accepted,
+            "rejected" => Status::Rejected,
+            "sent" => Status::Sent,
+            "delivered" => Status::Delivered,
+            "undelivered" => Status::Undelivered,
+            "expired" => Status::Expired,
+            "failed" => Status::Failed,
+            "unknown" => Status::Unknown,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Accepted | Status::Sent)
+    }
+}
+
+/// The `error` object of an event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventError {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_code: Option<String>,
+    pub retryable: bool,
+}
+
+impl From<&ProviderError> for EventError {
+    fn from(e: &ProviderError) -> Self {
+        EventError {
+            code: e.code.clone(),
+            message: e.message.clone(),
+            provider_code: e.provider_code.clone(),
+            retryable: e.retryable,
+        }
+    }
+}
+
+impl EventError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        EventError { code: code.to_owned(), message: message.into(), provider_code: None, retryable: false }
+    }
+}
+
+/// One status event. Fields that do not apply are `None` and omitted from the JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event<'a> {
+    pub id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<&'a str>,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<EventError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<&'a Tags>,
+}
+
+impl<'a> Event<'a> {
+    /// An event with only the id, status and time set.
+    pub fn new(id: &'a str, status: Status) -> Self {
+        Event {
+            id,
+            to: None,
+            status,
+            provider: None,
+            provider_message_id: None,
+            segments: None,
+            encoding: None,
+            attempt: None,
+            at: now_rfc3339(),
+            error: None,
+            tags: None,
+        }
+    }
+}
+
+/// Now, as RFC 3339 UTC with milliseconds: `2026-11-21T21:00:00.123Z`.
+pub fn now_rfc3339() -> String {
+    rfc3339_millis(OffsetDateTime::now_utc())
+}
+
+pub fn rfc3339_millis(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// Publishes events into the status stream.
+#[derive(Clone)]
+pub struct Events {
+    js: jetstream::Context,
+    prefix: String,
+    metrics: Metrics,
+}
+
+/// An event on its way: what is needed to publish it again, and the pending acknowledgement.
+struct InFlight {
+    subject: String,
+    msg_id: String,
+    payload: Bytes,
+    ack: Option<PublishAckFuture>,
+}
+
+/// Events published for one unit of work, confirmed together by [`Batch::confirm`].
+#[must_use = "a batch must be confirmed before the request is acked"]
+pub struct Batch {
+    events: Events,
+    pending: Vec<InFlight>,
+}
+
+impl Events {
+    pub fn new(js: jetstream::Context, subject_prefix: &str, metrics: Metrics) -> Self {
+        Events { js, prefix: format!("{subject_prefix}.sms.status."), metrics }
+    }
+
+    pub fn batch(&self) -> Batch {
+        Batch { events: self.clone(), pending: Vec::new() }
+    }
+
+    async fn send(&self, subject: &str, msg_id: &str, payload: Bytes) -> Option<PublishAckFuture> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+        self.js.publish_with_headers(subject.to_owned(), headers, payload).await.ok()
+    }
+}
+
+impl Batch {
+    /// Publishes `event` with message id `key` (`<id>/<to>/<status>` or the SPEC's variants).
+    pub async fn publish(&mut self, event: &Event<'_>, key: String) {
+        let payload = Bytes::from(serde_json::to_vec(event).expect("events encode as JSON"));
+        let subject = format!("{}{}", self.events.prefix, event.status.as_str());
+        self.events
+            .metrics
+            .events
+            .with_label_values(&[event.provider.unwrap_or(""), event.status.as_str()])
+            .inc();
+        self.publish_raw(subject, key, payload).await;
+    }
+
+    /// Publishes any payload into JetStream as part of this batch (e.g. a tracking entry).
+    pub async fn publish_raw(&mut self, subject: String, msg_id: String, payload: Bytes) {
+        let ack = self.events.send(&subject, &msg_id, payload.clone()).await;
+        self.pending.push(InFlight { subject, msg_id, payload, ack });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Waits until every event of the batch is stored, publishing failed ones again (same message
+    /// id, so the stream keeps one copy) with a growing pause. Returns only when all are stored;
+    /// bounded work per replica (`max_in_flight`) bounds what waits here during an outage.
+    pub async fn confirm(self) {
+        let mut delay = Duration::from_millis(50);
+        let mut pending = self.pending;
+        loop {
+            let mut failed = Vec::new();
+            for mut ev in pending {
+                let stored = match ev.ack.take() {
+                    Some(ack) => ack.await.is_ok(),
+                    None => false,
+                };
+                if !stored {
+                    failed.push(ev);
+                }
+            }
+            if failed.is_empty() {
+                return;
+            }
+            tracing::warn!(events = failed.len(), "status events not stored yet; publishing them again");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+            for ev in &mut failed {
+                ev.ack = self.events.send(&ev.subject, &ev.msg_id, ev.payload.clone()).await;
+            }
+            pending = failed;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_omits_what_does_not_apply() {
+        let mut e = Event::new("r1", Status::Accepted);
+        e.at = "2026-11-21T21:00:00.123Z".into();
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"id":"r1","status":"accepted","at":"2026-11-21T21:00:00.123Z"}"#
+        );
+    }
+
+    #[test]
+    fn timestamps_have_millis_and_z() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_795_295_100_123_456_789).unwrap();
+        assert_eq!(rfc3339_millis(t), "2026-11-21T21:05:00.123Z");
+    }
+
+    #[test]
+    fn status_words_round_trip() {
+        for s in ["accepted", "rejected", "sent", "delivered", "undelivered", "expired", "failed", "unknown"]
+        {
+            assert_eq!(Status::parse(s).unwrap().as_str(), s);
+        }
+        assert!(Status::parse("DELIVRD").is_none());
+        assert!(!Status::Sent.is_final() && Status::Delivered.is_final());
+    }
+}

@@ -1,0 +1,130 @@
+//! The one shared HTTP client that performs every exchange a plugin asks for.
+//!
+//! Transport failures are classified here, because only the host can tell them apart: a connection
+//! that failed before the request left is safe to retry; a timeout or a dropped connection after it
+//! left is *ambiguous* (the provider may have sent the message). Error texts never carry the URL,
+//! which holds credentials for some providers.
+
+use notifyd_plugin::wire::{HttpRequest, HttpResponse};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Largest response body handed to a plugin; a longer one is cut (a hostile or broken provider
+/// must not make the daemon buffer gigabytes).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Why an exchange produced no HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The request never left (connection refused, DNS, TLS handshake): safe to retry.
+    #[error("could not connect to the provider: {0}")]
+    Connect(String),
+    /// No answer within the provider's timeout; the request may have been processed.
+    #[error("the provider did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection broke after the request was sent; it may have been processed.
+    #[error("the connection to the provider broke: {0}")]
+    Broken(String),
+    /// The plugin described a request that cannot be sent (bad method, URL or header).
+    #[error("the plugin described an invalid HTTP request: {0}")]
+    Invalid(String),
+}
+
+impl TransportError {
+    /// Whether the provider may have acted on the request.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, TransportError::Timeout(_) | TransportError::Broken(_))
+    }
+}
+
+/// The shared client: one connection pool for every provider.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+}
+
+impl HttpClient {
+    pub fn new() -> Self {
+        // Providers are reached over rustls with the `ring` provider (the one async-nats uses too).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("notifyd/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("the HTTP client's TLS backend initialises");
+        HttpClient { client }
+    }
+
+    /// Performs `req` with `timeout` for the whole exchange.
+    pub async fn perform(
+        &self,
+        req: &HttpRequest,
+        timeout: Duration,
+    ) -> Result<HttpResponse, TransportError> {
+        let method = reqwest::Method::from_bytes(req.method.as_bytes())
+            .map_err(|_| TransportError::Invalid(format!("method {:?}", req.method)))?;
+        let url = reqwest::Url::parse(&req.url).map_err(|e| TransportError::Invalid(format!("URL: {e}")))?;
+        let mut builder = self.client.request(method, url).timeout(timeout);
+        for (name, value) in &req.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| TransportError::Invalid(format!("header name {name:?}")))?;
+            let value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| TransportError::Invalid(format!("value of header {name}")))?;
+            builder = builder.header(name, value);
+        }
+        if !req.body.is_empty() {
+            builder = builder.body(req.body.clone());
+        }
+        let mut response = builder.send().await.map_err(|e| classify(e, timeout))?;
+        let status = response.status().as_u16();
+        let mut headers = BTreeMap::new();
+        for (name, value) in response.headers() {
+            if let Ok(v) = value.to_str() {
+                headers.insert(name.as_str().to_owned(), v.to_owned());
+            }
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| classify(e, timeout))? {
+            let room = MAX_BODY - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= MAX_BODY {
+                break;
+            }
+        }
+        let body = match String::from_utf8(body) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        Ok(HttpResponse { status, headers, body })
+    }
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn classify(e: reqwest::Error, timeout: Duration) -> TransportError {
+    let e = e.without_url();
+    if e.is_timeout() {
+        TransportError::Timeout(timeout)
+    } else if e.is_connect() {
+        TransportError::Connect(root_cause(&e))
+    } else {
+        TransportError::Broken(root_cause(&e))
+    }
+}
+
+/// The innermost error message (reqwest's own text is generic).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

@@ -1,0 +1,301 @@
+//! Intake: where requests come from (SPEC §2), and how many are worked on at once.
+//!
+//! - **JetStream** (default): a work-queue stream and one durable pull consumer shared by every
+//!   replica. A request is acked only after all its events are stored; while it is worked on, the
+//!   message is kept alive with in-progress acks, so a long retry is not redelivered elsewhere.
+//! - **Core**: a queue-group subscription; a request with a reply subject is answered right after
+//!   validation. At-most-once.
+//!
+//! Both bound the requests in flight with a semaphore of `intake.max_in_flight` permits, and stop
+//! taking new requests when shutdown begins; [`drain`] then waits for the ones in flight.
+
+use crate::config::{Config, IntakeMode};
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, Verdict};
+use crate::tracking;
+use crate::validate::Decoded;
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::{Semaphore, watch};
+
+/// Streams and consumers notifyd needs, created when missing (an existing one is used as it is).
+pub struct Streams {
+    /// The intake stream's creation time (unix seconds), part of generated request ids.
+    pub intake_created: i64,
+    pub intake: Option<consumer::PullConsumer>,
+    pub tracking: consumer::PullConsumer,
+}
+
+/// Ensures the intake stream (JetStream mode), the status stream, the tracking stream, and their
+/// consumers.
+pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<Streams, String> {
+    let prefix = &cfg.nats.subject_prefix;
+    let fail = |what: &str, e: &dyn std::fmt::Display| format!("cannot set up the JetStream {what}: {e}");
+    js.get_or_create_stream(stream::Config {
+        name: cfg.intake.status_stream.clone(),
+        subjects: vec![format!("{prefix}.sms.status.>")],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| fail("status stream", &e))?;
+
+    let mut tracking_stream = js
+        .get_or_create_stream(stream::Config {
+            name: cfg.intake.tracking_stream.clone(),
+            subjects: vec![tracking::subject(prefix)],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::WorkQueue,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| fail("tracking stream", &e))?;
+    let tracking = tracking_stream
+        .get_or_create_consumer(
+            "notifyd_tracking",
+            consumer::pull::Config {
+                durable_name: Some("notifyd_tracking".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: cfg.intake.ack_wait,
+                max_deliver: -1,
+                max_ack_pending: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| fail("tracking consumer", &e))?;
+    let _ = tracking_stream.info().await;
+
+    if cfg.intake.mode == IntakeMode::Core {
+        return Ok(Streams { intake_created: 0, intake: None, tracking });
+    }
+    let mut intake_stream = js
+        .get_or_create_stream(stream::Config {
+            name: cfg.intake.stream.clone(),
+            subjects: vec![cfg.send_subject()],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::WorkQueue,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| fail("intake stream", &e))?;
+    let created = intake_stream.info().await.map_err(|e| fail("intake stream", &e))?.created.unix_timestamp();
+    let intake = intake_stream
+        .get_or_create_consumer(
+            &cfg.intake.consumer,
+            consumer::pull::Config {
+                durable_name: Some(cfg.intake.consumer.clone()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: cfg.intake.ack_wait,
+                max_deliver: -1,
+                max_ack_pending: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| fail("intake consumer", &e))?;
+    Ok(Streams { intake_created: created, intake: Some(intake), tracking })
+}
+
+/// Work in flight, bounded.
+#[derive(Clone)]
+pub struct Slots {
+    sem: Arc<Semaphore>,
+    size: usize,
+    metrics: Metrics,
+}
+
+impl Slots {
+    pub fn new(size: usize, metrics: Metrics) -> Self {
+        Slots { sem: Arc::new(Semaphore::new(size)), size, metrics }
+    }
+
+    async fn acquire(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let permit = self.sem.clone().acquire_owned().await.expect("the semaphore is never closed");
+        self.metrics.in_flight.inc();
+        permit
+    }
+
+    fn release(&self, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.metrics.in_flight.dec();
+        drop(permit);
+    }
+}
+
+/// Waits until no work is in flight, or `grace` has passed. Returns whether all work finished.
+pub async fn drain(slots: &Slots, grace: Duration) -> bool {
+    let all = u32::try_from(slots.size).unwrap_or(u32::MAX);
+    tokio::time::timeout(grace, slots.sem.acquire_many(all)).await.is_ok()
+}
+
+/// Consumes the JetStream intake until `shutdown` turns true.
+pub async fn run_jetstream(
+    consumer: consumer::PullConsumer,
+    pipeline: Arc<Pipeline>,
+    slots: Slots,
+    created: i64,
+    ack_wait: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let batch = slots.size.clamp(1, 256);
+    'outer: loop {
+        let mut messages = match consumer.stream().max_messages_per_batch(batch).messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fetch from the intake consumer; retrying in 1s");
+                tokio::select! {
+                    _ = shutdown.changed() => break 'outer,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.changed() => break 'outer,
+                p = slots.acquire() => p,
+            };
+            let next = tokio::select! {
+                _ = shutdown.changed() => { slots.release(permit); break 'outer; }
+                m = messages.next() => m,
+            };
+            let msg = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    slots.release(permit);
+                    tracing::warn!(error = %e, "intake consumer error");
+                    continue;
+                }
+                None => {
+                    slots.release(permit);
+                    continue 'outer;
+                }
+            };
+            let pipeline = pipeline.clone();
+            let slots = slots.clone();
+            tokio::spawn(async move {
+                handle_jetstream(&pipeline, msg, created, ack_wait).await;
+                slots.release(permit);
+            });
+        }
+    }
+}
+
+async fn handle_jetstream(pipeline: &Pipeline, msg: jetstream::Message, created: i64, ack_wait: Duration) {
+    let (seq, delivered) = match msg.info() {
+        Ok(i) => (i.stream_sequence, i.delivered),
+        Err(_) => (0, 1),
+    };
+    let generated = move || format!("js-{created}-{seq}");
+    let decoded = pipeline.validate(&msg.payload, &generated);
+    // A request due later, for a route whose providers cannot schedule it, is handed back to
+    // JetStream until it is due: it takes no worker and no memory while it waits.
+    if let Decoded::Valid(req) = &decoded {
+        if let Some(delay) = hold_for(pipeline, req) {
+            tracing::debug!(request = %req.id, delivered, "holding a scheduled request until it is due");
+            let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+            return;
+        }
+    }
+    let work = pipeline.finish(&msg.payload, decoded);
+    tokio::pin!(work);
+    // Keep the message alive while it is worked on (retries can take longer than ack_wait).
+    let mut keepalive = tokio::time::interval(ack_wait / 3);
+    keepalive.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut work => break,
+            _ = keepalive.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
+        }
+    }
+    if let Err(e) = msg.ack().await {
+        tracing::warn!(error = %e, "could not ack a finished request; it will be redelivered and deduplicated");
+    }
+}
+
+/// How long to hold a request whose `send_at` lies ahead, unless every provider it would use
+/// schedules natively.
+fn hold_for(pipeline: &Pipeline, req: &crate::validate::Request) -> Option<Duration> {
+    let send_at = req.send_at?;
+    let ahead = send_at - OffsetDateTime::now_utc();
+    if ahead <= time::Duration::milliseconds(50) {
+        return None;
+    }
+    let native = match req.provider.as_deref().and_then(|p| pipeline.providers.get(p)) {
+        Some(p) => p.schedules_natively(),
+        None => pipeline.providers.list.iter().all(|p| p.schedules_natively()),
+    };
+    (!native).then(|| Duration::try_from(ahead).unwrap_or_default())
+}
+
+/// Serves the core intake until `shutdown` turns true.
+pub async fn run_core(
+    client: async_nats::Client,
+    subject: String,
+    queue: String,
+    pipeline: Arc<Pipeline>,
+    slots: Slots,
+    ready: Arc<crate::metrics::Readiness>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut sub = client
+        .queue_subscribe(subject.clone(), queue)
+        .await
+        .map_err(|e| format!("cannot subscribe to {subject}: {e}"))?;
+    ready.intake.store(true, std::sync::atomic::Ordering::Relaxed);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.changed() => break,
+            p = slots.acquire() => p,
+        };
+        let msg = tokio::select! {
+            _ = shutdown.changed() => { slots.release(permit); break; }
+            m = sub.next() => m,
+        };
+        let Some(msg) = msg else {
+            slots.release(permit);
+            break;
+        };
+        let pipeline = pipeline.clone();
+        let slots = slots.clone();
+        let client = client.clone();
+        tokio::spawn(async move {
+            let generated = || format!("core-{}", nuid::next());
+            let decoded = pipeline.validate(&msg.payload, &generated);
+            if let Some(reply) = &msg.reply {
+                let answer = reply_body(&Pipeline::verdict(&decoded));
+                let _ = client.publish(reply.clone(), answer.into()).await;
+            }
+            if let Decoded::Valid(req) = &decoded {
+                if let Some(delay) = hold_for(&pipeline, req) {
+                    // Core intake is at-most-once: a held request waits in memory.
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            let _: Verdict = pipeline.finish(&msg.payload, decoded).await;
+            slots.release(permit);
+        });
+    }
+    let _ = sub.unsubscribe().await;
+    Ok(())
+}
+
+/// The synchronous answer of core intake.
+fn reply_body(verdict: &Verdict) -> Vec<u8> {
+    let v = match verdict {
+        Verdict::Accepted { id } => serde_json::json!({"id": &**id, "status": "accepted"}),
+        Verdict::Rejected { id, code, message } => {
+            serde_json::json!({"id": id, "status": "rejected", "error": {"code": code, "message": message}})
+        }
+        Verdict::Dead => serde_json::json!({"status": "rejected", "error": {
+            "code": "invalid_request", "message": "the payload is not a JSON object"}}),
+    };
+    serde_json::to_vec(&v).expect("replies encode as JSON")
+}

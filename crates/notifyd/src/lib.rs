@@ -1,0 +1,234 @@
+//! notifyd: an SMS notification daemon. Requests arrive on NATS, are validated, routed to a
+//! provider, sent through the provider's plugin, followed to their final delivery status, and
+//! every status change goes back onto NATS.
+//!
+//! The modules, in the order a message meets them: [`intake`] → [`validate`] → [`route`] →
+//! [`dispatch`] (through [`provider`], [`plugin`] and [`http`]) → [`tracking`], with [`events`]
+//! published at every step and [`pipeline`] holding the stages together. [`run`] wires them up.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod dispatch;
+pub mod events;
+pub mod http;
+pub mod intake;
+pub mod metrics;
+pub mod pipeline;
+pub mod plugin;
+pub mod provider;
+pub mod route;
+pub mod tracking;
+pub mod validate;
+pub mod verify;
+
+use config::{Config, IntakeMode, NatsConfig};
+use metrics::{Metrics, Readiness};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::watch;
+
+/// Why the daemon could not start or run. [`Error::exit_code`] maps it to the exit codes of
+/// SPEC §7.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Plugins(Vec<plugin::PluginError>),
+    #[error("{0}")]
+    Nats(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Plugins(_) => 78,
+            Error::Nats(_) | Error::Other(_) => 1,
+        }
+    }
+}
+
+/// Connects to NATS as `[nats]` says, keeping `notifyd_nats_connected` and readiness current.
+pub async fn connect(
+    cfg: &NatsConfig,
+    metrics: &Metrics,
+    ready: &Arc<Readiness>,
+) -> Result<async_nats::Client, Error> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(concat!("notifyd ", env!("CARGO_PKG_VERSION")))
+        .connection_timeout(cfg.connect_timeout)
+        .max_reconnects(None);
+    if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
+        opts = opts.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(token) = &cfg.token {
+        opts = opts.token(token.expose().to_owned());
+    }
+    if let Some(path) = &cfg.creds_file {
+        opts = opts.credentials_file(path).await.map_err(|e| {
+            Error::Nats(format!("cannot read the NATS credentials file {}: {e}", path.display()))
+        })?;
+    }
+    if let Some(path) = &cfg.nkey_file {
+        let seed = std::fs::read_to_string(path)
+            .map_err(|e| Error::Nats(format!("cannot read the NATS nkey file {}: {e}", path.display())))?;
+        opts = opts.nkey(seed.trim().to_owned());
+    }
+    if let Some(ca) = &cfg.tls_ca {
+        opts = opts.require_tls(true).add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
+        opts = opts.require_tls(true).add_client_certificate(cert.clone(), key.clone());
+    }
+    let (m, r) = (metrics.clone(), ready.clone());
+    opts = opts.event_callback(move |event| {
+        let (m, r) = (m.clone(), r.clone());
+        async move {
+            match event {
+                async_nats::Event::Connected => {
+                    tracing::info!("connected to NATS");
+                    m.nats_connected.set(1);
+                    r.nats.store(true, Ordering::Relaxed);
+                }
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("disconnected from NATS; intake pauses until the connection is back");
+                    m.nats_connected.set(0);
+                    r.nats.store(false, Ordering::Relaxed);
+                }
+                other => tracing::info!(event = %other, "NATS connection event"),
+            }
+        }
+    });
+    let client = opts
+        .connect(cfg.url.as_str())
+        .await
+        .map_err(|e| Error::Nats(format!("cannot connect to NATS at {}: {e}", redact_url(&cfg.url))))?;
+    metrics.nats_connected.set(1);
+    ready.nats.store(true, Ordering::Relaxed);
+    Ok(client)
+}
+
+/// A URL with any `user:password@` removed, for messages.
+fn redact_url(url: &str) -> String {
+    match url
+        .split_once("://")
+        .and_then(|(scheme, rest)| rest.split_once('@').map(|(_, host)| (scheme, host)))
+    {
+        Some((scheme, host)) => format!("{scheme}://***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves, then drains: stops taking requests, lets those in
+/// flight finish within `shutdown.grace` (the rest are redelivered by JetStream), and returns.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let metrics = Metrics::new();
+    let ready = Arc::new(Readiness::default());
+    let http = http::HttpClient::new();
+    let providers = Arc::new(provider::Providers::load(&config, &http, &metrics).map_err(Error::Plugins)?);
+    for p in &providers.list {
+        metrics.circuit_open.with_label_values(&[&p.name]).set(0.0);
+    }
+    let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
+        .await
+        .map_err(|e| Error::Other(format!("cannot listen on {} for metrics: {e}", config.metrics.listen)))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(metrics::serve(listener, metrics.clone(), ready.clone(), async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    }));
+
+    let client = connect(&config.nats, &metrics, &ready).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let streams = intake::ensure_streams(&js, &config).await.map_err(Error::Nats)?;
+    let events = events::Events::new(js.clone(), &config.nats.subject_prefix, metrics.clone());
+    let router = route::Router::new(&config.routes, &providers);
+    let pipeline = Arc::new(pipeline::Pipeline {
+        limits: validate::Limits {
+            max_recipients: config.limits.max_recipients,
+            max_segments: config.limits.max_segments,
+        },
+        providers: providers.clone(),
+        router,
+        dispatcher: dispatch::Dispatcher::new(providers.clone(), config.retry.clone(), metrics.clone()),
+        events: events.clone(),
+        client: client.clone(),
+        prefix: config.nats.subject_prefix.clone(),
+        metrics: metrics.clone(),
+    });
+    let poller = tracking::Poller {
+        consumer: streams.tracking,
+        providers: providers.clone(),
+        events,
+        cfg: config.tracking.clone(),
+        metrics: metrics.clone(),
+    };
+    let poller = tokio::spawn(poller.run(stop_rx.clone()));
+
+    let slots = intake::Slots::new(config.intake.max_in_flight, metrics.clone());
+    let intake = match (config.intake.mode, streams.intake) {
+        (IntakeMode::Jetstream, Some(consumer)) => {
+            ready.intake.store(true, Ordering::Relaxed);
+            tokio::spawn(intake::run_jetstream(
+                consumer,
+                pipeline.clone(),
+                slots.clone(),
+                streams.intake_created,
+                config.intake.ack_wait,
+                stop_rx.clone(),
+            ))
+        }
+        _ => {
+            let core = intake::run_core(
+                client.clone(),
+                config.send_subject(),
+                config.intake.consumer.clone(),
+                pipeline.clone(),
+                slots.clone(),
+                ready.clone(),
+                stop_rx.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = core.await {
+                    tracing::error!("{e}");
+                }
+            })
+        }
+    };
+    tracing::info!(
+        providers = providers.list.len(),
+        mode = ?config.intake.mode,
+        subject = %config.send_subject(),
+        "notifyd is running"
+    );
+
+    shutdown.await;
+    tracing::info!(grace = ?config.shutdown.grace, "shutting down: no new requests; finishing those in flight");
+    ready.intake.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let _ = intake.await;
+    if !intake::drain(&slots, config.shutdown.grace).await {
+        tracing::warn!("the grace period ended with requests in flight; JetStream redelivers them");
+    }
+    let _ = poller.await;
+    if let Err(e) = client.flush().await {
+        tracing::warn!(error = %e, "could not flush the NATS connection");
+    }
+    let _ = server.await;
+    tracing::info!("notifyd stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_are_cut_from_urls() {
+        assert_eq!(super::redact_url("nats://u:p@host:4222"), "nats://***@host:4222");
+        assert_eq!(super::redact_url("nats://host:4222"), "nats://host:4222");
+    }
+}

@@ -1,0 +1,219 @@
+//! The `notifyd` command: parses the command line and the config, then hands over to the library.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use notifyd::config::{self, Config};
+use notifyd::{Error, plugin, verify};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "notifyd", version, about = "SMS notification daemon: NATS in, provider plugins out")]
+struct Cli {
+    /// Config file [default: config/notifyd.toml if present, else /etc/notifyd/notifyd.toml]
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format: `text` (human) or `json`
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default)
+    Run,
+    /// Validate the config, load its plugins, and list every problem
+    CheckConfig,
+    /// List the plugins found in the plugin directories
+    Plugins,
+    /// Plugin tools
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a plugin and run the conformance checks on it
+    Verify {
+        /// The plugin library (e.g. target/release/libnotifyd_smsc.so)
+        file: PathBuf,
+        /// Settings for the test instance, as JSON (default: tries empty and placeholder credentials)
+        #[arg(long, value_name = "JSON")]
+        settings: Option<String>,
+    },
+}
+
+const EX_USAGE: u8 = 64;
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EX_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.log_format);
+    let config_path = cli.config.clone().unwrap_or_else(config::default_path);
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&config_path),
+        Command::CheckConfig => check_config(&config_path),
+        Command::Plugins => list_plugins(cli.config.as_deref()),
+        Command::Plugin { command: PluginCommand::Verify { file, settings } } => {
+            verify_plugin(&file, settings)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NOTIFYD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("notifyd: the configuration {} has problems:", path.display());
+        for p in &e.problems {
+            eprintln!("  - {p}");
+        }
+        ExitCode::from(EX_CONFIG)
+    })
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+    match runtime.block_on(notifyd::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+fn report(e: &Error) -> ExitCode {
+    eprintln!("notifyd: {e}");
+    ExitCode::from(e.exit_code() as u8)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let metrics = notifyd::metrics::Metrics::new();
+    match notifyd::provider::Providers::load(&config, &notifyd::http::HttpClient::new(), &metrics) {
+        Ok(providers) => {
+            println!(
+                "{}: ok ({} providers, {} routes)",
+                path.display(),
+                providers.list.len(),
+                config.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => report(&Error::Plugins(errors)),
+    }
+}
+
+fn list_plugins(config_path: Option<&Path>) -> ExitCode {
+    let dirs =
+        config_path.map(|p| Config::load(p).map(|c| c.plugins.dirs).unwrap_or_default()).unwrap_or_default();
+    let mut found = 0;
+    for dir in plugin::search_dirs(&dirs) {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.starts_with(&format!("{}notifyd_", std::env::consts::DLL_PREFIX))
+                        && n.ends_with(std::env::consts::DLL_SUFFIX)
+                })
+            })
+            .collect();
+        paths.sort();
+        for path in paths {
+            found += 1;
+            match plugin::PluginLibrary::load(&path) {
+                Ok(lib) => {
+                    let d = &lib.describe;
+                    let caps: Vec<&str> = [
+                        (notifyd_plugin::abi::CAP_STATUS, "status"),
+                        (notifyd_plugin::abi::CAP_BALANCE, "balance"),
+                        (notifyd_plugin::abi::CAP_CALLBACK, "callback"),
+                        (notifyd_plugin::abi::CAP_SCHEDULE, "schedule"),
+                    ]
+                    .into_iter()
+                    .filter(|(bit, _)| lib.capabilities() & bit != 0)
+                    .map(|(_, n)| n)
+                    .collect();
+                    println!(
+                        "{:<16} {:<8} ABI {:<5} send{}{}  {}",
+                        d.name,
+                        d.version,
+                        lib.abi_version(),
+                        if caps.is_empty() { "" } else { "," },
+                        caps.join(","),
+                        path.display()
+                    );
+                }
+                Err(e) => println!("{:<16} unusable: {e}", "?"),
+            }
+        }
+    }
+    if found == 0 {
+        eprintln!("no plugins found; build them with `cargo build --workspace` or set [plugins] dirs");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+fn verify_plugin(file: &Path, settings: Option<String>) -> ExitCode {
+    let settings = match settings.map(|s| serde_json::from_str::<serde_json::Value>(&s)) {
+        None => None,
+        Some(Ok(v)) if v.is_object() => Some(v),
+        Some(_) => {
+            eprintln!(
+                "notifyd: --settings must be a JSON object, e.g. '{{\"username\":\"u\",\"password\":\"p\"}}'"
+            );
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let report = verify::verify(file, settings);
+    print!("{}", report.render());
+    if report.passed() {
+        println!("{}: conforms to the notifyd plugin ABI", file.display());
+        ExitCode::SUCCESS
+    } else {
+        println!("{}: does NOT conform; see the FAIL lines above", file.display());
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,346 @@
+//! The plugin loader: finds a plugin library, checks its ABI, and calls into it.
+//!
+//! This is one of the two places in notifyd where `unsafe` lives (the other is the SDK's export
+//! macro). Everything above this module sees safe types: [`PluginLibrary`] (a loaded library and
+//! what it describes) and [`PluginInstance`] (a provider instance created from settings), whose
+//! [`PluginInstance::call`] moves JSON documents in and out. Libraries are never unloaded.
+#![allow(unsafe_code)]
+
+use notifyd_plugin::abi::{self, Buf, Instance, OpFn, PluginVTable};
+use notifyd_plugin::wire::{Describe, ErrorDoc, InstanceInit, ProviderError, WIRE_VERSION};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Why a plugin could not be found, loaded or instantiated.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin `{name}` not found: looked for {file} in {searched}")]
+    NotFound { name: String, file: String, searched: String },
+    #[error("{path}: cannot be loaded as a shared library: {reason}")]
+    Open { path: String, reason: String },
+    #[error("{path}: not a notifyd plugin (it exports no `notifyd_plugin_v1` symbol)")]
+    NoEntry { path: String },
+    #[error(
+        "{path}: plugin ABI {major}.{minor} is not supported; this notifyd supports ABI {}.x (up to {}.{}); rebuild the plugin against include/notifyd_plugin.h of this version",
+        abi::ABI_MAJOR,
+        abi::ABI_MAJOR,
+        abi::ABI_MINOR
+    )]
+    AbiMismatch { path: String, major: u16, minor: u16 },
+    #[error("{path}: malformed plugin: {reason}")]
+    Malformed { path: String, reason: String },
+    #[error("plugin `{plugin}` refused the settings of provider `{instance}`: {message}")]
+    Settings { plugin: String, instance: String, message: String },
+}
+
+/// A plugin operation that takes an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Send,
+    Status,
+    Balance,
+    Callback,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Send => "send",
+            Op::Status => "status",
+            Op::Balance => "balance",
+            Op::Callback => "callback",
+        }
+    }
+}
+
+/// A loaded plugin library.
+pub struct PluginLibrary {
+    pub path: PathBuf,
+    /// The table as far as the plugin provides it; later fields are `None`.
+    table: PluginVTable,
+    /// What the plugin says about itself.
+    pub describe: Describe,
+}
+
+impl std::fmt::Debug for PluginLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginLibrary").field("path", &self.path).field("describe", &self.describe).finish()
+    }
+}
+
+/// The file name a plugin name maps to: `smsc` → `libnotifyd_smsc.so`, `c-example` →
+/// `libnotifyd_c_example.so` (`-` becomes `_`, as in Rust library names).
+pub fn file_name(name: &str) -> String {
+    let name = name.replace('-', "_");
+    format!("{}notifyd_{name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+}
+
+/// The directories searched for plugins: `dirs`, then the executable's directory, then
+/// `/usr/lib/notifyd/plugins`.
+pub fn search_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut all = dirs.to_vec();
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+        all.push(exe_dir);
+    }
+    all.push(PathBuf::from("/usr/lib/notifyd/plugins"));
+    all
+}
+
+/// Finds a plugin by name (or takes a value containing `/` as a path).
+pub fn find(name: &str, dirs: &[PathBuf]) -> Result<PathBuf, PluginError> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let file = file_name(name);
+    let dirs = search_dirs(dirs);
+    dirs.iter().map(|d| d.join(&file)).find(|p| p.is_file()).ok_or_else(|| PluginError::NotFound {
+        name: name.to_owned(),
+        file,
+        searched: dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// Loaded libraries by canonical path: each is loaded once and never unloaded.
+fn loaded() -> &'static Mutex<HashMap<PathBuf, Arc<PluginLibrary>>> {
+    static LOADED: OnceLock<Mutex<HashMap<PathBuf, Arc<PluginLibrary>>>> = OnceLock::new();
+    LOADED.get_or_init(Default::default)
+}
+
+impl PluginLibrary {
+    /// Loads the library at `path`, checks its ABI and reads its description.
+    pub fn load(path: &Path) -> Result<Arc<PluginLibrary>, PluginError> {
+        let shown = path.display().to_string();
+        let canonical = path
+            .canonicalize()
+            .map_err(|e| PluginError::Open { path: shown.clone(), reason: e.to_string() })?;
+        let mut loaded = loaded().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lib) = loaded.get(&canonical) {
+            return Ok(lib.clone());
+        }
+        // SAFETY: loading a library runs its initialisers; plugins are trusted code chosen by the
+        // operator, like any shared library the daemon links.
+        let library = unsafe { libloading::Library::new(&canonical) }
+            .map_err(|e| PluginError::Open { path: shown.clone(), reason: e.to_string() })?;
+        // Never unloaded: function pointers into it live as long as the process.
+        let library: &'static libloading::Library = Box::leak(Box::new(library));
+        // SAFETY: the symbol's type is fixed by the ABI (include/notifyd_plugin.h).
+        let entry: abi::EntryFn = match unsafe { library.get::<abi::EntryFn>(abi::ENTRY_SYMBOL) } {
+            Ok(sym) => *sym,
+            Err(_) => return Err(PluginError::NoEntry { path: shown }),
+        };
+        // SAFETY: the entry point takes no arguments and returns a pointer to a static table.
+        let raw = unsafe { entry() };
+        if raw.is_null() {
+            return Err(PluginError::Malformed {
+                path: shown,
+                reason: "the entry point returned NULL".into(),
+            });
+        }
+        let table = read_table(raw, &shown)?;
+        let describe = describe(&table, &shown)?;
+        let lib = Arc::new(PluginLibrary { path: canonical.clone(), table, describe });
+        loaded.insert(canonical, lib.clone());
+        Ok(lib)
+    }
+
+    /// `"<major>.<minor>"` of the ABI the plugin was built against.
+    pub fn abi_version(&self) -> String {
+        format!("{}.{}", self.table.abi_major, self.table.abi_minor)
+    }
+
+    pub fn capabilities(&self) -> u64 {
+        self.table.capabilities
+    }
+
+    /// Whether the plugin implements `op`.
+    pub fn supports(&self, op: Op) -> bool {
+        self.op_fn(op).is_some()
+    }
+
+    fn op_fn(&self, op: Op) -> Option<OpFn> {
+        let (f, cap) = match op {
+            Op::Send => (self.table.send, abi::CAP_SEND),
+            Op::Status => (self.table.status, abi::CAP_STATUS),
+            Op::Balance => (self.table.balance, abi::CAP_BALANCE),
+            Op::Callback => (self.table.callback, abi::CAP_CALLBACK),
+        };
+        f.filter(|_| op == Op::Send || self.table.capabilities & cap != 0)
+    }
+
+    /// Creates an instance from its settings document.
+    pub fn instantiate(self: &Arc<Self>, init: &InstanceInit) -> Result<PluginInstance, PluginError> {
+        let settings = serde_json::to_vec(init).expect("settings encode as JSON");
+        let mut instance: *mut Instance = std::ptr::null_mut();
+        let mut out = Buf::EMPTY;
+        let new = self.table.instance_new.expect("checked at load");
+        // SAFETY: host-owned input valid for the call; `instance` and `out` are valid out-pointers.
+        let rc = unsafe { new(settings.as_ptr(), settings.len(), &mut instance, &mut out) };
+        let answer = self.take(out);
+        let refuse = |message: String| PluginError::Settings {
+            plugin: self.describe.name.clone(),
+            instance: init.name.clone(),
+            message,
+        };
+        match (rc, NonNull::new(instance)) {
+            (abi::RC_OK, Some(ptr)) => Ok(PluginInstance { lib: self.clone(), ptr }),
+            (abi::RC_OK, None) => Err(refuse("instance_new returned no instance".into())),
+            (abi::RC_PANIC, _) => Err(refuse("the plugin panicked while reading its settings".into())),
+            (_, _) => Err(refuse(error_message(&answer))),
+        }
+    }
+
+    /// Copies a plugin-owned buffer and releases it through the plugin's own `free_buf`.
+    fn take(&self, out: Buf) -> Vec<u8> {
+        if out.ptr.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: the plugin returned `len` readable bytes at `ptr`, valid until freed below.
+        let bytes = unsafe { std::slice::from_raw_parts(out.ptr, out.len) }.to_vec();
+        if let Some(free) = self.table.free_buf {
+            // SAFETY: released once, through the allocator that made it.
+            unsafe { free(out) };
+        }
+        bytes
+    }
+}
+
+/// Copies the plugin's table, as far as its `struct_size` reaches, into a zeroed host table:
+/// fields a shorter (older) table lacks stay `None`.
+fn read_table(raw: *const PluginVTable, path: &str) -> Result<PluginVTable, PluginError> {
+    #[repr(C)]
+    struct Header {
+        struct_size: u32,
+        abi_major: u16,
+        abi_minor: u16,
+    }
+    // SAFETY: every table starts with this header (ABI rule); reading it is in bounds.
+    let header = unsafe { raw.cast::<Header>().read_unaligned() };
+    if header.abi_major != abi::ABI_MAJOR {
+        return Err(PluginError::AbiMismatch {
+            path: path.to_owned(),
+            major: header.abi_major,
+            minor: header.abi_minor,
+        });
+    }
+    let size = header.struct_size as usize;
+    if size < abi::MIN_STRUCT_SIZE {
+        return Err(PluginError::Malformed {
+            path: path.to_owned(),
+            reason: format!("struct_size {size} is smaller than the required {} bytes", abi::MIN_STRUCT_SIZE),
+        });
+    }
+    let mut table = std::mem::MaybeUninit::<PluginVTable>::zeroed();
+    let n = size.min(size_of::<PluginVTable>());
+    // SAFETY: the plugin promises `struct_size` readable bytes; we copy at most that many into a
+    // zeroed table, and an all-zero table is valid (integers 0, function pointers None).
+    let table = unsafe {
+        std::ptr::copy_nonoverlapping(raw.cast::<u8>(), table.as_mut_ptr().cast::<u8>(), n);
+        table.assume_init()
+    };
+    let missing = [
+        ("free_buf", table.free_buf.is_none()),
+        ("describe", table.describe.is_none()),
+        ("instance_new", table.instance_new.is_none()),
+        ("instance_free", table.instance_free.is_none()),
+        ("send", table.send.is_none()),
+    ];
+    if let Some((name, _)) = missing.iter().find(|(_, absent)| *absent) {
+        return Err(PluginError::Malformed {
+            path: path.to_owned(),
+            reason: format!("the required `{name}` is NULL"),
+        });
+    }
+    Ok(table)
+}
+
+fn describe(table: &PluginVTable, path: &str) -> Result<Describe, PluginError> {
+    let malformed = |reason: String| PluginError::Malformed { path: path.to_owned(), reason };
+    let mut out = Buf::EMPTY;
+    // SAFETY: checked non-NULL in read_table; `out` is a valid out-pointer.
+    let rc = unsafe { table.describe.expect("checked")(&mut out) };
+    let bytes = if out.ptr.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: as in PluginLibrary::take.
+        let v = unsafe { std::slice::from_raw_parts(out.ptr, out.len) }.to_vec();
+        // SAFETY: released once, by the plugin.
+        unsafe { table.free_buf.expect("checked")(out) };
+        v
+    };
+    if rc != abi::RC_OK {
+        return Err(malformed(format!("describe failed (code {rc}): {}", error_message(&bytes))));
+    }
+    let d: Describe = serde_json::from_slice(&bytes)
+        .map_err(|e| malformed(format!("describe answered a malformed document: {e}")))?;
+    if d.v != WIRE_VERSION {
+        return Err(malformed(format!("describe document version {} (supported: {WIRE_VERSION})", d.v)));
+    }
+    if d.name.is_empty() || d.max_recipients == 0 {
+        return Err(malformed("describe must give a name and max_recipients of at least 1".into()));
+    }
+    Ok(d)
+}
+
+/// The message of an error document, or a description of why there is none.
+fn error_message(bytes: &[u8]) -> String {
+    match serde_json::from_slice::<ErrorDoc>(bytes) {
+        Ok(doc) => doc.error.message,
+        Err(_) if bytes.is_empty() => "no error document".into(),
+        Err(e) => format!("malformed error document ({e})"),
+    }
+}
+
+/// A provider instance inside a plugin. Callable from many threads at once (ABI rule).
+pub struct PluginInstance {
+    lib: Arc<PluginLibrary>,
+    ptr: NonNull<Instance>,
+}
+
+// SAFETY: the ABI requires instances to be callable from many threads at once.
+unsafe impl Send for PluginInstance {}
+// SAFETY: as above.
+unsafe impl Sync for PluginInstance {}
+
+/// The raw answer of one call.
+pub struct Answer {
+    pub rc: i32,
+    pub body: Vec<u8>,
+}
+
+impl PluginInstance {
+    pub fn library(&self) -> &Arc<PluginLibrary> {
+        &self.lib
+    }
+
+    /// Calls `op` with a JSON document. Errors only when the plugin lacks the operation.
+    pub fn call(&self, op: Op, input: &[u8]) -> Result<Answer, ProviderError> {
+        let f = self.lib.op_fn(op).ok_or_else(|| {
+            ProviderError::new(
+                "plugin_error",
+                format!("plugin `{}` does not support {}", self.lib.describe.name, op.as_str()),
+            )
+        })?;
+        let mut out = Buf::EMPTY;
+        // SAFETY: the instance is live (freed only in Drop); the input is valid for the call;
+        // `out` is a valid out-pointer.
+        let rc = unsafe { f(self.ptr.as_ptr(), input.as_ptr(), input.len(), &mut out) };
+        Ok(Answer { rc, body: self.lib.take(out) })
+    }
+}
+
+impl Drop for PluginInstance {
+    fn drop(&mut self) {
+        if let Some(free) = self.lib.table.instance_free {
+            // SAFETY: made by this library's instance_new; freed once.
+            unsafe { free(self.ptr.as_ptr()) };
+        }
+    }
+}
+
+impl std::fmt::Debug for PluginInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginInstance").field("plugin", &self.lib.describe.name).finish()
+    }
+}

@@ -1,0 +1,231 @@
+//! Delivery status tracking by polling, kept in NATS rather than in one process's memory.
+//!
+//! Each `sent` recipient of a provider that supports `status` becomes one message in the tracking
+//! stream (work-queue retention, subject `<prefix>.sms.track`). A durable pull consumer shared by
+//! every replica fetches these entries; an entry that is not due is handed back with a delay
+//! (`NAK` with delay), so the schedule lives in JetStream: any replica continues another's work,
+//! and a restart resumes it. Due entries are grouped per provider and queried in batches of the
+//! plugin's `max_status_refs`; a final status publishes its event and acks the entry; a pending
+//! one is handed back until the next poll (`first_poll`, then doubling up to `max_interval`); an
+//! entry older than `window` ends `unknown`.
+
+use crate::config::TrackingConfig;
+use crate::events::{Event, EventError, Events, Status};
+use crate::metrics::Metrics;
+use crate::plugin::Op;
+use crate::provider::Providers;
+use crate::validate::Tags;
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use bytes::Bytes;
+use futures::StreamExt;
+use notifyd_plugin::wire::{StatusInput, StatusResult};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// One tracked recipient, as stored in the tracking stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: String,
+    pub to: String,
+    /// The provider instance name.
+    pub provider: String,
+    /// The plugin's opaque tracking reference.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub provider_message_id: String,
+    pub segments: u32,
+    pub encoding: String,
+    pub attempt: u32,
+    /// When it was sent, unix milliseconds.
+    pub sent_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+}
+
+/// The subject tracking entries are published to.
+pub fn subject(prefix: &str) -> String {
+    format!("{prefix}.sms.track")
+}
+
+/// When the next poll is due, given how long ago the message was sent: `first_poll`, then
+/// intervals doubling from `first_poll` up to `max_interval`. `None` once the window is over.
+pub fn next_poll_after(cfg: &TrackingConfig, elapsed: Duration) -> Option<Duration> {
+    if elapsed >= cfg.window {
+        return None;
+    }
+    let mut at = cfg.first_poll;
+    let mut interval = cfg.first_poll;
+    while at <= elapsed {
+        interval = (interval * 2).min(cfg.max_interval);
+        at += interval;
+    }
+    Some(at.min(cfg.window) - elapsed)
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub fn now_unix_ms() -> i64 {
+    now_ms()
+}
+
+/// The poller: fetches tracking entries and queries providers for their status.
+pub struct Poller {
+    pub consumer: PullConsumer,
+    pub providers: Arc<Providers>,
+    pub events: Events,
+    pub cfg: TrackingConfig,
+    pub metrics: Metrics,
+}
+
+impl Poller {
+    /// Polls until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let batch = self.consumer.fetch().max_messages(1000).expires(Duration::from_secs(1)).messages();
+            let messages: Vec<jetstream::Message> = tokio::select! {
+                _ = shutdown.changed() => return,
+                batch = batch => match batch {
+                    Ok(stream) => stream.filter_map(|m| async { m.ok() }).collect().await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "fetching tracking entries failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                },
+            };
+            if !messages.is_empty() {
+                self.handle(messages).await;
+            }
+        }
+    }
+
+    async fn handle(&self, messages: Vec<jetstream::Message>) {
+        let now = now_ms();
+        let mut due: HashMap<String, Vec<(jetstream::Message, Entry)>> = HashMap::new();
+        let mut batch = self.events.batch();
+        let mut done = Vec::new();
+        for msg in messages {
+            let entry: Entry = match serde_json::from_slice(&msg.payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "dropping a malformed tracking entry");
+                    let _ = msg.ack_with(AckKind::Term).await;
+                    continue;
+                }
+            };
+            let elapsed = Duration::from_millis((now - entry.sent_at_ms).max(0) as u64);
+            if elapsed >= self.cfg.window {
+                let ev = tracked_event(&entry, Status::Unknown);
+                batch.publish(&ev, format!("{}/{}/unknown", entry.id, entry.to)).await;
+                done.push(msg);
+            } else if elapsed < self.cfg.first_poll {
+                let _ = msg.ack_with(AckKind::Nak(Some(self.cfg.first_poll - elapsed))).await;
+            } else {
+                due.entry(entry.provider.clone()).or_default().push((msg, entry));
+            }
+        }
+        for (name, entries) in due {
+            let Some(provider) = self.providers.get(&name) else {
+                tracing::error!(provider = %name, "tracking entries for a provider no longer configured; ending them unknown");
+                for (msg, entry) in entries {
+                    let ev = tracked_event(&entry, Status::Unknown);
+                    batch.publish(&ev, format!("{}/{}/unknown", entry.id, entry.to)).await;
+                    done.push(msg);
+                }
+                continue;
+            };
+            let max = provider.describe().max_status_refs.max(1) as usize;
+            let mut entries = entries;
+            while !entries.is_empty() {
+                let chunk: Vec<_> = entries.drain(..max.min(entries.len())).collect();
+                self.metrics.tracking_polls.observe(chunk.len() as f64);
+                let input = StatusInput { refs: chunk.iter().map(|(_, e)| e.reference.clone()).collect() };
+                let mut statuses = HashMap::new();
+                match provider.run::<_, StatusResult>(Op::Status, &input).await {
+                    Ok(StatusResult::Statuses { statuses: list }) => {
+                        statuses.extend(list.into_iter().map(|s| (s.reference.clone(), s)));
+                    }
+                    Ok(StatusResult::Failed { error }) => {
+                        tracing::warn!(provider = %name, code = %error.code, "status query failed: {}", error.message);
+                    }
+                    Err(e) => {
+                        let e = e.to_provider_error();
+                        tracing::warn!(provider = %name, code = %e.code, "status query failed: {}", e.message);
+                    }
+                }
+                for (msg, entry) in chunk {
+                    let update = statuses.remove(&entry.reference);
+                    let status = update.as_ref().and_then(|u| Status::parse(&u.status));
+                    match status {
+                        Some(s) if s.is_final() => {
+                            let mut ev = tracked_event(&entry, s);
+                            ev.error = update.as_ref().and_then(|u| u.error.as_ref()).map(EventError::from);
+                            batch.publish(&ev, format!("{}/{}/{}", entry.id, entry.to, s.as_str())).await;
+                            done.push(msg);
+                        }
+                        _ => {
+                            let elapsed = Duration::from_millis((now_ms() - entry.sent_at_ms).max(0) as u64);
+                            let delay = next_poll_after(&self.cfg, elapsed).unwrap_or(Duration::ZERO);
+                            let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                        }
+                    }
+                }
+            }
+        }
+        // Entries are acked only once their final events are stored.
+        batch.confirm().await;
+        for msg in done {
+            let _ = msg.ack().await;
+        }
+    }
+}
+
+fn tracked_event(entry: &Entry, status: Status) -> Event<'_> {
+    let mut ev = Event::new(&entry.id, status);
+    ev.to = Some(&entry.to);
+    ev.provider = Some(&entry.provider);
+    ev.provider_message_id = Some(&entry.provider_message_id);
+    ev.segments = Some(entry.segments);
+    ev.encoding = Some(&entry.encoding);
+    ev.attempt = Some(entry.attempt);
+    ev.tags = entry.tags.as_ref();
+    ev
+}
+
+/// Encodes an entry for the tracking stream.
+pub fn encode(entry: &Entry) -> Bytes {
+    Bytes::from(serde_json::to_vec(entry).expect("tracking entries encode as JSON"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> TrackingConfig {
+        TrackingConfig {
+            first_poll: Duration::from_secs(30),
+            max_interval: Duration::from_secs(600),
+            window: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn schedule_starts_at_first_poll_and_doubles_to_the_cap() {
+        let c = cfg();
+        assert_eq!(next_poll_after(&c, Duration::ZERO), Some(Duration::from_secs(30)));
+        // Polls at 30, 90 (30+60), 210 (+120), 450 (+240), 930 (+480), 1530 (+600), 2130...
+        assert_eq!(next_poll_after(&c, Duration::from_secs(30)), Some(Duration::from_secs(60)));
+        assert_eq!(next_poll_after(&c, Duration::from_secs(100)), Some(Duration::from_secs(110)));
+        assert_eq!(next_poll_after(&c, Duration::from_secs(930)), Some(Duration::from_secs(600)));
+        assert_eq!(next_poll_after(&c, Duration::from_secs(3500)), Some(Duration::from_secs(100)));
+        assert_eq!(next_poll_after(&c, Duration::from_secs(3600)), None);
+    }
+}

@@ -1,0 +1,389 @@
+//! Decoding and validation of send requests (SPEC §2).
+//!
+//! A payload ends as one of three things: a dead letter (not a JSON object at all), a
+//! request-level rejection (one `rejected` event, with whatever id and tags could be recovered), or
+//! a valid [`Request`] whose recipients are each either a normalised number or a per-number
+//! rejection.
+
+use notifyd_sms::{Encoding, PhoneNumber, TextInfo};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Request tags, echoed in events.
+pub type Tags = BTreeMap<String, String>;
+
+/// Limits a request is checked against.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_recipients: usize,
+    pub max_segments: u32,
+}
+
+/// The request as it appears on the wire.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    id: Option<String>,
+    to: Option<To>,
+    text: Option<String>,
+    from: Option<String>,
+    provider: Option<String>,
+    send_at: Option<String>,
+    expires_at: Option<String>,
+    tags: Option<Tags>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum To {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A validated request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub id: Arc<str>,
+    /// Each entry of `to` as given, in order, with its fate.
+    pub recipients: Vec<Recipient>,
+    pub text: String,
+    pub info: TextInfo,
+    pub from: Option<String>,
+    pub provider: Option<String>,
+    pub send_at: Option<OffsetDateTime>,
+    pub expires_at: Option<OffsetDateTime>,
+    pub tags: Option<Arc<Tags>>,
+}
+
+/// One entry of `to`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recipient {
+    /// A valid number, first of its kind in the request.
+    Valid(PhoneNumber),
+    /// Invalid: the number as given (cut to 32 chars), its position in `to`, and why.
+    Invalid { given: String, position: usize, reason: String },
+    /// A duplicate (after normalisation) of an earlier entry: dropped silently.
+    Duplicate,
+}
+
+/// A request-level problem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// `invalid_request` or `invalid_sender`.
+    pub code: &'static str,
+    pub message: String,
+    /// The request's id when it could be recovered and is valid.
+    pub id: Option<String>,
+    /// The request's tags when they could be recovered and are valid.
+    pub tags: Option<Tags>,
+}
+
+/// The outcome of decoding one payload.
+#[derive(Debug)]
+pub enum Decoded {
+    Valid(Request),
+    Rejected(Rejection),
+    /// Not a JSON object: the reason, for the `Notifyd-Error` header.
+    Dead(String),
+}
+
+/// Decodes and validates one payload. `generated_id` supplies the id when the request has none
+/// (or an invalid one); `known_provider` says whether a pinned provider exists.
+pub fn decode(
+    payload: &[u8],
+    limits: &Limits,
+    known_provider: impl Fn(&str) -> bool,
+    generated_id: &dyn Fn() -> String,
+) -> Decoded {
+    let wire: Wire = match serde_json::from_slice(payload) {
+        Ok(w) => w,
+        Err(e) => return classify_undecodable(payload, e),
+    };
+    match check(wire, limits, &known_provider) {
+        Ok(mut req) => {
+            if req.id.is_empty() {
+                req.id = generated_id().into();
+            }
+            Decoded::Valid(req)
+        }
+        Err(r) => Decoded::Rejected(r),
+    }
+}
+
+/// A payload that does not decode as a request: a dead letter unless it is a JSON object, in which
+/// case a rejection carrying what can be recovered.
+fn classify_undecodable(payload: &[u8], err: serde_json::Error) -> Decoded {
+    if let Err(e) = std::str::from_utf8(payload) {
+        return Decoded::Dead(format!("the payload is not valid UTF-8 (at byte {})", e.valid_up_to()));
+    }
+    let value: serde_json::Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => return Decoded::Dead(format!("the payload is not JSON: {e}")),
+    };
+    let Some(obj) = value.as_object() else {
+        let kind = match value {
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return Decoded::Dead(format!("the payload is {kind}, not a JSON object"));
+    };
+    let id = obj.get("id").and_then(|v| v.as_str()).filter(|id| check_id(id).is_ok()).map(str::to_owned);
+    let tags = obj
+        .get("tags")
+        .and_then(|v| serde_json::from_value::<Tags>(v.clone()).ok())
+        .filter(|t| check_tags(t).is_ok());
+    Decoded::Rejected(Rejection { code: "invalid_request", message: describe_serde_error(&err), id, tags })
+}
+
+/// serde's message, phrased for the request's author.
+fn describe_serde_error(err: &serde_json::Error) -> String {
+    let msg = err.to_string();
+    if msg.starts_with("data did not match any variant of untagged enum To") {
+        return "`to` must be a string or an array of strings".to_owned();
+    }
+    // "unknown field `x`, expected one of ..." / "invalid type: integer `5`, expected a string at line 1 column 9"
+    format!("the request does not match the schema: {msg}")
+}
+
+fn check_id(id: &str) -> Result<(), String> {
+    let n = id.chars().count();
+    if n == 0 || n > 128 {
+        return Err(format!("`id` must be 1 to 128 characters long (it has {n})"));
+    }
+    if id.starts_with("js-") {
+        return Err("`id` must not start with \"js-\" (reserved for ids notifyd generates)".to_owned());
+    }
+    Ok(())
+}
+
+fn check_tags(tags: &Tags) -> Result<(), String> {
+    if tags.len() > 16 {
+        return Err(format!("`tags` may hold at most 16 entries (it has {})", tags.len()));
+    }
+    for (k, v) in tags {
+        if k.chars().count() > 64 {
+            return Err("a tag key is longer than 64 characters".to_owned());
+        }
+        if v.chars().count() > 256 {
+            return Err(format!("the value of tag {:?} is longer than 256 characters", cut(k, 64)));
+        }
+    }
+    Ok(())
+}
+
+fn timestamp(field: &str, value: Option<String>) -> Result<Option<OffsetDateTime>, String> {
+    value
+        .map(|s| {
+            OffsetDateTime::parse(&s, &Rfc3339).map_err(|_| {
+                format!("`{field}` must be an RFC 3339 timestamp such as \"2026-11-21T21:05:00Z\"")
+            })
+        })
+        .transpose()
+}
+
+fn cut(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+fn check(wire: Wire, limits: &Limits, known_provider: &dyn Fn(&str) -> bool) -> Result<Request, Rejection> {
+    // Id and tags first: a rejection for any other reason still carries them.
+    let id_problem = wire.id.as_deref().map(check_id).transpose().err();
+    let tags_problem = wire.tags.as_ref().map(check_tags).transpose().err();
+    let id = if id_problem.is_none() { wire.id.clone() } else { None };
+    let tags = if tags_problem.is_none() { wire.tags.clone() } else { None };
+    let reject =
+        |code: &'static str, message: String| Rejection { code, message, id: id.clone(), tags: tags.clone() };
+    let invalid = |message: String| reject("invalid_request", message);
+
+    if let Some(p) = id_problem {
+        return Err(invalid(p));
+    }
+    if let Some(p) = tags_problem {
+        return Err(invalid(p));
+    }
+    let to = match wire.to {
+        None => return Err(invalid("`to` is required".into())),
+        Some(To::One(n)) => vec![n],
+        Some(To::Many(v)) => v,
+    };
+    if to.is_empty() {
+        return Err(invalid("`to` must hold at least one number".into()));
+    }
+    if to.len() > limits.max_recipients {
+        return Err(invalid(format!(
+            "`to` holds {} numbers; at most {} are allowed",
+            to.len(),
+            limits.max_recipients
+        )));
+    }
+    let text = match wire.text {
+        Some(t) if !t.is_empty() => t,
+        _ => return Err(invalid("`text` is required and must not be empty".into())),
+    };
+    let info = notifyd_sms::analyze(&text);
+    if info.segments > limits.max_segments {
+        return Err(invalid(format!(
+            "the text needs {} segments ({}); at most {} are allowed",
+            info.segments,
+            info.encoding.as_str(),
+            limits.max_segments
+        )));
+    }
+    let from = match wire.from {
+        None => None,
+        Some(f) => match notifyd_sms::validate_sender(&f) {
+            Ok(f) => Some(f),
+            Err(e) => return Err(reject("invalid_sender", format!("`from`: {e}"))),
+        },
+    };
+    if let Some(p) = &wire.provider {
+        if !known_provider(p) {
+            return Err(invalid(format!(
+                "`provider` {:?} is not a configured provider instance",
+                cut(p, 64)
+            )));
+        }
+    }
+    let send_at = timestamp("send_at", wire.send_at).map_err(&invalid)?;
+    let expires_at = timestamp("expires_at", wire.expires_at).map_err(&invalid)?;
+
+    let mut seen = HashSet::with_capacity(to.len());
+    let recipients = to
+        .into_iter()
+        .enumerate()
+        .map(|(position, given)| match PhoneNumber::parse(&given) {
+            Ok(n) if seen.insert(n.clone()) => Recipient::Valid(n),
+            Ok(_) => Recipient::Duplicate,
+            Err(e) => Recipient::Invalid { given: cut(&given, 32), position, reason: e.to_string() },
+        })
+        .collect();
+
+    Ok(Request {
+        id: id.unwrap_or_default().into(),
+        recipients,
+        text,
+        info,
+        from,
+        provider: wire.provider,
+        send_at,
+        expires_at,
+        tags: tags.map(Arc::new),
+    })
+}
+
+impl Request {
+    pub fn encoding(&self) -> Encoding {
+        self.info.encoding
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits { max_recipients: 3, max_segments: 2 }
+    }
+
+    fn run(payload: &str) -> Decoded {
+        decode(payload.as_bytes(), &limits(), |p| p == "sms-a", &|| "js-1-7".to_owned())
+    }
+
+    fn rejected(payload: &str) -> Rejection {
+        match run(payload) {
+            Decoded::Rejected(r) => r,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_request_normalises_numbers_and_keeps_positions() {
+        let Decoded::Valid(r) = run(
+            r#"{"id":"o-1","to":["+49 151 7111 2233","x1","0049151711122 33"],"text":"hi","tags":{"t":"a"}}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(&*r.id, "o-1");
+        assert_eq!(r.recipients[0], Recipient::Valid(PhoneNumber::parse("4915171112233").unwrap()));
+        assert!(matches!(&r.recipients[1], Recipient::Invalid { given, position: 1, .. } if given == "x1"));
+        assert_eq!(r.recipients[2], Recipient::Duplicate);
+        assert_eq!(r.info.segments, 1);
+        assert_eq!(r.tags.as_deref().unwrap()["t"], "a");
+    }
+
+    #[test]
+    fn missing_id_is_generated() {
+        let Decoded::Valid(r) = run(r#"{"to":"4915171112233","text":"hi"}"#) else { panic!() };
+        assert_eq!(&*r.id, "js-1-7");
+    }
+
+    #[test]
+    fn not_an_object_is_a_dead_letter() {
+        assert!(matches!(run("[1,2]"), Decoded::Dead(r) if r.contains("an array")));
+        assert!(matches!(run("hello"), Decoded::Dead(r) if r.contains("not JSON")));
+        assert!(matches!(run("\"s\""), Decoded::Dead(r) if r.contains("a string")));
+        let bad_utf8 = decode(b"{\"to\":\"\xff\"}", &limits(), |_| true, &String::new);
+        assert!(matches!(bad_utf8, Decoded::Dead(r) if r.contains("UTF-8")));
+    }
+
+    #[test]
+    fn request_level_problems_carry_recovered_id_and_tags() {
+        let r = rejected(r#"{"id":"o-2","to":"4915171112233","text":"hi","colour":"red","tags":{"k":"v"}}"#);
+        assert_eq!(r.code, "invalid_request");
+        assert!(r.message.contains("colour"), "{}", r.message);
+        assert_eq!(r.id.as_deref(), Some("o-2"));
+        assert_eq!(r.tags.unwrap()["k"], "v");
+
+        let r = rejected(r#"{"id":"o-3","to":5,"text":"hi"}"#);
+        assert!(r.message.contains("`to`"), "{}", r.message);
+        assert_eq!(r.id.as_deref(), Some("o-3"));
+    }
+
+    #[test]
+    fn each_request_level_rule() {
+        let cases = [
+            (r#"{"text":"hi"}"#, "invalid_request", "`to` is required"),
+            (r#"{"to":[],"text":"hi"}"#, "invalid_request", "at least one"),
+            (r#"{"to":["1","2","3","4"],"text":"hi"}"#, "invalid_request", "at most 3"),
+            (r#"{"to":"4915171112233","text":""}"#, "invalid_request", "`text`"),
+            (
+                r#"{"to":"4915171112233","text":"hi","from":"ThisIsTooLongASender"}"#,
+                "invalid_sender",
+                "`from`",
+            ),
+            (r#"{"to":"4915171112233","text":"hi","provider":"nope"}"#, "invalid_request", "\"nope\""),
+            (r#"{"to":"4915171112233","text":"hi","send_at":"tomorrow"}"#, "invalid_request", "RFC 3339"),
+            (r#"{"id":"js-9","to":"4915171112233","text":"hi"}"#, "invalid_request", "js-"),
+            (r#"{"id":"","to":"4915171112233","text":"hi"}"#, "invalid_request", "1 to 128"),
+        ];
+        for (payload, code, needle) in cases {
+            let r = rejected(payload);
+            assert_eq!(r.code, code, "{payload}");
+            assert!(r.message.contains(needle), "{payload}: {}", r.message);
+        }
+        let long = "x".repeat(400);
+        let r = rejected(&format!(r#"{{"to":"4915171112233","text":"{long}"}}"#));
+        assert!(r.message.contains("segments"), "{}", r.message);
+        let many_tags: Vec<String> = (0..17).map(|i| format!("\"k{i}\":\"v\"")).collect();
+        let r =
+            rejected(&format!(r#"{{"to":"4915171112233","text":"hi","tags":{{{}}}}}"#, many_tags.join(",")));
+        assert!(r.message.contains("16"), "{}", r.message);
+        assert!(r.tags.is_none());
+    }
+
+    #[test]
+    fn timestamps_with_offsets_parse() {
+        let Decoded::Valid(r) =
+            run(r#"{"to":"4915171112233","text":"hi","expires_at":"2026-11-21T22:05:00+01:00"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(r.expires_at.unwrap().unix_timestamp(), 1_795_295_100);
+    }
+}
