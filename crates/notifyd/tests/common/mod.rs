@@ -1,0 +1,219 @@
+//! Helpers shared by the daemon's integration tests: the real `notifyd` binary started against a
+//! real nats-server, and a subscriber that collects status events.
+#![allow(dead_code)]
+
+use futures::StreamExt;
+use notifyd_testkit::NatsServer;
+use serde_json::Value;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn sandbox_plugin() -> PathBuf {
+    notifyd_testkit::cargo_plugin("notifyd-sandbox", "notifyd_sandbox")
+}
+
+pub fn c_example_plugin() -> PathBuf {
+    let src = notifyd_testkit::workspace_root().join("plugins/c-example/notifyd_c_example.c");
+    notifyd_testkit::c_plugin(&src, "notifyd_c_example")
+}
+
+/// The `notifyd` binary running with a config file written from `config` (TOML).
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub metrics_port: u16,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Writes `config` (with `{nats}`, `{metrics}` and `{sandbox}` filled in) and starts the daemon;
+    /// waits until `/readyz` answers 200.
+    pub fn start(nats: &NatsServer, config: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics_port = free_port();
+        let text = config
+            .replace("{nats}", &nats.url())
+            .replace("{metrics}", &format!("127.0.0.1:{metrics_port}"))
+            .replace("{sandbox}", sandbox_plugin().to_str().unwrap());
+        std::fs::write(dir.path().join("notifyd.toml"), text).unwrap();
+        let mut d = Daemon { child: None, log: dir.path().join("notifyd.log"), dir, metrics_port };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_notifyd"))
+            .arg("--config")
+            .arg(self.dir.path().join("notifyd.toml"))
+            .env("NOTIFYD_LOG", "notifyd=debug,info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        for _ in 0..200 {
+            if http_get(self.metrics_port, "/readyz").is_some_and(|(status, _)| status == 200) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("notifyd exited with {status} before it was ready:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("notifyd not ready after 10s:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`: no drain, nothing acked that was not acked already.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status (at most `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("notifyd did not exit within {timeout:?} of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").map(|(_, body)| body).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- notifyd log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET (no client library needed): status and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// Collects status events from `notify.sms.status.>`.
+pub struct Events {
+    sub: async_nats::Subscriber,
+    pub seen: Vec<Value>,
+}
+
+impl Events {
+    pub async fn subscribe(client: &async_nats::Client) -> Events {
+        let sub = client.subscribe("notify.sms.status.>").await.unwrap();
+        client.flush().await.unwrap();
+        Events { sub, seen: Vec::new() }
+    }
+
+    /// Waits until an event matching `pred` arrives (or was seen), and returns it.
+    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.sub.next())
+                .await
+                .unwrap_or_else(|_| panic!("no event {what} within 20s; seen: {:#?}", self.seen))
+                .expect("subscription open");
+            let v: Value = serde_json::from_slice(&msg.payload).expect("events are JSON");
+            assert_eq!(
+                msg.subject.as_str(),
+                format!("notify.sms.status.{}", v["status"].as_str().unwrap()),
+                "an event's subject names its status"
+            );
+            self.seen.push(v.clone());
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// The event of request `id`, recipient `to` (or none), with `status`.
+    pub async fn status(&mut self, id: &str, to: Option<&str>, status: &str) -> Value {
+        let what = format!("{id}/{to:?}/{status}");
+        self.wait_for(&what, |v| {
+            v["id"] == id && v["status"] == status && to.is_none_or(|to| v["to"] == to)
+        })
+        .await
+    }
+
+    /// Collects whatever arrives within `d`.
+    pub async fn drain_for(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, self.sub.next()).await {
+            self.seen.push(serde_json::from_slice(&msg.payload).unwrap());
+        }
+    }
+}
+
+pub async fn publish(client: &async_nats::Client, payload: impl Into<bytes::Bytes>) {
+    let js = async_nats::jetstream::new(client.clone());
+    js.publish("notify.sms.send", payload.into()).await.unwrap().await.unwrap();
+}
+
+/// A config for the sandbox (`{nats}`, `{metrics}`, `{sandbox}` are filled in by [`Daemon::start`]).
+pub const SANDBOX_CONFIG: &str = r#"
+[nats]
+url = "{nats}"
+[metrics]
+listen = "{metrics}"
+[intake]
+ack_wait = "2s"
+[tracking]
+first_poll = "100ms"
+max_interval = "500ms"
+[[providers]]
+name = "sandbox"
+plugin = "{sandbox}"
+sender = "notifyd"
+[providers.settings]
+reject = ["4915100000009"]
+[[routes]]
+prefixes = ["49", "44"]
+providers = ["sandbox"]
+"#;

@@ -1,0 +1,147 @@
+//! End to end through a real nats-server and the real `notifyd` binary: the send path, request
+//! validation outcomes, dead letters, metrics and health.
+
+mod common;
+
+use common::{Daemon, Events, SANDBOX_CONFIG, http_get, publish};
+use futures::StreamExt;
+use notifyd_testkit::NatsServer;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_is_accepted_sent_and_delivered_with_the_sandbox() {
+    let nats = NatsServer::start();
+    let _daemon = Daemon::start(&nats, SANDBOX_CONFIG);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+
+    let req = json!({"id": "otp-1", "to": ["+49 151 7111 2233", "4915171112234"], "text": "Your code is 1234",
+                     "tags": {"tenant": "acme"}});
+    publish(&client, req.to_string()).await;
+
+    for to in ["4915171112233", "4915171112234"] {
+        let accepted = events.status("otp-1", Some(to), "accepted").await;
+        assert_eq!(accepted["segments"], 1);
+        assert_eq!(accepted["encoding"], "gsm7");
+        assert_eq!(accepted["tags"]["tenant"], "acme");
+        assert!(accepted.get("provider").is_none() && accepted.get("attempt").is_none());
+
+        let sent = events.status("otp-1", Some(to), "sent").await;
+        assert_eq!(sent["provider"], "sandbox");
+        assert_eq!(sent["attempt"], 1);
+        let pmid = sent["provider_message_id"].as_str().unwrap().to_owned();
+        assert!(pmid.starts_with("sb-"), "{pmid}");
+        assert!(sent.get("error").is_none());
+
+        let delivered = events.status("otp-1", Some(to), "delivered").await;
+        assert_eq!(delivered["provider_message_id"], pmid.as_str(), "delivery is matched to the same message");
+        assert_eq!(delivered["tags"]["tenant"], "acme");
+    }
+    let ids: Vec<&str> = events
+        .seen
+        .iter()
+        .filter(|e| e["status"] == "sent")
+        .map(|e| e["provider_message_id"].as_str().unwrap())
+        .collect();
+    assert_ne!(ids[0], ids[1], "each recipient has its own provider message id");
+
+    // The events are stored in the status stream, once each.
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js.get_stream("NOTIFY_SMS_STATUS").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_number_problems_do_not_stop_the_others() {
+    let nats = NatsServer::start();
+    let _daemon = Daemon::start(&nats, SANDBOX_CONFIG);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+
+    // An invalid number, a number without a route (33...), one the provider rejects, a duplicate,
+    // and a good one.
+    let req = json!({"id": "mix-1", "to": ["12ab", "33612345678", "4915100000009", "+4915171112233", "004915171112233"],
+                     "text": "Привет"});
+    publish(&client, req.to_string()).await;
+
+    let invalid = events.status("mix-1", Some("12ab"), "rejected").await;
+    assert_eq!(invalid["error"]["code"], "invalid_recipient");
+    assert_eq!(invalid["encoding"], "ucs2");
+    let unroutable = events.status("mix-1", Some("33612345678"), "failed").await;
+    assert_eq!(unroutable["error"]["code"], "route_closed");
+    let refused = events.status("mix-1", Some("4915100000009"), "rejected").await;
+    assert_eq!(refused["error"]["code"], "invalid_recipient");
+    assert_eq!(refused["error"]["provider_code"], "SANDBOX_REJECT");
+    assert_eq!(refused["provider"], "sandbox");
+    assert_eq!(refused["error"]["retryable"], false);
+    events.status("mix-1", Some("4915171112233"), "sent").await;
+    events.drain_for(Duration::from_millis(500)).await;
+    let sends = events.seen.iter().filter(|e| e["status"] == "sent").count();
+    assert_eq!(sends, 1, "the duplicate number is sent once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_rejected_and_the_next_good_one_succeeds() {
+    let nats = NatsServer::start();
+    let daemon = Daemon::start(&nats, SANDBOX_CONFIG);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+    let mut dead = client.subscribe("notify.sms.dead").await.unwrap();
+    client.flush().await.unwrap();
+
+    publish(&client, r#"{"id":"bad-1","to":"4915171112233","text":"hi","colour":"red"}"#).await;
+    let r = events.status("bad-1", None, "rejected").await;
+    assert_eq!(r["error"]["code"], "invalid_request");
+    assert!(r["error"]["message"].as_str().unwrap().contains("colour"));
+    assert!(r.get("to").is_none(), "a request-level rejection has no `to`");
+
+    publish(&client, r#"{"id":"bad-2","to":"4915171112233","text":"hi","from":"Way-Too-Long-Sender"}"#).await;
+    assert_eq!(events.status("bad-2", None, "rejected").await["error"]["code"], "invalid_sender");
+
+    // No id: the generated one is js-<stream created>-<sequence>.
+    publish(&client, r#"{"to":"4915171112233","text":5}"#).await;
+    let generated = events.wait_for("rejection with generated id", |v| v["status"] == "rejected"
+        && v["id"].as_str().is_some_and(|id| id.starts_with("js-"))).await;
+    assert!(generated["id"].as_str().unwrap().ends_with("-3"), "{generated}");
+
+    publish(&client, &b"\xff\xfe not json"[..]).await;
+    let letter = tokio::time::timeout(Duration::from_secs(10), dead.next()).await.unwrap().unwrap();
+    assert_eq!(&letter.payload[..], b"\xff\xfe not json", "the raw payload is kept");
+    let reason = letter.headers.as_ref().and_then(|h| h.get("Notifyd-Error")).unwrap().to_string();
+    assert!(reason.contains("UTF-8"), "{reason}");
+
+    publish(&client, json!({"id": "good-1", "to": "4915171112233", "text": "hi"}).to_string()).await;
+    events.status("good-1", Some("4915171112233"), "sent").await;
+
+    let m = daemon.metrics();
+    assert!(m.contains(r#"notifyd_requests_total{outcome="rejected"} 3"#), "{m}");
+    assert!(m.contains(r#"notifyd_requests_total{outcome="dead_lettered"} 1"#), "{m}");
+    assert!(m.contains(r#"notifyd_requests_total{outcome="accepted"} 1"#), "{m}");
+    assert!(m.contains(r#"notifyd_events_total{provider="sandbox",status="sent"} 1"#), "{m}");
+    assert!(m.contains(r#"notifyd_plugin_info{abi="1.0",plugin="sandbox",version="0.1.0"} 1"#), "{m}");
+    assert!(m.contains("notifyd_nats_connected 1"), "{m}");
+    assert!(!m.contains("4915171112233"), "no phone number in metrics");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoints_answer() {
+    let nats = NatsServer::start();
+    let daemon = Daemon::start(&nats, SANDBOX_CONFIG);
+    assert_eq!(http_get(daemon.metrics_port, "/healthz").unwrap().0, 200);
+    assert_eq!(http_get(daemon.metrics_port, "/readyz").unwrap().0, 200);
+    assert_eq!(http_get(daemon.metrics_port, "/nope").unwrap().0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero() {
+    let nats = NatsServer::start();
+    let mut daemon = Daemon::start(&nats, SANDBOX_CONFIG);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+    publish(&client, json!({"id": "t-1", "to": "4915171112233", "text": "hi"}).to_string()).await;
+    events.status("t-1", Some("4915171112233"), "sent").await;
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+    assert!(daemon.log().contains("notifyd stopped"));
+}
