@@ -703,9 +703,16 @@ fn blocks<T: DeserializeOwned>(
     out
 }
 
-/// figment's message without its profile noise.
+/// figment's message, with the key it concerns and without its profile noise.
 fn figment_error(e: &figment::Error) -> String {
-    e.clone().into_iter().map(|e| e.to_string().replace("default.", "")).collect::<Vec<_>>().join("; ")
+    e.clone()
+        .into_iter()
+        .map(|e| {
+            let key: Vec<&str> = e.path.iter().map(String::as_str).filter(|k| *k != "default").collect();
+            if key.is_empty() { e.kind.to_string() } else { format!("`{}`: {}", key.join("."), e.kind) }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn is_token(s: &str) -> bool {

@@ -1,0 +1,88 @@
+//! The command line: `check-config` lists every problem at once, exit codes follow SPEC §7.
+
+mod common;
+
+use std::process::Command;
+
+fn notifyd(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_notifyd")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_config(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notifyd.toml");
+    let text = text.replace("{sandbox}", common::sandbox_plugin().to_str().unwrap());
+    std::fs::write(&path, text).unwrap();
+    (dir, path.to_string_lossy().into_owned())
+}
+
+#[test]
+fn check_config_lists_an_unknown_key_and_an_unknown_provider_together() {
+    let (_dir, path) = write_config(
+        r#"
+[nats]
+url = "nats://127.0.0.1:4222"
+colour = "blue"
+[[providers]]
+name = "sandbox"
+plugin = "{sandbox}"
+[[routes]]
+prefixes = [""]
+providers = ["sandbox", "smsc-main"]
+"#,
+    );
+    let (code, _, err) = notifyd(&["check-config", "--config", &path]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("unknown field: found `colour`") || err.contains("colour"), "{err}");
+    assert!(err.contains("\"smsc-main\""), "{err}");
+    assert_eq!(err.matches("\n  - ").count(), 2, "exactly two problems: {err}");
+}
+
+#[test]
+fn check_config_loads_plugins_and_reports_refused_settings() {
+    let (_dir, path) = write_config(
+        r#"
+[[providers]]
+name = "sandbox"
+plugin = "{sandbox}"
+[providers.settings]
+rejekt = ["4915100000000"]
+[[providers]]
+name = "ghost"
+plugin = "no-such-plugin"
+[[routes]]
+prefixes = [""]
+providers = ["sandbox", "ghost"]
+"#,
+    );
+    let (code, _, err) = notifyd(&["check-config", "--config", &path]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("rejekt"), "{err}");
+    assert!(err.contains("plugin `no-such-plugin` not found") && err.contains("libnotifyd_no_such_plugin.so"), "{err}");
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config() {
+    let (_dir, path) = write_config(
+        &std::fs::read_to_string(notifyd_testkit::workspace_root().join("config/notifyd.toml"))
+            .unwrap()
+            .replace("plugin = \"sandbox\"", "plugin = \"{sandbox}\""),
+    );
+    let (code, out, err) = notifyd(&["check-config", "--config", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok (1 providers, 1 routes)"), "{out}");
+}
+
+#[test]
+fn missing_config_and_bad_flags_have_their_exit_codes() {
+    let (code, _, err) = notifyd(&["check-config", "--config", "/nonexistent/notifyd.toml"]);
+    assert_eq!(code, 78);
+    assert!(err.contains("does not exist"), "{err}");
+    let (code, _, _) = notifyd(&["--no-such-flag"]);
+    assert_eq!(code, 64);
+}
