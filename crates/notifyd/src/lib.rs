@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod provider;
 pub mod route;
+pub mod send;
 pub mod tracking;
 pub mod validate;
 pub mod verify;
@@ -107,7 +108,21 @@ pub async fn connect(
         .map_err(|e| Error::Nats(format!("cannot connect to NATS at {}: {e}", redact_url(&cfg.url))))?;
     metrics.nats_connected.set(1);
     ready.nats.store(true, Ordering::Relaxed);
+    let version = client.server_info().version;
+    if !server_version_supported(&version) {
+        tracing::warn!(
+            version = %version,
+            "this NATS server is older than 2.10, the oldest notifyd supports; upgrade it before relying on notifyd"
+        );
+    }
     Ok(client)
+}
+
+/// Whether a nats-server version (`2.10.26`, `v2.15.1`) is at least 2.10.
+fn server_version_supported(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 10)
 }
 
 /// A URL with any `user:password@` removed, for messages.
@@ -226,6 +241,14 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn server_versions_from_2_10_are_supported() {
+        assert!(super::server_version_supported("2.10.26"));
+        assert!(super::server_version_supported("v2.15.1"));
+        assert!(super::server_version_supported("3.0.0"));
+        assert!(!super::server_version_supported("2.9.10"));
+    }
+
     #[test]
     fn credentials_are_cut_from_urls() {
         assert_eq!(super::redact_url("nats://u:p@host:4222"), "nats://***@host:4222");

@@ -33,6 +33,24 @@ enum Command {
     CheckConfig,
     /// List the plugins found in the plugin directories
     Plugins,
+    /// Publish one request and, with --wait, follow its events until every recipient is final
+    Send {
+        /// Recipient number(s), international format; repeat or comma-separate for several
+        #[arg(long, required = true, value_delimiter = ',')]
+        to: Vec<String>,
+        /// The text
+        #[arg(long)]
+        text: String,
+        /// Sender id (default: the provider's `sender`)
+        #[arg(long)]
+        from: Option<String>,
+        /// Wait for final statuses and print every event
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Plugin tools
     Plugin {
         #[command(subcommand)]
@@ -73,13 +91,28 @@ fn main() -> ExitCode {
         Command::Plugin { command: PluginCommand::Verify { file, settings } } => {
             verify_plugin(&file, settings)
         }
+        Command::Send { to, text, from, wait, timeout } => {
+            let config = match load(&config_path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let s = notifyd::send::Send { to, text, from, wait, timeout };
+            match runtime.block_on(notifyd::send::send(&config, s)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => report(&e),
+            }
+        }
     }
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NOTIFYD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

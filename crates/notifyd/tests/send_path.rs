@@ -35,7 +35,11 @@ async fn request_is_accepted_sent_and_delivered_with_the_sandbox() {
         assert!(sent.get("error").is_none());
 
         let delivered = events.status("otp-1", Some(to), "delivered").await;
-        assert_eq!(delivered["provider_message_id"], pmid.as_str(), "delivery is matched to the same message");
+        assert_eq!(
+            delivered["provider_message_id"],
+            pmid.as_str(),
+            "delivery is matched to the same message"
+        );
         assert_eq!(delivered["tags"]["tenant"], "acme");
     }
     let ids: Vec<&str> = events
@@ -101,8 +105,11 @@ async fn bad_requests_are_rejected_and_the_next_good_one_succeeds() {
 
     // No id: the generated one is js-<stream created>-<sequence>.
     publish(&client, r#"{"to":"4915171112233","text":5}"#).await;
-    let generated = events.wait_for("rejection with generated id", |v| v["status"] == "rejected"
-        && v["id"].as_str().is_some_and(|id| id.starts_with("js-"))).await;
+    let generated = events
+        .wait_for("rejection with generated id", |v| {
+            v["status"] == "rejected" && v["id"].as_str().is_some_and(|id| id.starts_with("js-"))
+        })
+        .await;
     assert!(generated["id"].as_str().unwrap().ends_with("-3"), "{generated}");
 
     publish(&client, &b"\xff\xfe not json"[..]).await;
@@ -144,4 +151,25 @@ async fn sigterm_drains_and_exits_zero() {
     let status = daemon.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");
     assert!(daemon.log().contains("notifyd stopped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_panic_fails_only_its_message_and_the_daemon_keeps_serving() {
+    let nats = NatsServer::start();
+    let config = SANDBOX_CONFIG.replace("reject = [\"4915100000009\"]", "panic_on_text = \"boom\"");
+    let daemon = Daemon::start(&nats, &config);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+
+    publish(&client, json!({"id": "p-1", "to": "4915171112233", "text": "boom"}).to_string()).await;
+    let failed = events.status("p-1", Some("4915171112233"), "failed").await;
+    assert_eq!(failed["error"]["code"], "plugin_error");
+    assert!(failed["error"]["message"].as_str().unwrap().contains("panicked"), "{failed}");
+    assert_eq!(failed["provider"], "sandbox");
+
+    publish(&client, json!({"id": "p-2", "to": "4915171112233", "text": "fine"}).to_string()).await;
+    events.status("p-2", Some("4915171112233"), "sent").await;
+    assert!(daemon.metrics().contains(
+        r#"notifyd_provider_requests_total{operation="send",provider="sandbox",result="plugin_error"} 1"#
+    ));
 }
