@@ -133,18 +133,16 @@ impl Provider {
                 }
                 Ok(out.step)
             }
-            abi::RC_ERROR => {
+            abi::RC_ERROR | abi::RC_PANIC => {
+                let what = if answer.rc == abi::RC_PANIC { "panicked" } else { "failed" };
                 let message = serde_json::from_slice::<ErrorDoc>(&answer.body)
                     .map(|d| d.error.message)
                     .unwrap_or_else(|_| "no readable error document".to_owned());
                 Err(plugin_error(format!(
-                    "plugin `{}` failed in {}: {message}",
+                    "plugin `{}` {what} in {}: {message}",
                     self.describe().name,
                     op.as_str()
                 )))
-            }
-            abi::RC_PANIC => {
-                Err(plugin_error(format!("plugin `{}` panicked in {}", self.describe().name, op.as_str())))
             }
             abi::RC_UNSUPPORTED => Err(plugin_error(format!(
                 "plugin `{}` does not support {}",

@@ -63,7 +63,10 @@ providers = ["sandbox", "ghost"]
     let (code, _, err) = notifyd(&["check-config", "--config", &path]);
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("rejekt"), "{err}");
-    assert!(err.contains("plugin `no-such-plugin` not found") && err.contains("libnotifyd_no_such_plugin.so"), "{err}");
+    assert!(
+        err.contains("plugin `no-such-plugin` not found") && err.contains("libnotifyd_no_such_plugin.so"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -41,7 +41,10 @@ providers = ["gateway"]
 
 /// Answers the c-example's send with one `OK` line per number in `to`, ids `gw-<n>-<number>`
 /// where n counts the calls.
-fn gateway(calls: Arc<AtomicUsize>, delay: Option<Duration>) -> impl Fn(&notifyd_testkit::RecordedRequest) -> MockResponse {
+fn gateway(
+    calls: Arc<AtomicUsize>,
+    delay: Option<Duration>,
+) -> impl Fn(&notifyd_testkit::RecordedRequest) -> MockResponse {
     move |req| {
         let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
         let to = req.form_param("to").unwrap_or_default();
@@ -63,8 +66,11 @@ async fn http_provider_sends_and_ids_come_from_the_provider() {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let mut events = Events::subscribe(&client).await;
 
-    publish(&client, json!({"id": "gw-1", "to": ["4915171112233", "447700900123"], "text": "Grüße €"}).to_string())
-        .await;
+    publish(
+        &client,
+        json!({"id": "gw-1", "to": ["4915171112233", "447700900123"], "text": "Grüße €"}).to_string(),
+    )
+    .await;
     let a = events.status("gw-1", Some("4915171112233"), "sent").await;
     let b = events.status("gw-1", Some("447700900123"), "sent").await;
     assert_eq!(a["provider_message_id"], "gw-1-4915171112233");
@@ -83,7 +89,10 @@ async fn http_provider_sends_and_ids_come_from_the_provider() {
     assert!(!daemon.log().contains("s3cret-pw"), "no secret in the log");
     assert!(!daemon.log().contains("4915171112233"), "no full phone number in the log");
     let m = daemon.metrics();
-    assert!(m.contains(r#"notifyd_provider_requests_total{operation="send",provider="gateway",result="ok"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"notifyd_provider_requests_total{operation="send",provider="gateway",result="ok"} 1"#),
+        "{m}"
+    );
     assert!(m.contains(r#"notifyd_segments_total{provider="gateway"} 2"#), "{m}");
 }
 

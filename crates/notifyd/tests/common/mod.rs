@@ -176,10 +176,8 @@ impl Events {
     /// The event of request `id`, recipient `to` (or none), with `status`.
     pub async fn status(&mut self, id: &str, to: Option<&str>, status: &str) -> Value {
         let what = format!("{id}/{to:?}/{status}");
-        self.wait_for(&what, |v| {
-            v["id"] == id && v["status"] == status && to.is_none_or(|to| v["to"] == to)
-        })
-        .await
+        self.wait_for(&what, |v| v["id"] == id && v["status"] == status && to.is_none_or(|to| v["to"] == to))
+            .await
     }
 
     /// Collects whatever arrives within `d`.

@@ -1,0 +1,577 @@
+//! The plugin host with real plugin libraries: the C example, the sandbox (built with the Rust
+//! SDK) and the C fixtures in `tests/fixtures`. Providers are loaded the way the daemon loads them
+//! (TOML config → `plugin::find` → `PluginLibrary::load` → instance), driven through
+//! `Provider::run` against a real HTTP server (`MockHttp`), and checked with `notifyd plugin verify`.
+
+use notifyd::config::Config;
+use notifyd::http::{HttpClient, TransportError};
+use notifyd::metrics::Metrics;
+use notifyd::plugin::{self, Op, PluginError, PluginLibrary};
+use notifyd::provider::{OpError, Provider, Providers};
+use notifyd::verify;
+use notifyd_plugin::abi;
+use notifyd_plugin::wire::{
+    ProviderError, RecipientResult, SendInput, SendResult, StatusInput, StatusResult,
+};
+use notifyd_testkit::{MockHttp, MockResponse, c_plugin, cargo_plugin, workspace_root};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+// ---- plugins ------------------------------------------------------------------------------------
+
+/// The sandbox plugin (Rust SDK), built by cargo.
+fn sandbox() -> PathBuf {
+    cargo_plugin("notifyd-sandbox", "notifyd_sandbox")
+}
+
+/// The C example plugin, compiled from `plugins/c-example`.
+fn c_example() -> PathBuf {
+    c_plugin(&workspace_root().join("plugins/c-example/notifyd_c_example.c"), "notifyd_c_example")
+}
+
+/// A C fixture from `tests/fixtures/<name>.c`, compiled to `libnotifyd_<name>.so`.
+fn fixture(name: &str) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.c"));
+    c_plugin(&source, &format!("notifyd_{name}"))
+}
+
+// ---- configuration ------------------------------------------------------------------------------
+
+/// The c-example's credentials; `printf 'acme:s3cret pw' | base64` is `YWNtZTpzM2NyZXQgcHc=`.
+const USERNAME: &str = "acme";
+const PASSWORD: &str = "s3cret pw";
+const BASIC_AUTH: &str = "Basic YWNtZTpzM2NyZXQgcHc=";
+
+/// The query_key fixture's API key, which travels in the request URL's query.
+const API_KEY: &str = "qk-Secret-4711";
+
+/// A `[[providers]]` block for `plugin` (a path) with `lines` (top-level keys) and `settings`
+/// (lines of `[providers.settings]`).
+fn block(name: &str, plugin: &Path, lines: &str, settings: &str) -> String {
+    format!(
+        "[[providers]]\nname = {name:?}\nplugin = {:?}\n{lines}\n[providers.settings]\n{settings}\n\n",
+        plugin.display().to_string()
+    )
+}
+
+/// A c-example block with the test credentials.
+fn c_example_block(name: &str, lines: &str) -> String {
+    block(name, &c_example(), lines, &format!("username = {USERNAME:?}\npassword = {PASSWORD:?}"))
+}
+
+/// A query_key fixture block with the test API key.
+fn query_key_block(name: &str, lines: &str) -> String {
+    block(name, &fixture("query_key"), lines, &format!("api_key = {API_KEY:?}"))
+}
+
+/// A config from `[[providers]]` blocks plus one catch-all route to `route_to`.
+fn config(blocks: &str, route_to: &str) -> Config {
+    let text = format!("{blocks}[[routes]]\nprefixes = [\"\"]\nproviders = [{route_to:?}]\n");
+    Config::from_toml(&text, Path::new("/nonexistent"))
+        .unwrap_or_else(|e| panic!("the test config is invalid:\n{e}\n---\n{text}"))
+}
+
+/// Every provider of `config`, loaded as the daemon loads them.
+fn load(config: &Config) -> Providers {
+    Providers::load(config, &HttpClient::new(), &Metrics::new())
+        .unwrap_or_else(|errors| panic!("providers did not load:\n{}", lines(&errors)))
+}
+
+/// Why the providers of `config` did not load.
+fn load_errors(config: &Config) -> Vec<PluginError> {
+    match Providers::load(config, &HttpClient::new(), &Metrics::new()) {
+        Ok(p) => panic!("providers loaded, but should not have: {:?}", p.list),
+        Err(errors) => errors,
+    }
+}
+
+fn lines(errors: &[PluginError]) -> String {
+    errors.iter().map(|e| format!("  - {e}\n")).collect()
+}
+
+/// The one provider named `name`.
+fn provider(providers: &Providers, name: &str) -> Arc<Provider> {
+    providers.get(name).unwrap_or_else(|| panic!("no provider {name:?}")).clone()
+}
+
+// ---- operations ---------------------------------------------------------------------------------
+
+fn send_input(to: &[&str], text: &str) -> SendInput {
+    SendInput {
+        id: "req-1".into(),
+        to: to.iter().map(|s| (*s).to_owned()).collect(),
+        text: text.into(),
+        from: Some("ACME".into()),
+        encoding: "ucs2".into(),
+        segments: 1,
+        send_at: None,
+    }
+}
+
+async fn send(p: &Provider, to: &[&str], text: &str) -> Result<SendResult, OpError> {
+    p.run(Op::Send, &send_input(to, text)).await
+}
+
+/// The per-recipient outcomes of a send that the provider processed.
+fn recipients(result: Result<SendResult, OpError>) -> Vec<RecipientResult> {
+    match result {
+        Ok(SendResult::Recipients { recipients }) => recipients,
+        other => panic!("expected per-recipient outcomes, got {other:?}"),
+    }
+}
+
+/// The whole-request error of a send that the provider refused.
+fn request_error(result: Result<SendResult, OpError>) -> ProviderError {
+    match result {
+        Ok(SendResult::Failed { error }) => error,
+        other => panic!("expected a whole-request error, got {other:?}"),
+    }
+}
+
+/// The error of an operation that failed inside the plugin.
+fn plugin_failure<T: std::fmt::Debug>(result: Result<T, OpError>) -> ProviderError {
+    match result {
+        Err(OpError::Plugin(e)) => e,
+        other => panic!("expected OpError::Plugin, got {other:?}"),
+    }
+}
+
+/// The transport failure of an operation whose HTTP exchange produced no response.
+fn transport_failure<T: std::fmt::Debug>(result: Result<T, OpError>) -> TransportError {
+    match result {
+        Err(OpError::Transport(e)) => e,
+        other => panic!("expected OpError::Transport, got {other:?}"),
+    }
+}
+
+/// Fails when any text derived from `error` (what logs and events would show) contains a secret.
+fn assert_no_secrets(error: &TransportError, secrets: &[&str]) {
+    let op = OpError::Transport(error.clone());
+    let texts = [error.to_string(), format!("{error:?}"), format!("{op:?}"), op.to_provider_error().message];
+    for text in &texts {
+        for secret in secrets {
+            assert!(!text.contains(secret), "error text {text:?} leaks {secret:?}");
+        }
+    }
+}
+
+/// A TCP port on 127.0.0.1 with nothing listening (it was free a moment ago).
+fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind a free port").port()
+}
+
+/// Copies `library` into `dir` under its own file name and returns the copy's path.
+fn copy_into(library: &Path, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("create the plugin dir");
+    let copy = dir.join(library.file_name().expect("a file name"));
+    std::fs::copy(library, &copy).expect("copy the plugin library");
+    copy
+}
+
+// ---- the C example over HTTP --------------------------------------------------------------------
+
+#[test]
+fn c_example_loads_and_describes_itself() {
+    let lib = PluginLibrary::load(&c_example()).expect("the C example loads");
+
+    assert_eq!(lib.describe.name, "c-example");
+    assert_eq!(lib.describe.version, "0.1.0");
+    assert_eq!(lib.abi_version(), "1.0");
+    assert_eq!(lib.describe.max_recipients, 50);
+    assert_eq!(lib.describe.max_status_refs, 0);
+    assert_eq!(lib.capabilities(), abi::CAP_SEND);
+    assert!(lib.supports(Op::Send));
+    for op in [Op::Status, Op::Balance, Op::Callback] {
+        assert!(!lib.supports(op), "c-example should not support {op:?}");
+    }
+}
+
+#[tokio::test]
+async fn c_example_posts_the_documented_form_with_basic_auth() {
+    let mock = MockHttp::start(|_| MockResponse::ok("4915100000001 OK id-1\n4915100000002 OK id-2\n")).await;
+    let providers = load(&config(&c_example_block("gw", &format!("base_url = {:?}", mock.url())), "gw"));
+
+    let result = send(&provider(&providers, "gw"), &["4915100000001", "4915100000002"], "Grüße €").await;
+
+    assert_eq!(recipients(result).len(), 2);
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    let request = &requests[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, "/api/send");
+    assert_eq!(request.query, "");
+    assert_eq!(request.header("authorization"), Some(BASIC_AUTH));
+    assert_eq!(request.header("content-type"), Some("application/x-www-form-urlencoded"));
+    assert_eq!(request.form_param("to").as_deref(), Some("4915100000001,4915100000002"));
+    assert_eq!(request.form_param("text").as_deref(), Some("Grüße €"));
+    assert_eq!(request.form_param("from").as_deref(), Some("ACME"));
+    // The documented encoding: every byte but the unreserved ones as %XX, so a space is %20.
+    assert!(request.body.contains("text=Gr%C3%BC%C3%9Fe%20%E2%82%AC"), "{}", request.body);
+}
+
+#[tokio::test]
+async fn c_example_maps_each_answer_line_to_its_own_recipient() {
+    // The gateway answers in another order than asked, with CRLF and LF line ends.
+    let mock = MockHttp::start(|_| {
+        MockResponse::ok("4915100000003 OK id-c\r\n4915100000002 ERR INVALID_NUMBER\n4915100000001 OK id-a\n")
+    })
+    .await;
+    let providers = load(&config(&c_example_block("gw", &format!("base_url = {:?}", mock.url())), "gw"));
+
+    let result =
+        send(&provider(&providers, "gw"), &["4915100000001", "4915100000002", "4915100000003"], "hi").await;
+
+    let r = recipients(result);
+    let to: Vec<&str> = r.iter().map(|r| r.to.as_str()).collect();
+    assert_eq!(to, ["4915100000001", "4915100000002", "4915100000003"], "one entry per recipient, in order");
+    assert_eq!(r[0].provider_message_id.as_deref(), Some("id-a"));
+    assert!(r[0].error.is_none(), "{:?}", r[0]);
+    assert_eq!(r[2].provider_message_id.as_deref(), Some("id-c"));
+    assert!(r[2].error.is_none(), "{:?}", r[2]);
+    assert_eq!(r[1].provider_message_id, None);
+    let error = r[1].error.as_ref().expect("the invalid number failed");
+    assert_eq!(error.code, "invalid_recipient");
+    assert_eq!(error.provider_code.as_deref(), Some("INVALID_NUMBER"));
+    assert!(!error.retryable);
+}
+
+#[tokio::test]
+async fn c_example_maps_401_to_auth_not_retryable() {
+    let mock = MockHttp::start(|_| MockResponse::status(401, "Unauthorized")).await;
+    let providers = load(&config(&c_example_block("gw", &format!("base_url = {:?}", mock.url())), "gw"));
+
+    let error = request_error(send(&provider(&providers, "gw"), &["4915100000001"], "hi").await);
+
+    assert_eq!(error.code, "auth");
+    assert!(!error.retryable);
+    assert_eq!(error.provider_code.as_deref(), Some("401"));
+    assert_eq!(error.retry_after_ms, None);
+    assert!(!error.message.contains(PASSWORD), "{}", error.message);
+}
+
+#[tokio::test]
+async fn c_example_maps_429_with_retry_after_to_throttled_with_delay() {
+    let mock =
+        MockHttp::start(|_| MockResponse::status(429, "slow down").with_header("Retry-After", "7")).await;
+    let providers = load(&config(&c_example_block("gw", &format!("base_url = {:?}", mock.url())), "gw"));
+
+    let error = request_error(send(&provider(&providers, "gw"), &["4915100000001"], "hi").await);
+
+    assert_eq!(error.code, "throttled");
+    assert!(error.retryable);
+    assert_eq!(error.retry_after_ms, Some(7000));
+    assert_eq!(error.provider_code.as_deref(), Some("429"));
+}
+
+#[tokio::test]
+async fn base_url_path_prefix_is_kept() {
+    let mock = MockHttp::start(|_| MockResponse::ok("4915100000001 OK gw-1\n")).await;
+    let base_url = format!("{}/gw/", mock.url());
+    let providers = load(&config(&c_example_block("gw", &format!("base_url = {base_url:?}")), "gw"));
+
+    let r = recipients(send(&provider(&providers, "gw"), &["4915100000001"], "hi").await);
+
+    assert_eq!(r[0].provider_message_id.as_deref(), Some("gw-1"));
+    let paths: Vec<String> = mock.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/gw/api/send"]);
+}
+
+// ---- transport failures -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_provider_slower_than_its_timeout_is_a_transport_timeout_that_names_no_secret() {
+    let mock =
+        MockHttp::start(|_| MockResponse::ok("4915100000001 OK late\n").with_delay(Duration::from_secs(5)))
+            .await;
+    let lines = format!("base_url = {:?}\ntimeout = \"200ms\"", mock.url());
+    let blocks = c_example_block("gw", &lines) + &query_key_block("qk", &lines);
+    let providers = load(&config(&blocks, "gw"));
+
+    for (name, secrets) in [("gw", vec![PASSWORD, BASIC_AUTH]), ("qk", vec![API_KEY, "api_key="])] {
+        let p = provider(&providers, name);
+        assert_eq!(p.timeout, Duration::from_millis(200));
+        let started = Instant::now();
+        let error = transport_failure(send(&p, &["4915100000001"], "hi").await);
+        let took = started.elapsed();
+
+        assert_eq!(error, TransportError::Timeout(Duration::from_millis(200)), "{name}");
+        assert!(took < Duration::from_secs(3), "{name}: the timeout fired after {took:?}");
+        assert!(error.is_ambiguous(), "a timed-out request may have been processed");
+        let event = OpError::Transport(error.clone()).to_provider_error();
+        assert_eq!((event.code.as_str(), event.retryable), ("timeout", true));
+        assert_no_secrets(&error, &secrets);
+    }
+    // The secrets really were on the wire, so the checks above could have caught a leak.
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    assert_eq!(requests[0].header("authorization"), Some(BASIC_AUTH));
+    assert_eq!(requests[1].path, "/send");
+    assert_eq!(requests[1].query_param("api_key").as_deref(), Some(API_KEY));
+}
+
+#[tokio::test]
+async fn a_port_with_nothing_listening_is_a_connect_error_that_names_no_secret() {
+    let lines = format!("base_url = \"http://127.0.0.1:{}\"\ntimeout = \"2s\"", dead_port());
+    let blocks = c_example_block("gw", &lines) + &query_key_block("qk", &lines);
+    let providers = load(&config(&blocks, "gw"));
+
+    for (name, secrets) in [("gw", vec![PASSWORD, BASIC_AUTH]), ("qk", vec![API_KEY, "api_key="])] {
+        let error = transport_failure(send(&provider(&providers, name), &["4915100000001"], "hi").await);
+
+        assert!(matches!(error, TransportError::Connect(_)), "{name}: {error:?}");
+        assert!(!error.is_ambiguous(), "a refused connection never carried the request");
+        let event = OpError::Transport(error.clone()).to_provider_error();
+        assert_eq!((event.code.as_str(), event.retryable), ("unavailable", true));
+        assert_no_secrets(&error, &secrets);
+    }
+}
+
+// ---- ABI checks ---------------------------------------------------------------------------------
+
+#[test]
+fn a_plugin_of_another_abi_major_is_refused_naming_file_and_both_versions() {
+    let path = fixture("abi_v2");
+
+    let error = PluginLibrary::load(&path).expect_err("an ABI 2 plugin must be refused");
+
+    let PluginError::AbiMismatch { path: named, major, minor } = &error else {
+        panic!("expected AbiMismatch, got {error:?}")
+    };
+    assert_eq!((*major, *minor), (2, 0));
+    assert_eq!(named, &path.display().to_string());
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    // The file name holds "v2.so"; look for the versions in the rest of the message.
+    let rest = message.replace(&path.display().to_string(), "");
+    assert!(rest.contains("2."), "the version found: {message}");
+    assert!(rest.contains("1."), "the version supported: {message}");
+}
+
+#[test]
+fn a_library_without_the_entry_symbol_is_refused_naming_the_file() {
+    let path = fixture("not_a_plugin");
+
+    let error = PluginLibrary::load(&path).expect_err("a library without the entry symbol must be refused");
+
+    let PluginError::NoEntry { path: named } = &error else { panic!("expected NoEntry, got {error:?}") };
+    assert_eq!(named, &path.display().to_string());
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("notifyd_plugin_v1"), "{message}");
+}
+
+#[tokio::test]
+async fn a_short_v1_0_table_loads_with_later_fields_absent_and_sends() {
+    let path = fixture("short_table");
+    let lib = PluginLibrary::load(&path).expect("a v1.0 table ending after `send` loads");
+    assert_eq!(lib.describe.name, "short-table");
+    assert_eq!(lib.abi_version(), "1.0");
+    // Its status/balance/callback lie beyond struct_size (and abort() if called).
+    for op in [Op::Status, Op::Balance, Op::Callback] {
+        assert!(!lib.supports(op), "{op:?} lies beyond struct_size");
+    }
+    let providers = load(&config(&block("short", &path, "", ""), "short"));
+
+    let r = recipients(send(&provider(&providers, "short"), &["4915100000001", "4915100000002"], "hi").await);
+
+    let ids: Vec<(&str, Option<&str>)> =
+        r.iter().map(|r| (r.to.as_str(), r.provider_message_id.as_deref())).collect();
+    assert_eq!(
+        ids,
+        [("4915100000001", Some("short-4915100000001")), ("4915100000002", Some("short-4915100000002"))]
+    );
+}
+
+#[tokio::test]
+async fn status_on_a_plugin_without_it_is_a_plugin_error_not_a_crash() {
+    let providers = load(&config(&block("short", &fixture("short_table"), "", ""), "short"));
+    let p = provider(&providers, "short");
+    assert!(!p.supports(Op::Status));
+
+    let refs = StatusInput { refs: vec!["short-4915100000001".into()] };
+    let error = plugin_failure(p.run::<_, StatusResult>(Op::Status, &refs).await);
+
+    assert_eq!(error.code, "plugin_error");
+    assert!(error.message.contains("status"), "{}", error.message);
+    assert!(!error.retryable);
+}
+
+// ---- the sandbox --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_plugin_panic_is_a_plugin_error_and_the_instance_keeps_working() {
+    let blocks =
+        block("panicky", &sandbox(), "", "panic_on_text = \"boom\"") + &block("calm", &sandbox(), "", "");
+    let providers = load(&config(&blocks, "panicky"));
+    let (panicky, calm) = (provider(&providers, "panicky"), provider(&providers, "calm"));
+    assert!(Arc::ptr_eq(panicky.instance.library(), calm.instance.library()), "one library, two instances");
+
+    let error = plugin_failure(send(&panicky, &["4915100000001"], "boom").await);
+    assert_eq!(error.code, "plugin_error");
+    assert!(error.message.contains("panic"), "the message should mention the panic: {}", error.message);
+
+    // The same instance still works...
+    let r = recipients(send(&panicky, &["4915100000001"], "hello").await);
+    assert!(r[0].error.is_none(), "{:?}", r[0]);
+    assert!(r[0].provider_message_id.as_deref().is_some_and(|id| id.starts_with("sb-")), "{:?}", r[0]);
+    // ...and so does another instance of the same library.
+    let r = recipients(send(&calm, &["4915100000001"], "boom").await);
+    assert!(r[0].error.is_none() && r[0].provider_message_id.is_some(), "{:?}", r[0]);
+}
+
+#[test]
+fn an_unknown_setting_fails_provider_loading_naming_the_key() {
+    let config = config(&block("sb", &sandbox(), "", "rejekt = [\"4915100000002\"]"), "sb");
+
+    let errors = load_errors(&config);
+
+    assert_eq!(errors.len(), 1, "{}", lines(&errors));
+    let PluginError::Settings { plugin, instance, message } = &errors[0] else {
+        panic!("expected PluginError::Settings, got {:?}", errors[0])
+    };
+    assert_eq!(plugin, "sandbox");
+    assert_eq!(instance, "sb");
+    assert!(message.contains("rejekt"), "{message}");
+    assert!(errors[0].to_string().contains("rejekt"), "{}", errors[0]);
+}
+
+#[tokio::test]
+async fn a_rejected_recipient_gets_invalid_recipient_and_the_others_are_sent() {
+    let providers = load(&config(&block("sb", &sandbox(), "", "reject = [\"4915100000002\"]"), "sb"));
+
+    let r = recipients(send(&provider(&providers, "sb"), &["4915100000001", "4915100000002"], "hi").await);
+
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].to, "4915100000001");
+    assert!(r[0].error.is_none(), "{:?}", r[0]);
+    assert!(r[0].provider_message_id.as_deref().is_some_and(|id| id.starts_with("sb-")), "{:?}", r[0]);
+    assert_eq!(r[1].to, "4915100000002");
+    assert_eq!(r[1].provider_message_id, None);
+    let error = r[1].error.as_ref().expect("the configured number is rejected");
+    assert_eq!(error.code, "invalid_recipient");
+    assert_eq!(error.provider_code.as_deref(), Some("SANDBOX_REJECT"));
+    assert!(!error.retryable);
+}
+
+// ---- conformance: `notifyd plugin verify` -------------------------------------------------------
+
+#[test]
+fn verify_passes_on_the_sandbox_the_c_example_and_the_short_table() {
+    for (path, name) in
+        [(sandbox(), "sandbox"), (c_example(), "c-example"), (fixture("short_table"), "short-table")]
+    {
+        let report = verify::verify(&path, None);
+
+        let shown = report.render();
+        assert!(report.passed(), "{} does not conform:\n{shown}", path.display());
+        // An empty report would pass too: make sure the checks ran to the end.
+        assert!(shown.contains(&format!("loads: plugin `{name}`")), "{shown}");
+        assert!(shown.contains("settings: an unknown key is refused"), "{shown}");
+        assert!(shown.contains("threads:"), "{shown}");
+    }
+}
+
+#[test]
+fn verify_fails_on_a_non_plugin_and_on_another_abi_naming_the_reason() {
+    for (path, reason) in [(fixture("not_a_plugin"), "notifyd_plugin_v1"), (fixture("abi_v2"), "ABI 2.0")] {
+        let report = verify::verify(&path, None);
+
+        assert!(!report.passed(), "{} should fail:\n{}", path.display(), report.render());
+        assert!(
+            report.lines.iter().any(|(ok, line)| !ok && line.contains(reason)),
+            "no FAIL line names {reason:?}:\n{}",
+            report.render()
+        );
+    }
+}
+
+/// Runs `notifyd plugin verify <path>`; returns (exit code, stdout, stderr).
+fn verify_command(path: &Path) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_notifyd"))
+        .args(["plugin", "verify"])
+        .arg(path)
+        .env_remove("NOTIFYD_LOG")
+        .output()
+        .expect("run the notifyd binary");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (output.status.code(), text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+fn the_verify_command_exits_0_and_says_conforms_for_a_good_plugin() {
+    for path in [sandbox(), c_example()] {
+        let (code, stdout, stderr) = verify_command(&path);
+
+        assert_eq!(code, Some(0), "{}:\n{stdout}{stderr}", path.display());
+        assert!(stdout.contains("conforms"), "{stdout}");
+        assert!(!stdout.contains("FAIL"), "{stdout}");
+    }
+}
+
+#[test]
+fn the_verify_command_fails_with_a_clear_message_for_a_non_plugin() {
+    let path = fixture("not_a_plugin");
+
+    let (code, stdout, stderr) = verify_command(&path);
+
+    assert!(matches!(code, Some(c) if c != 0), "exit code {code:?}:\n{stdout}{stderr}");
+    assert!(stdout.contains("does NOT conform"), "{stdout}");
+    let fail =
+        stdout.lines().find(|l| l.starts_with("FAIL")).unwrap_or_else(|| panic!("no FAIL line:\n{stdout}"));
+    assert!(fail.contains(&path.display().to_string()), "{fail}");
+    assert!(fail.contains("notifyd_plugin_v1"), "{fail}");
+}
+
+// ---- finding plugins ----------------------------------------------------------------------------
+
+#[test]
+fn a_plugin_name_is_found_in_the_configured_plugin_dirs() {
+    let base = tempfile::tempdir().expect("temp dir");
+    let copy = copy_into(&sandbox(), &base.path().join("plugins"));
+    // A relative dir is taken relative to the config file's directory.
+    let text = "[plugins]\ndirs = [\"plugins\"]\n\n[[providers]]\nname = \"sb\"\nplugin = \"sandbox\"\n\n\
+                [[routes]]\nprefixes = [\"\"]\nproviders = [\"sb\"]\n";
+    let config = Config::from_toml(text, base.path()).expect("valid config");
+    assert_eq!(config.plugins.dirs, [base.path().join("plugins")]);
+
+    assert_eq!(plugin::find("sandbox", &config.plugins.dirs).expect("found"), copy);
+    let providers = load(&config);
+    let lib = provider(&providers, "sb").instance.library().clone();
+    assert_eq!(lib.path, copy.canonicalize().expect("canonical path"));
+    assert_eq!(lib.describe.name, "sandbox");
+}
+
+#[test]
+fn a_dashed_plugin_name_maps_to_an_underscored_library_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = copy_into(&c_example(), dir.path());
+    assert_eq!(plugin::file_name("c-example"), "libnotifyd_c_example.so");
+
+    let found = plugin::find("c-example", &[dir.path().to_path_buf()]).expect("found");
+
+    assert_eq!(found, dir.path().join("libnotifyd_c_example.so"));
+    assert_eq!(found, copy);
+    assert_eq!(PluginLibrary::load(&found).expect("loads").describe.name, "c-example");
+}
+
+#[test]
+fn a_missing_plugin_is_not_found_listing_every_searched_dir() {
+    let (first, second) = (tempfile::tempdir().expect("temp dir"), tempfile::tempdir().expect("temp dir"));
+    let dirs = [first.path().to_path_buf(), second.path().to_path_buf()];
+
+    let error = plugin::find("no-such-provider", &dirs).expect_err("nothing to find");
+
+    let PluginError::NotFound { name, file, searched } = &error else {
+        panic!("expected NotFound, got {error:?}")
+    };
+    assert_eq!(name, "no-such-provider");
+    assert_eq!(file, "libnotifyd_no_such_provider.so");
+    let exe_dir = std::env::current_exe().expect("test executable").parent().expect("its dir").to_path_buf();
+    for dir in [first.path(), second.path(), exe_dir.as_path(), Path::new("/usr/lib/notifyd/plugins")] {
+        assert!(searched.contains(&dir.display().to_string()), "{} not in {searched}", dir.display());
+    }
+    let message = error.to_string();
+    assert!(message.contains("libnotifyd_no_such_provider.so") && message.contains(searched), "{message}");
+}
