@@ -12,8 +12,8 @@
 //! every panic and turns it into an error result.
 
 use crate::wire::{
-    BalanceResult, CallbackInput, CallbackResult, Describe, Exchange, HttpRequest, InstanceInit,
-    ProviderError, SendInput, SendResult, StatusInput, StatusResult, Step,
+    BalanceResult, CallbackInput, CallbackResult, Describe, Exchange, HttpRequest, HttpResponse,
+    InstanceInit, ProviderError, SendInput, SendResult, StatusInput, StatusResult, Step,
 };
 use serde::de::DeserializeOwned;
 
@@ -117,6 +117,48 @@ pub fn snippet(body: &str) -> String {
         s.push('…');
     }
     s
+}
+
+/// The delay a `Retry-After` header asks for, in milliseconds (the seconds form; an HTTP date is
+/// ignored).
+pub fn retry_after_ms(response: &HttpResponse) -> Option<u64> {
+    let value = response.headers.get("retry-after")?;
+    value.trim().parse::<u64>().ok().map(|s| s.saturating_mul(1000))
+}
+
+/// The error an HTTP status means regardless of the body, for providers that use HTTP statuses
+/// in the usual way: 401/403 `auth`, 402 `insufficient_funds`, 408 `timeout` (retryable), 429
+/// `throttled` (retryable, honouring `Retry-After`), 5xx `unavailable` (retryable). `None` for the
+/// others, which the plugin reads itself. `provider_code` is the status number.
+pub fn http_status_error(response: &HttpResponse) -> Option<ProviderError> {
+    let status = response.status;
+    let error = match status {
+        401 | 403 => ProviderError::new("auth", "the provider refused the credentials"),
+        402 => ProviderError::new("insufficient_funds", "the provider account has no funds left"),
+        408 => ProviderError::retryable("timeout", "the provider timed out handling the request"),
+        429 => ProviderError {
+            retry_after_ms: retry_after_ms(response),
+            ..ProviderError::retryable("throttled", "the provider asks to slow down (HTTP 429)")
+        },
+        500..=599 => ProviderError {
+            retry_after_ms: retry_after_ms(response),
+            ..ProviderError::retryable("unavailable", format!("the provider is unavailable (HTTP {status})"))
+        },
+        _ => return None,
+    };
+    Some(error.with_provider_code(status.to_string()))
+}
+
+/// The error for an answer the plugin cannot understand (empty, HTML, truncated, unknown word):
+/// `plugin_error`, not retryable (the provider may have acted on the request), with a short
+/// snippet of the body.
+pub fn unexpected_answer(response: &HttpResponse) -> ProviderError {
+    let body =
+        if response.body.trim().is_empty() { "an empty body".to_owned() } else { snippet(&response.body) };
+    ProviderError::new(
+        "plugin_error",
+        format!("unexpected answer from the provider (HTTP {}): {body}", response.status),
+    )
 }
 
 /// The FFI glue behind [`export_plugin!`](crate::export_plugin). Not for direct use.
@@ -336,6 +378,43 @@ mod tests {
     #[test]
     fn form_encode_escapes_reserved_and_utf8() {
         assert_eq!(form_encode([("mes", "a b&c=д"), ("to", "1,2")]), "mes=a%20b%26c%3D%D0%B4&to=1%2C2");
+    }
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn http_statuses_map_to_their_codes() {
+        let throttled = http_status_error(&response(429, &[("retry-after", "7")], "")).unwrap();
+        assert_eq!(
+            (throttled.code.as_str(), throttled.retryable, throttled.retry_after_ms),
+            ("throttled", true, Some(7000))
+        );
+        assert_eq!(throttled.provider_code.as_deref(), Some("429"));
+        let auth = http_status_error(&response(401, &[], "")).unwrap();
+        assert_eq!((auth.code.as_str(), auth.retryable), ("auth", false));
+        let down = http_status_error(&response(503, &[], "")).unwrap();
+        assert_eq!((down.code.as_str(), down.retryable), ("unavailable", true));
+        assert!(http_status_error(&response(200, &[], "")).is_none());
+        assert!(http_status_error(&response(400, &[], "")).is_none());
+        assert_eq!(
+            retry_after_ms(&response(429, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], "")),
+            None
+        );
+    }
+
+    #[test]
+    fn unexpected_answer_quotes_a_snippet() {
+        let e = unexpected_answer(&response(200, &[], "<html><body>Bad Gateway</body></html>"));
+        assert_eq!(e.code, "plugin_error");
+        assert!(!e.retryable);
+        assert!(e.message.contains("HTTP 200") && e.message.contains("<html>"), "{}", e.message);
+        assert!(unexpected_answer(&response(200, &[], " ")).message.contains("an empty body"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! The plugin classifies an answer; this module alone acts on it ([`Action`]): a recipient error
 //! ends the recipient, a retryable error retries on the same provider with exponential backoff
-//! and jitter (honouring the provider's delay up to `retry.max_backoff`), anything else fails
+//! and jitter (honouring the provider's delay up to `retry.max_backoff`), a plugin failure
+//! (`plugin_error`: the provider may have acted) ends the recipient `failed`, anything else fails
 //! over to the next provider of the route. Recipients are batched up to the plugin's
 //! `max_recipients` per call.
 
@@ -38,7 +39,9 @@ pub fn classify(error: &ProviderError, ambiguous: bool, on_ambiguous: OnAmbiguou
         "invalid_recipient" | "blocked_recipient" | "content_rejected" | "invalid_sender" | "duplicate" => {
             Action::Reject
         }
-        "expired" => Action::Fail,
+        // A plugin that failed or could not read the answer: the provider may have acted on the
+        // request, so it is neither retried nor sent elsewhere.
+        "expired" | "plugin_error" | "internal" => Action::Fail,
         _ if ambiguous && on_ambiguous == OnAmbiguous::Fail => Action::Fail,
         _ if error.retryable => Action::Retry { after: error.retry_after_ms.map(Duration::from_millis) },
         _ => Action::Failover,
@@ -300,7 +303,7 @@ mod tests {
 
     #[test]
     fn account_errors_fail_over_and_transient_ones_retry() {
-        for code in ["auth", "insufficient_funds", "route_closed", "plugin_error"] {
+        for code in ["auth", "insufficient_funds", "route_closed", "invalid_request"] {
             assert_eq!(classify(&err(code, false), false, OnAmbiguous::Resend), Action::Failover, "{code}");
         }
         let mut throttled = err("throttled", true);
@@ -309,6 +312,11 @@ mod tests {
             classify(&throttled, false, OnAmbiguous::Resend),
             Action::Retry { after: Some(Duration::from_millis(1500)) }
         );
+    }
+
+    #[test]
+    fn plugin_failures_are_not_resent_anywhere() {
+        assert_eq!(classify(&err("plugin_error", false), false, OnAmbiguous::Resend), Action::Fail);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most HTTP exchanges one operation may ask for (a plugin that loops is stopped here).
-const MAX_EXCHANGES: usize = 8;
+const MAX_EXCHANGES: usize = 16;
 
 /// Why an operation gave no result.
 #[derive(Debug, Clone, PartialEq)]
