@@ -204,16 +204,22 @@ async fn handle_jetstream(pipeline: &Pipeline, msg: jetstream::Message, created:
             return;
         }
     }
-    let work = pipeline.finish(&msg.payload, decoded);
+    let owner = format!("js:{seq}");
+    let work = pipeline.finish(&msg.payload, decoded, &owner);
     tokio::pin!(work);
     // Keep the message alive while it is worked on (retries can take longer than ack_wait).
     let mut keepalive = tokio::time::interval(ack_wait / 3);
     keepalive.tick().await;
-    loop {
+    let verdict = loop {
         tokio::select! {
-            _ = &mut work => break,
+            v = &mut work => break v,
             _ = keepalive.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
         }
+    };
+    if let Verdict::Busy { retry_in } = verdict {
+        tracing::info!(request = %seq, "the same request id is being sent elsewhere; retrying later");
+        let _ = msg.ack_with(AckKind::Nak(Some(retry_in))).await;
+        return;
     }
     if let Err(e) = msg.ack().await {
         tracing::warn!(error = %e, "could not ack a finished request; it will be redelivered and deduplicated");
@@ -279,7 +285,14 @@ pub async fn run_core(
                     tokio::time::sleep(delay).await;
                 }
             }
-            let _: Verdict = pipeline.finish(&msg.payload, decoded).await;
+            let owner = format!("core:{}", nuid::next());
+            let mut verdict = pipeline.finish(&msg.payload, decoded, &owner).await;
+            // Core intake has no redelivery: wait out another delivery of the same id here.
+            while let Verdict::Busy { retry_in } = verdict {
+                tokio::time::sleep(retry_in).await;
+                let decoded = pipeline.validate(&msg.payload, &generated);
+                verdict = pipeline.finish(&msg.payload, decoded, &owner).await;
+            }
             slots.release(permit);
         });
     }
@@ -294,6 +307,8 @@ fn reply_body(verdict: &Verdict) -> Vec<u8> {
         Verdict::Rejected { id, code, message } => {
             serde_json::json!({"id": id, "status": "rejected", "error": {"code": code, "message": message}})
         }
+        // Validation alone never answers busy; a busy request is still accepted.
+        Verdict::Busy { .. } => serde_json::json!({"status": "accepted"}),
         Verdict::Dead => serde_json::json!({"status": "rejected", "error": {
             "code": "invalid_request", "message": "the payload is not a JSON object"}}),
     };

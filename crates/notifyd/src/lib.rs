@@ -7,11 +7,13 @@
 //! published at every step and [`pipeline`] holding the stages together. [`run`] wires them up.
 #![deny(unsafe_code)]
 
+pub mod callbacks;
 pub mod config;
 pub mod dispatch;
 pub mod events;
 pub mod http;
 pub mod intake;
+pub mod ledger;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
@@ -162,7 +164,42 @@ pub async fn run(
     let js = async_nats::jetstream::new(client.clone());
     let streams = intake::ensure_streams(&js, &config).await.map_err(Error::Nats)?;
     let events = events::Events::new(js.clone(), &config.nats.subject_prefix, metrics.clone());
+    let ledger = ledger::Ledger::open(&js, &config.intake.ledger_bucket).await.map_err(Error::Nats)?;
     let router = route::Router::new(&config.routes, &providers);
+    let (callback_index, callback_server) = match &config.callbacks.listen {
+        None => (None, None),
+        Some(addr) => {
+            let index = callbacks::Index::open(
+                &js,
+                &format!("{}_callbacks", config.intake.ledger_bucket),
+                config.tracking.window,
+                config.callbacks.max_unmatched,
+                events.clone(),
+                metrics.clone(),
+            )
+            .await
+            .map_err(Error::Nats)?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Other(format!("cannot listen on {addr} for callbacks: {e}")))?;
+            let tokens = config
+                .providers
+                .iter()
+                .map(|p| (p.name.clone(), p.callback_token.as_ref().map(|t| t.expose().to_owned())))
+                .collect();
+            let mut stop = stop_rx.clone();
+            let server = tokio::spawn(callbacks::serve(
+                listener,
+                providers.clone(),
+                tokens,
+                index.clone(),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ));
+            (Some(index), Some(server))
+        }
+    };
     let pipeline = Arc::new(pipeline::Pipeline {
         limits: validate::Limits {
             max_recipients: config.limits.max_recipients,
@@ -175,6 +212,10 @@ pub async fn run(
         client: client.clone(),
         prefix: config.nats.subject_prefix.clone(),
         metrics: metrics.clone(),
+        ledger,
+        ack_wait: config.intake.ack_wait,
+        on_ambiguous: config.retry.on_ambiguous,
+        callbacks: callback_index,
     });
     let poller = tracking::Poller {
         consumer: streams.tracking,
@@ -235,6 +276,9 @@ pub async fn run(
         tracing::warn!(error = %e, "could not flush the NATS connection");
     }
     let _ = server.await;
+    if let Some(s) = callback_server {
+        let _ = s.await;
+    }
     tracing::info!("notifyd stopped");
     Ok(())
 }

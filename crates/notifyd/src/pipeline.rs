@@ -2,16 +2,22 @@
 //! each step. [`Pipeline::validate`] is synchronous so core intake can answer right after it;
 //! [`Pipeline::execute`] does the rest and returns once every event is stored.
 
+use crate::config::OnAmbiguous;
 use crate::dispatch::{Dispatcher, Outcome};
-use crate::events::{Event, EventError, Events, Status};
+use crate::events::{Batch, Event, EventError, Events, Status};
+use crate::ledger::{Ledger, State};
 use crate::metrics::Metrics;
+use crate::plugin::Op;
 use crate::provider::Providers;
 use crate::route::{Route, Router};
 use crate::tracking;
 use crate::validate::{self, Decoded, Limits, Recipient, Rejection, Request};
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use notifyd_plugin::wire::ProviderError;
+use notifyd_sms::PhoneNumber;
 use std::sync::Arc;
+use std::time::Duration;
 use time::OffsetDateTime;
 
 /// Everything a request passes through.
@@ -24,14 +30,30 @@ pub struct Pipeline {
     pub client: async_nats::Client,
     pub prefix: String,
     pub metrics: Metrics,
+    pub ledger: Ledger,
+    /// `intake.ack_wait`: how long another delivery's `begun` record counts as live work.
+    pub ack_wait: Duration,
+    pub on_ambiguous: OnAmbiguous,
+    /// The delivery-report index, when the callback listener is on.
+    pub callbacks: Option<crate::callbacks::Index>,
 }
 
 /// What became of a request, for the intake to acknowledge or answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    Accepted { id: Arc<str> },
-    Rejected { id: String, code: &'static str, message: String },
+    Accepted {
+        id: Arc<str>,
+    },
+    Rejected {
+        id: String,
+        code: &'static str,
+        message: String,
+    },
     Dead,
+    /// The same request id is being worked on by another delivery: try again later.
+    Busy {
+        retry_in: Duration,
+    },
 }
 
 impl Pipeline {
@@ -46,14 +68,14 @@ impl Pipeline {
         decoded
     }
 
-    /// Handles a payload end to end.
-    pub async fn handle(&self, payload: &Bytes, generated_id: &dyn Fn() -> String) -> Verdict {
+    /// Handles a payload end to end; `owner` names this delivery (see [`crate::ledger`]).
+    pub async fn handle(&self, payload: &Bytes, generated_id: &dyn Fn() -> String, owner: &str) -> Verdict {
         let decoded = self.validate(payload, generated_id);
-        self.finish(payload, decoded).await
+        self.finish(payload, decoded, owner).await
     }
 
     /// Acts on a decoded payload: dead letter, rejection, or the whole send.
-    pub async fn finish(&self, payload: &Bytes, decoded: Decoded) -> Verdict {
+    pub async fn finish(&self, payload: &Bytes, decoded: Decoded, owner: &str) -> Verdict {
         match decoded {
             Decoded::Dead(reason) => {
                 self.dead_letter(payload, &reason).await;
@@ -61,9 +83,11 @@ impl Pipeline {
             }
             Decoded::Rejected(r) => self.reject(r).await,
             Decoded::Valid(req) => {
-                let id = req.id.clone();
-                self.execute(req).await;
-                Verdict::Accepted { id }
+                let verdict = self.execute(req, owner).await;
+                if matches!(verdict, Verdict::Accepted { .. }) {
+                    self.metrics.requests.with_label_values(&["accepted"]).inc();
+                }
+                verdict
             }
         }
     }
@@ -106,27 +130,17 @@ impl Pipeline {
         Verdict::Rejected { id, code: r.code, message: r.message }
     }
 
-    /// Sends a valid request and publishes every recipient's events.
-    pub async fn execute(&self, req: Request) {
-        self.metrics.requests.with_label_values(&["accepted"]).inc();
+    /// Sends a valid request and publishes every recipient's events. `owner` names this delivery
+    /// of the request (see [`crate::ledger`]).
+    pub async fn execute(&self, req: Request, owner: &str) -> Verdict {
         let id: &str = &req.id;
-        let encoding = req.info.encoding.as_str();
-        let tags = req.tags.as_deref();
-        let per_recipient = |status: Status| {
-            let mut ev = Event::new(id, status);
-            ev.segments = Some(req.info.segments);
-            ev.encoding = Some(encoding);
-            ev.tags = tags;
-            ev
-        };
         let mut batch = self.events.batch();
         let pinned = req.provider.as_deref().and_then(|p| self.providers.index(p));
-        let mut routed: Vec<(notifyd_sms::PhoneNumber, Route)> = Vec::new();
-        let mut unroutable = Vec::new();
+        let mut routed: Vec<(PhoneNumber, Route)> = Vec::new();
         for recipient in &req.recipients {
             match recipient {
                 Recipient::Valid(n) => {
-                    let mut ev = per_recipient(Status::Accepted);
+                    let mut ev = self.recipient_event(&req, Status::Accepted);
                     ev.to = Some(n.as_str());
                     batch.publish(&ev, format!("{id}/{n}/accepted")).await;
                     let route = match pinned {
@@ -135,11 +149,16 @@ impl Pipeline {
                     };
                     match route {
                         Some(r) => routed.push((n.clone(), r)),
-                        None => unroutable.push(n),
+                        None => {
+                            let error =
+                                ProviderError::new("route_closed", "no route is configured for this number");
+                            self.publish_final(&mut batch, &req, n.as_str(), Status::Failed, None, 0, &error)
+                                .await;
+                        }
                     }
                 }
                 Recipient::Invalid { given, position, reason } => {
-                    let mut ev = per_recipient(Status::Rejected);
+                    let mut ev = self.recipient_event(&req, Status::Rejected);
                     ev.to = Some(given);
                     ev.error = Some(EventError::new(
                         "invalid_recipient",
@@ -150,70 +169,181 @@ impl Pipeline {
                 Recipient::Duplicate => {}
             }
         }
-        for n in unroutable {
-            let mut ev = per_recipient(Status::Failed);
-            ev.to = Some(n.as_str());
-            ev.error = Some(EventError::new("route_closed", "no route is configured for this number"));
-            batch.publish(&ev, format!("{id}/{n}/failed")).await;
-        }
         if req.expires_at.is_some_and(|t| t <= OffsetDateTime::now_utc()) {
-            for (n, _) in &routed {
-                let mut ev = per_recipient(Status::Failed);
-                ev.to = Some(n.as_str());
-                ev.error =
-                    Some(EventError::new("expired", "expires_at passed before the message could be sent"));
-                batch.publish(&ev, format!("{id}/{n}/failed")).await;
+            let error = ProviderError::new("expired", "expires_at passed before the message could be sent");
+            for (n, _) in routed.drain(..) {
+                self.publish_final(&mut batch, &req, n.as_str(), Status::Failed, None, 0, &error).await;
             }
-            routed.clear();
         }
 
-        let outcomes =
-            if routed.is_empty() { Vec::new() } else { self.dispatcher.dispatch(&req, routed).await };
-        for (n, outcome) in &outcomes {
-            let mut ev = per_recipient(Status::Sent);
-            ev.to = Some(n.as_str());
-            match outcome {
-                Outcome::Sent { provider, result, attempt } => {
-                    let p = &self.providers.list[*provider];
-                    ev.provider = Some(&p.name);
-                    ev.provider_message_id = result.provider_message_id.as_deref();
-                    ev.attempt = Some(*attempt);
-                    self.metrics.segments.with_label_values(&[&p.name]).inc_by(u64::from(req.info.segments));
-                    batch.publish(&ev, format!("{id}/{n}/sent")).await;
-                    if p.supports(crate::plugin::Op::Status) {
-                        let pmid = result.provider_message_id.clone().unwrap_or_default();
-                        let entry = tracking::Entry {
-                            id: id.to_owned(),
-                            to: n.as_str().to_owned(),
-                            provider: p.name.to_string(),
-                            reference: result.tracking.clone().unwrap_or_else(|| pmid.clone()),
-                            provider_message_id: pmid,
-                            segments: req.info.segments,
-                            encoding: encoding.to_owned(),
-                            attempt: *attempt,
-                            sent_at_ms: tracking::now_unix_ms(),
-                            tags: req.tags.as_deref().cloned(),
-                        };
-                        let subject = tracking::subject(&self.prefix);
-                        batch.publish_raw(subject, format!("{id}/{n}/track"), tracking::encode(&entry)).await;
+        // What earlier deliveries of this request id already did.
+        let mut decided: Vec<(String, State)> = Vec::new();
+        if !routed.is_empty() {
+            let (record, _) = self.ledger.load_until_read(id).await;
+            let now = tracking::now_unix_ms();
+            let busy_ms = i64::try_from(self.ack_wait.as_millis() * 2).unwrap_or(i64::MAX);
+            let mut fresh = Vec::with_capacity(routed.len());
+            for (n, route) in routed {
+                match record.r.get(n.as_str()) {
+                    None => fresh.push((n, route)),
+                    Some(State::Begun { owner: other, at }) if other != owner && now - at < busy_ms => {
+                        // The same id is being sent by another delivery right now.
+                        batch.confirm().await;
+                        return Verdict::Busy { retry_in: self.ack_wait };
                     }
-                }
-                Outcome::Rejected { provider, error, attempt } => {
-                    ev.status = Status::Rejected;
-                    ev.provider = Some(&self.providers.list[*provider].name);
-                    ev.attempt = Some(*attempt);
-                    ev.error = Some(error.into());
-                    batch.publish(&ev, format!("{id}/{n}/rejected")).await;
-                }
-                Outcome::Failed { provider, error, attempt } => {
-                    ev.status = Status::Failed;
-                    ev.provider = provider.map(|p| &*self.providers.list[p].name);
-                    ev.attempt = (*attempt > 0).then_some(*attempt);
-                    ev.error = Some(error.into());
-                    batch.publish(&ev, format!("{id}/{n}/failed")).await;
+                    Some(State::Begun { .. }) => {
+                        let first = &self.providers.list[route[0]].name;
+                        if self.on_ambiguous == OnAmbiguous::Fail {
+                            let error = ProviderError::new(
+                                "timeout",
+                                "an earlier attempt was interrupted before its outcome was recorded; not resending",
+                            );
+                            decided
+                                .push((n.as_str().to_owned(), done_state(Status::Failed, None, 0, &error)));
+                        } else {
+                            tracing::warn!(request = %id, to = %n.masked(), "resending after an interrupted attempt");
+                            self.metrics.ambiguous_resends.with_label_values(&[first]).inc();
+                            fresh.push((n, route));
+                        }
+                    }
+                    Some(state) => decided.push((n.as_str().to_owned(), state.clone())),
                 }
             }
+            if !fresh.is_empty() {
+                let begun = State::Begun { owner: owner.to_owned(), at: now };
+                let states: Vec<(String, State)> =
+                    fresh.iter().map(|(n, _)| (n.as_str().to_owned(), begun.clone())).collect();
+                self.ledger.record_until_stored(id, &states).await;
+                let outcomes = self.dispatcher.dispatch(&req, fresh).await;
+                let states: Vec<(String, State)> =
+                    outcomes.iter().map(|(n, o)| (n.as_str().to_owned(), self.outcome_state(o))).collect();
+                self.ledger.record_until_stored(id, &states).await;
+                decided.extend(states);
+            }
+        }
+        for (to, state) in &decided {
+            self.publish_decided(&mut batch, &req, to, state).await;
         }
         batch.confirm().await;
+        Verdict::Accepted { id: req.id.clone() }
+    }
+
+    /// An event of `req` for one recipient, with what every such event carries.
+    fn recipient_event<'a>(&self, req: &'a Request, status: Status) -> Event<'a> {
+        let mut ev = Event::new(&req.id, status);
+        ev.segments = Some(req.info.segments);
+        ev.encoding = Some(req.info.encoding.as_str());
+        ev.tags = req.tags.as_deref();
+        ev
+    }
+
+    /// The ledger state of a dispatch outcome.
+    fn outcome_state(&self, outcome: &Outcome) -> State {
+        let name = |i: usize| self.providers.list[i].name.to_string();
+        match outcome {
+            Outcome::Sent { provider, result, attempt } => {
+                let pmid = result.provider_message_id.clone().unwrap_or_default();
+                State::Sent {
+                    provider: name(*provider),
+                    tracking: result.tracking.clone().unwrap_or_else(|| pmid.clone()),
+                    provider_message_id: pmid,
+                    attempt: *attempt,
+                }
+            }
+            Outcome::Rejected { provider, error, attempt } => {
+                done_state(Status::Rejected, Some(name(*provider)), *attempt, error)
+            }
+            Outcome::Failed { provider, error, attempt } => {
+                done_state(Status::Failed, provider.map(name), *attempt, error)
+            }
+        }
+    }
+
+    /// Publishes the event of a decided recipient (and its tracking entry when it was sent to a
+    /// provider that can be polled).
+    async fn publish_decided(&self, batch: &mut Batch, req: &Request, to: &str, state: &State) {
+        match state {
+            State::Sent { provider, provider_message_id, tracking, attempt } => {
+                let id: &str = &req.id;
+                let mut ev = self.recipient_event(req, Status::Sent);
+                ev.to = Some(to);
+                ev.provider = Some(provider);
+                ev.provider_message_id = Some(provider_message_id);
+                ev.attempt = Some(*attempt);
+                self.metrics.segments.with_label_values(&[provider]).inc_by(u64::from(req.info.segments));
+                batch.publish(&ev, format!("{id}/{to}/sent")).await;
+                let polled = self.providers.get(provider).is_some_and(|p| p.supports(Op::Status));
+                let pushed = self.providers.get(provider).is_some_and(|p| p.supports(Op::Callback));
+                if polled || (pushed && self.callbacks.is_some()) {
+                    let entry = tracking::Entry {
+                        id: id.to_owned(),
+                        to: to.to_owned(),
+                        provider: provider.clone(),
+                        reference: tracking.clone(),
+                        provider_message_id: provider_message_id.clone(),
+                        segments: req.info.segments,
+                        encoding: req.info.encoding.as_str().to_owned(),
+                        attempt: *attempt,
+                        sent_at_ms: tracking::now_unix_ms(),
+                        tags: req.tags.as_deref().cloned(),
+                    };
+                    if let (true, Some(index)) = (pushed, &self.callbacks) {
+                        let mut delay = Duration::from_millis(50);
+                        while let Err(e) = index.register(entry.clone()).await {
+                            tracing::warn!(request = %id, error = %e, "cannot index a sent message for callbacks yet; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                    if polled {
+                        let subject = tracking::subject(&self.prefix);
+                        batch
+                            .publish_raw(subject, format!("{id}/{to}/track"), tracking::encode(&entry))
+                            .await;
+                    }
+                }
+            }
+            State::Done { status, provider, attempt, code, message, provider_code } => {
+                let status = Status::parse(status).unwrap_or(Status::Failed);
+                let error = ProviderError {
+                    provider_code: provider_code.clone(),
+                    ..ProviderError::new(code, message.clone())
+                };
+                self.publish_final(batch, req, to, status, provider.as_deref(), *attempt, &error).await;
+            }
+            State::Begun { .. } => {}
+        }
+    }
+
+    /// Publishes a final `rejected`/`failed` event for one recipient.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_final(
+        &self,
+        batch: &mut Batch,
+        req: &Request,
+        to: &str,
+        status: Status,
+        provider: Option<&str>,
+        attempt: u32,
+        error: &ProviderError,
+    ) {
+        let mut ev = self.recipient_event(req, status);
+        ev.to = Some(to);
+        ev.provider = provider;
+        ev.attempt = (attempt > 0).then_some(attempt);
+        ev.error = Some(error.into());
+        batch.publish(&ev, format!("{}/{to}/{}", req.id, status.as_str())).await;
+    }
+}
+
+/// The ledger state of a final outcome.
+fn done_state(status: Status, provider: Option<String>, attempt: u32, error: &ProviderError) -> State {
+    State::Done {
+        status: status.as_str().to_owned(),
+        provider,
+        attempt,
+        code: error.code.clone(),
+        message: error.message.clone(),
+        provider_code: error.provider_code.clone(),
     }
 }

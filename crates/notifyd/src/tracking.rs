@@ -188,7 +188,8 @@ impl Poller {
     }
 }
 
-fn tracked_event(entry: &Entry, status: Status) -> Event<'_> {
+/// The event of a tracked recipient.
+pub(crate) fn tracked_event(entry: &Entry, status: Status) -> Event<'_> {
     let mut ev = Event::new(&entry.id, status);
     ev.to = Some(&entry.to);
     ev.provider = Some(&entry.provider);

@@ -1,0 +1,211 @@
+//! The idempotency ledger: at most one send per (request id, recipient), across redeliveries,
+//! restarts and replicas (SPEC §6).
+//!
+//! One key per request in a JetStream key-value bucket shared by every replica
+//! (`intake.ledger_bucket`), holding each recipient's state: `begun` (written before the provider
+//! is called), `sent` (with the provider's ids) or `done` (rejected/failed, with the error). Per
+//! request that is one read and two compare-and-set writes, whatever the number of recipients.
+//!
+//! A redelivered request reads the ledger first: `sent` and `done` recipients are not sent again
+//! (their events are published again, and the status stream folds them by message id); a `begun`
+//! recipient is the **crash window**: the replica died after calling the provider and before
+//! recording the answer. Whether the provider sent it is unknown, so `retry.on_ambiguous` decides:
+//! send again (counted in `notifyd_ambiguous_resends_total`) or end it `failed`/`timeout`.
+//! A `begun` record written by a *different* delivery less than two `ack_wait`s ago means the same
+//! request id is being worked on elsewhere right now (published twice without `Nats-Msg-Id`): the
+//! request is handed back and retried later instead.
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long ledger records are kept: a request id reused after this is treated as new.
+pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// One recipient's state in the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "s", rename_all = "snake_case")]
+pub enum State {
+    /// The provider is being (or was) called; the answer is not recorded.
+    Begun {
+        /// The delivery that wrote it (`js:<stream sequence>` or `core:<nuid>`).
+        owner: String,
+        /// Unix milliseconds.
+        at: i64,
+    },
+    /// The provider accepted it.
+    Sent { provider: String, provider_message_id: String, tracking: String, attempt: u32 },
+    /// Rejected or failed for good.
+    Done {
+        status: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
+        attempt: u32,
+        code: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider_code: Option<String>,
+    },
+}
+
+/// A request's record: recipient → state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub v: u32,
+    pub r: BTreeMap<String, State>,
+}
+
+/// Why the ledger could not be read or written (NATS unavailable, bucket missing...).
+#[derive(Debug, thiserror::Error)]
+#[error("the idempotency ledger is unavailable: {0}")]
+pub struct LedgerError(String);
+
+impl LedgerError {
+    pub fn new(reason: impl Into<String>) -> Self {
+        LedgerError(reason.into())
+    }
+}
+
+#[derive(Clone)]
+pub struct Ledger {
+    kv: kv::Store,
+}
+
+/// The key of a request id: ids may hold any character, keys may not, so the id is hex-encoded.
+pub fn key(id: &str) -> String {
+    let mut k = String::with_capacity(4 + id.len() * 2);
+    k.push_str("req.");
+    for b in id.bytes() {
+        k.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        k.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    k
+}
+
+impl Ledger {
+    /// Opens the bucket, creating it when missing.
+    pub async fn open(js: &jetstream::Context, bucket: &str) -> Result<Ledger, String> {
+        let kv = match js.get_key_value(bucket).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: bucket.to_owned(),
+                    description: "notifyd idempotency ledger: one record per request".into(),
+                    history: 1,
+                    max_age: RETENTION,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("cannot create the ledger bucket {bucket}: {e}"))?,
+        };
+        Ok(Ledger { kv })
+    }
+
+    /// Reads a request's record and its revision (0 when there is none).
+    pub async fn load(&self, id: &str) -> Result<(Record, u64), LedgerError> {
+        match self.kv.entry(key(id)).await.map_err(|e| LedgerError(e.to_string()))? {
+            Some(entry) if !entry.value.is_empty() => {
+                let record = serde_json::from_slice(&entry.value).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "a ledger record is unreadable; treating it as empty");
+                    Record::default()
+                });
+                Ok((record, entry.revision))
+            }
+            Some(entry) => Ok((Record::default(), entry.revision)),
+            None => Ok((Record::default(), 0)),
+        }
+    }
+
+    /// Merges `states` into the request's record with compare-and-set, re-reading on conflict.
+    pub async fn record(&self, id: &str, states: &[(String, State)]) -> Result<(), LedgerError> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let key = key(id);
+        for _ in 0..16 {
+            let (mut record, revision) = self.load(id).await?;
+            record.v = 1;
+            for (to, state) in states {
+                record.r.insert(to.clone(), state.clone());
+            }
+            let value = Bytes::from(serde_json::to_vec(&record).expect("records encode as JSON"));
+            // `Err(None)`: another writer got there first; read again and merge.
+            let written: Result<(), Option<String>> = if revision == 0 {
+                match self.kv.create(&key, value).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(None),
+                    Err(e) => Err(Some(e.to_string())),
+                }
+            } else {
+                match self.kv.update(&key, value, revision).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(None),
+                    Err(e) => Err(Some(e.to_string())),
+                }
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err(None) => continue,
+                Err(Some(e)) => return Err(LedgerError(e)),
+            }
+        }
+        Err(LedgerError("too many concurrent updates of one record".into()))
+    }
+
+    /// Like [`Ledger::record`], but waits out NATS outages (with a growing pause) until it succeeds.
+    pub async fn record_until_stored(&self, id: &str, states: &[(String, State)]) {
+        let mut delay = Duration::from_millis(50);
+        while let Err(e) = self.record(id, states).await {
+            tracing::warn!(request = %id, error = %e, "cannot write the ledger yet; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Like [`Ledger::load`], waiting out NATS outages.
+    pub async fn load_until_read(&self, id: &str) -> (Record, u64) {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.load(id).await {
+                Ok(r) => return r,
+                Err(e) => {
+                    tracing::warn!(request = %id, error = %e, "cannot read the ledger yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_valid_for_any_id() {
+        assert_eq!(key("a/b c"), "req.612f622063");
+        assert!(key("заказ-1").chars().all(|c| c.is_ascii_alphanumeric() || c == '.'));
+    }
+
+    #[test]
+    fn record_round_trips_compactly() {
+        let mut r = Record { v: 1, ..Default::default() };
+        r.r.insert("4915171112233".into(), State::Begun { owner: "js:7".into(), at: 1 });
+        r.r.insert(
+            "4915171112234".into(),
+            State::Sent {
+                provider: "p".into(),
+                provider_message_id: "m".into(),
+                tracking: "t".into(),
+                attempt: 1,
+            },
+        );
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains(r#""s":"begun""#) && json.contains(r#""s":"sent""#), "{json}");
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
+    }
+}
