@@ -74,8 +74,25 @@ impl<T> Step<T> {
 pub fn parse_settings<T: DeserializeOwned>(init: &InstanceInit) -> Result<T, ProviderError> {
     let value = serde_json::Value::Object(init.settings.clone());
     serde_json::from_value(value).map_err(|e| {
-        ProviderError::new("invalid_settings", format!("invalid settings for `{}`: {e}", init.name))
+        let message = redact_values(&e.to_string());
+        ProviderError::new("invalid_settings", format!("invalid settings for `{}`: {message}", init.name))
     })
+}
+
+/// serde quotes the offending value in type errors (`invalid type: integer `1234`, expected a
+/// string`); a setting may be a secret, so the quoted value is dropped. Key names (as in
+/// `unknown field `x``) are kept.
+fn redact_values(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            if let (Some(open), Some(close)) = (rest.find('`'), rest.rfind('`')) {
+                if open < close {
+                    return format!("{prefix}{}{}", rest[..open].trim_end(), &rest[close + 1..]);
+                }
+            }
+        }
+    }
+    message.to_owned()
 }
 
 /// Joins a base URL (which may carry a path prefix, with or without a trailing `/`) and a path.
@@ -415,6 +432,27 @@ mod tests {
         assert!(!e.retryable);
         assert!(e.message.contains("HTTP 200") && e.message.contains("<html>"), "{}", e.message);
         assert!(unexpected_answer(&response(200, &[], " ")).message.contains("an empty body"));
+    }
+
+    #[test]
+    fn settings_errors_never_quote_values() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct S {
+            password: String,
+        }
+        let init = |v: serde_json::Value| InstanceInit {
+            v: 1,
+            name: "x".into(),
+            base_url: None,
+            settings: v.as_object().cloned().unwrap(),
+        };
+        let e = parse_settings::<S>(&init(serde_json::json!({"password": 12345678}))).unwrap_err();
+        assert!(!e.message.contains("12345678"), "{}", e.message);
+        assert!(e.message.contains("invalid type: integer, expected a string"), "{}", e.message);
+        let e = parse_settings::<S>(&init(serde_json::json!({"pasword": "x"}))).unwrap_err();
+        assert!(e.message.contains("unknown field `pasword`"), "{}", e.message);
     }
 
     #[test]

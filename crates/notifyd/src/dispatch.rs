@@ -5,12 +5,15 @@
 //! and jitter (honouring the provider's delay up to `retry.max_backoff`), a plugin failure
 //! (`plugin_error`: the provider may have acted) ends the recipient `failed`, anything else fails
 //! over to the next provider of the route. Recipients are batched up to the plugin's
-//! `max_recipients` per call.
+//! `max_recipients` per call. Before each call, the provider's circuit breaker may skip it and its
+//! token bucket may make the call wait.
 
-use crate::config::{OnAmbiguous, RetryConfig};
+use crate::breaker::{Breaker, Permit, Transition};
+use crate::config::{BreakerConfig, OnAmbiguous, ProviderConfig, RetryConfig};
 use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::{OpError, Provider, Providers};
+use crate::ratelimit::TokenBucket;
 use crate::route::Route;
 use crate::validate::Request;
 use notifyd_plugin::wire::{ProviderError, RecipientResult, SendInput, SendResult};
@@ -61,6 +64,10 @@ pub struct Dispatcher {
     pub providers: Arc<Providers>,
     retry: RetryConfig,
     metrics: Metrics,
+    /// Per provider, by index.
+    breakers: Vec<Breaker>,
+    /// Per provider, by index; `None`: unlimited.
+    buckets: Vec<Option<TokenBucket>>,
 }
 
 /// Per-recipient bookkeeping while it moves along its route.
@@ -71,8 +78,61 @@ struct Pending {
 }
 
 impl Dispatcher {
-    pub fn new(providers: Arc<Providers>, retry: RetryConfig, metrics: Metrics) -> Self {
-        Dispatcher { providers, retry, metrics }
+    pub fn new(
+        providers: Arc<Providers>,
+        configs: &[ProviderConfig],
+        retry: RetryConfig,
+        breaker: &BreakerConfig,
+        metrics: Metrics,
+    ) -> Self {
+        let breakers =
+            providers.list.iter().map(|_| Breaker::new(breaker.failures, breaker.cool_down)).collect();
+        let buckets = providers
+            .list
+            .iter()
+            .map(|p| {
+                let c = configs.iter().find(|c| c.name == *p.name)?;
+                let rate = c.rate_per_second?;
+                let burst = c.burst.unwrap_or(rate.ceil() as u32);
+                Some(TokenBucket::new(rate, burst))
+            })
+            .collect();
+        Dispatcher { providers, retry, metrics, breakers, buckets }
+    }
+
+    /// Asks the provider's breaker and rate limit for a call; `false`: skip the provider now.
+    async fn admit(&self, index: usize) -> bool {
+        if self.breakers[index].permit() == Permit::Skip {
+            return false;
+        }
+        if let Some(bucket) = &self.buckets[index] {
+            let wait = bucket.reserve();
+            if !wait.is_zero() {
+                self.metrics.rate_limit_waits.with_label_values(&[&self.providers.list[index].name]).inc();
+                tokio::time::sleep(wait).await;
+            }
+        }
+        true
+    }
+
+    /// Tells the provider's breaker how a call went: failed when every recipient got a
+    /// retryable error (the provider, not the messages, is the problem).
+    fn judge(&self, index: usize, answers: &[(Pending, Result<RecipientResult, (ProviderError, bool)>)]) {
+        let failed =
+            !answers.is_empty() && answers.iter().all(|(_, a)| matches!(a, Err((e, _)) if e.retryable));
+        let breaker = &self.breakers[index];
+        let name = &self.providers.list[index].name;
+        match if failed { breaker.failure() } else { breaker.success() } {
+            Some(Transition::Opened) => {
+                tracing::warn!(provider = %name, "circuit breaker opened: the provider keeps failing; routes skip it for now");
+                self.metrics.circuit_open.with_label_values(&[name]).set(1.0);
+            }
+            Some(Transition::Closed) => {
+                tracing::info!(provider = %name, "circuit breaker closed: the provider answers again");
+                self.metrics.circuit_open.with_label_values(&[name]).set(0.0);
+            }
+            None => {}
+        }
     }
 
     /// Sends `req` to `numbers`, each with its route, and returns every recipient's outcome.
@@ -117,7 +177,20 @@ impl Dispatcher {
                 let max = provider.describe().max_recipients.max(1) as usize;
                 while !pending.is_empty() {
                     let chunk: Vec<Pending> = pending.drain(..max.min(pending.len())).collect();
-                    for (mut p, answer) in self.send_chunk(req, provider, chunk).await {
+                    if !self.admit(index).await {
+                        let open = ProviderError::retryable(
+                            "unavailable",
+                            format!("the circuit breaker of provider `{}` is open", provider.name),
+                        );
+                        for mut p in chunk {
+                            p.last_error.get_or_insert_with(|| open.clone());
+                            failing_over.push(p);
+                        }
+                        continue;
+                    }
+                    let answers = self.send_chunk(req, provider, chunk).await;
+                    self.judge(index, &answers);
+                    for (mut p, answer) in answers {
                         p.attempts += 1;
                         let (error, ambiguous) = match answer {
                             Ok(result) => {

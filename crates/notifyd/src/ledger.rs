@@ -47,6 +47,8 @@ pub enum State {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         provider_code: Option<String>,
+        #[serde(default)]
+        retryable: bool,
     },
 }
 

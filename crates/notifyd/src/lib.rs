@@ -7,6 +7,7 @@
 //! published at every step and [`pipeline`] holding the stages together. [`run`] wires them up.
 #![deny(unsafe_code)]
 
+pub mod breaker;
 pub mod callbacks;
 pub mod config;
 pub mod dispatch;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod provider;
+pub mod ratelimit;
 pub mod route;
 pub mod send;
 pub mod tracking;
@@ -207,7 +209,13 @@ pub async fn run(
         },
         providers: providers.clone(),
         router,
-        dispatcher: dispatch::Dispatcher::new(providers.clone(), config.retry.clone(), metrics.clone()),
+        dispatcher: dispatch::Dispatcher::new(
+            providers.clone(),
+            &config.providers,
+            config.retry.clone(),
+            &config.breaker,
+            metrics.clone(),
+        ),
         events: events.clone(),
         client: client.clone(),
         prefix: config.nats.subject_prefix.clone(),

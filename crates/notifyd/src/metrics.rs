@@ -25,6 +25,7 @@ pub struct Metrics {
     pub provider_duration: HistogramVec,
     pub retries: IntCounterVec,
     pub failovers: IntCounterVec,
+    pub rate_limit_waits: IntCounterVec,
     pub ambiguous_resends: IntCounterVec,
     pub in_flight: IntGauge,
     pub segments: IntCounterVec,
@@ -107,6 +108,12 @@ impl Metrics {
                 &r,
                 "notifyd_failovers_total",
                 "Failovers away from a provider.",
+                &["provider"],
+            ),
+            rate_limit_waits: counter(
+                &r,
+                "notifyd_rate_limit_waits_total",
+                "Provider calls that waited for the provider's rate limit.",
                 &["provider"],
             ),
             ambiguous_resends: counter(

@@ -303,10 +303,11 @@ impl Pipeline {
                     }
                 }
             }
-            State::Done { status, provider, attempt, code, message, provider_code } => {
+            State::Done { status, provider, attempt, code, message, provider_code, retryable } => {
                 let status = Status::parse(status).unwrap_or(Status::Failed);
                 let error = ProviderError {
                     provider_code: provider_code.clone(),
+                    retryable: *retryable,
                     ..ProviderError::new(code, message.clone())
                 };
                 self.publish_final(batch, req, to, status, provider.as_deref(), *attempt, &error).await;
@@ -345,5 +346,6 @@ fn done_state(status: Status, provider: Option<String>, attempt: u32, error: &Pr
         code: error.code.clone(),
         message: error.message.clone(),
         provider_code: error.provider_code.clone(),
+        retryable: error.retryable,
     }
 }

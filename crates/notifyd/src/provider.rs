@@ -8,7 +8,8 @@ use crate::metrics::Metrics;
 use crate::plugin::{self, Op, PluginError, PluginInstance, PluginLibrary};
 use notifyd_plugin::abi;
 use notifyd_plugin::wire::{
-    Describe, ErrorDoc, Exchange, InstanceInit, OpOutput, ProviderError, Step, WIRE_VERSION,
+    BalanceResult, CallbackResult, Describe, ErrorDoc, Exchange, InstanceInit, OpOutput, ProviderError,
+    SendResult, StatusResult, Step, WIRE_VERSION,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -80,11 +81,15 @@ impl Provider {
     }
 
     /// Runs `op` with `input` to its result, performing the HTTP exchanges the plugin asks for.
-    pub async fn run<I: Serialize, R: DeserializeOwned>(&self, op: Op, input: &I) -> Result<R, OpError> {
+    pub async fn run<I: Serialize, R: DeserializeOwned + OpResultKind>(
+        &self,
+        op: Op,
+        input: &I,
+    ) -> Result<R, OpError> {
         let started = Instant::now();
-        let result = self.drive(op, input).await;
+        let result = self.drive::<I, R>(op, input).await;
         let label = match &result {
-            Ok(_) => "ok".to_owned(),
+            Ok(r) => r.error_code().unwrap_or("ok").to_owned(),
             Err(e) => e.to_provider_error().code,
         };
         self.metrics.provider_requests.with_label_values(&[&self.name, op.as_str(), &label]).inc();
@@ -153,6 +158,45 @@ impl Provider {
                 Err(plugin_error(format!("plugin `{}` returned the unknown code {rc}", self.describe().name)))
             }
         }
+    }
+}
+
+/// What the `result` label of `notifyd_provider_requests_total` says about an operation's result:
+/// the error code of a whole-call failure, else `ok`.
+pub trait OpResultKind {
+    fn error_code(&self) -> Option<&str>;
+}
+
+impl OpResultKind for SendResult {
+    fn error_code(&self) -> Option<&str> {
+        match self {
+            SendResult::Failed { error } => Some(&error.code),
+            SendResult::Recipients { .. } => None,
+        }
+    }
+}
+
+impl OpResultKind for StatusResult {
+    fn error_code(&self) -> Option<&str> {
+        match self {
+            StatusResult::Failed { error } => Some(&error.code),
+            StatusResult::Statuses { .. } => None,
+        }
+    }
+}
+
+impl OpResultKind for BalanceResult {
+    fn error_code(&self) -> Option<&str> {
+        match self {
+            BalanceResult::Failed { error } => Some(&error.code),
+            BalanceResult::Balance { .. } => None,
+        }
+    }
+}
+
+impl OpResultKind for CallbackResult {
+    fn error_code(&self) -> Option<&str> {
+        None
     }
 }
 

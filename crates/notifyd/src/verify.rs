@@ -130,7 +130,7 @@ fn send_input() -> serde_json::Value {
         id: "verify-1".into(),
         to: vec!["4915100000001".into(), "4915100000002".into()],
         text: "notifyd plugin verify".into(),
-        from: None,
+        from: Some("notifyd".into()),
         encoding: "gsm7".into(),
         segments: 1,
         send_at: None,
