@@ -1,0 +1,190 @@
+//! The IntelliSoftware (UK) provider: a notifyd plugin for the IntelliSoftware SMS gateway's HTTP
+//! interface (`plugin = "intellisoftware"`).
+//!
+//! `send` posts one text to up to 100 numbers to `{base_url}/smsgateway/sendmsg.aspx` and reads
+//! the plain-text answer (`ID:<id>`, or one `<number>,ID:<id>` / `<number>,ERR:<CODE>` line per
+//! recipient); `balance` asks `{base_url}/smsgateway/getbalance.aspx` (`BALANCE:<credits>`);
+//! `callback` reads the delivery reports the gateway pushes (form fields `msgid`, `status`,
+//! `toaddr`). The gateway has no status-polling endpoint, so the plugin describes no `status`
+//! capability. Request building is in `request.rs`, answer parsing in `response.rs`, and the
+//! status and error mapping table in `mapping.rs`; see `plugins/intellisoftware/README.md`.
+#![deny(unsafe_code)]
+
+mod mapping;
+mod request;
+mod response;
+#[cfg(test)]
+mod tests;
+
+use notifyd_plugin::abi::{CAP_BALANCE, CAP_CALLBACK, CAP_SEND};
+use notifyd_plugin::sdk::{OpResult, Provider, parse_settings};
+use notifyd_plugin::wire::{
+    BalanceResult, CallbackInput, CallbackResult, Describe, Exchange, InstanceInit, ProviderError, SendInput,
+    SendResult, Step, WIRE_VERSION,
+};
+use serde::Deserialize;
+
+/// The production gateway (the document's host, over https as it recommends).
+pub const DEFAULT_BASE_URL: &str = "https://www.intellisoftware.co.uk";
+
+/// The instance's settings (`[providers.settings]`). The host resolves `*_env` keys first, so
+/// `password_env = "VAR"` arrives as `password`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// The gateway account's username. Required, no default.
+    username: String,
+    /// The gateway account's password. Required, no default (`password_env` names a variable).
+    password: Secret,
+    /// How texts that are not GSM-7 are sent. Default `"hex"`.
+    #[serde(default)]
+    unicode: Unicode,
+}
+
+/// How a text that is not GSM-7 is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unicode {
+    /// `type=2` and `hex` = the text in UCS-2 big-endian hex: the form the provider's own client
+    /// library uses for Unicode texts, so the one known to work. The default.
+    #[default]
+    Hex,
+    /// `text` = the text in UTF-8, like a GSM-7 text (whether the gateway accepts every character
+    /// this way is unconfirmed).
+    Text,
+}
+
+/// A password: `Debug` prints `***`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    /// Accepts a string only. The error for another type does not quote the value (serde's own
+    /// "invalid type: integer `12345678`" would put a numeric password in the start-up error).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(s) => Ok(Secret(s)),
+            _ => Err(serde::de::Error::custom("`password` must be a string")),
+        }
+    }
+}
+
+impl Secret {
+    /// The password itself, for the request body only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One configured instance: what every request needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `InstanceInit.base_url`, default [`DEFAULT_BASE_URL`]; may carry a path prefix.
+    pub base_url: String,
+    pub username: String,
+    pub password: Secret,
+    pub unicode: Unicode,
+}
+
+/// The IntelliSoftware plugin instance.
+#[derive(Debug)]
+pub struct IntelliSoftware {
+    config: Config,
+}
+
+impl IntelliSoftware {
+    /// The credentials, to be masked wherever a body is quoted.
+    fn secrets(&self) -> [&str; 2] {
+        [self.config.username.as_str(), self.config.password.expose()]
+    }
+}
+
+fn invalid_settings(init: &InstanceInit, why: &str) -> ProviderError {
+    ProviderError::new("invalid_settings", format!("invalid settings for `{}`: {why}", init.name))
+}
+
+/// The exchange must be the one this operation asked for.
+fn check_state(exchange: &Exchange, expected: &str) -> Result<(), ProviderError> {
+    if exchange.state == expected {
+        Ok(())
+    } else {
+        Err(ProviderError::new("plugin_error", "the exchange's state does not belong to this operation"))
+    }
+}
+
+impl Provider for IntelliSoftware {
+    const CAPABILITIES: u64 = CAP_SEND | CAP_BALANCE | CAP_CALLBACK;
+
+    fn describe() -> Describe {
+        Describe {
+            v: WIRE_VERSION,
+            name: "intellisoftware".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            max_recipients: request::MAX_RECIPIENTS as u32,
+            // No polling endpoint: delivery reports are pushed (callback).
+            max_status_refs: 0,
+            alphabet: "unicode".to_owned(),
+            default_base_url: Some(DEFAULT_BASE_URL.to_owned()),
+        }
+    }
+
+    fn new(init: InstanceInit) -> Result<Self, ProviderError> {
+        let settings: Settings = parse_settings(&init)?;
+        if settings.username.trim().is_empty() {
+            return Err(invalid_settings(&init, "`username` is empty"));
+        }
+        if settings.password.expose().is_empty() {
+            return Err(invalid_settings(&init, "`password` is empty"));
+        }
+        let base_url = init.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+        let scheme_ok = ["http://", "https://"].iter().any(|s| {
+            base_url.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s)) && base_url.len() > s.len()
+        });
+        if !scheme_ok {
+            return Err(invalid_settings(&init, "`base_url` must be an absolute http:// or https:// URL"));
+        }
+        Ok(IntelliSoftware {
+            config: Config {
+                base_url,
+                username: settings.username,
+                password: settings.password,
+                unicode: settings.unicode,
+            },
+        })
+    }
+
+    fn send(&self, input: &SendInput, exchange: Option<&Exchange>) -> OpResult<SendResult> {
+        match exchange {
+            None => Ok(Step::http(request::send(&self.config, input)?, request::SEND_STATE)),
+            Some(ex) => {
+                check_state(ex, request::SEND_STATE)?;
+                Ok(Step::done(response::send_result(input, &ex.response, &self.secrets())))
+            }
+        }
+    }
+
+    fn balance(&self, _input: &serde_json::Value, exchange: Option<&Exchange>) -> OpResult<BalanceResult> {
+        match exchange {
+            None => Ok(Step::http(request::balance(&self.config), request::BALANCE_STATE)),
+            Some(ex) => {
+                check_state(ex, request::BALANCE_STATE)?;
+                Ok(Step::done(response::balance_result(&ex.response, &self.secrets())))
+            }
+        }
+    }
+
+    fn callback(&self, input: &CallbackInput, exchange: Option<&Exchange>) -> OpResult<CallbackResult> {
+        if exchange.is_some() {
+            return Err(ProviderError::new("plugin_error", "a delivery report needs no HTTP exchange"));
+        }
+        Ok(Step::done(response::delivery_report(input)?))
+    }
+}
+
+notifyd_plugin::export_plugin!(IntelliSoftware);

@@ -1,0 +1,188 @@
+//! The mapping table, as data: IntelliSoftware's `ERR:<CODE>` words and delivery-report status
+//! codes → notifyd's normalised error codes and statuses (SPEC §2). `response.rs` applies it; the
+//! plugin's README shows the same table for people.
+//!
+//! What the host does with each code (`crates/notifyd/src/dispatch.rs`, `classify`): recipient
+//! errors end the recipient `rejected`; retryable errors are retried with backoff; `auth`,
+//! `insufficient_funds`, `invalid_request` fail over to the route's next provider; `plugin_error`
+//! ends the recipient `failed` and is never resent anywhere.
+
+use notifyd_plugin::wire::ProviderError;
+
+/// How one `ERR:<CODE>` answer is classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorRule {
+    /// The provider's word after `ERR:`, upper case.
+    pub word: &'static str,
+    /// The normalised error code.
+    pub code: &'static str,
+    /// Whether the same provider may succeed later.
+    pub retryable: bool,
+    /// A sentence for people (completed with the word in the error message).
+    pub message: &'static str,
+}
+
+const fn rule(word: &'static str, code: &'static str, retryable: bool, message: &'static str) -> ErrorRule {
+    ErrorRule { word, code, retryable, message }
+}
+
+/// Every `ERR:` word the provider documents (the `.txt` and the providers README).
+pub const ERRORS: &[ErrorRule] = &[
+    rule("LOGIN_INVALID", "auth", false, "the gateway refused the username or password"),
+    rule("INSUFFICIENT_CREDIT", "insufficient_funds", false, "the gateway account has too little credit"),
+    // "Unable to route to the destination phone number": the host has already checked the number's
+    // form, so this is the gateway's own verdict on the number; a recipient error, not resent.
+    rule("INVALID_NUMBER", "invalid_recipient", false, "the gateway cannot route to this number"),
+    rule("INVALID_REQUEST", "invalid_request", false, "the gateway found the request invalid"),
+    // Both are documented as "Unable to process request at this time": nothing was sent, so
+    // the host may retry later (with its backoff; never a tight loop).
+    rule("GATEWAY_ERROR", "unavailable", true, "the gateway cannot process requests at this time"),
+    rule("INTERNAL_ERROR", "unavailable", true, "the gateway cannot process requests at this time"),
+    // The plugin never sends more than 100 numbers (describe's max_recipients), so this means the
+    // account's limit is lower: not retryable on this provider.
+    rule("TOO_MANY_NUMBERS", "invalid_request", false, "the gateway refused the number of recipients"),
+    // Belongs to the gateway's message-id operations; not expected from a send.
+    rule("MSGID_INVALID", "invalid_request", false, "the gateway refused the message id"),
+    rule("PARAMETER_MISSING", "invalid_request", false, "the gateway says a parameter is missing"),
+    rule("PARAMETER_INVALID", "invalid_request", false, "the gateway says a parameter is invalid"),
+    // The `ERR:NO_<PARAM>` family for the two credentials: a configuration problem of the account,
+    // like a wrong password (the settings refuse empty credentials, so it should never happen).
+    rule("NO_USERNAME", "auth", false, "the gateway received no username"),
+    rule("NO_PASSWORD", "auth", false, "the gateway received no password"),
+];
+
+/// The rest of the `ERR:NO_<PARAM>` family ("a mandatory parameter is missing").
+pub const MISSING_PARAMETER: ErrorRule =
+    rule("NO_*", "invalid_request", false, "the gateway says a mandatory parameter is missing");
+
+/// A word the provider does not document: the gateway refused *something*, but the plugin cannot
+/// tell what. `plugin_error` is never retried or resent, so an unknown answer can never cause a
+/// tight loop (e.g. against an undocumented IP block or duplicate check).
+pub const UNKNOWN_ERROR: ErrorRule =
+    rule("*", "plugin_error", false, "the gateway answered with an error word this plugin does not know");
+
+/// The rule for the word after `ERR:` (any case).
+pub fn error_rule(word: &str) -> ErrorRule {
+    let upper = word.to_ascii_uppercase();
+    if let Some(rule) = ERRORS.iter().find(|r| r.word == upper) {
+        return *rule;
+    }
+    if upper.len() > 3 && upper.starts_with("NO_") { MISSING_PARAMETER } else { UNKNOWN_ERROR }
+}
+
+/// The normalised error for `ERR:<word>`, `provider_code` = the word as the gateway wrote it.
+pub fn error_for(word: &str) -> ProviderError {
+    let rule = error_rule(word);
+    ProviderError {
+        code: rule.code.to_owned(),
+        message: format!("{} (ERR:{word})", rule.message),
+        provider_code: Some(word.to_owned()),
+        retryable: rule.retryable,
+        retry_after_ms: None,
+    }
+}
+
+/// What one delivery-report status code means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportRule {
+    /// The report's `status` field.
+    pub status_code: u32,
+    /// The provider's name for it.
+    pub name: &'static str,
+    /// The normalised status: `sent` (still pending), `delivered`, `undelivered`, `expired`,
+    /// `rejected`.
+    pub status: &'static str,
+    /// The normalised error code attached to the update, where one says more than the status.
+    pub error: Option<&'static str>,
+}
+
+const fn report(status_code: u32, name: &'static str, status: &'static str) -> ReportRule {
+    ReportRule { status_code, name, status, error: None }
+}
+
+/// Every delivery-report status code the provider documents.
+pub const REPORTS: &[ReportRule] = &[
+    // The gateway does not know yet: not final, tracking goes on.
+    report(0, "unknown", "sent"),
+    report(1, "ok", "sent"),
+    report(2, "queued", "sent"),
+    report(3, "sent", "sent"),
+    report(4, "delivered", "delivered"),
+    // Refused before it reached a carrier: never sent (SPEC: `rejected`).
+    ReportRule { error: Some("invalid_request"), ..report(5, "error with request", "rejected") },
+    report(6, "unable to deliver", "undelivered"),
+    // Accepted, then the gateway found no route to a carrier: a delivery failure after `sent`.
+    ReportRule { error: Some("route_closed"), ..report(7, "routing error", "undelivered") },
+    report(8, "expired", "expired"),
+    // Voice-SMS: the recipient acknowledged the message, so it was delivered.
+    report(11, "acknowledged", "delivered"),
+    // Voice-SMS: the recipient refused it. It did reach the handset, so `undelivered` (notifyd's
+    // `rejected` means "never sent"), with the recipient's refusal as the error.
+    ReportRule { error: Some("blocked_recipient"), ..report(12, "rejected by the recipient", "undelivered") },
+];
+
+/// A status code the provider does not document: the status stays as it was (`sent`, not final)
+/// and the report is acknowledged, because a refused report is retried by the gateway every
+/// 5 minutes for ever.
+pub const UNKNOWN_REPORT: ReportRule = report(u32::MAX, "undocumented", "sent");
+
+/// The rule for a report's numeric status code.
+pub fn report_rule(status_code: u32) -> ReportRule {
+    REPORTS.iter().find(|r| r.status_code == status_code).copied().unwrap_or(UNKNOWN_REPORT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KNOWN_CODES: &[&str] = &[
+        "invalid_request",
+        "invalid_recipient",
+        "blocked_recipient",
+        "invalid_sender",
+        "content_rejected",
+        "auth",
+        "insufficient_funds",
+        "throttled",
+        "duplicate",
+        "unavailable",
+        "timeout",
+        "route_closed",
+        "expired",
+        "plugin_error",
+        "internal",
+    ];
+
+    #[test]
+    fn every_row_uses_a_normalised_code_and_words_are_unique() {
+        for r in ERRORS.iter().chain([&MISSING_PARAMETER, &UNKNOWN_ERROR]) {
+            assert!(KNOWN_CODES.contains(&r.code), "{r:?}");
+        }
+        for r in REPORTS {
+            assert!(["sent", "delivered", "undelivered", "expired", "rejected"].contains(&r.status), "{r:?}");
+            assert!(r.error.is_none_or(|c| KNOWN_CODES.contains(&c)), "{r:?}");
+        }
+        let mut words: Vec<_> = ERRORS.iter().map(|r| r.word).collect();
+        words.sort_unstable();
+        words.dedup();
+        assert_eq!(words.len(), ERRORS.len());
+    }
+
+    #[test]
+    fn no_prefix_family_and_unknown_words() {
+        assert_eq!(error_rule("NO_TO").code, "invalid_request");
+        assert_eq!(error_rule("no_text").code, "invalid_request");
+        assert_eq!(error_rule("NO_PASSWORD").code, "auth");
+        assert_eq!(error_rule("NO_").code, "plugin_error");
+        assert_eq!(error_rule("SOMETHING_NEW").code, "plugin_error");
+        assert_eq!(error_rule("login_invalid").code, "auth");
+    }
+
+    #[test]
+    fn error_for_keeps_the_word_as_written() {
+        let e = error_for("Insufficient_Credit");
+        assert_eq!(e.code, "insufficient_funds");
+        assert_eq!(e.provider_code.as_deref(), Some("Insufficient_Credit"));
+        assert!(e.message.ends_with("(ERR:Insufficient_Credit)"), "{}", e.message);
+    }
+}

@@ -1,0 +1,202 @@
+//! The SMS Club (Ukraine) provider plugin for notifyd (`plugin = "smsclub"`).
+//!
+//! SMS Club's JSON API (`https://im.smsclub.mobi`) takes every call as a `POST` with a bearer
+//! token: `/sms/send` (one text to up to 100 numbers, one message id per number), `/sms/status`
+//! (up to 100 ids) and `/sms/balance`. This crate translates notifyd's `send`, `status` and
+//! `balance` operations into those calls ([`request`]) and their answers back into normalised
+//! results ([`response`]) through one mapping table ([`mapping`]); the host performs the HTTP
+//! exchanges. See `plugins/smsclub/README.md` for the settings and the full mapping.
+#![deny(unsafe_code)]
+
+pub mod mapping;
+pub mod request;
+pub mod response;
+
+#[cfg(test)]
+mod tests;
+
+use notifyd_plugin::abi::{CAP_BALANCE, CAP_SEND, CAP_STATUS};
+use notifyd_plugin::sdk::{OpResult, Provider, parse_settings};
+use notifyd_plugin::wire::{
+    BalanceResult, Describe, Exchange, HttpResponse, InstanceInit, ProviderError, SendInput, SendResult,
+    StatusInput, StatusResult, Step, WIRE_VERSION,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::borrow::Cow;
+
+/// SMS Club's production API, used when the instance sets no `base_url`.
+pub const DEFAULT_BASE_URL: &str = "https://im.smsclub.mobi";
+
+/// The `state` of each operation's one HTTP exchange.
+const STATE_SEND: &str = "smsclub/send";
+const STATE_STATUS: &str = "smsclub/status";
+const STATE_BALANCE: &str = "smsclub/balance";
+
+/// The instance's `[providers.settings]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// The API token of the SMS Club account (sent as `Authorization: Bearer <token>`). Required;
+    /// `token_env = "VAR"` reads it from the environment instead (resolved by the host).
+    token: Token,
+    /// The `integration_id` of SMS Club's referral system, sent with every message (a number or
+    /// a string, passed on as given). Default: none, and the field is not sent.
+    #[serde(default)]
+    integration_id: Option<IntegrationId>,
+}
+
+/// The API token. Its `Debug` prints `***`; it appears only in the `Authorization` header.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token; the caller has checked it (see [`SmsClub::new`]).
+    pub fn new(token: impl Into<String>) -> Token {
+        Token(token.into())
+    }
+
+    /// The token itself, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for Token {
+    /// A string; the error for anything else does not quote the value (serde's would).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(s) => Ok(Token(s)),
+            _ => Err(serde::de::Error::custom("`token` must be a string")),
+        }
+    }
+}
+
+/// The referral `integration_id`: sent as the number or string it was configured as.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IntegrationId {
+    Number(u64),
+    Text(String),
+}
+
+/// One SMS Club provider instance.
+#[derive(Debug)]
+pub struct SmsClub {
+    base_url: String,
+    token: Token,
+    integration_id: Option<IntegrationId>,
+}
+
+fn invalid_settings(init: &InstanceInit, what: &str) -> ProviderError {
+    ProviderError::new("invalid_settings", format!("invalid settings for `{}`: {what}", init.name))
+}
+
+impl SmsClub {
+    /// The provider's answer with the token masked (`***`) before anything reads it, so that a
+    /// provider echoing it cannot put it into an error message, an event or a log.
+    fn masked<'a>(&self, response: &'a HttpResponse) -> Cow<'a, HttpResponse> {
+        let token = self.token.expose();
+        if response.body.contains(token) {
+            Cow::Owned(HttpResponse { body: response.body.replace(token, "***"), ..response.clone() })
+        } else {
+            Cow::Borrowed(response)
+        }
+    }
+}
+
+/// Checks that an exchange answers the request this operation asked for.
+fn expect_state(exchange: &Exchange, state: &str) -> Result<(), ProviderError> {
+    if exchange.state == state {
+        Ok(())
+    } else {
+        Err(ProviderError::new(
+            "plugin_error",
+            format!("the exchange state does not belong to this operation (expected {state:?})"),
+        ))
+    }
+}
+
+impl Provider for SmsClub {
+    const CAPABILITIES: u64 = CAP_SEND | CAP_STATUS | CAP_BALANCE;
+
+    fn describe() -> Describe {
+        Describe {
+            v: WIRE_VERSION,
+            name: "smsclub".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            max_recipients: request::MAX_RECIPIENTS as u32,
+            max_status_refs: request::MAX_STATUS_IDS as u32,
+            alphabet: "unicode".to_owned(),
+            default_base_url: Some(DEFAULT_BASE_URL.to_owned()),
+        }
+    }
+
+    fn new(init: InstanceInit) -> Result<Self, ProviderError> {
+        let settings: Settings = parse_settings(&init)?;
+        let token = settings.token.expose();
+        if token.is_empty() {
+            return Err(invalid_settings(&init, "`token` is empty"));
+        }
+        // It goes into an HTTP header: visible ASCII only (never quoted back).
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid_settings(&init, "`token` contains spaces, control or non-ASCII characters"));
+        }
+        let base_url = init.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+        let lower = base_url.to_ascii_lowercase();
+        let scheme_ok = lower.starts_with("http://") || lower.starts_with("https://");
+        if !scheme_ok || base_url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid_settings(
+                &init,
+                &format!("base_url {base_url:?} is not an absolute http:// or https:// URL"),
+            ));
+        }
+        Ok(SmsClub { base_url, token: settings.token, integration_id: settings.integration_id })
+    }
+
+    fn send(&self, input: &SendInput, exchange: Option<&Exchange>) -> OpResult<SendResult> {
+        let result = match exchange {
+            None => match request::send(&self.base_url, &self.token, self.integration_id.as_ref(), input) {
+                Ok(http) => return Ok(Step::http(http, STATE_SEND)),
+                Err(error) => SendResult::Failed { error },
+            },
+            Some(exchange) => {
+                expect_state(exchange, STATE_SEND)?;
+                response::send(&input.to, &self.masked(&exchange.response))
+            }
+        };
+        Ok(Step::done(result))
+    }
+
+    fn status(&self, input: &StatusInput, exchange: Option<&Exchange>) -> OpResult<StatusResult> {
+        let result = match exchange {
+            None if input.refs.is_empty() => StatusResult::Statuses { statuses: Vec::new() },
+            None => match request::status(&self.base_url, &self.token, &input.refs) {
+                Ok(http) => return Ok(Step::http(http, STATE_STATUS)),
+                Err(error) => StatusResult::Failed { error },
+            },
+            Some(exchange) => {
+                expect_state(exchange, STATE_STATUS)?;
+                response::status(&input.refs, &self.masked(&exchange.response))
+            }
+        };
+        Ok(Step::done(result))
+    }
+
+    fn balance(&self, _input: &serde_json::Value, exchange: Option<&Exchange>) -> OpResult<BalanceResult> {
+        match exchange {
+            None => Ok(Step::http(request::balance(&self.base_url, &self.token), STATE_BALANCE)),
+            Some(exchange) => {
+                expect_state(exchange, STATE_BALANCE)?;
+                Ok(Step::done(response::balance(&self.masked(&exchange.response))))
+            }
+        }
+    }
+}
+
+notifyd_plugin::export_plugin!(SmsClub);

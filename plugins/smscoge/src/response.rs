@@ -1,0 +1,265 @@
+//! Reading smsco.ge's answers. They are plain text, not JSON:
+//!
+//! - send: `OK <credits used> <mes_id>` (one id for the whole submission; some installations
+//!   answer `OK <mes_id>`), or a bare error code 2904..2915;
+//! - status: one digit 0..7, or an error code;
+//! - balance: a number, or an error code.
+//!
+//! Answers are matched leniently: surrounding whitespace is ignored, `OK` in any case, and an
+//! error code may be followed by its description (`2905=Invalid ...`, `2905 Invalid ...`).
+//! Anything else is an unexpected answer: `plugin_error` with a short snippet of the body, from
+//! which the credentials are removed.
+
+use crate::mapping::{self, ErrorRow, Scope, StatusRow};
+use notifyd_plugin::sdk::{http_status_error, retry_after_ms, unexpected_answer};
+use notifyd_plugin::wire::{HttpResponse, ProviderError};
+
+/// Most characters of a body kept for an error message, before credentials are removed and
+/// [`snippet`](notifyd_plugin::sdk::snippet) shortens it (a 1 MiB body is never copied whole).
+const SNIPPET_WINDOW: usize = 256;
+
+/// Removes secrets from bodies quoted in error messages (a provider's error page may echo the
+/// request's query string).
+#[derive(Clone)]
+pub struct Redactor {
+    /// The secrets as they may appear in a body: as given and percent-encoded.
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// A redactor for `secrets` (empty ones are ignored).
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut list = Vec::new();
+        for s in secrets.into_iter().filter(|s| !s.is_empty()) {
+            list.push(s.to_owned());
+            let encoded = notifyd_plugin::sdk::form_encode([("", s)]);
+            let encoded = encoded.trim_start_matches('=');
+            if encoded != s {
+                list.push(encoded.to_owned());
+                list.push(encoded.replace("%20", "+"));
+            }
+        }
+        // Longest first, so that a secret containing another is removed whole.
+        list.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        list.dedup();
+        Redactor { secrets: list }
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    /// The SDK's unexpected-answer error (`plugin_error`, not retryable, with a snippet), the
+    /// snippet taken from a redacted window of the body. The window is longer than the snippet
+    /// by more than any secret, so no part of a secret survives the cut.
+    pub fn unexpected(&self, response: &HttpResponse) -> ProviderError {
+        let longest = self.secrets.first().map_or(0, |s| s.chars().count());
+        let window: String = response.body.chars().take(SNIPPET_WINDOW + longest).collect();
+        let mut body = self.redact(&window);
+        if response.body.len() > window.len() {
+            // Keeps the SDK's "…" marker for a body that was cut.
+            body.push_str(&" ".repeat(SNIPPET_WINDOW));
+        }
+        let shown = HttpResponse { status: response.status, headers: Default::default(), body };
+        let mut e = unexpected_answer(&shown);
+        if !(200..300).contains(&response.status) {
+            e.provider_code = Some(response.status.to_string());
+        }
+        e
+    }
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} forms of secrets: ***)", self.secrets.len())
+    }
+}
+
+/// What an answer says, before it is turned into results.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer<T> {
+    /// The documented success form.
+    Ok(T),
+    /// A documented error code (2904..2915).
+    Error(&'static ErrorRow),
+    /// Not 2xx and not a documented error body: the HTTP status decides (429, 5xx, ...).
+    Http(ProviderError),
+    /// Anything else: unknown word or number, HTML page, empty or truncated body.
+    Unexpected(ProviderError),
+}
+
+/// The leading error code of a body (`2905`, `2905=...`, `2905 ...`), when it is a documented
+/// one; an unknown 29xx code is an unexpected answer.
+fn error_code(body: &str) -> Option<&'static ErrorRow> {
+    let t = body.trim();
+    let n = t.bytes().take_while(u8::is_ascii_digit).count();
+    if n != 4 || t[n..].starts_with(|c: char| c.is_alphanumeric() || c == '.') {
+        return None;
+    }
+    mapping::error_row(t[..n].parse().ok()?)
+}
+
+/// Classifies `response`: documented error codes first (whatever the HTTP status), then
+/// `parse` for a 2xx body, then the HTTP status.
+fn classify<T>(
+    response: &HttpResponse,
+    redactor: &Redactor,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Answer<T> {
+    if let Some(row) = error_code(&response.body) {
+        return Answer::Error(row);
+    }
+    if (200..300).contains(&response.status) {
+        return match parse(response.body.trim()) {
+            Some(v) => Answer::Ok(v),
+            None => Answer::Unexpected(redactor.unexpected(response)),
+        };
+    }
+    match http_status_error(response) {
+        Some(e) => Answer::Http(e),
+        None => Answer::Unexpected(redactor.unexpected(response)),
+    }
+}
+
+impl<T> Answer<T> {
+    /// The success, or the error the answer means: the row's error (with `Retry-After` when the
+    /// code is retryable and the header is there), or the HTTP/unexpected error.
+    pub fn into_result(self, response: &HttpResponse) -> Result<T, ProviderError> {
+        match self {
+            Answer::Ok(v) => Ok(v),
+            Answer::Error(row) => {
+                let mut e = row.to_error();
+                if e.retryable {
+                    e.retry_after_ms = retry_after_ms(response);
+                }
+                Err(e)
+            }
+            Answer::Http(e) | Answer::Unexpected(e) => Err(e),
+        }
+    }
+}
+
+/// A successful send: `OK <credits used> <mes_id>` or `OK <mes_id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The message id of the whole submission (`mes_id` for status queries).
+    pub mes_id: String,
+    /// The credits (tetri) the submission cost, when the answer says.
+    pub credits: Option<String>,
+}
+
+/// Whether `id` can be a message id: 1..=64 ASCII letters, digits, `-` or `_` (the document shows
+/// numbers), so it travels safely in a tracking reference and a query string.
+pub fn valid_mes_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+fn parse_ok(body: &str) -> Option<Accepted> {
+    let mut words = body.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("OK") {
+        return None;
+    }
+    let (credits, id) = match (words.next(), words.next(), words.next()) {
+        (Some(id), None, None) => (None, id),
+        (Some(credits), Some(id), None) if credits.parse::<f64>().is_ok_and(f64::is_finite) => {
+            (Some(credits), id)
+        }
+        _ => return None,
+    };
+    valid_mes_id(id).then(|| Accepted { mes_id: id.to_owned(), credits: credits.map(str::to_owned) })
+}
+
+/// Reads a send answer.
+pub fn send(response: &HttpResponse, redactor: &Redactor) -> Answer<Accepted> {
+    classify(response, redactor, parse_ok)
+}
+
+/// What one status query said about one message id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusAnswer {
+    /// A documented status (0..7).
+    Known(&'static StatusRow),
+    /// Anything else, including error codes about this query alone: the status stays as it is.
+    Unchanged,
+}
+
+/// Reads a status answer. `Err` is an answer that concerns the account or the gateway (bad
+/// credentials, gateway down, HTTP 429/5xx, ...): the batch stops there and is asked again at
+/// the next poll.
+pub fn status(response: &HttpResponse, redactor: &Redactor) -> Result<StatusAnswer, ProviderError> {
+    let answer = classify(response, redactor, |body| {
+        let digit = body.strip_prefix(|c: char| c.is_ascii_digit())?;
+        // A documented status is a single digit; a description after it is tolerated.
+        if digit.starts_with(|c: char| c.is_alphanumeric() || c == '.') {
+            return None;
+        }
+        mapping::status_row(body.as_bytes()[0] - b'0')
+    });
+    match answer {
+        Answer::Error(row) if row.scope == Scope::Call => Ok(StatusAnswer::Unchanged),
+        // An unknown word about one id (or an HTML page that a 2xx carries): that id stays as it
+        // is and the others are still asked.
+        Answer::Unexpected(_) if (200..300).contains(&response.status) => Ok(StatusAnswer::Unchanged),
+        other => other.into_result(response).map(StatusAnswer::Known),
+    }
+}
+
+/// Reads a balance answer: a number (`,` accepted as the decimal separator). A bare integer
+/// 2904..2915 is read as the error code it also is (see the README).
+pub fn balance(response: &HttpResponse, redactor: &Redactor) -> Result<f64, ProviderError> {
+    let answer = classify(response, redactor, |body| {
+        let word = body.split_whitespace().next()?;
+        word.replace(',', ".").parse::<f64>().ok().filter(|v| v.is_finite())
+    });
+    answer.into_result(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(status: u16, body: &str) -> HttpResponse {
+        HttpResponse { status, headers: Default::default(), body: body.into() }
+    }
+
+    #[test]
+    fn redaction_covers_plain_and_encoded_secrets() {
+        let red = Redactor::new(["p@ss word", ""]);
+        assert_eq!(red.redact("a p@ss word b p%40ss%20word c p%40ss+word"), "a *** b *** c ***");
+        let long = format!("{}password=p@ss word&x", "x".repeat(55));
+        let e = red.unexpected(&r(200, &long));
+        assert!(!e.message.contains("p@ss") && !e.message.contains("ss wo"), "{}", e.message);
+        assert!(e.message.ends_with("password=…"), "{}", e.message);
+    }
+
+    #[test]
+    fn ok_forms() {
+        assert_eq!(parse_ok("OK 4 123"), Some(Accepted { mes_id: "123".into(), credits: Some("4".into()) }));
+        assert_eq!(parse_ok("OK 123"), Some(Accepted { mes_id: "123".into(), credits: None }));
+        assert_eq!(
+            parse_ok("ok  0.5\t77"),
+            Some(Accepted { mes_id: "77".into(), credits: Some("0.5".into()) })
+        );
+        for bad in ["OK", "OK 4 123 5", "OK x 123", "OK 4 12/3", "OKAY 4 123", "NOK 4 123", "OK 4 <b>"] {
+            assert_eq!(parse_ok(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_codes_with_or_without_words() {
+        assert_eq!(error_code("2905").map(|r| r.code), Some(2905));
+        assert_eq!(error_code(" 2906\r\n").map(|r| r.code), Some(2906));
+        assert_eq!(error_code("2907=Gateway unavailable").map(|r| r.code), Some(2907));
+        assert_eq!(error_code("2908 Invalid schedule date format").map(|r| r.code), Some(2908));
+        for other in ["2903", "2916", "29050", "2905.5", "2905abc", "12905", "", "OK 4 2905"] {
+            assert_eq!(error_code(other), None, "{other}");
+        }
+    }
+}
