@@ -12,6 +12,11 @@ use std::collections::BTreeMap;
 /// The version of the JSON documents; the `v` field of every document.
 pub const WIRE_VERSION: u32 = 1;
 
+/// Most HTTP exchanges the host performs for one operation; a plugin asking for more gets a
+/// `plugin_error` (this stops a plugin that loops). Plugins that need one exchange per id size
+/// `max_recipients`/`max_status_refs` to fit.
+pub const MAX_EXCHANGES: usize = 16;
+
 /// What a plugin says about itself (`describe`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Describe {

@@ -8,17 +8,14 @@ use crate::metrics::Metrics;
 use crate::plugin::{self, Op, PluginError, PluginInstance, PluginLibrary};
 use notifyd_plugin::abi;
 use notifyd_plugin::wire::{
-    BalanceResult, CallbackResult, Describe, ErrorDoc, Exchange, InstanceInit, OpOutput, ProviderError,
-    SendResult, StatusResult, Step, WIRE_VERSION,
+    BalanceResult, CallbackResult, Describe, ErrorDoc, Exchange, InstanceInit, MAX_EXCHANGES, OpOutput,
+    ProviderError, SendResult, StatusResult, Step, WIRE_VERSION,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Most HTTP exchanges one operation may ask for (a plugin that loops is stopped here).
-const MAX_EXCHANGES: usize = 16;
 
 /// Why an operation gave no result.
 #[derive(Debug, Clone, PartialEq)]
