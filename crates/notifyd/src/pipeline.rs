@@ -284,7 +284,9 @@ impl Pipeline {
                         segments: req.info.segments,
                         encoding: req.info.encoding.as_str().to_owned(),
                         attempt: *attempt,
-                        sent_at_ms: tracking::now_unix_ms(),
+                        // A message the provider holds until `send_at` is tracked from then on.
+                        sent_at_ms: tracking::now_unix_ms()
+                            .max(req.send_at.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)),
                         tags: req.tags.as_deref().cloned(),
                     };
                     if let (true, Some(index)) = (pushed, &self.callbacks) {

@@ -386,4 +386,31 @@ mod tests {
         };
         assert_eq!(r.expires_at.unwrap().unix_timestamp(), 1_795_295_100);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_never_panics_on_arbitrary_bytes(payload in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decode(&payload, &limits(), |_| true, &|| "js-1-1".to_owned());
+        }
+
+        #[test]
+        fn decoding_never_panics_on_request_shaped_json(
+            id in proptest::option::of(".{0,140}"),
+            to in proptest::collection::vec("[+0-9 ()a-z.-]{0,20}", 0..6),
+            text in "\\PC{0,400}",
+            from in proptest::option::of(".{0,20}"),
+            at in proptest::option::of("[0-9TZ:.+-]{0,30}"),
+        ) {
+            let mut v = serde_json::json!({"to": to, "text": text});
+            if let Some(id) = id { v["id"] = id.into(); }
+            if let Some(from) = from { v["from"] = from.into(); }
+            if let Some(at) = at { v["send_at"] = at.into(); }
+            let payload = serde_json::to_vec(&v).unwrap();
+            match decode(&payload, &limits(), |_| true, &|| "js-1-1".to_owned()) {
+                Decoded::Valid(r) => proptest::prop_assert!(!r.id.is_empty()),
+                Decoded::Rejected(r) => proptest::prop_assert!(!r.message.is_empty()),
+                Decoded::Dead(_) => proptest::prop_assert!(false, "a JSON object is never a dead letter"),
+            }
+        }
+    }
 }

@@ -1,0 +1,205 @@
+//! The SMSC / SMS Center provider (`plugin = "smsc"`, <https://smsc.ru>): a notifyd plugin that
+//! sends through SMSC's HTTP API (`sys/send.php`), polls delivery statuses (`sys/status.php`, in
+//! batches of id + phone pairs) and reads the account balance (`sys/balance.php`), with native
+//! scheduling (`time`).
+//!
+//! Like every notifyd plugin it only translates: [`request`] builds each HTTP request,
+//! [`response`] reads each answer, [`mapping`] holds the status and error tables; the host performs
+//! the exchanges and decides about retries and failover. See `plugins/smsc/README.md`.
+#![deny(unsafe_code)]
+
+pub mod mapping;
+pub mod request;
+pub mod response;
+#[cfg(test)]
+mod tests;
+
+use notifyd_plugin::abi::{CAP_BALANCE, CAP_SCHEDULE, CAP_SEND, CAP_STATUS};
+use notifyd_plugin::sdk::{OpResult, Provider, parse_settings};
+use notifyd_plugin::wire::{
+    BalanceResult, Describe, Exchange, InstanceInit, ProviderError, SendInput, SendResult, StatusInput,
+    StatusResult, StatusUpdate, Step, WIRE_VERSION,
+};
+use request::{Credentials, Secret, TrackingRef};
+use response::Redactor;
+use serde::Deserialize;
+
+/// SMSC's production URL, used when the instance sets no `base_url`.
+pub const DEFAULT_BASE_URL: &str = "https://smsc.ru";
+
+/// Most recipients per `send` call. SMSC documents no maximum for `phones`; 100 keeps the request
+/// moderate and bounds what one whole-request error (e.g. error 7 for a batch) affects.
+pub const MAX_RECIPIENTS: u32 = 100;
+
+/// Most tracking references per `status` call: SMSC takes comma lists of phones and ids.
+pub const MAX_STATUS_REFS: u32 = 100;
+
+/// The instance's settings (`[providers.settings]`); `base_url` comes from the provider block.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// The SMSC account's login (sent as `login`). Required, no default.
+    username: String,
+    /// The account's password (sent as `psw`); `password_env` names an environment variable that
+    /// holds it instead. Required, no default.
+    password: Secret,
+}
+
+/// One configured SMSC instance: where to send, and as whom.
+#[derive(Debug)]
+pub struct Smsc {
+    base_url: String,
+    creds: Credentials,
+    redactor: Redactor,
+}
+
+/// The `state` of each operation's one exchange.
+const STATE_SEND: &str = "smsc-send";
+const STATE_STATUS: &str = "smsc-status";
+const STATE_BALANCE: &str = "smsc-balance";
+
+fn invalid_settings(name: &str, message: &str) -> ProviderError {
+    ProviderError::new("invalid_settings", format!("invalid settings for `{name}`: {message}"))
+}
+
+/// The error for an exchange whose state this plugin did not make.
+fn foreign_state(op: &str, exchange: &Exchange) -> ProviderError {
+    ProviderError::new(
+        "plugin_error",
+        format!(
+            "{op} was called with an exchange state it did not make: {:?}",
+            notifyd_plugin::sdk::snippet(&exchange.state)
+        ),
+    )
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Smsc {
+    /// Creates an instance from `init`, with its settings checked: unknown keys, a missing or empty
+    /// `username` or `password`, and a `base_url` that is not an absolute http(s) URL are errors.
+    pub fn from_init(init: &InstanceInit) -> Result<Self, ProviderError> {
+        // serde's type errors do not name the key; these do.
+        for key in ["username", "password"] {
+            if init.settings.get(key).is_some_and(|v| !v.is_string()) {
+                return Err(invalid_settings(&init.name, &format!("`{key}` must be a string")));
+            }
+        }
+        let s: Settings = parse_settings(init)?;
+        if s.username.trim().is_empty() {
+            return Err(invalid_settings(&init.name, "`username` must not be empty"));
+        }
+        if s.password.expose().is_empty() {
+            return Err(invalid_settings(&init.name, "`password` must not be empty"));
+        }
+        let base_url = init.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+        let host = base_url.strip_prefix("https://").or_else(|| base_url.strip_prefix("http://"));
+        if !host.is_some_and(|h| !h.is_empty() && !h.starts_with('/') && !h.contains(['?', '#', ' '])) {
+            // The URL is not repeated: it may carry credentials of a proxy.
+            return Err(invalid_settings(
+                &init.name,
+                "`base_url` must be an absolute http:// or https:// URL without query or fragment",
+            ));
+        }
+        let creds = Credentials { login: s.username, psw: s.password };
+        Ok(Smsc { base_url, redactor: Redactor::new(&creds), creds })
+    }
+
+    /// The send's first step (the request) or its result (the answer read), with `now_unix` as
+    /// the current time for scheduling.
+    pub fn send_as_of(
+        &self,
+        input: &SendInput,
+        exchange: Option<&Exchange>,
+        now_unix: i64,
+    ) -> OpResult<SendResult> {
+        if input.to.is_empty() {
+            return Ok(Step::done(SendResult::Recipients { recipients: Vec::new() }));
+        }
+        match exchange {
+            None => Ok(Step::http(request::send(&self.base_url, &self.creds, input, now_unix)?, STATE_SEND)),
+            Some(ex) if ex.state == STATE_SEND => {
+                Ok(Step::done(response::send(&input.to, &ex.response, &self.redactor)))
+            }
+            Some(ex) => Err(foreign_state("send", ex)),
+        }
+    }
+}
+
+impl Provider for Smsc {
+    const CAPABILITIES: u64 = CAP_SEND | CAP_STATUS | CAP_BALANCE | CAP_SCHEDULE;
+
+    fn describe() -> Describe {
+        Describe {
+            v: WIRE_VERSION,
+            name: "smsc".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            max_recipients: MAX_RECIPIENTS,
+            max_status_refs: MAX_STATUS_REFS,
+            alphabet: "unicode".to_owned(),
+            default_base_url: Some(DEFAULT_BASE_URL.to_owned()),
+        }
+    }
+
+    fn new(init: InstanceInit) -> Result<Self, ProviderError> {
+        Smsc::from_init(&init)
+    }
+
+    fn send(&self, input: &SendInput, exchange: Option<&Exchange>) -> OpResult<SendResult> {
+        self.send_as_of(input, exchange, now_unix())
+    }
+
+    /// Queries every well-formed reference in one call; a reference this plugin did not make can
+    /// never be answered, so it ends `unknown` at once (with a `plugin_error` saying why).
+    fn status(&self, input: &StatusInput, exchange: Option<&Exchange>) -> OpResult<StatusResult> {
+        let parsed: Vec<Option<TrackingRef>> = input.refs.iter().map(|r| TrackingRef::parse(r)).collect();
+        let valid: Vec<TrackingRef> = parsed.iter().flatten().cloned().collect();
+        let mut statuses: Vec<StatusUpdate> = input
+            .refs
+            .iter()
+            .zip(&parsed)
+            .filter(|(_, p)| p.is_none())
+            .map(|(reference, _)| StatusUpdate {
+                reference: reference.clone(),
+                to: None,
+                status: "unknown".into(),
+                error: Some(ProviderError::new(
+                    "plugin_error",
+                    "the tracking reference is not one this plugin made (`<id>:<phone>`)",
+                )),
+            })
+            .collect();
+        if valid.is_empty() {
+            return Ok(Step::done(StatusResult::Statuses { statuses }));
+        }
+        match exchange {
+            None => Ok(Step::http(request::status(&self.base_url, &self.creds, &valid), STATE_STATUS)),
+            Some(ex) if ex.state == STATE_STATUS => {
+                Ok(Step::done(match response::status(&valid, &ex.response, &self.redactor) {
+                    StatusResult::Statuses { statuses: answered } => {
+                        statuses.extend(answered);
+                        StatusResult::Statuses { statuses }
+                    }
+                    failed => failed,
+                }))
+            }
+            Some(ex) => Err(foreign_state("status", ex)),
+        }
+    }
+
+    fn balance(&self, _input: &serde_json::Value, exchange: Option<&Exchange>) -> OpResult<BalanceResult> {
+        match exchange {
+            None => Ok(Step::http(request::balance(&self.base_url, &self.creds), STATE_BALANCE)),
+            Some(ex) if ex.state == STATE_BALANCE => {
+                Ok(Step::done(response::balance(&ex.response, &self.redactor)))
+            }
+            Some(ex) => Err(foreign_state("balance", ex)),
+        }
+    }
+}
+
+notifyd_plugin::export_plugin!(Smsc);

@@ -1,0 +1,243 @@
+//! What SMSC's codes mean in notifyd's terms: the error table (`error_code` of any answer) and the
+//! status table (`status` of a status answer, or of one number in a send answer), as data.
+//!
+//! The tables are the single place where a provider code becomes a normalised status or error
+//! code (SPEC §2); `plugins/smsc/README.md` shows the same tables for people. The host decides
+//! what follows from a code (`crates/notifyd/src/dispatch.rs`, `classify`): recipient errors end
+//! the recipient, retryable ones are retried with backoff, account errors fail over.
+
+use notifyd_plugin::sdk::snippet;
+use notifyd_plugin::wire::ProviderError;
+
+/// The operation an answer belongs to: SMSC's error 9 means something different for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Send,
+    Status,
+    Balance,
+}
+
+/// One SMSC error code and its normalised meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorRow {
+    /// SMSC's `error_code`.
+    pub code: i64,
+    /// The normalised error code (SPEC §2).
+    pub normalised: &'static str,
+    /// Whether the same provider may succeed later.
+    pub retryable: bool,
+    /// How long to wait before that retry, when SMSC implies a delay.
+    pub retry_after_ms: Option<u64>,
+    /// A sentence for people.
+    pub message: &'static str,
+}
+
+const fn row(code: i64, normalised: &'static str, message: &'static str) -> ErrorRow {
+    ErrorRow { code, normalised, retryable: false, retry_after_ms: None, message }
+}
+
+/// SMSC's error codes for `send.php` (the .txt's list). None of them is retryable as such: SMSC
+/// refuses an identical request for a minute, so resending the same request soon cannot succeed.
+pub const SEND_ERRORS: &[ErrorRow] = &[
+    // A parameter SMSC did not accept (a plugin or account-setting problem): no retry here, fail
+    // over to the next provider.
+    row(1, "invalid_request", "SMSC refused the request's parameters"),
+    // Wrong login or password; SMSC also answers 2 for a request from an IP address outside the
+    // account's allow list.
+    row(2, "auth", "SMSC refused the login or password"),
+    row(3, "insufficient_funds", "the SMSC account has not enough money"),
+    // SMSC blocks an IP address for a while after too many erroneous requests. Every further
+    // request prolongs the block, so it is an account error: never retried on this instance,
+    // the host fails over.
+    row(4, "auth", "SMSC has temporarily blocked this IP address after too many erroneous requests"),
+    // Only `time` (native scheduling) carries a date: the scheduled time was refused.
+    row(5, "invalid_request", "SMSC refused the scheduled time's format"),
+    // Refused for its text or its sender id (SMSC does not say which), or a mass or advertising
+    // message from an account without a contract for it.
+    row(6, "content_rejected", "SMSC refused the message for its text or its sender id"),
+    row(7, "invalid_recipient", "SMSC says the phone number is invalid"),
+    // SMSC will not deliver to this number at all (a landline, a destination the account cannot
+    // reach): retrying or resending elsewhere through SMSC cannot help.
+    row(8, "blocked_recipient", "SMSC cannot deliver a message to this number"),
+    // An identical request within a minute is refused "to protect against errors and loops"
+    // (the .txt): the first one was most likely sent, so this recipient ends here and the host
+    // never resends it. SMSC gives the same code for too many concurrent requests; that case is
+    // recognised by its description and becomes `throttled` ([`CONCURRENCY`]).
+    row(9, "duplicate", "SMSC refused an identical request sent less than a minute ago"),
+];
+
+/// Error 9 of `send.php` when its description speaks of concurrent requests: SMSC refuses a
+/// login's requests beyond a number in flight at once. That clears as soon as the others finish,
+/// so a short delay is enough; SMSC gives none (unconfirmed: chosen, 2 s).
+pub const CONCURRENCY: ErrorRow = ErrorRow {
+    code: 9,
+    normalised: "throttled",
+    retryable: true,
+    retry_after_ms: Some(2_000),
+    message: "SMSC refused the request: too many concurrent requests",
+};
+
+/// Error 9 of `status.php` and `balance.php`: too many queries for the same message (or for the
+/// balance) within a minute. SMSC counts per minute, so the delay is that minute.
+pub const QUERY_LIMIT: ErrorRow = ErrorRow {
+    code: 9,
+    normalised: "throttled",
+    retryable: true,
+    retry_after_ms: Some(60_000),
+    message: "SMSC refused the query: too many queries within a minute",
+};
+
+/// Words in error 9's description that mean "too many concurrent requests" rather than
+/// "duplicate" (English and Russian descriptions; matched case-insensitively).
+const CONCURRENCY_WORDS: &[&str] = &["concurrent", "simultaneous", "одновремен"];
+
+/// The row for SMSC error `code` in an answer to `op`, if the code is known.
+pub fn error_row(op: Op, code: i64, description: &str) -> Option<ErrorRow> {
+    if code == 9 {
+        let lower = description.to_lowercase();
+        return Some(match op {
+            Op::Send if CONCURRENCY_WORDS.iter().any(|w| lower.contains(w)) => CONCURRENCY,
+            Op::Send => SEND_ERRORS[8],
+            Op::Status | Op::Balance => QUERY_LIMIT,
+        });
+    }
+    SEND_ERRORS.iter().find(|r| r.code == code).copied()
+}
+
+/// The normalised error for SMSC error `code` with its `description` (already free of
+/// credentials). An unknown code is a `plugin_error` (not retryable: SMSC may have acted).
+pub fn api_error(op: Op, code: i64, description: &str) -> ProviderError {
+    let said = if description.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" (SMSC: {})", snippet(description.trim()))
+    };
+    let error = match error_row(op, code, description) {
+        Some(r) => ProviderError {
+            retryable: r.retryable,
+            retry_after_ms: r.retry_after_ms,
+            ..ProviderError::new(r.normalised, format!("{}{said}", r.message))
+        },
+        None => {
+            ProviderError::new("plugin_error", format!("SMSC answered the unknown error code {code}{said}"))
+        }
+    };
+    error.with_provider_code(code.to_string())
+}
+
+/// One SMSC message status code and its normalised status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRow {
+    /// SMSC's `status`.
+    pub code: i64,
+    /// The normalised status: `sent` (still pending), `delivered`, `undelivered`, `expired` or
+    /// `rejected`.
+    pub status: &'static str,
+    /// The normalised error code carried by a failure status: in a status event, and for a
+    /// number that a send answer already reports failed.
+    pub error: Option<&'static str>,
+    /// What SMSC says, for people.
+    pub meaning: &'static str,
+}
+
+const fn status(
+    code: i64,
+    status: &'static str,
+    error: Option<&'static str>,
+    meaning: &'static str,
+) -> StatusRow {
+    StatusRow { code, status, error, meaning }
+}
+
+/// SMSC's status codes (the README's list; -2, 2 and 4 from SMSC's own status page, unconfirmed
+/// for SMS).
+pub const STATUSES: &[StatusRow] = &[
+    // No message for this phone and id. Not final: the final `unknown` is the host's to decide
+    // when its tracking window ends, and a query that reached a replica before the message did
+    // must not end tracking early.
+    status(-3, "sent", None, "message not found"),
+    // A message of a mailing that was paused; it goes out when the mailing resumes.
+    status(-2, "sent", None, "stopped"),
+    // Waiting to be sent: briefly, or until the time given with `time`.
+    status(-1, "sent", None, "waiting to be sent"),
+    status(0, "sent", None, "passed to the operator"),
+    status(1, "delivered", None, "delivered"),
+    // Read (opened): implies delivery.
+    status(2, "delivered", None, "read"),
+    status(3, "expired", None, "expired"),
+    // The recipient opened the message's short link: implies delivery.
+    status(4, "delivered", None, "link clicked"),
+    // The carrier or SMSC cannot deliver to this number (e.g. a landline); the same verdict as
+    // send error 8.
+    status(20, "undelivered", Some("blocked_recipient"), "cannot be delivered"),
+    status(22, "rejected", Some("invalid_recipient"), "wrong number"),
+    // SMSC's limits refused it: duplicate or flood limits for one number, the number on a black
+    // list, or a text or sender id refused by the spam filter.
+    status(23, "rejected", Some("blocked_recipient"), "prohibited"),
+    // The account ran out of money before the message went out: it was never sent.
+    status(24, "rejected", Some("insufficient_funds"), "not enough money"),
+    // The number is not in service.
+    status(25, "undelivered", Some("invalid_recipient"), "unreachable number"),
+];
+
+/// The row for SMSC status `code`, if known.
+pub fn status_row(code: i64) -> Option<&'static StatusRow> {
+    STATUSES.iter().find(|r| r.code == code)
+}
+
+/// The error a failure status carries, with SMSC's status code (and its `err` detail code, when
+/// the answer gives one) for people.
+pub fn status_error(row: &StatusRow, err: Option<i64>) -> Option<ProviderError> {
+    let code = row.error?;
+    let detail = err.filter(|e| *e != 0).map(|e| format!(", error code {e}")).unwrap_or_default();
+    Some(
+        ProviderError::new(code, format!("SMSC status {}: {}{detail}", row.code, row.meaning))
+            .with_provider_code(row.code.to_string()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_appears_once() {
+        for (i, r) in SEND_ERRORS.iter().enumerate() {
+            assert_eq!(r.code, i as i64 + 1, "SEND_ERRORS is ordered by code and complete");
+        }
+        let mut codes: Vec<i64> = STATUSES.iter().map(|r| r.code).collect();
+        codes.dedup();
+        assert_eq!(codes.len(), STATUSES.len());
+    }
+
+    #[test]
+    fn failure_statuses_carry_an_error_and_pending_ones_do_not() {
+        for r in STATUSES {
+            let failure = matches!(r.status, "rejected" | "undelivered");
+            assert_eq!(r.error.is_some(), failure, "status {}", r.code);
+        }
+    }
+
+    #[test]
+    fn error_nine_depends_on_the_operation_and_its_description() {
+        let dup = error_row(Op::Send, 9, "duplicate request, wait a minute").unwrap();
+        assert_eq!((dup.normalised, dup.retryable), ("duplicate", false));
+        let busy = error_row(Op::Send, 9, "Too many CONCURRENT requests").unwrap();
+        assert_eq!((busy.normalised, busy.retryable, busy.retry_after_ms), ("throttled", true, Some(2_000)));
+        let ru = error_row(Op::Send, 9, "Слишком много одновременных запросов").unwrap();
+        assert_eq!(ru.normalised, "throttled");
+        for op in [Op::Status, Op::Balance] {
+            let limit = error_row(op, 9, "duplicate request, wait a minute").unwrap();
+            assert_eq!((limit.normalised, limit.retry_after_ms), ("throttled", Some(60_000)));
+        }
+    }
+
+    #[test]
+    fn unknown_codes_are_plugin_errors_naming_the_code() {
+        let e = api_error(Op::Send, 42, "something new");
+        assert_eq!((e.code.as_str(), e.retryable), ("plugin_error", false));
+        assert_eq!(e.provider_code.as_deref(), Some("42"));
+        assert!(e.message.contains("42") && e.message.contains("something new"), "{}", e.message);
+        assert_eq!(status_row(77), None);
+    }
+}
