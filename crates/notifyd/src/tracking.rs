@@ -121,13 +121,16 @@ impl Poller {
                     continue;
                 }
             };
-            let elapsed = Duration::from_millis((now - entry.sent_at_ms).max(0) as u64);
+            // Negative for a message the provider holds until a later `send_at`.
+            let elapsed_ms = now - entry.sent_at_ms;
+            let elapsed = Duration::from_millis(elapsed_ms.max(0) as u64);
             if elapsed >= self.cfg.window {
                 let ev = tracked_event(&entry, Status::Unknown);
                 batch.publish(&ev, format!("{}/{}/unknown", entry.id, entry.to)).await;
                 done.push(msg);
-            } else if elapsed < self.cfg.first_poll {
-                let _ = msg.ack_with(AckKind::Nak(Some(self.cfg.first_poll - elapsed))).await;
+            } else if elapsed_ms < self.cfg.first_poll.as_millis() as i64 {
+                let wait = Duration::from_millis((self.cfg.first_poll.as_millis() as i64 - elapsed_ms) as u64);
+                let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
             } else {
                 due.entry(entry.provider.clone()).or_default().push((msg, entry));
             }
