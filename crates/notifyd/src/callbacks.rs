@@ -161,46 +161,48 @@ impl Index {
             return Ok(true);
         };
         let key = sent_key(provider, &update.reference);
+        let (sent, rev): (Sent, u64) = self.read(&key).await?;
+        let targets: Vec<&Entry> = sent
+            .entries
+            .iter()
+            .filter(|e| update.to.as_deref().is_none_or(|to| same_number(to, &e.to)))
+            .collect();
+        if targets.is_empty() {
+            self.store_unmatched(provider, update).await?;
+            return Ok(false);
+        }
+        if status == Status::Sent {
+            return Ok(true);
+        }
+        let mut batch = self.events.batch();
+        let mut newly = Vec::new();
+        for entry in targets {
+            let mark = format!("{}/{}", entry.to, status.as_str());
+            if sent.published.contains(&mark) {
+                continue;
+            }
+            let mut ev = tracking::tracked_event(entry, status);
+            ev.error = update.error.as_ref().map(Into::into);
+            batch.publish(&ev, format!("{}/{}/{}", entry.id, entry.to, status.as_str())).await;
+            newly.push(mark);
+        }
+        if newly.is_empty() {
+            return Ok(true);
+        }
+        batch.confirm().await;
+        // Record what was published; on a conflict (a recipient registered meanwhile) merge into
+        // the newer record rather than publishing again.
+        let (mut sent, mut rev) = (sent, rev);
         loop {
-            let (mut sent, rev): (Sent, u64) = self.read(&key).await?;
-            if sent.entries.is_empty() {
-                self.store_unmatched(provider, update).await?;
-                return Ok(false);
-            }
-            let targets: Vec<&Entry> = sent
-                .entries
-                .iter()
-                .filter(|e| update.to.as_deref().is_none_or(|to| same_number(to, &e.to)))
-                .collect();
-            if targets.is_empty() {
-                self.store_unmatched(provider, update).await?;
-                return Ok(false);
-            }
-            if status == Status::Sent {
-                return Ok(true);
-            }
-            let mut batch = self.events.batch();
-            let mut newly = Vec::new();
-            for entry in targets {
-                let mark = format!("{}/{}", entry.to, status.as_str());
-                if sent.published.contains(&mark) {
-                    continue;
+            for mark in &newly {
+                if !sent.published.contains(mark) {
+                    sent.published.push(mark.clone());
                 }
-                let mut ev = tracking::tracked_event(entry, status);
-                ev.error = update.error.as_ref().map(Into::into);
-                batch.publish(&ev, format!("{}/{}/{}", entry.id, entry.to, status.as_str())).await;
-                newly.push(mark);
             }
-            if newly.is_empty() {
-                return Ok(true);
-            }
-            batch.confirm().await;
-            sent.published.extend(newly);
             if self.write(&key, &sent, rev).await? {
                 return Ok(true);
             }
-            // Someone else updated the record meanwhile: the events are stored (and folded by their
-            // message ids); go round to record what was published.
+            (sent, rev) = self.read(&key).await?;
         }
     }
 

@@ -82,13 +82,7 @@ impl Pipeline {
                 Verdict::Dead
             }
             Decoded::Rejected(r) => self.reject(r).await,
-            Decoded::Valid(req) => {
-                let verdict = self.execute(req, owner).await;
-                if matches!(verdict, Verdict::Accepted { .. }) {
-                    self.metrics.requests.with_label_values(&["accepted"]).inc();
-                }
-                verdict
-            }
+            Decoded::Valid(req) => self.execute(req, owner).await,
         }
     }
 
@@ -221,6 +215,8 @@ impl Pipeline {
                 decided.extend(states);
             }
         }
+        // Counted before the outcome events go out, so whoever sees them sees the count too.
+        self.metrics.requests.with_label_values(&["accepted"]).inc();
         for (to, state) in &decided {
             self.publish_decided(&mut batch, &req, to, state).await;
         }

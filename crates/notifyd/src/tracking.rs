@@ -129,7 +129,8 @@ impl Poller {
                 batch.publish(&ev, format!("{}/{}/unknown", entry.id, entry.to)).await;
                 done.push(msg);
             } else if elapsed_ms < self.cfg.first_poll.as_millis() as i64 {
-                let wait = Duration::from_millis((self.cfg.first_poll.as_millis() as i64 - elapsed_ms) as u64);
+                let wait =
+                    Duration::from_millis((self.cfg.first_poll.as_millis() as i64 - elapsed_ms) as u64);
                 let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
             } else {
                 due.entry(entry.provider.clone()).or_default().push((msg, entry));
