@@ -7,6 +7,7 @@
 //! published at every step and [`pipeline`] holding the stages together. [`run`] wires them up.
 #![deny(unsafe_code)]
 
+pub mod balance;
 pub mod breaker;
 pub mod callbacks;
 pub mod config;
@@ -233,6 +234,14 @@ pub async fn run(
         metrics: metrics.clone(),
     };
     let poller = tokio::spawn(poller.run(stop_rx.clone()));
+    let thresholds = config.providers.iter().filter_map(|p| Some((p.name.clone(), p.low_balance?))).collect();
+    let balances = tokio::spawn(balance::run(
+        providers.clone(),
+        config.balance.interval,
+        thresholds,
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
 
     let slots = intake::Slots::new(config.intake.max_in_flight, metrics.clone());
     let intake = match (config.intake.mode, streams.intake) {
@@ -280,6 +289,7 @@ pub async fn run(
         tracing::warn!("the grace period ended with requests in flight; JetStream redelivers them");
     }
     let _ = poller.await;
+    let _ = balances.await;
     if let Err(e) = client.flush().await {
         tracing::warn!(error = %e, "could not flush the NATS connection");
     }

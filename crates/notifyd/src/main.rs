@@ -51,6 +51,8 @@ enum Command {
         #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Ask every provider that supports it for its balance, and print them
+    Balance,
     /// Plugin tools
     Plugin {
         #[command(subcommand)]
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
         Command::Plugin { command: PluginCommand::Verify { file, settings } } => {
             verify_plugin(&file, settings)
         }
+        Command::Balance => balance(&config_path),
         Command::Send { to, text, from, wait, timeout } => {
             let config = match load(&config_path) {
                 Ok(c) => c,
@@ -175,6 +178,35 @@ fn check_config(path: &Path) -> ExitCode {
         }
         Err(errors) => report(&Error::Plugins(errors)),
     }
+}
+
+fn balance(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let metrics = notifyd::metrics::Metrics::new();
+    let providers =
+        match notifyd::provider::Providers::load(&config, &notifyd::http::HttpClient::new(), &metrics) {
+            Ok(p) => p,
+            Err(errors) => return report(&Error::Plugins(errors)),
+        };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let mut failed = false;
+    for p in &providers.list {
+        if !p.supports(plugin::Op::Balance) {
+            println!("{:<20} (the plugin cannot report a balance)", p.name);
+            continue;
+        }
+        match runtime.block_on(notifyd::balance::query(p)) {
+            Ok((amount, currency)) => println!("{:<20} {amount:>14.2} {currency}", p.name),
+            Err(e) => {
+                failed = true;
+                println!("{:<20} error: {} ({})", p.name, e.message, e.code);
+            }
+        }
+    }
+    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
 fn list_plugins(config_path: Option<&Path>) -> ExitCode {

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub segments: IntCounterVec,
     pub balance: GaugeVec,
+    pub balance_low: GaugeVec,
     pub circuit_open: GaugeVec,
     pub callbacks: IntCounterVec,
     pub plugin_info: GaugeVec,
@@ -134,6 +135,12 @@ impl Metrics {
                 "notifyd_provider_balance",
                 "Provider account balance.",
                 &["provider", "currency"],
+            ),
+            balance_low: gauge(
+                &r,
+                "notifyd_provider_balance_low",
+                "1 while the provider balance is below its low_balance threshold.",
+                &["provider"],
             ),
             circuit_open: gauge(
                 &r,
