@@ -115,10 +115,11 @@ pub async fn connect(
     ready.nats.store(true, Ordering::Relaxed);
     let version = client.server_info().version;
     if !server_version_supported(&version) {
-        tracing::warn!(
-            version = %version,
-            "this NATS server is older than 2.10, the oldest notifyd supports; upgrade it before relying on notifyd"
-        );
+        return Err(Error::Nats(format!(
+            "the NATS server at {} is version {version}; notifyd needs 2.10 or newer (its key-value and \
+             stream features); upgrade the server",
+            redact_url(&cfg.url)
+        )));
     }
     Ok(client)
 }
