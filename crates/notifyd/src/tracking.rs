@@ -107,6 +107,16 @@ impl Poller {
         }
     }
 
+    /// Rounds a hand-back delay up so the entry comes back on a grid of `first_poll / 4`
+    /// (between 100 ms and 10 s): entries due at about the same time come back together and are
+    /// queried in one batch instead of one call each.
+    fn aligned(&self, delay: Duration) -> Duration {
+        let grid = (self.cfg.first_poll / 4).clamp(Duration::from_millis(100), Duration::from_secs(10)).as_millis() as i64;
+        let due = now_ms() + delay.as_millis() as i64;
+        let slot = (due + grid - 1) / grid * grid;
+        Duration::from_millis((slot - now_ms()).max(0) as u64)
+    }
+
     async fn handle(&self, messages: Vec<jetstream::Message>) {
         let now = now_ms();
         let mut due: HashMap<String, Vec<(jetstream::Message, Entry)>> = HashMap::new();
@@ -131,7 +141,7 @@ impl Poller {
             } else if elapsed_ms < self.cfg.first_poll.as_millis() as i64 {
                 let wait =
                     Duration::from_millis((self.cfg.first_poll.as_millis() as i64 - elapsed_ms) as u64);
-                let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
+                let _ = msg.ack_with(AckKind::Nak(Some(self.aligned(wait)))).await;
             } else {
                 due.entry(entry.provider.clone()).or_default().push((msg, entry));
             }
@@ -178,7 +188,7 @@ impl Poller {
                         _ => {
                             let elapsed = Duration::from_millis((now_ms() - entry.sent_at_ms).max(0) as u64);
                             let delay = next_poll_after(&self.cfg, elapsed).unwrap_or(Duration::ZERO);
-                            let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                            let _ = msg.ack_with(AckKind::Nak(Some(self.aligned(delay)))).await;
                         }
                     }
                 }
