@@ -20,14 +20,38 @@ async fn every_bad_request_ends_clearly_and_the_daemon_keeps_serving() {
 
     let many: Vec<String> = (0..1001).map(|i| format!("49151{i:08}")).collect();
     let rejected = [
-        ("r-types", json!({"id": "r-types", "to": "4915171112233", "text": ["not", "a", "string"]}), "invalid_request"),
+        (
+            "r-types",
+            json!({"id": "r-types", "to": "4915171112233", "text": ["not", "a", "string"]}),
+            "invalid_request",
+        ),
         ("r-empty", json!({"id": "r-empty", "to": "4915171112233", "text": ""}), "invalid_request"),
-        ("r-huge", json!({"id": "r-huge", "to": "4915171112233", "text": "x".repeat(20_000)}), "invalid_request"),
+        (
+            "r-huge",
+            json!({"id": "r-huge", "to": "4915171112233", "text": "x".repeat(20_000)}),
+            "invalid_request",
+        ),
         ("r-1001", json!({"id": "r-1001", "to": many, "text": "hi"}), "invalid_request"),
-        ("r-field", json!({"id": "r-field", "to": "4915171112233", "text": "hi", "priority": 1}), "invalid_request"),
-        ("r-tags", json!({"id": "r-tags", "to": "4915171112233", "text": "hi", "tags": {"a": 1}}), "invalid_request"),
-        ("r-time", json!({"id": "r-time", "to": "4915171112233", "text": "hi", "expires_at": "soon"}), "invalid_request"),
-        ("r-from", json!({"id": "r-from", "to": "4915171112233", "text": "hi", "from": "!!"}), "invalid_sender"),
+        (
+            "r-field",
+            json!({"id": "r-field", "to": "4915171112233", "text": "hi", "priority": 1}),
+            "invalid_request",
+        ),
+        (
+            "r-tags",
+            json!({"id": "r-tags", "to": "4915171112233", "text": "hi", "tags": {"a": 1}}),
+            "invalid_request",
+        ),
+        (
+            "r-time",
+            json!({"id": "r-time", "to": "4915171112233", "text": "hi", "expires_at": "soon"}),
+            "invalid_request",
+        ),
+        (
+            "r-from",
+            json!({"id": "r-from", "to": "4915171112233", "text": "hi", "from": "!!"}),
+            "invalid_sender",
+        ),
         ("r-null", json!({"id": "r-null", "to": null, "text": "hi"}), "invalid_request"),
     ];
     for (_, payload, _) in &rejected {
@@ -50,7 +74,8 @@ async fn every_bad_request_ends_clearly_and_the_daemon_keeps_serving() {
         publish(&client, payload.to_vec()).await;
     }
     for _ in dead_letters {
-        let m = tokio::time::timeout(Duration::from_secs(10), dead.next()).await.expect("dead letter").unwrap();
+        let m =
+            tokio::time::timeout(Duration::from_secs(10), dead.next()).await.expect("dead letter").unwrap();
         assert!(m.headers.as_ref().and_then(|h| h.get("Notifyd-Error")).is_some());
     }
 

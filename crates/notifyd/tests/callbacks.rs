@@ -54,7 +54,8 @@ async fn a_pushed_report_becomes_one_delivered_event() {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let mut events = Events::subscribe(&client).await;
 
-    publish(&client, json!({"id": "cb-1", "to": ["447700900123", "447700900124"], "text": "hi"}).to_string()).await;
+    publish(&client, json!({"id": "cb-1", "to": ["447700900123", "447700900124"], "text": "hi"}).to_string())
+        .await;
     events.status("cb-1", Some("447700900123"), "sent").await;
     events.status("cb-1", Some("447700900124"), "sent").await;
 
@@ -71,14 +72,20 @@ async fn a_pushed_report_becomes_one_delivered_event() {
     // The same report again: answered 200, folded (no second event).
     assert_eq!(post("/callbacks/intelli/t0ken", report).await.unwrap().0, 200);
     // An undelivered report for the second number.
-    assert_eq!(post("/callbacks/intelli/t0ken", "msgid=77001&status=6&toaddr=447700900124").await.unwrap().0, 200);
+    assert_eq!(
+        post("/callbacks/intelli/t0ken", "msgid=77001&status=6&toaddr=447700900124").await.unwrap().0,
+        200
+    );
     events.status("cb-1", Some("447700900124"), "undelivered").await;
     events.drain_for(Duration::from_millis(300)).await;
     let delivered_events = events.seen.iter().filter(|e| e["status"] == "delivered").count();
     assert_eq!(delivered_events, 1, "a repeated report publishes nothing new");
 
     // Unknown id: stored for later, answered 200, counted; garbage: 400; wrong token: 404.
-    assert_eq!(post("/callbacks/intelli/t0ken", "msgid=999&status=4&toaddr=447700900999").await.unwrap().0, 200);
+    assert_eq!(
+        post("/callbacks/intelli/t0ken", "msgid=999&status=4&toaddr=447700900999").await.unwrap().0,
+        200
+    );
     assert_eq!(post("/callbacks/intelli/t0ken", "hello").await.unwrap().0, 400);
     assert_eq!(post("/callbacks/intelli/wrong", report).await.unwrap().0, 404);
     assert_eq!(post("/callbacks/intelli", report).await.unwrap().0, 404);

@@ -33,11 +33,13 @@ async fn smsc() -> MockHttp {
     let next = std::sync::atomic::AtomicU64::new(100);
     let polled: std::sync::Mutex<HashMap<String, u32>> = Default::default();
     MockHttp::start(move |req| {
-        let answer = |v: Value| MockResponse::ok(v.to_string()).with_header("Content-Type", "application/json");
+        let answer =
+            |v: Value| MockResponse::ok(v.to_string()).with_header("Content-Type", "application/json");
         match req.path.as_str() {
             "/sys/send.php" => {
                 let id = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let phones: Vec<String> = param(req, "phones").unwrap_or_default().split(',').map(str::to_owned).collect();
+                let phones: Vec<String> =
+                    param(req, "phones").unwrap_or_default().split(',').map(str::to_owned).collect();
                 let entries: Vec<Value> = phones.iter().map(|p| json!({"phone": p, "status": 0})).collect();
                 answer(json!({"id": id, "cnt": phones.len(), "phones": entries}))
             }
@@ -185,11 +187,15 @@ async fn a_scheduled_send_is_held_until_due() {
 
     let due = OffsetDateTime::now_utc() + Duration::from_secs(3);
     let send_at = due.format(&time::format_description::well_known::Rfc3339).unwrap();
-    publish(&client, json!({"id": "later-1", "to": "4915171112233", "text": "hi", "send_at": send_at}).to_string())
-        .await;
+    publish(
+        &client,
+        json!({"id": "later-1", "to": "4915171112233", "text": "hi", "send_at": send_at}).to_string(),
+    )
+    .await;
     let sent = events.status("later-1", Some("4915171112233"), "sent").await;
-    let at = OffsetDateTime::parse(sent["at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
-        .unwrap();
+    let at =
+        OffsetDateTime::parse(sent["at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+            .unwrap();
     assert!(at >= due, "sent at {at}, due {due}");
     // Held in JetStream, not in a worker: the request is still in the stream until then.
 }
@@ -204,11 +210,15 @@ async fn a_scheduled_send_goes_to_a_provider_that_schedules_natively_at_once() {
 
     let due = OffsetDateTime::now_utc() + Duration::from_secs(3);
     let send_at = due.format(&time::format_description::well_known::Rfc3339).unwrap();
-    publish(&client, json!({"id": "later-2", "to": "4915171112233", "text": "hi", "send_at": send_at}).to_string())
-        .await;
+    publish(
+        &client,
+        json!({"id": "later-2", "to": "4915171112233", "text": "hi", "send_at": send_at}).to_string(),
+    )
+    .await;
     let sent = events.status("later-2", Some("4915171112233"), "sent").await;
-    let at = OffsetDateTime::parse(sent["at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
-        .unwrap();
+    let at =
+        OffsetDateTime::parse(sent["at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+            .unwrap();
     assert!(at < due, "handed to the provider before it is due");
     let send = mock.requests().into_iter().find(|r| r.path == "/sys/send.php").unwrap();
     let time_param = param(&send, "time").expect("the provider gets the schedule");

@@ -30,12 +30,18 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub metrics_port: u16,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Writes `config` (with `{nats}`, `{metrics}` and `{sandbox}` filled in) and starts the daemon;
     /// waits until `/readyz` answers 200.
     pub fn start(nats: &NatsServer, config: &str) -> Daemon {
+        Self::start_with_env(nats, config, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables for the daemon process.
+    pub fn start_with_env(nats: &NatsServer, config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let metrics_port = free_port();
         let text = config
@@ -43,7 +49,8 @@ impl Daemon {
             .replace("{metrics}", &format!("127.0.0.1:{metrics_port}"))
             .replace("{sandbox}", sandbox_plugin().to_str().unwrap());
         std::fs::write(dir.path().join("notifyd.toml"), text).unwrap();
-        let mut d = Daemon { child: None, log: dir.path().join("notifyd.log"), dir, metrics_port };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut d = Daemon { child: None, log: dir.path().join("notifyd.log"), dir, metrics_port, env };
         d.spawn();
         d
     }
@@ -54,6 +61,7 @@ impl Daemon {
             .arg("--config")
             .arg(self.dir.path().join("notifyd.toml"))
             .env("NOTIFYD_LOG", "notifyd=debug,info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
