@@ -27,6 +27,9 @@ pub struct Streams {
     pub intake_created: i64,
     pub intake: Option<consumer::PullConsumer>,
     pub tracking: consumer::PullConsumer,
+    /// Handles for reading the consumers' backlog (see [`observe_backlog`]).
+    pub intake_observed: Option<consumer::PullConsumer>,
+    pub tracking_observed: consumer::PullConsumer,
 }
 
 /// Ensures the intake stream (JetStream mode), the status stream, the tracking stream, and their
@@ -74,7 +77,14 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<Str
     let _ = tracking_stream.info().await;
 
     if cfg.intake.mode == IntakeMode::Core {
-        return Ok(Streams { intake_created: 0, intake: None, tracking });
+        let tracking_observed = tracking.clone();
+        return Ok(Streams {
+            intake_created: 0,
+            intake: None,
+            tracking,
+            intake_observed: None,
+            tracking_observed,
+        });
     }
     let mut intake_stream = js
         .get_or_create_stream(stream::Config {
@@ -102,7 +112,41 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<Str
         )
         .await
         .map_err(|e| fail("intake consumer", &e))?;
-    Ok(Streams { intake_created: created, intake: Some(intake), tracking })
+    Ok(Streams {
+        intake_created: created,
+        intake_observed: Some(intake.clone()),
+        intake: Some(intake),
+        tracking_observed: tracking.clone(),
+        tracking,
+    })
+}
+
+/// Every 5 s, reads the consumers' backlog into `notifyd_intake_pending_messages`,
+/// `notifyd_intake_unacked_messages` and `notifyd_tracking_backlog_messages`.
+pub async fn observe_backlog(
+    intake: Option<consumer::PullConsumer>,
+    mut tracking: consumer::PullConsumer,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut intake = intake;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        if let Some(c) = intake.as_mut() {
+            if let Ok(info) = c.info().await {
+                metrics.intake_pending.set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+                metrics.intake_unacked.set(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
+            }
+        }
+        if let Ok(info) = tracking.info().await {
+            let backlog = info.num_pending.saturating_add(info.num_ack_pending as u64);
+            metrics.tracking_backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 /// Work in flight, bounded.

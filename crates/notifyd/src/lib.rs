@@ -89,16 +89,22 @@ pub async fn connect(
         opts = opts.require_tls(true).add_client_certificate(cert.clone(), key.clone());
     }
     let (m, r) = (metrics.clone(), ready.clone());
+    // Set while the connection is lost, so the next `Connected` counts as a reconnect.
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     opts = opts.event_callback(move |event| {
-        let (m, r) = (m.clone(), r.clone());
+        let (m, r, lost) = (m.clone(), r.clone(), lost.clone());
         async move {
             match event {
                 async_nats::Event::Connected => {
                     tracing::info!("connected to NATS");
+                    if lost.swap(false, Ordering::Relaxed) {
+                        m.nats_reconnects.inc();
+                    }
                     m.nats_connected.set(1);
                     r.nats.store(true, Ordering::Relaxed);
                 }
                 async_nats::Event::Disconnected => {
+                    lost.store(true, Ordering::Relaxed);
                     tracing::warn!("disconnected from NATS; intake pauses until the connection is back");
                     m.nats_connected.set(0);
                     r.nats.store(false, Ordering::Relaxed);
@@ -234,6 +240,12 @@ pub async fn run(
         cfg: config.tracking.clone(),
         metrics: metrics.clone(),
     };
+    let backlog = tokio::spawn(intake::observe_backlog(
+        streams.intake_observed.clone(),
+        streams.tracking_observed.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
     let poller = tokio::spawn(poller.run(stop_rx.clone()));
     let thresholds = config.providers.iter().filter_map(|p| Some((p.name.clone(), p.low_balance?))).collect();
     let balances = tokio::spawn(balance::run(
@@ -291,6 +303,7 @@ pub async fn run(
     }
     let _ = poller.await;
     let _ = balances.await;
+    let _ = backlog.await;
     if let Err(e) = client.flush().await {
         tracing::warn!(error = %e, "could not flush the NATS connection");
     }

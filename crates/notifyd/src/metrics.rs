@@ -35,6 +35,10 @@ pub struct Metrics {
     pub callbacks: IntCounterVec,
     pub plugin_info: GaugeVec,
     pub nats_connected: IntGauge,
+    pub nats_reconnects: prometheus::IntCounter,
+    pub intake_pending: IntGauge,
+    pub intake_unacked: IntGauge,
+    pub tracking_backlog: IntGauge,
     pub build_info: GaugeVec,
     pub tracking_polls: Histogram,
     pub up_since: Gauge,
@@ -74,6 +78,29 @@ impl Metrics {
         let nats_connected = IntGauge::new("notifyd_nats_connected", "1 while connected to NATS, else 0.")
             .expect("valid metric");
         r.register(Box::new(nats_connected.clone())).expect("unique metric");
+        let int_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let intake_pending = int_gauge(
+            "notifyd_intake_pending_messages",
+            "Requests in the intake stream not yet delivered to any replica (consumer backlog).",
+        );
+        let intake_unacked = int_gauge(
+            "notifyd_intake_unacked_messages",
+            "Requests delivered to replicas and not yet acknowledged (all replicas).",
+        );
+        let tracking_backlog = int_gauge(
+            "notifyd_tracking_backlog_messages",
+            "Sent messages whose final status is still awaited (tracking stream, all replicas).",
+        );
+        let nats_reconnects = prometheus::IntCounter::new(
+            "notifyd_nats_reconnects_total",
+            "Times the NATS connection was re-established after a loss.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(nats_reconnects.clone())).expect("unique metric");
         let tracking_polls = Histogram::with_opts(
             HistogramOpts::new("notifyd_tracking_batch_size", "Tracking references per status query.")
                 .buckets(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0]),
@@ -161,6 +188,10 @@ impl Metrics {
                 &["plugin", "version", "abi"],
             ),
             nats_connected,
+            nats_reconnects,
+            intake_pending,
+            intake_unacked,
+            tracking_backlog,
             build_info: gauge(&r, "notifyd_build_info", "Build information (value 1).", &["version"]),
             tracking_polls,
             up_since,

@@ -111,7 +111,9 @@ impl Poller {
     /// (between 100 ms and 10 s): entries due at about the same time come back together and are
     /// queried in one batch instead of one call each.
     fn aligned(&self, delay: Duration) -> Duration {
-        let grid = (self.cfg.first_poll / 4).clamp(Duration::from_millis(100), Duration::from_secs(10)).as_millis() as i64;
+        let grid = (self.cfg.first_poll / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(10))
+            .as_millis() as i64;
         let due = now_ms() + delay.as_millis() as i64;
         let slot = (due + grid - 1) / grid * grid;
         Duration::from_millis((slot - now_ms()).max(0) as u64)
