@@ -171,6 +171,11 @@ async fn tracking_survives_kill_9_and_continues_on_another_replica() {
     }
     first.kill();
     assert!(status_calls(&mock).is_empty(), "the first replica died before its first poll");
+    // What tracking costs in NATS: the entries wait in the tracking stream.
+    let js = async_nats::jetstream::new(client.clone());
+    let state = js.get_stream("NOTIFY_SMS_TRACKING").await.unwrap().info().await.unwrap().state.clone();
+    assert_eq!(state.messages, 20, "one tracking entry per sent recipient");
+    println!("tracking storage: {} bytes per tracked message", state.bytes / state.messages);
 
     let _second = Daemon::start(&nats, &config(&mock, tracking));
     for i in 0..20 {
