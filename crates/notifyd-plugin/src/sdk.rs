@@ -63,6 +63,14 @@ impl<T> Step<T> {
         Step::Done { done }
     }
 
+    /// The same step with its result transformed.
+    pub fn map_done<U>(self, f: impl FnOnce(T) -> U) -> Step<U> {
+        match self {
+            Step::Done { done } => Step::Done { done: f(done) },
+            Step::Http { http, state } => Step::Http { http, state },
+        }
+    }
+
     /// Ask the host to perform `http`, then call again with `state` and the response.
     pub fn http(http: HttpRequest, state: impl Into<String>) -> Self {
         Step::Http { http, state: state.into() }

@@ -10,7 +10,7 @@
 use crate::plugin::{Op, PluginInstance, PluginLibrary};
 use notifyd_plugin::abi;
 use notifyd_plugin::wire::{
-    Exchange, HttpResponse, InstanceInit, OpOutput, SendInput, SendResult, Step, WIRE_VERSION,
+    Exchange, HttpRequest, HttpResponse, InstanceInit, OpOutput, SendInput, SendResult, Step, WIRE_VERSION,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -120,7 +120,13 @@ pub fn verify(path: &Path, settings: Option<serde_json::Value>) -> Report {
         return r;
     };
     r.check(true, "settings: an instance was created");
-    check_send(&mut r, &instance);
+    check_op(&mut r, &instance, Op::Send, send_input());
+    if instance.library().supports(Op::Status) {
+        check_op(&mut r, &instance, Op::Status, serde_json::json!({"refs": ["verify-1:4915100000001"]}));
+    }
+    if instance.library().supports(Op::Balance) {
+        check_op(&mut r, &instance, Op::Balance, serde_json::json!({}));
+    }
     check_threads(&mut r, Arc::new(instance));
     r
 }
@@ -172,63 +178,83 @@ fn parse_send(rc: i32, body: &[u8]) -> Result<Step<SendResult>, String> {
     }
 }
 
-fn check_send(r: &mut Report, instance: &PluginInstance) {
-    let garbage = instance.call(Op::Send, b"{\"v\":1,\"input\":{\"to\":5}").map(|a| a.rc);
-    r.check(garbage == Ok(abi::RC_ERROR), "send: a malformed input document is refused with an error");
-
-    let first = match instance.call(Op::Send, &doc(None)) {
-        Ok(a) => parse_send(a.rc, &a.body),
-        Err(e) => Err(e.message),
+/// An operation's answer reduced to what the checks need: `None` when it is a result (or an
+/// error document), the HTTP request and state when it asks for an exchange.
+fn step_of(op: Op, rc: i32, body: &[u8]) -> Result<Option<(HttpRequest, String)>, String> {
+    let step = match op {
+        Op::Send => parse_send(rc, body)?.map_done(|_| ()),
+        _ => match rc {
+            abi::RC_OK => serde_json::from_slice::<OpOutput<serde_json::Value>>(body)
+                .map_err(|e| format!("malformed answer document: {e}"))?
+                .step
+                .map_done(|_| ()),
+            abi::RC_ERROR => {
+                serde_json::from_slice::<notifyd_plugin::wire::ErrorDoc>(body)
+                    .map_err(|e| format!("malformed error document: {e}"))?;
+                Step::done(())
+            }
+            rc => return Err(format!("return code {rc}")),
+        },
     };
+    Ok(match step {
+        Step::Done { .. } => None,
+        Step::Http { http, state } => Some((http, state)),
+    })
+}
+
+/// Checks one operation: a malformed input is refused; the first step is valid; every hostile
+/// answer to its HTTP exchange is classified.
+fn check_op(r: &mut Report, instance: &PluginInstance, op: Op, input: serde_json::Value) {
+    let name = op.as_str();
+    let garbage = instance.call(op, b"{\"v\":1,\"input\":5").map(|a| a.rc);
+    r.check(
+        garbage == Ok(abi::RC_ERROR),
+        format!("{name}: a malformed input document is refused with an error"),
+    );
+
+    let doc = |exchange: Option<&Exchange>| {
+        let mut v = serde_json::json!({"v": WIRE_VERSION, "input": input.clone()});
+        if let Some(ex) = exchange {
+            v["exchange"] = serde_json::to_value(ex).expect("encodes");
+        }
+        serde_json::to_vec(&v).expect("encodes")
+    };
+    let first = instance.call(op, &doc(None)).map_err(|e| e.message).and_then(|a| step_of(op, a.rc, &a.body));
     let (http, state) = match first {
-        Ok(Step::Done { .. }) => {
-            r.check(true, "send: answered without HTTP (no network needed)");
+        Ok(None) => {
+            r.check(true, format!("{name}: answered without HTTP (no network needed)"));
             return;
         }
-        Ok(Step::Http { http, state }) => (http, state),
+        Ok(Some(step)) => step,
         Err(e) => {
-            r.check(false, format!("send: first step: {e}"));
+            r.check(false, format!("{name}: first step: {e}"));
             return;
         }
     };
     let url_ok = reqwest::Url::parse(&http.url).is_ok_and(|u| u.as_str().starts_with("http://127.0.0.1:9"));
     r.check(
         url_ok && reqwest::Method::from_bytes(http.method.as_bytes()).is_ok(),
-        format!("send: asks for a valid {} request on the instance's base_url", http.method),
+        format!("{name}: asks for a valid {} request on the instance's base_url", http.method),
     );
+    let response = |status: u16, body: String| HttpResponse { status, headers: Default::default(), body };
     let hostile = [
-        ("an empty 200", HttpResponse { status: 200, headers: Default::default(), body: String::new() }),
-        (
-            "an HTML 502 page",
-            HttpResponse {
-                status: 502,
-                headers: Default::default(),
-                body: "<html><body>Bad Gateway</body></html>".into(),
-            },
-        ),
-        (
-            "an HTML 200 page",
-            HttpResponse { status: 200, headers: Default::default(), body: "<!DOCTYPE html><html>".into() },
-        ),
-        (
-            "a truncated body",
-            HttpResponse { status: 200, headers: Default::default(), body: "{\"id\":".into() },
-        ),
-        ("a huge body", HttpResponse { status: 200, headers: Default::default(), body: "x".repeat(1 << 20) }),
-        (
-            "a 500",
-            HttpResponse { status: 500, headers: Default::default(), body: "Internal Server Error".into() },
-        ),
+        ("an empty 200", response(200, String::new())),
+        ("an HTML 502 page", response(502, "<html><body>Bad Gateway</body></html>".into())),
+        ("an HTML 200 page", response(200, "<!DOCTYPE html><html>".into())),
+        ("a truncated body", response(200, "{\"id\":".into())),
+        ("a huge body", response(200, "x".repeat(1 << 20))),
+        ("a 500", response(500, "Internal Server Error".into())),
     ];
     for (what, response) in hostile {
         let ex = Exchange { state: state.clone(), response };
-        let answer = instance.call(Op::Send, &doc(Some(&ex)));
-        let verdict = match answer {
-            Ok(a) => parse_send(a.rc, &a.body),
-            Err(e) => Err(e.message),
-        };
-        let ok = matches!(verdict, Ok(Step::Done { .. }) | Ok(Step::Http { .. }));
-        r.check(ok, format!("send: {what} is classified ({})", verdict.err().unwrap_or_else(|| "ok".into())));
+        let verdict = instance
+            .call(op, &doc(Some(&ex)))
+            .map_err(|e| e.message)
+            .and_then(|a| step_of(op, a.rc, &a.body));
+        r.check(
+            verdict.is_ok(),
+            format!("{name}: {what} is classified ({})", verdict.err().unwrap_or_else(|| "ok".into())),
+        );
     }
 }
 

@@ -1,0 +1,163 @@
+//! `notifyd-bench`: measures the release daemon against its ceilings. See `docs/benchmarks.md`.
+//!
+//! ```sh
+//! cargo run --release -p notifyd-bench -- --n 100000                  # JetStream, 1 replica, + ceilings
+//! cargo run --release -p notifyd-bench -- --n 100000 --replicas 2
+//! cargo run --release -p notifyd-bench -- --n 100000 --mode core
+//! cargo run --release -p notifyd-bench -- --n 50000 --rate 5000        # open loop, for latency
+//! cargo run --release -p notifyd-bench -- --suite quick                # 10k and 100k matrix
+//! cargo run --release -p notifyd-bench -- --suite full                 # + 1M
+//! ```
+
+use clap::{Parser, Subcommand, ValueEnum};
+use notifyd_bench::ceilings::{self, Kind};
+use notifyd_bench::daemon::Mode;
+use notifyd_bench::run::{Options, Target};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "notifyd-bench", about = "Benchmark notifyd: throughput, latency, memory and CPU against the bus and HTTP ceilings")]
+struct Cli {
+    /// Requests per measurement.
+    #[arg(long, default_value_t = 10_000)]
+    n: usize,
+    /// Intake mode of the daemon.
+    #[arg(long, value_enum, default_value_t = CliMode::Jetstream)]
+    mode: CliMode,
+    /// Daemon replicas sharing the intake.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Open loop at this many requests per second (default: closed loop, as fast as it goes).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// `[intake] max_in_flight` per replica, and the ceiling workers' concurrency.
+    #[arg(long, default_value_t = 1000)]
+    in_flight: usize,
+    /// Closed loop: requests published and not yet `sent`, at most (default 2 × in-flight × replicas).
+    #[arg(long)]
+    window: Option<usize>,
+    /// Skip the three ceilings.
+    #[arg(long)]
+    no_ceilings: bool,
+    /// Measure only one ceiling (no daemon).
+    #[arg(long, value_parser = ["bare", "contract", "http"])]
+    only_ceiling: Option<String>,
+    /// Run a matrix instead: `quick` (10k and 100k) or `full` (10k, 100k and 1M).
+    #[arg(long, value_parser = ["quick", "full"])]
+    suite: Option<String>,
+    /// Ceilings in a suite use at most this many requests.
+    #[arg(long, default_value_t = 200_000)]
+    ceiling_cap: usize,
+    /// Give up after this many seconds without any event.
+    #[arg(long, default_value_t = 30)]
+    stall_secs: u64,
+    /// Build the daemon and plugin first (`cargo build --release -p notifyd -p notifyd-smsc`);
+    /// they are built anyway when missing.
+    #[arg(long)]
+    build: bool,
+    /// The daemon binary (default `target/release/notifyd`).
+    #[arg(long)]
+    notifyd: Option<PathBuf>,
+    /// The SMSC plugin (default `target/release/libnotifyd_smsc.so`).
+    #[arg(long)]
+    plugin: Option<PathBuf>,
+    /// Record the (first) daemon with `perf record -g` into this file.
+    #[arg(long)]
+    perf: Option<PathBuf>,
+    /// Run the daemon under this command, e.g. "valgrind --tool=dhat --dhat-out-file=/tmp/dhat.out".
+    #[arg(long)]
+    wrapper: Option<String>,
+    /// NOTIFYD_LOG for the daemon.
+    #[arg(long, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    worker: Option<WorkerCmd>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CliMode {
+    Jetstream,
+    Core,
+}
+
+#[derive(Subcommand)]
+enum WorkerCmd {
+    /// (internal) a ceiling worker process.
+    #[command(hide = true)]
+    Worker {
+        kind: String,
+        #[arg(long, default_value = "")]
+        nats: String,
+        #[arg(long, default_value = "")]
+        url: String,
+        #[arg(long, default_value_t = 0)]
+        n: usize,
+        #[arg(long, default_value_t = 1000)]
+        in_flight: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(WorkerCmd::Worker { kind, nats, url, n, in_flight }) = &cli.worker {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        let result = rt.block_on(async {
+            match Kind::parse(kind) {
+                Some(Kind::Bare) => ceilings::bare(nats, *in_flight).await,
+                Some(Kind::Contract) => ceilings::contract(nats, *in_flight).await,
+                Some(Kind::Http) => ceilings::http(url, *n, *in_flight).await,
+                None => Err(format!("unknown worker {kind}")),
+            }
+        });
+        if let Err(e) = result {
+            eprintln!("worker {kind}: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+
+    let (notifyd, plugin) = match (&cli.notifyd, &cli.plugin) {
+        (Some(d), Some(p)) => (d.clone(), p.clone()),
+        _ => match notifyd_bench::binaries(true, cli.build) {
+            Ok((d, p)) => (cli.notifyd.clone().unwrap_or(d), cli.plugin.clone().unwrap_or(p)),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
+    };
+    let opts = Options {
+        notifyd,
+        plugin,
+        self_exe: std::env::current_exe().expect("this program's path"),
+        in_flight: cli.in_flight,
+        window: cli.window,
+        stall: Duration::from_secs(cli.stall_secs),
+        wrapper: cli.wrapper.as_deref().map(|w| w.split_whitespace().map(str::to_owned).collect()).unwrap_or_default(),
+        perf: cli.perf.clone(),
+        log_filter: cli.log.clone(),
+    };
+    println!("machine: {}", notifyd_bench::procs::machine());
+    println!("daemon: {} with {}, max_in_flight {}", opts.notifyd.display(), opts.plugin.display(), opts.in_flight);
+    // The load generator gets the runtime; the mock runs on a thread of its own.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let all = rt.block_on(async {
+        if let Some(suite) = &cli.suite {
+            let sizes: &[usize] = if suite == "full" { &[10_000, 100_000, 1_000_000] } else { &[10_000, 100_000] };
+            notifyd_bench::suite(&opts, sizes, cli.ceiling_cap).await
+        } else if let Some(kind) = cli.only_ceiling.as_deref().and_then(Kind::parse) {
+            notifyd_bench::single(&opts, Target::Ceiling(kind), cli.n, cli.rate, false).await
+        } else {
+            let mode = match cli.mode {
+                CliMode::Jetstream => Mode::Jetstream,
+                CliMode::Core => Mode::Core,
+            };
+            let target = Target::Notifyd { mode, replicas: cli.replicas.max(1) };
+            notifyd_bench::single(&opts, target, cli.n, cli.rate, !cli.no_ceilings).await
+        }
+    });
+    if all.iter().any(|m| !m.complete()) {
+        std::process::exit(2);
+    }
+}

@@ -1,0 +1,456 @@
+//! One measurement from start to end: a fresh nats-server (JetStream, temporary store, monitoring
+//! port for `/varz`), the mock when HTTP is involved, the system under test (the daemon's replicas
+//! or a ceiling worker), the load, and what the processes cost.
+
+use crate::ceilings::Kind;
+use crate::daemon::{Daemon, DaemonSpec, Mode, signal};
+use crate::load::{self, LoadResult, LoadSpec};
+use crate::mock::MockSmsc;
+use crate::procs::{self, Usage, Varz, Watch};
+use futures::TryStreamExt;
+use notifyd_testkit::NatsServer;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Settings shared by every measurement of an invocation.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The daemon binary (`target/release/notifyd`).
+    pub notifyd: PathBuf,
+    /// The SMSC plugin (`target/release/libnotifyd_smsc.so`).
+    pub plugin: PathBuf,
+    /// This program, for the ceiling workers.
+    pub self_exe: PathBuf,
+    /// `[intake] max_in_flight` per replica, and the ceiling workers' concurrency.
+    pub in_flight: usize,
+    /// Closed loop: requests outstanding at most; default 2 × in_flight × replicas.
+    pub window: Option<usize>,
+    /// Give up after this long without any event.
+    pub stall: Duration,
+    /// Put before the daemon's command (e.g. `valgrind --tool=dhat`).
+    pub wrapper: Vec<String>,
+    /// Record the first daemon with `perf record -g` into this file.
+    pub perf: Option<PathBuf>,
+    /// `NOTIFYD_LOG` for the daemon.
+    pub log_filter: String,
+}
+
+/// What is measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    Notifyd { mode: Mode, replicas: usize },
+    Ceiling(Kind),
+}
+
+impl Target {
+    pub fn label(&self) -> String {
+        match self {
+            Target::Notifyd { mode: Mode::Jetstream, replicas } => format!("notifyd jetstream x{replicas}"),
+            Target::Notifyd { mode: Mode::Core, replicas } => format!("notifyd core x{replicas}"),
+            Target::Ceiling(Kind::Bare) => "ceiling: bare bus".into(),
+            Target::Ceiling(Kind::Contract) => "ceiling: contract bus".into(),
+            Target::Ceiling(Kind::Http) => "ceiling: HTTP".into(),
+        }
+    }
+}
+
+/// What the mock counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MockCounts {
+    pub requests: u64,
+    pub sends: u64,
+    pub refused: u64,
+    pub connections: u64,
+    pub max_open: usize,
+    pub distinct: u64,
+    pub duplicates: u64,
+}
+
+/// One measurement.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub target: Target,
+    pub n: usize,
+    pub rate: Option<f64>,
+    pub throughput: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Requests without a `sent` event (or failed HTTP exchanges).
+    pub lost: usize,
+    pub failures: usize,
+    pub duplicate_events: usize,
+    /// Processes under test: CPU seconds summed, peak RSS the largest.
+    pub sut: Usage,
+    pub nats: Usage,
+    /// The harness itself (load generator and mock).
+    pub bench_cpu_s: f64,
+    pub varz: Varz,
+    pub mock: Option<MockCounts>,
+    /// `sent` events stored in the status stream at the end (notifyd and the contract ceiling).
+    pub stored_sent: Option<u64>,
+    /// WARN/ERROR lines in the daemon logs.
+    pub log_problems: usize,
+    pub log_sample: String,
+}
+
+impl Measurement {
+    /// CPU seconds per 10k requests.
+    pub fn per_10k(&self, cpu_s: f64) -> f64 {
+        cpu_s / self.n.max(1) as f64 * 10_000.0
+    }
+
+    pub fn complete(&self) -> bool {
+        self.lost == 0 && self.failures == 0
+    }
+}
+
+fn start_nats() -> (NatsServer, u16, u32) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let nats = NatsServer::builder().args(["-m".to_owned(), port.to_string()]).start();
+    let pid = procs::find_pid(nats.store_dir()).unwrap_or(0);
+    (nats, port, pid)
+}
+
+/// A ceiling worker process (`notifyd-bench worker <kind> ...`), once it said `ready`.
+struct Worker {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Worker {
+    fn start(opts: &Options, kind: Kind, args: &[String]) -> Result<Worker, String> {
+        let mut child = Command::new(&opts.self_exe)
+            .arg("worker")
+            .arg(kind.as_str())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", opts.self_exe.display()))?;
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        out.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            return Err(format!("the {} worker did not start: {line:?}", kind.as_str()));
+        }
+        Ok(Worker { child, out })
+    }
+
+    fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        let _ = self.out.read_line(&mut line);
+        line
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bench_cpu() -> f64 {
+    procs::cpu_seconds(std::process::id())
+}
+
+async fn stored_sent(client: &async_nats::Client) -> Option<u64> {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("NOTIFY_SMS_STATUS").await.ok()?;
+    let mut subjects = stream.info_with_subjects("notify.sms.status.sent").await.ok()?;
+    let mut total = 0;
+    while let Ok(Some((_, count))) = subjects.try_next().await {
+        total += count as u64;
+    }
+    Some(total)
+}
+
+fn load_spec(opts: &Options, n: usize, rate: Option<f64>, jetstream: bool, replicas: usize) -> LoadSpec {
+    LoadSpec {
+        n,
+        subject: "notify.sms.send".into(),
+        jetstream,
+        sent_subject: "notify.sms.status.sent".into(),
+        failure_subjects: ["rejected", "failed", "undelivered", "expired", "unknown"]
+            .iter()
+            .map(|s| format!("notify.sms.status.{s}"))
+            .collect(),
+        rate,
+        window: opts.window.unwrap_or(2 * opts.in_flight * replicas.max(1)),
+        stall: opts.stall,
+    }
+}
+
+fn from_load(target: Target, rate: Option<f64>, r: &LoadResult) -> Measurement {
+    Measurement {
+        target,
+        n: r.n,
+        rate,
+        throughput: r.throughput(),
+        p50_ms: r.quantile_ms(0.5),
+        p99_ms: r.quantile_ms(0.99),
+        p999_ms: r.quantile_ms(0.999),
+        max_ms: r.quantile_ms(1.0),
+        lost: r.lost(),
+        failures: r.failures + r.publish_errors,
+        duplicate_events: r.duplicate_events,
+        sut: Usage { cpu_s: 0.0, hwm_mib: 0.0 },
+        nats: Usage { cpu_s: 0.0, hwm_mib: 0.0 },
+        bench_cpu_s: 0.0,
+        varz: Varz::default(),
+        mock: None,
+        stored_sent: None,
+        log_problems: 0,
+        log_sample: String::new(),
+    }
+}
+
+fn mock_counts(mock: &MockSmsc) -> MockCounts {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &mock.counters;
+    let (distinct, duplicates) = c.distinct_and_duplicates();
+    MockCounts {
+        requests: c.requests.load(Relaxed),
+        sends: c.phones.load(Relaxed),
+        refused: c.refused.load(Relaxed),
+        connections: c.connections.load(Relaxed),
+        max_open: c.max_open.load(Relaxed),
+        distinct,
+        duplicates,
+    }
+}
+
+/// Measures `target` with `n` requests (closed loop, or open loop at `rate`).
+pub async fn measure(opts: &Options, target: Target, n: usize, rate: Option<f64>) -> Result<Measurement, String> {
+    match target {
+        Target::Notifyd { mode, replicas } => measure_notifyd(opts, mode, replicas, n, rate).await,
+        Target::Ceiling(Kind::Http) => measure_http(opts, n).await,
+        Target::Ceiling(kind) => measure_bus(opts, kind, n, rate).await,
+    }
+}
+
+async fn measure_notifyd(
+    opts: &Options,
+    mode: Mode,
+    replicas: usize,
+    n: usize,
+    rate: Option<f64>,
+) -> Result<Measurement, String> {
+    let target = Target::Notifyd { mode, replicas };
+    let (nats, monitor, nats_pid) = start_nats();
+    let mock = MockSmsc::start(n);
+    let spec = DaemonSpec {
+        binary: opts.notifyd.clone(),
+        plugin: opts.plugin.clone(),
+        nats_url: nats.url(),
+        mock_url: mock.url(),
+        mode,
+        max_in_flight: opts.in_flight,
+        wrapper: opts.wrapper.clone(),
+        log_filter: opts.log_filter.clone(),
+    };
+    let mut daemons = Vec::new();
+    for _ in 0..replicas.max(1) {
+        daemons.push(Daemon::start(&spec)?);
+    }
+    let client = load::connect(&nats.url()).await?;
+    let perf = match &opts.perf {
+        Some(file) => Some(
+            Command::new("perf")
+                .args(["record", "-F", "999", "-g", "-o"])
+                .arg(file)
+                .args(["-p", &daemons[0].pid().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot run perf: {e}"))?,
+        ),
+        None => None,
+    };
+    let watches: Vec<Watch> = daemons.iter().map(|d| Watch::start(d.pid())).collect();
+    let nats_watch = Watch::start(nats_pid);
+    let bench0 = bench_cpu();
+    let varz0 = Varz::read(monitor);
+    let spec = load_spec(opts, n, rate, mode == Mode::Jetstream, replicas);
+    let r = load::run(&client, &spec).await?;
+    let varz = Varz::read(monitor).since(varz0);
+    let bench_cpu_s = bench_cpu() - bench0;
+    let usages: Vec<Usage> = watches.iter().map(Watch::stop).collect();
+    let nats_usage = nats_watch.stop();
+    if let Some(mut p) = perf {
+        signal(p.id(), "INT");
+        let _ = p.wait();
+    }
+    let mut m = from_load(target, rate, &r);
+    m.sut = Usage {
+        cpu_s: usages.iter().map(|u| u.cpu_s).sum(),
+        hwm_mib: usages.iter().map(|u| u.hwm_mib).fold(0.0, f64::max),
+    };
+    m.nats = nats_usage;
+    m.bench_cpu_s = bench_cpu_s;
+    m.varz = varz;
+    m.stored_sent = stored_sent(&client).await;
+    m.mock = Some(mock_counts(&mock));
+    for d in &mut daemons {
+        d.stop(Duration::from_secs(15));
+        let log = d.log();
+        let problems: Vec<&str> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+        m.log_problems += problems.len();
+        if m.log_sample.is_empty() {
+            m.log_sample = problems.iter().take(3).copied().collect::<Vec<_>>().join("\n");
+        }
+    }
+    drop(nats);
+    Ok(m)
+}
+
+async fn measure_bus(opts: &Options, kind: Kind, n: usize, rate: Option<f64>) -> Result<Measurement, String> {
+    let (nats, monitor, nats_pid) = start_nats();
+    let worker = Worker::start(opts, kind, &["--nats".into(), nats.url(), "--in-flight".into(), opts.in_flight.to_string()])?;
+    let client = load::connect(&nats.url()).await?;
+    let watch = Watch::start(worker.child.id());
+    let nats_watch = Watch::start(nats_pid);
+    let bench0 = bench_cpu();
+    let varz0 = Varz::read(monitor);
+    let r = load::run(&client, &load_spec(opts, n, rate, true, 1)).await?;
+    let varz = Varz::read(monitor).since(varz0);
+    let mut m = from_load(Target::Ceiling(kind), rate, &r);
+    m.bench_cpu_s = bench_cpu() - bench0;
+    m.sut = watch.stop();
+    m.nats = nats_watch.stop();
+    m.varz = varz;
+    if kind == Kind::Contract {
+        m.stored_sent = stored_sent(&client).await;
+    }
+    drop(worker);
+    drop(nats);
+    Ok(m)
+}
+
+async fn measure_http(opts: &Options, n: usize) -> Result<Measurement, String> {
+    let mock = MockSmsc::start(n);
+    let mut worker = Worker::start(
+        opts,
+        Kind::Http,
+        &["--url".into(), mock.url(), "--n".into(), n.to_string(), "--in-flight".into(), opts.in_flight.to_string()],
+    )?;
+    let watch = Watch::start(worker.child.id());
+    let bench0 = bench_cpu();
+    let line = worker.read_line();
+    let usage = watch.stop();
+    let bench_cpu_s = bench_cpu() - bench0;
+    let v: serde_json::Value =
+        serde_json::from_str(&line).map_err(|e| format!("the HTTP worker answered {line:?}: {e}"))?;
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let ok = v["ok"].as_u64().unwrap_or(0) as usize;
+    Ok(Measurement {
+        target: Target::Ceiling(Kind::Http),
+        n,
+        rate: None,
+        throughput: ok as f64 / f("elapsed_s"),
+        p50_ms: f("p50_ms"),
+        p99_ms: f("p99_ms"),
+        p999_ms: f("p999_ms"),
+        max_ms: f64::NAN,
+        lost: n - ok,
+        failures: v["errors"].as_u64().unwrap_or(0) as usize,
+        duplicate_events: 0,
+        sut: usage,
+        nats: Usage { cpu_s: 0.0, hwm_mib: 0.0 },
+        bench_cpu_s,
+        varz: Varz::default(),
+        mock: Some(mock_counts(&mock)),
+        stored_sent: None,
+        log_problems: 0,
+        log_sample: String::new(),
+    })
+}
+
+/// One line per measurement, for the terminal.
+pub fn describe(m: &Measurement) -> String {
+    let mut s = format!(
+        "{:<26} n={:<8} {:>9.0} msg/s  p50 {:>8.2} ms  p99 {:>8.2} ms  p999 {:>8.2} ms  max {:>8.2} ms  \
+         RSS {:>6.1} MiB  CPU {:>5.2} s/10k  nats CPU {:>5.2} s/10k  bench CPU {:>5.2} s/10k",
+        m.target.label(),
+        m.n,
+        m.throughput,
+        m.p50_ms,
+        m.p99_ms,
+        m.p999_ms,
+        m.max_ms,
+        m.sut.hwm_mib,
+        m.per_10k(m.sut.cpu_s),
+        m.per_10k(m.nats.cpu_s),
+        m.per_10k(m.bench_cpu_s),
+    );
+    if let Some(rate) = m.rate {
+        s.push_str(&format!("  (open loop at {rate:.0}/s)"));
+    }
+    if m.varz.in_msgs > 0.0 {
+        let n = m.n.max(1) as f64;
+        s.push_str(&format!(
+            "\n{:<26} NATS per request: {:.2} msgs in, {:.2} msgs out, {:.0} B in, {:.0} B out",
+            "",
+            m.varz.in_msgs / n,
+            m.varz.out_msgs / n,
+            m.varz.in_bytes / n,
+            m.varz.out_bytes / n
+        ));
+    }
+    if let Some(c) = m.mock {
+        s.push_str(&format!(
+            "\n{:<26} mock: {} requests, {} sends ({} distinct, {} duplicate), {} refused, {} connections (max {} open)",
+            "", c.requests, c.sends, c.distinct, c.duplicates, c.refused, c.connections, c.max_open
+        ));
+    }
+    if let Some(stored) = m.stored_sent {
+        s.push_str(&format!("\n{:<26} `sent` events stored in NOTIFY_SMS_STATUS: {stored}", ""));
+    }
+    if !m.complete() || m.duplicate_events > 0 {
+        s.push_str(&format!(
+            "\n{:<26} INCOMPLETE: {} without `sent`, {} failures, {} duplicate events",
+            "", m.lost, m.failures, m.duplicate_events
+        ));
+    }
+    if m.log_problems > 0 {
+        s.push_str(&format!("\n{:<26} {} WARN/ERROR log lines, e.g.:\n{}", "", m.log_problems, m.log_sample));
+    }
+    s
+}
+
+/// The Markdown table of measurements.
+pub fn table(ms: &[Measurement]) -> String {
+    let mut s = String::from(
+        "| run | N | rate | msgs/s | p50 ms | p99 ms | p999 ms | peak RSS MiB | CPU s/10k | nats-server CPU s/10k | NATS msgs in/out per req | lost |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for m in ms {
+        let n = m.n.max(1) as f64;
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {} | {} | {} |\n",
+            m.target.label(),
+            m.n,
+            m.rate.map_or("max".to_owned(), |r| format!("{r:.0}/s")),
+            m.throughput,
+            m.p50_ms,
+            m.p99_ms,
+            m.p999_ms,
+            m.sut.hwm_mib,
+            m.per_10k(m.sut.cpu_s),
+            if m.nats.cpu_s > 0.0 { format!("{:.2}", m.per_10k(m.nats.cpu_s)) } else { "-".into() },
+            if m.varz.in_msgs > 0.0 {
+                format!("{:.1} / {:.1}", m.varz.in_msgs / n, m.varz.out_msgs / n)
+            } else {
+                "-".into()
+            },
+            m.lost,
+        ));
+    }
+    s
+}
