@@ -62,7 +62,7 @@ struct Cli {
     /// The SMSC plugin (default `target/release/libnotifyd_smsc.so`).
     #[arg(long)]
     plugin: Option<PathBuf>,
-    /// Record the (first) daemon with `perf record -g` into this file.
+    /// Record the (first) daemon with `perf record --call-graph dwarf` into this file.
     #[arg(long)]
     perf: Option<PathBuf>,
     /// Run the daemon under this command, e.g. "valgrind --tool=dhat --dhat-out-file=/tmp/dhat.out".

@@ -263,7 +263,7 @@ async fn measure_notifyd(
     let perf = match &opts.perf {
         Some(file) => Some(
             Command::new("perf")
-                .args(["record", "-F", "999", "-g", "-o"])
+                .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-o"])
                 .arg(file)
                 .args(["-p", &daemons[0].pid().to_string()])
                 .stdout(Stdio::null())

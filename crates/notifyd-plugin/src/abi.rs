@@ -75,9 +75,6 @@ pub struct PluginVTable {
     pub callback: Option<OpFn>,
 }
 
-// The table is a static shared by every thread of the host.
-unsafe impl Sync for PluginVTable {}
-
 /// The smallest `struct_size` a host accepts: the header and every required v1.0 field.
 pub const MIN_STRUCT_SIZE: usize = std::mem::offset_of!(PluginVTable, status);
 

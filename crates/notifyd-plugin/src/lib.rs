@@ -7,6 +7,8 @@
 //!
 //! `unsafe` in this crate lives only in the export machinery ([`sdk::export`]) that the macro calls.
 
+#![deny(unsafe_code)]
+
 pub mod abi;
 pub mod sdk;
 pub mod wire;

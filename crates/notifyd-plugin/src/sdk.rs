@@ -88,15 +88,15 @@ pub fn parse_settings<T: DeserializeOwned>(init: &InstanceInit) -> Result<T, Pro
 }
 
 /// serde quotes the offending value in type errors (`invalid type: integer `1234`, expected a
-/// string`); a setting may be a secret, so the quoted value is dropped. Key names (as in
-/// `unknown field `x``) are kept.
-fn redact_values(message: &str) -> String {
+/// string`); a setting may be a secret and a request field a phone number, so the quoted value is
+/// dropped. Key names (as in `unknown field `x``) are kept.
+pub fn redact_values(message: &str) -> String {
     for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
         if let Some(rest) = message.strip_prefix(prefix) {
-            if let (Some(open), Some(close)) = (rest.find('`'), rest.rfind('`')) {
-                if open < close {
-                    return format!("{prefix}{}{}", rest[..open].trim_end(), &rest[close + 1..]);
-                }
+            if let Some(pos) = rest.rfind(", expected") {
+                // "integer `1234`" / "string \"abc\"" → "integer" / "string"
+                let kind = rest[..pos].split([' ', '`', '"']).next().unwrap_or_default();
+                return format!("{prefix}{kind}{}", &rest[pos..]);
             }
         }
     }
@@ -188,6 +188,7 @@ pub fn unexpected_answer(response: &HttpResponse) -> ProviderError {
 
 /// The FFI glue behind [`export_plugin!`](crate::export_plugin). Not for direct use.
 #[doc(hidden)]
+#[allow(unsafe_code)]
 pub mod export {
     use super::Provider;
     use crate::abi::{self, Buf, Instance, PluginVTable};
@@ -459,6 +460,10 @@ mod tests {
         let e = parse_settings::<S>(&init(serde_json::json!({"password": 12345678}))).unwrap_err();
         assert!(!e.message.contains("12345678"), "{}", e.message);
         assert!(e.message.contains("invalid type: integer, expected a string"), "{}", e.message);
+        assert_eq!(
+            redact_values(r#"invalid type: string "4915171112233, expected", expected u32 at line 1 column 9"#),
+            "invalid type: string, expected u32 at line 1 column 9"
+        );
         let e = parse_settings::<S>(&init(serde_json::json!({"pasword": "x"}))).unwrap_err();
         assert!(e.message.contains("unknown field `pasword`"), "{}", e.message);
     }

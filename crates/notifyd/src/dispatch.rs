@@ -10,6 +10,8 @@
 
 use crate::breaker::{Breaker, Permit, Transition};
 use crate::config::{BreakerConfig, OnAmbiguous, ProviderConfig, RetryConfig};
+use crate::events::Status;
+use crate::ledger::{Ledger, State, done_state};
 use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::{OpError, Provider, Providers};
@@ -68,6 +70,8 @@ pub struct Dispatcher {
     breakers: Vec<Breaker>,
     /// Per provider, by index; `None`: unlimited.
     buckets: Vec<Option<TokenBucket>>,
+    /// Where each outcome is recorded as soon as the provider answered.
+    ledger: Ledger,
 }
 
 /// Per-recipient bookkeeping while it moves along its route.
@@ -83,6 +87,7 @@ impl Dispatcher {
         configs: &[ProviderConfig],
         retry: RetryConfig,
         breaker: &BreakerConfig,
+        ledger: Ledger,
         metrics: Metrics,
     ) -> Self {
         let breakers =
@@ -97,7 +102,40 @@ impl Dispatcher {
                 Some(TokenBucket::new(rate, burst))
             })
             .collect();
-        Dispatcher { providers, retry, metrics, breakers, buckets }
+        Dispatcher { providers, retry, metrics, breakers, buckets, ledger }
+    }
+
+    /// The ledger state of an outcome.
+    pub fn state_of(&self, outcome: &Outcome) -> State {
+        let name = |i: usize| self.providers.list[i].name.to_string();
+        match outcome {
+            Outcome::Sent { provider, result, attempt } => {
+                let pmid = result.provider_message_id.clone().unwrap_or_default();
+                State::Sent {
+                    provider: name(*provider),
+                    tracking: result.tracking.clone().unwrap_or_else(|| pmid.clone()),
+                    provider_message_id: pmid,
+                    attempt: *attempt,
+                }
+            }
+            Outcome::Rejected { provider, error, attempt } => {
+                done_state(Status::Rejected, Some(name(*provider)), *attempt, error)
+            }
+            Outcome::Failed { provider, error, attempt } => {
+                done_state(Status::Failed, provider.map(name), *attempt, error)
+            }
+        }
+    }
+
+    /// Records outcomes in the ledger (waiting out NATS outages): this is what keeps the crash
+    /// window down to one provider call.
+    async fn record(&self, req: &Request, outcomes: &[(PhoneNumber, Outcome)]) {
+        if outcomes.is_empty() {
+            return;
+        }
+        let states: Vec<(String, State)> =
+            outcomes.iter().map(|(n, o)| (n.as_str().to_owned(), self.state_of(o))).collect();
+        self.ledger.record_until_stored(&req.id, &states).await;
     }
 
     /// Asks the provider's breaker and rate limit for a call; `false`: skip the provider now.
@@ -190,6 +228,7 @@ impl Dispatcher {
                     }
                     let answers = self.send_chunk(req, provider, chunk).await;
                     self.judge(index, &answers);
+                    let recorded = decided.len();
                     for (mut p, answer) in answers {
                         p.attempts += 1;
                         let (error, ambiguous) = match answer {
@@ -212,6 +251,14 @@ impl Dispatcher {
                             }
                             Action::Fail => {
                                 let attempt = p.attempts;
+                                let mut error = error;
+                                if ambiguous && self.retry.on_ambiguous == OnAmbiguous::Fail {
+                                    // Whether it was sent is unknown, and it must not be sent twice.
+                                    error.message =
+                                        format!("not resent after an ambiguous attempt: {}", error.message);
+                                    error.code = "timeout".to_owned();
+                                    error.retryable = false;
+                                }
                                 decided.push((
                                     p.number,
                                     Outcome::Failed { provider: Some(index), error, attempt },
@@ -238,6 +285,7 @@ impl Dispatcher {
                         p.last_error = Some(error);
                         failing_over.push(p);
                     }
+                    self.record(req, &decided[recorded..]).await;
                 }
                 if let Some(delay) = wait {
                     self.metrics.retries.with_label_values(&[&provider.name]).inc_by(retry.len() as u64);
@@ -257,6 +305,7 @@ impl Dispatcher {
                 self.metrics.failovers.with_label_values(&[&provider.name]).inc_by(pending.len() as u64);
             }
         }
+        let recorded = decided.len();
         for p in pending {
             let provider = route.last().copied().filter(|_| p.attempts > 0);
             let error = if expired(req) {
@@ -266,6 +315,7 @@ impl Dispatcher {
             };
             decided.push((p.number, Outcome::Failed { provider, error, attempt: p.attempts }));
         }
+        self.record(req, &decided[recorded..]).await;
         decided
     }
 

@@ -162,13 +162,18 @@ impl Slots {
         Slots { sem: Arc::new(Semaphore::new(size)), size, metrics }
     }
 
+    /// Waits for room for one more request.
     async fn acquire(&self) -> tokio::sync::OwnedSemaphorePermit {
-        let permit = self.sem.clone().acquire_owned().await.expect("the semaphore is never closed");
+        self.sem.clone().acquire_owned().await.expect("the semaphore is never closed")
+    }
+
+    /// A request arrived for the room `permit` holds: it counts as in flight until [`Slots::done`].
+    fn start(&self, permit: tokio::sync::OwnedSemaphorePermit) -> tokio::sync::OwnedSemaphorePermit {
         self.metrics.in_flight.inc();
         permit
     }
 
-    fn release(&self, permit: tokio::sync::OwnedSemaphorePermit) {
+    fn done(&self, permit: tokio::sync::OwnedSemaphorePermit) {
         self.metrics.in_flight.dec();
         drop(permit);
     }
@@ -207,26 +212,27 @@ pub async fn run_jetstream(
                 p = slots.acquire() => p,
             };
             let next = tokio::select! {
-                _ = shutdown.changed() => { slots.release(permit); break 'outer; }
+                _ = shutdown.changed() => { drop(permit); break 'outer; }
                 m = messages.next() => m,
             };
             let msg = match next {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
-                    slots.release(permit);
+                    drop(permit);
                     tracing::warn!(error = %e, "intake consumer error");
                     continue;
                 }
                 None => {
-                    slots.release(permit);
+                    drop(permit);
                     continue 'outer;
                 }
             };
+            let permit = slots.start(permit);
             let pipeline = pipeline.clone();
             let slots = slots.clone();
             tokio::spawn(async move {
                 handle_jetstream(&pipeline, msg, created, ack_wait).await;
-                slots.release(permit);
+                slots.done(permit);
             });
         }
     }
@@ -306,13 +312,14 @@ pub async fn run_core(
             p = slots.acquire() => p,
         };
         let msg = tokio::select! {
-            _ = shutdown.changed() => { slots.release(permit); break; }
+            _ = shutdown.changed() => { drop(permit); break; }
             m = sub.next() => m,
         };
         let Some(msg) = msg else {
-            slots.release(permit);
+            drop(permit);
             break;
         };
+        let permit = slots.start(permit);
         let pipeline = pipeline.clone();
         let slots = slots.clone();
         let client = client.clone();
@@ -337,7 +344,7 @@ pub async fn run_core(
                 let decoded = pipeline.validate(&msg.payload, &generated);
                 verdict = pipeline.finish(&msg.payload, decoded, &owner).await;
             }
-            slots.release(permit);
+            slots.done(permit);
         });
     }
     let _ = sub.unsubscribe().await;

@@ -15,8 +15,10 @@
 //! request id is being worked on elsewhere right now (published twice without `Nats-Msg-Id`): the
 //! request is handed back and retried later instead.
 
+use crate::events::Status;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
+use notifyd_plugin::wire::ProviderError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -180,6 +182,19 @@ impl Ledger {
                 }
             }
         }
+    }
+}
+
+/// The ledger state of a final outcome.
+pub fn done_state(status: Status, provider: Option<String>, attempt: u32, error: &ProviderError) -> State {
+    State::Done {
+        status: status.as_str().to_owned(),
+        provider,
+        attempt,
+        code: error.code.clone(),
+        message: error.message.clone(),
+        provider_code: error.provider_code.clone(),
+        retryable: error.retryable,
     }
 }
 

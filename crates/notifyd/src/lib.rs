@@ -222,6 +222,7 @@ pub async fn run(
             &config.providers,
             config.retry.clone(),
             &config.breaker,
+            ledger.clone(),
             metrics.clone(),
         ),
         events: events.clone(),

@@ -3,9 +3,9 @@
 //! [`Pipeline::execute`] does the rest and returns once every event is stored.
 
 use crate::config::OnAmbiguous;
-use crate::dispatch::{Dispatcher, Outcome};
+use crate::dispatch::Dispatcher;
 use crate::events::{Batch, Event, EventError, Events, Status};
-use crate::ledger::{Ledger, State};
+use crate::ledger::{Ledger, State, done_state};
 use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::Providers;
@@ -177,6 +177,7 @@ impl Pipeline {
             let now = tracking::now_unix_ms();
             let busy_ms = i64::try_from(self.ack_wait.as_millis() * 2).unwrap_or(i64::MAX);
             let mut fresh = Vec::with_capacity(routed.len());
+            let mut ended_here = Vec::new();
             for (n, route) in routed {
                 match record.r.get(n.as_str()) {
                     None => fresh.push((n, route)),
@@ -192,8 +193,9 @@ impl Pipeline {
                                 "timeout",
                                 "an earlier attempt was interrupted before its outcome was recorded; not resending",
                             );
-                            decided
-                                .push((n.as_str().to_owned(), done_state(Status::Failed, None, 0, &error)));
+                            let state = done_state(Status::Failed, None, 0, &error);
+                            ended_here.push((n.as_str().to_owned(), state.clone()));
+                            decided.push((n.as_str().to_owned(), state));
                         } else {
                             tracing::warn!(request = %id, to = %n.masked(), "resending after an interrupted attempt");
                             self.metrics.ambiguous_resends.with_label_values(&[first]).inc();
@@ -203,16 +205,18 @@ impl Pipeline {
                     Some(state) => decided.push((n.as_str().to_owned(), state.clone())),
                 }
             }
+            // Recipients ended here (an interrupted attempt with `on_ambiguous = "fail"`).
+            self.ledger.record_until_stored(id, &ended_here).await;
             if !fresh.is_empty() {
                 let begun = State::Begun { owner: owner.to_owned(), at: now };
                 let states: Vec<(String, State)> =
                     fresh.iter().map(|(n, _)| (n.as_str().to_owned(), begun.clone())).collect();
                 self.ledger.record_until_stored(id, &states).await;
+                // The dispatcher records each outcome in the ledger as soon as the provider answers.
                 let outcomes = self.dispatcher.dispatch(&req, fresh).await;
-                let states: Vec<(String, State)> =
-                    outcomes.iter().map(|(n, o)| (n.as_str().to_owned(), self.outcome_state(o))).collect();
-                self.ledger.record_until_stored(id, &states).await;
-                decided.extend(states);
+                decided.extend(
+                    outcomes.iter().map(|(n, o)| (n.as_str().to_owned(), self.dispatcher.state_of(o))),
+                );
             }
         }
         // Counted before the outcome events go out, so whoever sees them sees the count too.
@@ -231,28 +235,6 @@ impl Pipeline {
         ev.encoding = Some(req.info.encoding.as_str());
         ev.tags = req.tags.as_deref();
         ev
-    }
-
-    /// The ledger state of a dispatch outcome.
-    fn outcome_state(&self, outcome: &Outcome) -> State {
-        let name = |i: usize| self.providers.list[i].name.to_string();
-        match outcome {
-            Outcome::Sent { provider, result, attempt } => {
-                let pmid = result.provider_message_id.clone().unwrap_or_default();
-                State::Sent {
-                    provider: name(*provider),
-                    tracking: result.tracking.clone().unwrap_or_else(|| pmid.clone()),
-                    provider_message_id: pmid,
-                    attempt: *attempt,
-                }
-            }
-            Outcome::Rejected { provider, error, attempt } => {
-                done_state(Status::Rejected, Some(name(*provider)), *attempt, error)
-            }
-            Outcome::Failed { provider, error, attempt } => {
-                done_state(Status::Failed, provider.map(name), *attempt, error)
-            }
-        }
     }
 
     /// Publishes the event of a decided recipient (and its tracking entry when it was sent to a
@@ -332,18 +314,5 @@ impl Pipeline {
         ev.attempt = (attempt > 0).then_some(attempt);
         ev.error = Some(error.into());
         batch.publish(&ev, format!("{}/{to}/{}", req.id, status.as_str())).await;
-    }
-}
-
-/// The ledger state of a final outcome.
-fn done_state(status: Status, provider: Option<String>, attempt: u32, error: &ProviderError) -> State {
-    State::Done {
-        status: status.as_str().to_owned(),
-        provider,
-        attempt,
-        code: error.code.clone(),
-        message: error.message.clone(),
-        provider_code: error.provider_code.clone(),
-        retryable: error.retryable,
     }
 }

@@ -102,9 +102,10 @@ impl Provider {
         let input = serde_json::to_string(input)
             .map_err(|e| plugin_error(format!("cannot encode the input: {e}")))?;
         let mut doc = format!(r#"{{"v":{WIRE_VERSION},"input":{input}}}"#);
-        for _ in 0..=MAX_EXCHANGES {
+        for performed in 0..=MAX_EXCHANGES {
             let (http, state) = match self.call::<R>(op, doc.as_bytes())? {
                 Step::Done { done } => return Ok(done),
+                Step::Http { .. } if performed == MAX_EXCHANGES => break,
                 Step::Http { http, state } => (http, state),
             };
             let response = self.http.perform(&http, self.timeout).await.map_err(OpError::Transport)?;

@@ -147,8 +147,9 @@ fn describe_serde_error(err: &serde_json::Error) -> String {
     if msg.starts_with("data did not match any variant of untagged enum To") {
         return "`to` must be a string or an array of strings".to_owned();
     }
-    // "unknown field `x`, expected one of ..." / "invalid type: integer `5`, expected a string at line 1 column 9"
-    format!("the request does not match the schema: {msg}")
+    // "unknown field `x`, expected one of ..." / "invalid type: integer, expected a string at line 1
+    // column 9": the offending value is dropped, it may be a phone number or the text.
+    format!("the request does not match the schema: {}", notifyd_plugin::sdk::redact_values(&msg))
 }
 
 fn check_id(id: &str) -> Result<(), String> {
@@ -339,6 +340,10 @@ mod tests {
         assert!(r.message.contains("colour"), "{}", r.message);
         assert_eq!(r.id.as_deref(), Some("o-2"));
         assert_eq!(r.tags.unwrap()["k"], "v");
+
+        let r4 = rejected(r#"{"id":"o-4","to":"4915171112233","text":4915171112299}"#);
+        assert!(!r4.message.contains("4915171112299"), "the value is not quoted: {}", r4.message);
+        assert!(r4.message.contains("invalid type: integer, expected a string"), "{}", r4.message);
 
         let r = rejected(r#"{"id":"o-3","to":5,"text":"hi"}"#);
         assert!(r.message.contains("`to`"), "{}", r.message);
