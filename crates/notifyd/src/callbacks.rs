@@ -70,7 +70,7 @@ fn same_number(reported: &str, to: &str) -> bool {
 }
 
 impl Index {
-    /// Opens (or creates) the bucket; entries live as long as the tracking window.
+    /// Opens (or creates) the bucket; entries live an hour longer than the tracking window.
     pub async fn open(
         js: &jetstream::Context,
         bucket: &str,
@@ -86,7 +86,9 @@ impl Index {
                     bucket: bucket.to_owned(),
                     description: "notifyd delivery-report index: provider message id → recipients".into(),
                     history: 1,
-                    max_age: window,
+                    // Kept an hour past the window, so tracking can still tell at the window's end
+                    // whether a report ended the recipient.
+                    max_age: window + Duration::from_secs(3600),
                     // Bounds what unmatched reports (and the index) can take: about 1 KiB each.
                     max_bytes: i64::try_from(max_unmatched.saturating_mul(1024))
                         .unwrap_or(i64::MAX)
@@ -152,6 +154,36 @@ impl Index {
             let _ = self.kv.delete(&ukey).await;
         }
         Ok(())
+    }
+
+    /// [`Index::register`], retried a few times over about 5 s; if the index still cannot be
+    /// written (NATS down, bucket full), the send goes on without it: a report for it is then
+    /// stored as unmatched, and tracking ends it `unknown` when the window closes.
+    pub async fn register_or_give_up(&self, entry: Entry) {
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..7 {
+            match self.register(entry.clone()).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(request = %entry.id, error = %e, "cannot index a sent message for callbacks yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+        tracing::error!(request = %entry.id, provider = %entry.provider,
+            "gave up indexing a sent message for callbacks; its delivery report will not be matched");
+    }
+
+    /// Whether a final status was already published for this recipient through a callback.
+    pub async fn is_final(&self, entry: &Entry) -> Result<bool, LedgerError> {
+        let (sent, _): (Sent, u64) =
+            self.read(&sent_key(&entry.provider, &entry.provider_message_id)).await?;
+        Ok(sent.published.iter().any(|mark| {
+            mark.split_once('/').is_some_and(|(to, status)| {
+                to == entry.to && Status::parse(status).is_some_and(Status::is_final)
+            })
+        }))
     }
 
     /// Applies one update: publishes its events (once per recipient and status). Returns whether

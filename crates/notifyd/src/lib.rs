@@ -113,8 +113,16 @@ pub async fn connect(
             }
         }
     });
+    let servers = cfg
+        .url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            Error::Nats(format!("[nats] url {:?} is not a list of NATS URLs: {e}", redact_url(&cfg.url)))
+        })?;
     let client = opts
-        .connect(cfg.url.as_str())
+        .connect(servers)
         .await
         .map_err(|e| Error::Nats(format!("cannot connect to NATS at {}: {e}", redact_url(&cfg.url))))?;
     metrics.nats_connected.set(1);
@@ -232,7 +240,7 @@ pub async fn run(
         ledger,
         ack_wait: config.intake.ack_wait,
         on_ambiguous: config.retry.on_ambiguous,
-        callbacks: callback_index,
+        callbacks: callback_index.clone(),
     });
     let poller = tracking::Poller {
         consumer: streams.tracking,
@@ -240,6 +248,7 @@ pub async fn run(
         events,
         cfg: config.tracking.clone(),
         metrics: metrics.clone(),
+        callbacks: callback_index.clone(),
     };
     let backlog = tokio::spawn(intake::observe_backlog(
         streams.intake_observed.clone(),
@@ -302,9 +311,11 @@ pub async fn run(
     if !intake::drain(&slots, config.shutdown.grace).await {
         tracing::warn!("the grace period ended with requests in flight; JetStream redelivers them");
     }
-    let _ = poller.await;
-    let _ = balances.await;
-    let _ = backlog.await;
+    // The background loops stop at the signal; one still waiting on NATS is cut off after the grace.
+    let background = futures::future::join3(poller, balances, backlog);
+    if tokio::time::timeout(config.shutdown.grace, background).await.is_err() {
+        tracing::warn!("background work (tracking, balances) did not stop within the grace period");
+    }
     if let Err(e) = client.flush().await {
         tracing::warn!(error = %e, "could not flush the NATS connection");
     }

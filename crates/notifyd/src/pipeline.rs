@@ -250,38 +250,28 @@ impl Pipeline {
                 ev.attempt = Some(*attempt);
                 self.metrics.segments.with_label_values(&[provider]).inc_by(u64::from(req.info.segments));
                 batch.publish(&ev, format!("{id}/{to}/sent")).await;
-                let polled = self.providers.get(provider).is_some_and(|p| p.supports(Op::Status));
+                // Every sent recipient gets a tracking entry: it is polled when the provider can be
+                // polled, and in any case ends `unknown` when the window closes without a final status.
+                let entry = tracking::Entry {
+                    id: id.to_owned(),
+                    to: to.to_owned(),
+                    provider: provider.clone(),
+                    reference: tracking.clone(),
+                    provider_message_id: provider_message_id.clone(),
+                    segments: req.info.segments,
+                    encoding: req.info.encoding.as_str().to_owned(),
+                    attempt: *attempt,
+                    // A message the provider holds until `send_at` is tracked from then on.
+                    sent_at_ms: tracking::now_unix_ms()
+                        .max(req.send_at.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)),
+                    tags: req.tags.as_deref().cloned(),
+                };
                 let pushed = self.providers.get(provider).is_some_and(|p| p.supports(Op::Callback));
-                if polled || (pushed && self.callbacks.is_some()) {
-                    let entry = tracking::Entry {
-                        id: id.to_owned(),
-                        to: to.to_owned(),
-                        provider: provider.clone(),
-                        reference: tracking.clone(),
-                        provider_message_id: provider_message_id.clone(),
-                        segments: req.info.segments,
-                        encoding: req.info.encoding.as_str().to_owned(),
-                        attempt: *attempt,
-                        // A message the provider holds until `send_at` is tracked from then on.
-                        sent_at_ms: tracking::now_unix_ms()
-                            .max(req.send_at.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)),
-                        tags: req.tags.as_deref().cloned(),
-                    };
-                    if let (true, Some(index)) = (pushed, &self.callbacks) {
-                        let mut delay = Duration::from_millis(50);
-                        while let Err(e) = index.register(entry.clone()).await {
-                            tracing::warn!(request = %id, error = %e, "cannot index a sent message for callbacks yet; retrying");
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(5));
-                        }
-                    }
-                    if polled {
-                        let subject = tracking::subject(&self.prefix);
-                        batch
-                            .publish_raw(subject, format!("{id}/{to}/track"), tracking::encode(&entry))
-                            .await;
-                    }
+                if let (true, Some(index)) = (pushed, &self.callbacks) {
+                    index.register_or_give_up(entry.clone()).await;
                 }
+                let subject = tracking::subject(&self.prefix);
+                batch.publish_raw(subject, format!("{id}/{to}/track"), tracking::encode(&entry)).await;
             }
             State::Done { status, provider, attempt, code, message, provider_code, retryable } => {
                 let status = Status::parse(status).unwrap_or(Status::Failed);

@@ -80,6 +80,8 @@ pub struct Poller {
     pub events: Events,
     pub cfg: TrackingConfig,
     pub metrics: Metrics,
+    /// The delivery-report index, to tell whether a pushed report already ended a recipient.
+    pub callbacks: Option<crate::callbacks::Index>,
 }
 
 impl Poller {
@@ -119,6 +121,16 @@ impl Poller {
         Duration::from_millis((slot - now_ms()).max(0) as u64)
     }
 
+    /// Whether a delivery report already gave this recipient a final status (if the index cannot
+    /// be read now, assume not: an `unknown` after a real final status is folded by consumers
+    /// that track per recipient).
+    async fn ended_by_callback(&self, entry: &Entry) -> bool {
+        match &self.callbacks {
+            Some(index) => index.is_final(entry).await.unwrap_or(false),
+            None => false,
+        }
+    }
+
     async fn handle(&self, messages: Vec<jetstream::Message>) {
         let now = now_ms();
         let mut due: HashMap<String, Vec<(jetstream::Message, Entry)>> = HashMap::new();
@@ -136,10 +148,18 @@ impl Poller {
             // Negative for a message the provider holds until a later `send_at`.
             let elapsed_ms = now - entry.sent_at_ms;
             let elapsed = Duration::from_millis(elapsed_ms.max(0) as u64);
+            let polled = self.providers.get(&entry.provider).is_some_and(|p| p.supports(Op::Status));
             if elapsed >= self.cfg.window {
+                if !polled && self.ended_by_callback(&entry).await {
+                    done.push(msg);
+                    continue;
+                }
                 let ev = tracked_event(&entry, Status::Unknown);
                 batch.publish(&ev, format!("{}/{}/unknown", entry.id, entry.to)).await;
                 done.push(msg);
+            } else if !polled {
+                // Nothing to ask: wait for the window to close (a pushed report may end it first).
+                let _ = msg.ack_with(AckKind::Nak(Some(self.aligned(self.cfg.window - elapsed)))).await;
             } else if elapsed_ms < self.cfg.first_poll.as_millis() as i64 {
                 let wait =
                     Duration::from_millis((self.cfg.first_poll.as_millis() as i64 - elapsed_ms) as u64);

@@ -20,12 +20,19 @@ async fn gateway() -> MockHttp {
 }
 
 fn config(mock: &MockHttp, callback_port: u16) -> String {
+    config_with(mock, callback_port, "")
+}
+
+fn config_with(mock: &MockHttp, callback_port: u16, extra: &str) -> String {
     format!(
         r#"
 [nats]
 url = "{{nats}}"
 [metrics]
 listen = "{{metrics}}"
+[balance]
+interval = "0s"
+{extra}
 [callbacks]
 listen = "127.0.0.1:{callback_port}"
 [[providers]]
@@ -113,4 +120,29 @@ async fn a_report_that_overtakes_its_send_is_applied_when_the_send_is_recorded()
     events.status("cb-2", Some("447700900123"), "sent").await;
     let delivered = events.status("cb-2", Some("447700900123"), "delivered").await;
     assert_eq!(delivered["provider_message_id"], "77001");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_without_a_report_ends_unknown_when_the_window_closes() {
+    let nats = NatsServer::start();
+    let mock = gateway().await;
+    let port = free_port();
+    let _daemon = Daemon::start(&nats, &config_with(&mock, port, "[tracking]\nwindow = \"2s\""));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+
+    publish(&client, json!({"id": "cb-3", "to": ["447700900123", "447700900124"], "text": "hi"}).to_string())
+        .await;
+    events.status("cb-3", Some("447700900124"), "sent").await;
+    let report = tokio::task::spawn_blocking(move || {
+        http_post_form(port, "/callbacks/intelli/t0ken", "msgid=77001&status=4&toaddr=447700900123").unwrap()
+    });
+    assert_eq!(report.await.unwrap().0, 200);
+    events.status("cb-3", Some("447700900123"), "delivered").await;
+    let unknown = events.status("cb-3", Some("447700900124"), "unknown").await;
+    assert_eq!(unknown["provider_message_id"], "77001");
+    events.drain_for(Duration::from_secs(1)).await;
+    let after_delivered =
+        events.seen.iter().filter(|e| e["to"] == "447700900123" && e["status"] == "unknown").count();
+    assert_eq!(after_delivered, 0, "a recipient a report ended does not end unknown too");
 }

@@ -173,3 +173,15 @@ async fn a_plugin_panic_fails_only_its_message_and_the_daemon_keeps_serving() {
         r#"notifyd_provider_requests_total{operation="send",provider="sandbox",result="plugin_error"} 1"#
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_server_urls_is_accepted() {
+    let nats = NatsServer::start();
+    let dead = format!("nats://127.0.0.1:{}", common::free_port());
+    let config = SANDBOX_CONFIG.replace("url = \"{nats}\"", &format!("url = \"{dead}, {{nats}}\""));
+    let _daemon = Daemon::start(&nats, &config);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+    publish(&client, json!({"id": "urls-1", "to": "4915171112233", "text": "hi"}).to_string()).await;
+    events.status("urls-1", Some("4915171112233"), "sent").await;
+}
