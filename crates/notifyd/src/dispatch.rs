@@ -74,6 +74,10 @@ pub struct Dispatcher {
     ledger: Ledger,
 }
 
+/// What one call said about one recipient: its result, or the error and whether the attempt was
+/// ambiguous (the provider may have acted on it).
+type Answer = Result<RecipientResult, (ProviderError, bool)>;
+
 /// Per-recipient bookkeeping while it moves along its route.
 struct Pending {
     number: PhoneNumber,
@@ -155,7 +159,7 @@ impl Dispatcher {
 
     /// Tells the provider's breaker how a call went: failed when every recipient got a
     /// retryable error (the provider, not the messages, is the problem).
-    fn judge(&self, index: usize, answers: &[(Pending, Result<RecipientResult, (ProviderError, bool)>)]) {
+    fn judge(&self, index: usize, answers: &[(Pending, Answer)]) {
         let failed =
             !answers.is_empty() && answers.iter().all(|(_, a)| matches!(a, Err((e, _)) if e.retryable));
         let breaker = &self.breakers[index];
@@ -326,7 +330,7 @@ impl Dispatcher {
         req: &Request,
         provider: &Provider,
         chunk: Vec<Pending>,
-    ) -> Vec<(Pending, Result<RecipientResult, (ProviderError, bool)>)> {
+    ) -> Vec<(Pending, Answer)> {
         let input = SendInput {
             id: req.id.to_string(),
             to: chunk.iter().map(|p| p.number.as_str().to_owned()).collect(),

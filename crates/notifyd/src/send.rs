@@ -98,6 +98,12 @@ pub async fn send(config: &Config, s: Send) -> Result<(), crate::Error> {
             finals.insert(to.to_owned(), st);
         }
         if finals.len() >= expected {
+            let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+            for st in finals.values() {
+                *counts.entry(st.as_str()).or_default() += 1;
+            }
+            let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            println!("done: {}", summary.join(", "));
             return Ok(());
         }
     }

@@ -185,3 +185,35 @@ async fn a_list_of_server_urls_is_accepted() {
     publish(&client, json!({"id": "urls-1", "to": "4915171112233", "text": "hi"}).to_string()).await;
     events.status("urls-1", Some("4915171112233"), "sent").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_command_follows_a_request_to_its_final_statuses() {
+    let nats = NatsServer::start();
+    let daemon = Daemon::start(&nats, SANDBOX_CONFIG);
+    let config = daemon.dir.path().join("notifyd.toml");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
+            .args([
+                "send",
+                "--to",
+                "+4915171112233,4915100000009,12",
+                "--text",
+                "hello",
+                "--wait",
+                "--timeout",
+                "30s",
+            ])
+            .arg("--config")
+            .arg(config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().any(|l| l.starts_with("delivered") && l.contains("4915171112233")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("rejected") && l.contains("4915100000009")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("rejected") && l.contains("12 ")), "{stdout}");
+    assert!(stdout.contains("done: 1 delivered, 2 rejected"), "{stdout}");
+}
