@@ -111,7 +111,12 @@ fn event(i: usize, status: &str) -> bytes::Bytes {
 }
 
 /// The contract bus consumer: notifyd's NATS operations per request and nothing else.
-pub async fn contract(url: &str, in_flight: usize) -> Result<(), String> {
+///
+/// With `as_notifyd`, it also does what notifyd does today beyond the contract, to price it: two
+/// more ledger reads (the re-read inside each `Ledger::record`), a tracking entry published into
+/// `NOTIFY_SMS_TRACKING`, and a poller that fetches those entries and hands each back (`NAK` with a
+/// delay), as `tracking::Poller` does before the first poll is due.
+pub async fn contract(url: &str, in_flight: usize, as_notifyd: bool) -> Result<(), String> {
     let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
     let js = jetstream::new(client.clone());
     js.get_or_create_stream(stream::Config {
@@ -136,6 +141,46 @@ pub async fn contract(url: &str, in_flight: usize) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let consumer = intake(&js).await?;
+    if as_notifyd {
+        let tracking = js
+            .get_or_create_stream(stream::Config {
+                name: "NOTIFY_SMS_TRACKING".into(),
+                subjects: vec!["notify.sms.track".into()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::WorkQueue,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let poller = tracking
+            .get_or_create_consumer(
+                "notifyd_tracking",
+                consumer::pull::Config {
+                    durable_name: Some("notifyd_tracking".into()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_deliver: -1,
+                    max_ack_pending: -1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            loop {
+                let Ok(batch) = poller.fetch().max_messages(1000).expires(Duration::from_secs(1)).messages().await
+                else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                let messages: Vec<_> = batch.filter_map(|m| async { m.ok() }).collect().await;
+                for m in messages {
+                    let _ = m.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(3600)))).await;
+                }
+            }
+        });
+    }
     ready();
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let mut messages = consumer
@@ -161,14 +206,30 @@ pub async fn contract(url: &str, in_flight: usize) -> Result<(), String> {
             let accepted = publish("accepted").await;
             let key = format!("req.b{i}");
             let _ = ledger.entry(key.as_str()).await;
+            if as_notifyd {
+                let _ = ledger.entry(key.as_str()).await;
+            }
             let begun = format!(r#"{{"v":1,"r":{{"{to}":{{"s":"begun","owner":"js:{i}","at":1795295100123}}}}}}"#);
             let revision = ledger.create(&key, begun.into()).await.unwrap_or(0);
             let done = format!(
                 r#"{{"v":1,"r":{{"{to}":{{"s":"sent","provider":"smsc","provider_message_id":"{i}","tracking":"{i}:{to}","attempt":1}}}}}}"#
             );
+            if as_notifyd {
+                let _ = ledger.entry(key.as_str()).await;
+            }
             let _ = ledger.update(&key, done.into(), revision).await;
             let sent = publish("sent").await;
-            for ack in [accepted, sent].into_iter().flatten() {
+            let track = if as_notifyd {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("b{i}/{to}/track").as_str());
+                let entry = format!(
+                    r#"{{"id":"b{i}","to":"{to}","provider":"smsc","ref":"{i}:{to}","provider_message_id":"{i}","segments":1,"encoding":"gsm7","attempt":1,"sent_at_ms":1795295100123}}"#
+                );
+                js.publish_with_headers("notify.sms.track", headers, entry.into()).await.ok()
+            } else {
+                None
+            };
+            for ack in [accepted, sent].into_iter().flatten().chain(track) {
                 let _ = ack.await;
             }
             let _ = msg.ack().await;

@@ -40,8 +40,10 @@ struct Cli {
     /// Skip the three ceilings.
     #[arg(long)]
     no_ceilings: bool,
-    /// Measure only one ceiling (no daemon).
-    #[arg(long, value_parser = ["bare", "contract", "http"])]
+    /// Measure only one ceiling (no daemon); `contract-as-notifyd` is the contract bus plus the NATS
+    /// operations notifyd does beyond the contract (two ledger re-reads, the tracking entry and
+    /// its fetch + NAK), to price them.
+    #[arg(long, value_parser = ["bare", "contract", "contract-as-notifyd", "http"])]
     only_ceiling: Option<String>,
     /// Run a matrix instead: `quick` (10k and 100k) or `full` (10k, 100k and 1M).
     #[arg(long, value_parser = ["quick", "full"])]
@@ -95,17 +97,19 @@ enum WorkerCmd {
         n: usize,
         #[arg(long, default_value_t = 1000)]
         in_flight: usize,
+        #[arg(long)]
+        as_notifyd: bool,
     },
 }
 
 fn main() {
     let cli = Cli::parse();
-    if let Some(WorkerCmd::Worker { kind, nats, url, n, in_flight }) = &cli.worker {
+    if let Some(WorkerCmd::Worker { kind, nats, url, n, in_flight, as_notifyd }) = &cli.worker {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
         let result = rt.block_on(async {
             match Kind::parse(kind) {
                 Some(Kind::Bare) => ceilings::bare(nats, *in_flight).await,
-                Some(Kind::Contract) => ceilings::contract(nats, *in_flight).await,
+                Some(Kind::Contract) => ceilings::contract(nats, *in_flight, *as_notifyd).await,
                 Some(Kind::Http) => ceilings::http(url, *n, *in_flight).await,
                 None => Err(format!("unknown worker {kind}")),
             }
@@ -146,6 +150,8 @@ fn main() {
         if let Some(suite) = &cli.suite {
             let sizes: &[usize] = if suite == "full" { &[10_000, 100_000, 1_000_000] } else { &[10_000, 100_000] };
             notifyd_bench::suite(&opts, sizes, cli.ceiling_cap).await
+        } else if cli.only_ceiling.as_deref() == Some("contract-as-notifyd") {
+            notifyd_bench::single(&opts, Target::ContractAsNotifyd, cli.n, cli.rate, false).await
         } else if let Some(kind) = cli.only_ceiling.as_deref().and_then(Kind::parse) {
             notifyd_bench::single(&opts, Target::Ceiling(kind), cli.n, cli.rate, false).await
         } else {

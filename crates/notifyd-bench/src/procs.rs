@@ -30,6 +30,17 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / clk_tck()
 }
 
+/// CPU seconds the whole machine spent busy (all CPUs, from `/proc/stat`), to tell how much
+/// other processes took during a measurement.
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0.0 };
+    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
+    busy / clk_tck()
+}
+
 /// A `kB` line of `/proc/<pid>/status` (`VmHWM`, `VmRSS`), in MiB.
 pub fn status_mib(pid: u32, key: &str) -> f64 {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0.0 };

@@ -42,6 +42,8 @@ pub struct Options {
 pub enum Target {
     Notifyd { mode: Mode, replicas: usize },
     Ceiling(Kind),
+    /// The contract bus ceiling plus notifyd's NATS operations beyond the contract.
+    ContractAsNotifyd,
 }
 
 impl Target {
@@ -52,6 +54,7 @@ impl Target {
             Target::Ceiling(Kind::Bare) => "ceiling: bare bus".into(),
             Target::Ceiling(Kind::Contract) => "ceiling: contract bus".into(),
             Target::Ceiling(Kind::Http) => "ceiling: HTTP".into(),
+            Target::ContractAsNotifyd => "contract + notifyd's extras".into(),
         }
     }
 }
@@ -88,6 +91,10 @@ pub struct Measurement {
     pub nats: Usage,
     /// The harness itself (load generator and mock).
     pub bench_cpu_s: f64,
+    /// CPU seconds of every other process on the machine meanwhile (other work disturbs the figures).
+    pub other_cpu_s: f64,
+    /// Wall time of the measurement (first publish → last `sent`), seconds.
+    pub wall_s: f64,
     pub varz: Varz,
     pub mock: Option<MockCounts>,
     /// `sent` events stored in the status stream at the end (notifyd and the contract ceiling).
@@ -101,6 +108,11 @@ impl Measurement {
     /// CPU seconds per 10k requests.
     pub fn per_10k(&self, cpu_s: f64) -> f64 {
         cpu_s / self.n.max(1) as f64 * 10_000.0
+    }
+
+    /// Cores used by other processes during the measurement.
+    pub fn other_load(&self) -> f64 {
+        if self.wall_s > 0.0 { self.other_cpu_s / self.wall_s } else { 0.0 }
     }
 
     pub fn complete(&self) -> bool {
@@ -203,6 +215,8 @@ fn from_load(target: Target, rate: Option<f64>, r: &LoadResult) -> Measurement {
         sut: Usage { cpu_s: 0.0, hwm_mib: 0.0 },
         nats: Usage { cpu_s: 0.0, hwm_mib: 0.0 },
         bench_cpu_s: 0.0,
+        other_cpu_s: 0.0,
+        wall_s: r.elapsed.as_secs_f64(),
         varz: Varz::default(),
         mock: None,
         stored_sent: None,
@@ -231,7 +245,8 @@ pub async fn measure(opts: &Options, target: Target, n: usize, rate: Option<f64>
     match target {
         Target::Notifyd { mode, replicas } => measure_notifyd(opts, mode, replicas, n, rate).await,
         Target::Ceiling(Kind::Http) => measure_http(opts, n).await,
-        Target::Ceiling(kind) => measure_bus(opts, kind, n, rate).await,
+        Target::Ceiling(kind) => measure_bus(opts, kind, false, n, rate).await,
+        Target::ContractAsNotifyd => measure_bus(opts, Kind::Contract, true, n, rate).await,
     }
 }
 
@@ -276,11 +291,13 @@ async fn measure_notifyd(
     let watches: Vec<Watch> = daemons.iter().map(|d| Watch::start(d.pid())).collect();
     let nats_watch = Watch::start(nats_pid);
     let bench0 = bench_cpu();
+    let busy0 = procs::machine_busy_seconds();
     let varz0 = Varz::read(monitor);
     let spec = load_spec(opts, n, rate, mode == Mode::Jetstream, replicas);
     let r = load::run(&client, &spec).await?;
     let varz = Varz::read(monitor).since(varz0);
     let bench_cpu_s = bench_cpu() - bench0;
+    let busy = procs::machine_busy_seconds() - busy0;
     let usages: Vec<Usage> = watches.iter().map(Watch::stop).collect();
     let nats_usage = nats_watch.stop();
     if let Some(mut p) = perf {
@@ -294,6 +311,7 @@ async fn measure_notifyd(
     };
     m.nats = nats_usage;
     m.bench_cpu_s = bench_cpu_s;
+    m.other_cpu_s = (busy - m.sut.cpu_s - m.nats.cpu_s - bench_cpu_s).max(0.0);
     m.varz = varz;
     m.stored_sent = stored_sent(&client).await;
     m.mock = Some(mock_counts(&mock));
@@ -310,21 +328,35 @@ async fn measure_notifyd(
     Ok(m)
 }
 
-async fn measure_bus(opts: &Options, kind: Kind, n: usize, rate: Option<f64>) -> Result<Measurement, String> {
+async fn measure_bus(
+    opts: &Options,
+    kind: Kind,
+    as_notifyd: bool,
+    n: usize,
+    rate: Option<f64>,
+) -> Result<Measurement, String> {
     let (nats, monitor, nats_pid) = start_nats();
-    let worker = Worker::start(opts, kind, &["--nats".into(), nats.url(), "--in-flight".into(), opts.in_flight.to_string()])?;
+    let mut args = vec!["--nats".into(), nats.url(), "--in-flight".into(), opts.in_flight.to_string()];
+    if as_notifyd {
+        args.push("--as-notifyd".into());
+    }
+    let worker = Worker::start(opts, kind, &args)?;
     let client = load::connect(&nats.url()).await?;
     let watch = Watch::start(worker.child.id());
     let nats_watch = Watch::start(nats_pid);
     let bench0 = bench_cpu();
+    let busy0 = procs::machine_busy_seconds();
     let varz0 = Varz::read(monitor);
     let r = load::run(&client, &load_spec(opts, n, rate, true, 1)).await?;
     let varz = Varz::read(monitor).since(varz0);
-    let mut m = from_load(Target::Ceiling(kind), rate, &r);
+    let busy = procs::machine_busy_seconds() - busy0;
+    let target = if as_notifyd { Target::ContractAsNotifyd } else { Target::Ceiling(kind) };
+    let mut m = from_load(target, rate, &r);
     m.bench_cpu_s = bench_cpu() - bench0;
     m.sut = watch.stop();
     m.nats = nats_watch.stop();
     m.varz = varz;
+    m.other_cpu_s = (busy - m.sut.cpu_s - m.nats.cpu_s - m.bench_cpu_s).max(0.0);
     if kind == Kind::Contract {
         m.stored_sent = stored_sent(&client).await;
     }
@@ -342,9 +374,11 @@ async fn measure_http(opts: &Options, n: usize) -> Result<Measurement, String> {
     )?;
     let watch = Watch::start(worker.child.id());
     let bench0 = bench_cpu();
+    let busy0 = procs::machine_busy_seconds();
     let line = worker.read_line();
     let usage = watch.stop();
     let bench_cpu_s = bench_cpu() - bench0;
+    let busy = procs::machine_busy_seconds() - busy0;
     let v: serde_json::Value =
         serde_json::from_str(&line).map_err(|e| format!("the HTTP worker answered {line:?}: {e}"))?;
     let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
@@ -364,6 +398,8 @@ async fn measure_http(opts: &Options, n: usize) -> Result<Measurement, String> {
         sut: usage,
         nats: Usage { cpu_s: 0.0, hwm_mib: 0.0 },
         bench_cpu_s,
+        other_cpu_s: (busy - usage.cpu_s - bench_cpu_s).max(0.0),
+        wall_s: f("elapsed_s"),
         varz: Varz::default(),
         mock: Some(mock_counts(&mock)),
         stored_sent: None,
@@ -392,6 +428,12 @@ pub fn describe(m: &Measurement) -> String {
     if let Some(rate) = m.rate {
         s.push_str(&format!("  (open loop at {rate:.0}/s)"));
     }
+    s.push_str(&format!(
+        "\n{:<26} {:.1} s; other processes used {:.2} cores meanwhile",
+        "",
+        m.wall_s,
+        m.other_load()
+    ));
     if m.varz.in_msgs > 0.0 {
         let n = m.n.max(1) as f64;
         s.push_str(&format!(
@@ -427,13 +469,13 @@ pub fn describe(m: &Measurement) -> String {
 /// The Markdown table of measurements.
 pub fn table(ms: &[Measurement]) -> String {
     let mut s = String::from(
-        "| run | N | rate | msgs/s | p50 ms | p99 ms | p999 ms | peak RSS MiB | CPU s/10k | nats-server CPU s/10k | NATS msgs in/out per req | lost |\n\
-         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| run | N | rate | msgs/s | p50 ms | p99 ms | p999 ms | peak RSS MiB | CPU s/10k | nats-server CPU s/10k | NATS msgs in/out per req | lost | other load |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for m in ms {
         let n = m.n.max(1) as f64;
         s.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {} | {} | {} | {:.2} |\n",
             m.target.label(),
             m.n,
             m.rate.map_or("max".to_owned(), |r| format!("{r:.0}/s")),
@@ -450,6 +492,7 @@ pub fn table(ms: &[Measurement]) -> String {
                 "-".into()
             },
             m.lost,
+            m.other_load(),
         ));
     }
     s

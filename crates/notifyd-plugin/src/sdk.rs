@@ -103,6 +103,29 @@ pub fn redact_values(message: &str) -> String {
     message.to_owned()
 }
 
+/// A credential from the settings (password, token): its `Debug` prints `***`, so a settings
+/// struct can derive `Debug` without leaking it.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place it goes: the request to the provider.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// Joins a base URL (which may carry a path prefix, with or without a trailing `/`) and a path.
 pub fn join_url(base: &str, path: &str) -> String {
     format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
@@ -461,7 +484,9 @@ mod tests {
         assert!(!e.message.contains("12345678"), "{}", e.message);
         assert!(e.message.contains("invalid type: integer, expected a string"), "{}", e.message);
         assert_eq!(
-            redact_values(r#"invalid type: string "4915171112233, expected", expected u32 at line 1 column 9"#),
+            redact_values(
+                r#"invalid type: string "4915171112233, expected", expected u32 at line 1 column 9"#
+            ),
             "invalid type: string, expected u32 at line 1 column 9"
         );
         let e = parse_settings::<S>(&init(serde_json::json!({"pasword": "x"}))).unwrap_err();

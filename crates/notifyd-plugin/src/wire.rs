@@ -127,6 +127,25 @@ pub struct ErrorDoc {
     pub error: ProviderError,
 }
 
+/// The normalised error codes (SPEC §2); `ProviderError::code` is one of them.
+pub const ERROR_CODES: &[&str] = &[
+    "invalid_request",
+    "invalid_recipient",
+    "blocked_recipient",
+    "invalid_sender",
+    "content_rejected",
+    "auth",
+    "insufficient_funds",
+    "throttled",
+    "duplicate",
+    "unavailable",
+    "timeout",
+    "route_closed",
+    "expired",
+    "plugin_error",
+    "internal",
+];
+
 /// A classified error: the normalised code, a sentence for people, and the provider's own code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderError {

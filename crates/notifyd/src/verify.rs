@@ -15,24 +15,6 @@ use notifyd_plugin::wire::{
 use std::path::Path;
 use std::sync::Arc;
 
-const KNOWN_CODES: &[&str] = &[
-    "invalid_request",
-    "invalid_recipient",
-    "blocked_recipient",
-    "invalid_sender",
-    "content_rejected",
-    "auth",
-    "insufficient_funds",
-    "throttled",
-    "duplicate",
-    "unavailable",
-    "timeout",
-    "route_closed",
-    "expired",
-    "plugin_error",
-    "internal",
-];
-
 /// The report of a verification: one line per check.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -165,7 +147,7 @@ fn parse_send(rc: i32, body: &[u8]) -> Result<Step<SendResult>, String> {
                     }
                     SendResult::Failed { error } => vec![error.code.as_str()],
                 };
-                if let Some(bad) = codes.iter().find(|c| !KNOWN_CODES.contains(c)) {
+                if let Some(bad) = codes.iter().find(|c| !notifyd_plugin::wire::ERROR_CODES.contains(c)) {
                     return Err(format!("unknown error code {bad:?}"));
                 }
             }

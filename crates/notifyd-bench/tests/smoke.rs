@@ -1,0 +1,82 @@
+//! The benchmark in small (N = 2000), as a CI smoke check: every piece of the harness runs end to
+//! end and no request is lost. Speed is not asserted (CI machines vary); the figures are printed.
+//!
+//! The daemon and the plugin are built in the profile of this test (`cargo test` → debug, which
+//! `cargo test --workspace` has mostly built already; `cargo test --release` → release), so CI
+//! does not pay for a second, optimised build of the daemon.
+
+use notifyd_bench::ceilings::Kind;
+use notifyd_bench::daemon::Mode;
+use notifyd_bench::run::{Measurement, Options, Target, describe, measure};
+use std::time::Duration;
+
+const N: usize = 2000;
+
+fn options() -> Options {
+    let (notifyd, plugin) =
+        notifyd_bench::binaries(!cfg!(debug_assertions), true).expect("build the daemon and the smsc plugin");
+    Options {
+        notifyd,
+        plugin,
+        self_exe: env!("CARGO_BIN_EXE_notifyd-bench").into(),
+        in_flight: 200,
+        window: None,
+        stall: Duration::from_secs(30),
+        wrapper: Vec::new(),
+        perf: None,
+        log_filter: "warn".into(),
+    }
+}
+
+fn assert_complete(m: &Measurement) {
+    println!("{}", describe(m));
+    assert_eq!(m.n, N);
+    assert_eq!((m.lost, m.failures, m.duplicate_events), (0, 0, 0), "every request once, and only `sent`");
+    assert!(m.throughput > 0.0 && m.p50_ms.is_finite(), "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifyd_sends_every_request_once_in_both_intake_modes() {
+    let opts = options();
+    for target in [
+        Target::Notifyd { mode: Mode::Jetstream, replicas: 1 },
+        Target::Notifyd { mode: Mode::Core, replicas: 1 },
+    ] {
+        let m = measure(&opts, target, N, None).await.expect("the run completes");
+        assert_complete(&m);
+        let mock = m.mock.expect("the mock counted");
+        assert_eq!(mock.sends, N as u64, "the mock saw exactly {N} sends");
+        assert_eq!((mock.distinct, mock.duplicates), (N as u64, 0), "each request sent once");
+        assert_eq!(mock.refused, 0);
+        assert_eq!(m.stored_sent, Some(N as u64), "every `sent` event is stored in the status stream");
+        assert!(m.sut.hwm_mib > 0.0 && m.sut.cpu_s > 0.0, "the daemon's usage is read from /proc");
+        assert!(m.varz.in_msgs >= N as f64, "nats-server's counters are read");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ceilings_complete() {
+    let opts = options();
+    for kind in [Kind::Bare, Kind::Contract, Kind::Http] {
+        let m = measure(&opts, Target::Ceiling(kind), N, None).await.expect("the ceiling run completes");
+        assert_complete(&m);
+        if kind == Kind::Contract {
+            assert_eq!(m.stored_sent, Some(N as u64));
+        }
+        if kind == Kind::Http {
+            assert_eq!(m.mock.expect("the mock counted").sends, N as u64);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_run_keeps_its_rate() {
+    let opts = options();
+    let rate = 1000.0;
+    let m = measure(&opts, Target::Notifyd { mode: Mode::Jetstream, replicas: 2 }, N, Some(rate))
+        .await
+        .expect("the run completes");
+    assert_complete(&m);
+    // N requests at 1000/s take about 2 s; the last `sent` cannot come before the last is due.
+    assert!(m.throughput <= rate * 1.05, "open loop publishes no faster than asked: {}", m.throughput);
+}
