@@ -283,36 +283,14 @@ pub async fn serve(
             })
             .collect(),
     );
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "callback listener failed to accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let handler = move |req: Request<Incoming>| {
         let (providers, endpoints, index) = (providers.clone(), endpoints.clone(), index.clone());
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (providers, endpoints, index) = (providers.clone(), endpoints.clone(), index.clone());
-                async move { Ok::<_, std::convert::Infallible>(handle(req, &providers, &endpoints, &index).await) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-        });
-    }
+        async move { handle(req, &providers, &endpoints, &index).await }
+    };
+    crate::httpd::serve(listener, "callbacks", handler, shutdown).await;
 }
 
-fn answer(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r
-}
+use crate::httpd::text as answer;
 
 async fn handle(
     req: Request<Incoming>,

@@ -25,18 +25,53 @@ use tokio::sync::{Semaphore, watch};
 pub struct Streams {
     /// The intake stream's creation time (unix seconds), part of generated request ids.
     pub intake_created: i64,
+    /// The intake consumer (JetStream mode).
     pub intake: Option<consumer::PullConsumer>,
     pub tracking: consumer::PullConsumer,
-    /// Handles for reading the consumers' backlog (see [`observe_backlog`]).
-    pub intake_observed: Option<consumer::PullConsumer>,
-    pub tracking_observed: consumer::PullConsumer,
 }
 
-/// Ensures the intake stream (JetStream mode), the status stream, the tracking stream, and their
+/// A file-backed work-queue stream on `subject` and its durable pull consumer, shared by every
+/// replica: each message goes to one replica and is redelivered `ack_wait` after one dies.
+async fn work_queue(
+    js: &jetstream::Context,
+    name: &str,
+    subject: String,
+    consumer: &str,
+    ack_wait: Duration,
+) -> Result<(stream::Stream, consumer::PullConsumer), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot set up the JetStream stream {name}: {e}");
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: name.to_owned(),
+            subjects: vec![subject],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::WorkQueue,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| fail(&e))?;
+    let consumer = stream
+        .get_or_create_consumer(
+            consumer,
+            consumer::pull::Config {
+                durable_name: Some(consumer.to_owned()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_deliver: -1,
+                max_ack_pending: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| fail(&e))?;
+    Ok((stream, consumer))
+}
+
+/// Ensures the status stream, the tracking stream, the intake stream (JetStream mode), and their
 /// consumers.
 pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<Streams, String> {
     let prefix = &cfg.nats.subject_prefix;
-    let fail = |what: &str, e: &dyn std::fmt::Display| format!("cannot set up the JetStream {what}: {e}");
     js.get_or_create_stream(stream::Config {
         name: cfg.intake.status_stream.clone(),
         subjects: vec![format!("{prefix}.sms.status.>")],
@@ -47,78 +82,29 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<Str
         ..Default::default()
     })
     .await
-    .map_err(|e| fail("status stream", &e))?;
+    .map_err(|e| format!("cannot set up the JetStream stream {}: {e}", cfg.intake.status_stream))?;
 
-    let mut tracking_stream = js
-        .get_or_create_stream(stream::Config {
-            name: cfg.intake.tracking_stream.clone(),
-            subjects: vec![tracking::subject(prefix)],
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::WorkQueue,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| fail("tracking stream", &e))?;
-    let tracking = tracking_stream
-        .get_or_create_consumer(
-            "notifyd_tracking",
-            consumer::pull::Config {
-                durable_name: Some("notifyd_tracking".into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: cfg.intake.ack_wait,
-                max_deliver: -1,
-                max_ack_pending: -1,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| fail("tracking consumer", &e))?;
-    let _ = tracking_stream.info().await;
-
+    let (_, tracking) = work_queue(
+        js,
+        &cfg.intake.tracking_stream,
+        tracking::subject(prefix),
+        "notifyd_tracking",
+        cfg.intake.ack_wait,
+    )
+    .await?;
     if cfg.intake.mode == IntakeMode::Core {
-        let tracking_observed = tracking.clone();
-        return Ok(Streams {
-            intake_created: 0,
-            intake: None,
-            tracking,
-            intake_observed: None,
-            tracking_observed,
-        });
+        return Ok(Streams { intake_created: 0, intake: None, tracking });
     }
-    let mut intake_stream = js
-        .get_or_create_stream(stream::Config {
-            name: cfg.intake.stream.clone(),
-            subjects: vec![cfg.send_subject()],
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::WorkQueue,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
+    let (mut intake_stream, intake) =
+        work_queue(js, &cfg.intake.stream, cfg.send_subject(), &cfg.intake.consumer, cfg.intake.ack_wait)
+            .await?;
+    let created = intake_stream
+        .info()
         .await
-        .map_err(|e| fail("intake stream", &e))?;
-    let created = intake_stream.info().await.map_err(|e| fail("intake stream", &e))?.created.unix_timestamp();
-    let intake = intake_stream
-        .get_or_create_consumer(
-            &cfg.intake.consumer,
-            consumer::pull::Config {
-                durable_name: Some(cfg.intake.consumer.clone()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: cfg.intake.ack_wait,
-                max_deliver: -1,
-                max_ack_pending: -1,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| fail("intake consumer", &e))?;
-    Ok(Streams {
-        intake_created: created,
-        intake_observed: Some(intake.clone()),
-        intake: Some(intake),
-        tracking_observed: tracking.clone(),
-        tracking,
-    })
+        .map_err(|e| format!("cannot read the JetStream stream {}: {e}", cfg.intake.stream))?
+        .created
+        .unix_timestamp();
+    Ok(Streams { intake_created: created, intake: Some(intake), tracking })
 }
 
 /// Every 5 s, reads the consumers' backlog into `notifyd_intake_pending_messages`,

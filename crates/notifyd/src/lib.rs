@@ -14,6 +14,7 @@ pub mod config;
 pub mod dispatch;
 pub mod events;
 pub mod http;
+pub mod httpd;
 pub mod intake;
 pub mod ledger;
 pub mod metrics;
@@ -243,7 +244,7 @@ pub async fn run(
         callbacks: callback_index.clone(),
     });
     let poller = tracking::Poller {
-        consumer: streams.tracking,
+        consumer: streams.tracking.clone(),
         providers: providers.clone(),
         events,
         cfg: config.tracking.clone(),
@@ -251,8 +252,8 @@ pub async fn run(
         callbacks: callback_index.clone(),
     };
     let backlog = tokio::spawn(intake::observe_backlog(
-        streams.intake_observed.clone(),
-        streams.tracking_observed.clone(),
+        streams.intake.clone(),
+        streams.tracking.clone(),
         metrics.clone(),
         stop_rx.clone(),
     ));
