@@ -16,7 +16,8 @@ STREAM=${STREAM:-NOTIFY_SMS}                    # [intake] stream
 STATUS_STREAM=${STATUS_STREAM:-NOTIFY_SMS_STATUS}        # [intake] status_stream
 TRACKING_STREAM=${TRACKING_STREAM:-NOTIFY_SMS_TRACKING}  # [intake] tracking_stream
 LEDGER=${LEDGER:-notifyd_ledger}                # [intake] ledger_bucket
-TRACKING_WINDOW=${TRACKING_WINDOW:-48h}         # [tracking] window
+
+CALLBACK_TTL=${CALLBACK_TTL:-49h}               # [tracking] window + 1h
 REPLICAS=${REPLICAS:-3}
 
 case "${1:-create}" in
@@ -34,8 +35,9 @@ create)
     nats kv add "$LEDGER" --history 1 --ttl 168h --storage file --replicas "$REPLICAS" \
         --description "notifyd idempotency ledger: one record per request"
     # Delivery-report index, used when [callbacks] listen is set; about 1 KiB per stored report
-    # ([callbacks] max_unmatched, default 100000).
-    nats kv add "${LEDGER}_callbacks" --history 1 --ttl "$TRACKING_WINDOW" --storage file \
+    # ([callbacks] max_unmatched, default 100000). Kept an hour past the tracking window, as
+    # notifyd creates it: tracking checks it when the window closes.
+    nats kv add "${LEDGER}_callbacks" --history 1 --ttl "$CALLBACK_TTL" --storage file \
         --replicas "$REPLICAS" --max-bucket-size 102400000 \
         --description "notifyd delivery-report index: provider message id -> recipients"
     ;;

@@ -156,7 +156,7 @@ impl Index {
         Ok(())
     }
 
-    /// [`Index::register`], retried a few times over about 5 s; if the index still cannot be
+    /// [`Index::register`], retried a few times over about 6 s; if the index still cannot be
     /// written (NATS down, bucket full), the send goes on without it: a report for it is then
     /// stored as unmatched, and tracking ends it `unknown` when the window closes.
     pub async fn register_or_give_up(&self, entry: Entry) {

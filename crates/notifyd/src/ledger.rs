@@ -4,7 +4,8 @@
 //! One key per request in a JetStream key-value bucket shared by every replica
 //! (`intake.ledger_bucket`), holding each recipient's state: `begun` (written before the provider
 //! is called), `sent` (with the provider's ids) or `done` (rejected/failed, with the error). Per
-//! request that is one read and two compare-and-set writes, whatever the number of recipients.
+//! request that is one read, one `begun` write, and one compare-and-set write per provider call
+//! that decides recipients (usually one), whatever the number of recipients.
 //!
 //! A redelivered request reads the ledger first: `sent` and `done` recipients are not sent again
 //! (their events are published again, and the status stream folds them by message id); a `begun`

@@ -147,14 +147,15 @@ fn server_version_supported(version: &str) -> bool {
 }
 
 /// A URL with any `user:password@` removed, for messages.
-fn redact_url(url: &str) -> String {
-    match url
+fn redact_url(urls: &str) -> String {
+    let one = |url: &str| match url
         .split_once("://")
-        .and_then(|(scheme, rest)| rest.split_once('@').map(|(_, host)| (scheme, host)))
+        .and_then(|(scheme, rest)| rest.rsplit_once('@').map(|(_, host)| (scheme, host)))
     {
         Some((scheme, host)) => format!("{scheme}://***@{host}"),
         None => url.to_owned(),
-    }
+    };
+    urls.split(',').map(|u| one(u.trim())).collect::<Vec<_>>().join(",")
 }
 
 /// Runs the daemon until `shutdown` resolves, then drains: stops taking requests, lets those in
@@ -305,20 +306,23 @@ pub async fn run(
     );
 
     shutdown.await;
+    let deadline = tokio::time::Instant::now() + config.shutdown.grace;
     tracing::info!(grace = ?config.shutdown.grace, "shutting down: no new requests; finishing those in flight");
     ready.intake.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let _ = intake.await;
-    if !intake::drain(&slots, config.shutdown.grace).await {
+    if !intake::drain(&slots, deadline.saturating_duration_since(tokio::time::Instant::now())).await {
         tracing::warn!("the grace period ended with requests in flight; JetStream redelivers them");
     }
     // The background loops stop at the signal; one still waiting on NATS is cut off after the grace.
     let background = futures::future::join3(poller, balances, backlog);
-    if tokio::time::timeout(config.shutdown.grace, background).await.is_err() {
+    if tokio::time::timeout_at(deadline, background).await.is_err() {
         tracing::warn!("background work (tracking, balances) did not stop within the grace period");
     }
-    if let Err(e) = client.flush().await {
-        tracing::warn!(error = %e, "could not flush the NATS connection");
+    match tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not flush the NATS connection"),
+        Err(_) => tracing::warn!("could not flush the NATS connection within 2s"),
     }
     let _ = server.await;
     if let Some(s) = callback_server {
@@ -342,5 +346,6 @@ mod tests {
     fn credentials_are_cut_from_urls() {
         assert_eq!(super::redact_url("nats://u:p@host:4222"), "nats://***@host:4222");
         assert_eq!(super::redact_url("nats://host:4222"), "nats://host:4222");
+        assert_eq!(super::redact_url("nats://a:4222, nats://u:p@b:4222"), "nats://a:4222,nats://***@b:4222");
     }
 }

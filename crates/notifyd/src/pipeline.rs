@@ -237,8 +237,8 @@ impl Pipeline {
         ev
     }
 
-    /// Publishes the event of a decided recipient (and its tracking entry when it was sent to a
-    /// provider that can be polled).
+    /// Publishes the event of a decided recipient (and, when it was sent, its tracking entry and
+    /// its place in the callback index).
     async fn publish_decided(&self, batch: &mut Batch, req: &Request, to: &str, state: &State) {
         match state {
             State::Sent { provider, provider_message_id, tracking, attempt } => {

@@ -1,13 +1,14 @@
-//! Delivery status tracking by polling, kept in NATS rather than in one process's memory.
+//! Delivery status tracking, kept in NATS rather than in one process's memory.
 //!
-//! Each `sent` recipient of a provider that supports `status` becomes one message in the tracking
+//! Each `sent` recipient becomes one message in the tracking
 //! stream (work-queue retention, subject `<prefix>.sms.track`). A durable pull consumer shared by
 //! every replica fetches these entries; an entry that is not due is handed back with a delay
 //! (`NAK` with delay), so the schedule lives in JetStream: any replica continues another's work,
 //! and a restart resumes it. Due entries are grouped per provider and queried in batches of the
 //! plugin's `max_status_refs`; a final status publishes its event and acks the entry; a pending
 //! one is handed back until the next poll (`first_poll`, then doubling up to `max_interval`); an
-//! entry older than `window` ends `unknown`.
+//! entry older than `window` ends `unknown`. Entries of providers that cannot be polled just wait for
+//! the window's end: then they end `unknown`, unless a pushed delivery report already ended them.
 
 use crate::config::TrackingConfig;
 use crate::events::{Event, EventError, Events, Status};
@@ -169,15 +170,8 @@ impl Poller {
             }
         }
         for (name, entries) in due {
-            let Some(provider) = self.providers.get(&name) else {
-                tracing::error!(provider = %name, "tracking entries for a provider no longer configured; ending them unknown");
-                for (msg, entry) in entries {
-                    let ev = tracked_event(&entry, Status::Unknown);
-                    batch.publish(&ev, format!("{}/{}/unknown", entry.id, entry.to)).await;
-                    done.push(msg);
-                }
-                continue;
-            };
+            // Only entries of configured providers that can be polled are due.
+            let Some(provider) = self.providers.get(&name) else { continue };
             let max = provider.describe().max_status_refs.max(1) as usize;
             let mut entries = entries;
             while !entries.is_empty() {
