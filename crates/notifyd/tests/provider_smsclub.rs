@@ -145,6 +145,8 @@ initial_backoff = "50ms"
 [tracking]
 first_poll = "100ms"
 max_interval = "500ms"
+[balance]
+interval = "0s"
 
 [[providers]]
 name = "smsclub"
