@@ -16,6 +16,7 @@ use crate::wire::{
     InstanceInit, ProviderError, SendInput, SendResult, StatusInput, StatusResult, Step,
 };
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 
 /// An operation's answer: one step, or an error (malformed input or state, bad settings).
 pub type OpResult<T> = Result<Step<T>, ProviderError>;
@@ -101,6 +102,24 @@ pub fn redact_values(message: &str) -> String {
         }
     }
     message.to_owned()
+}
+
+/// The `invalid_settings` error for a setting the plugin checks itself, in the form
+/// [`parse_settings`] uses: ``invalid settings for `<instance>`: <what>``. `what` names the key
+/// and never quotes a secret's value.
+pub fn invalid_settings(init: &InstanceInit, what: &str) -> ProviderError {
+    ProviderError::new("invalid_settings", format!("invalid settings for `{}`: {what}", init.name))
+}
+
+/// Refuses settings in which one of `keys` is present but not a string, with an `invalid_settings`
+/// error that names the key (`` `password` must be a string ``) and not the value. Call it before
+/// [`parse_settings`] for keys an operator may well write as a number (a numeric password): that
+/// refuses them too, without quoting the value, but serde's type errors do not say which key.
+pub fn require_string_settings(init: &InstanceInit, keys: &[&str]) -> Result<(), ProviderError> {
+    match keys.iter().find(|key| init.settings.get(**key).is_some_and(|v| !v.is_string())) {
+        Some(key) => Err(invalid_settings(init, &format!("`{key}` must be a string"))),
+        None => Ok(()),
+    }
 }
 
 /// A credential from the settings (password, token): its `Debug` prints `***`, so a settings
@@ -207,6 +226,104 @@ pub fn unexpected_answer(response: &HttpResponse) -> ProviderError {
         "plugin_error",
         format!("unexpected answer from the provider (HTTP {}): {body}", response.status),
     )
+}
+
+/// `text` with every occurrence of each (non-empty) secret replaced by `***`: as given,
+/// percent-encoded as [`form_encode`] writes it, and with `+` for a space, as a form body or query
+/// string may carry it. Longer forms are cut first, so a secret that contains another is cut
+/// whole. Borrowed when no secret occurs.
+///
+/// For provider text on its way into an error message (a proxy's error page may echo the request
+/// URL with its credentials), usually as `snippet(&redact_secrets(&response.body, &[password]))`.
+pub fn redact_secrets<'a>(text: &'a str, secrets: &[&str]) -> Cow<'a, str> {
+    let mut forms: Vec<String> = Vec::new();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let mut encoded = String::new();
+        percent_encode_into(&mut encoded, secret);
+        let plus = encoded.replace("%20", "+");
+        for form in [(*secret).to_owned(), encoded, plus] {
+            if !forms.contains(&form) {
+                forms.push(form);
+            }
+        }
+    }
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    let mut out = Cow::Borrowed(text);
+    for form in &forms {
+        if out.contains(form.as_str()) {
+            out = Cow::Owned(out.replace(form.as_str(), "***"));
+        }
+    }
+    out
+}
+
+/// Unix seconds of an RFC 3339 date and time (`2026-11-22T09:00:00Z`,
+/// `2026-11-22T13:00:00.250+04:00`), a fractional second rounded up to the next whole one, so
+/// that a message scheduled for the result never goes out before the time given (notifyd promises
+/// "not before `send_at`"). `None` for anything that is not RFC 3339 (no offset, a date alone,
+/// an impossible date or time).
+pub fn rfc3339_to_unix_ceil(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(range)?;
+        if part.iter().all(u8::is_ascii_digit) { std::str::from_utf8(part).ok()?.parse().ok() } else { None }
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut i = 19;
+    let mut fraction = false;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            fraction |= b[i] != b'0';
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+    }
+    let offset = match b.get(i..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let minutes = h * 60 + m;
+            if *sign == b'+' { minutes } else { -minutes }
+        }
+        _ => return None,
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) || day < 1 || day > month_days[(month - 1) as usize] {
+        return None;
+    }
+    // 60 is a leap second, which RFC 3339 allows; it counts as the next second's start.
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset * 60;
+    Some(seconds + i64::from(fraction))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// The FFI glue behind [`export_plugin!`](crate::export_plugin). Not for direct use.
@@ -491,6 +608,76 @@ mod tests {
         );
         let e = parse_settings::<S>(&init(serde_json::json!({"pasword": "x"}))).unwrap_err();
         assert!(e.message.contains("unknown field `pasword`"), "{}", e.message);
+    }
+
+    #[test]
+    fn string_settings_are_refused_by_key_without_their_value() {
+        let init = |v: serde_json::Value| InstanceInit {
+            v: 1,
+            name: "x".into(),
+            base_url: None,
+            settings: v.as_object().cloned().unwrap(),
+        };
+        let keys = ["username", "password"];
+        assert!(require_string_settings(&init(serde_json::json!({"password": "p"})), &keys).is_ok());
+        for bad in [serde_json::json!(12345678), serde_json::json!(["hunter22"]), serde_json::Value::Null] {
+            let e =
+                require_string_settings(&init(serde_json::json!({"username": "u", "password": bad})), &keys)
+                    .unwrap_err();
+            assert_eq!(e.code, "invalid_settings");
+            assert_eq!(e.message, "invalid settings for `x`: `password` must be a string");
+        }
+        let e = invalid_settings(&init(serde_json::json!({})), "`token` is empty");
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("invalid_settings", "invalid settings for `x`: `token` is empty")
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_plain_and_percent_encoded() {
+        let secrets = ["p@ss word", "acme", ""];
+        assert_eq!(
+            redact_secrets("login=acme&psw=p%40ss%20word; psw=p%40ss+word or p@ss word", &secrets),
+            "login=***&psw=***; psw=*** or ***"
+        );
+        // A secret that contains another is cut whole.
+        assert_eq!(redact_secrets("pw=acme-acme", &["acme", "acme-acme"]), "pw=***");
+        assert!(matches!(redact_secrets("nothing here", &secrets), Cow::Borrowed(_)));
+        assert_eq!(redact_secrets("", &secrets), "");
+        let body = format!("{}?psw=p%40ss%20word", "x".repeat(50));
+        let quoted = snippet(&redact_secrets(&body, &secrets));
+        assert!(!quoted.contains("p%40") && quoted.ends_with("x?psw=***"), "{quoted}");
+    }
+
+    #[test]
+    fn rfc3339_timestamps_become_unix_seconds_rounded_up() {
+        assert_eq!(rfc3339_to_unix_ceil("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(rfc3339_to_unix_ceil("2026-11-22T09:00:00.000Z"), Some(1_795_338_000));
+        assert_eq!(rfc3339_to_unix_ceil("2026-11-22T09:00:00.001Z"), Some(1_795_338_001));
+        assert_eq!(rfc3339_to_unix_ceil("2026-11-22T12:00:00+03:00"), Some(1_795_338_000));
+        assert_eq!(rfc3339_to_unix_ceil("2026-11-22T04:30:00-04:30"), Some(1_795_338_000));
+        assert_eq!(rfc3339_to_unix_ceil("2026-11-22 09:00:00z"), Some(1_795_338_000));
+        assert_eq!(rfc3339_to_unix_ceil("2024-02-29T00:00:00Z"), Some(1_709_164_800));
+        assert_eq!(rfc3339_to_unix_ceil("2016-12-31T23:59:60Z"), Some(1_483_228_800));
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-11-22",
+            "2026-11-22T09:00:00",
+            "2026-13-01T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "2026-11-22T24:00:00Z",
+            "2026-11-22T09:00:00.Z",
+            "2026-11-22T09:00:00+0300",
+            "2026-11-22T09:00:00+4:00",
+            "2026-11-22T09:00:00+24:00",
+            "2026-11-22T09:00:00Z ",
+            "2026-1-22T09:00:00Z",
+            "+026-11-22T09:00:00Z",
+        ] {
+            assert_eq!(rfc3339_to_unix_ceil(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

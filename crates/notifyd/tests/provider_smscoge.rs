@@ -150,6 +150,8 @@ ack_wait = "2s"
 [tracking]
 first_poll = "100ms"
 max_interval = "500ms"
+[balance]
+interval = "0s"
 {extra}
 {a}
 {b}

@@ -17,7 +17,9 @@ mod response;
 mod tests;
 
 use notifyd_plugin::abi::{CAP_BALANCE, CAP_CALLBACK, CAP_SEND};
-use notifyd_plugin::sdk::{OpResult, Provider, parse_settings};
+use notifyd_plugin::sdk::{
+    OpResult, Provider, Secret, invalid_settings, parse_settings, require_string_settings,
+};
 use notifyd_plugin::wire::{
     BalanceResult, CallbackInput, CallbackResult, Describe, Exchange, InstanceInit, ProviderError, SendInput,
     SendResult, Step, WIRE_VERSION,
@@ -54,34 +56,6 @@ pub enum Unicode {
     Text,
 }
 
-/// A password: `Debug` prints `***`.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl<'de> Deserialize<'de> for Secret {
-    /// Accepts a string only. The error for another type does not quote the value (serde's own
-    /// "invalid type: integer `12345678`" would put a numeric password in the start-up error).
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match serde_json::Value::deserialize(deserializer)? {
-            serde_json::Value::String(s) => Ok(Secret(s)),
-            _ => Err(serde::de::Error::custom("`password` must be a string")),
-        }
-    }
-}
-
-impl Secret {
-    /// The password itself, for the request body only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
 /// One configured instance: what every request needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -103,10 +77,6 @@ impl IntelliSoftware {
     fn secrets(&self) -> [&str; 2] {
         [self.config.username.as_str(), self.config.password.expose()]
     }
-}
-
-fn invalid_settings(init: &InstanceInit, why: &str) -> ProviderError {
-    ProviderError::new("invalid_settings", format!("invalid settings for `{}`: {why}", init.name))
 }
 
 /// The exchange must be the one this operation asked for.
@@ -135,6 +105,8 @@ impl Provider for IntelliSoftware {
     }
 
     fn new(init: InstanceInit) -> Result<Self, ProviderError> {
+        // Names the key, where serde's type error would not (neither quotes the value).
+        require_string_settings(&init, &["password"])?;
         let settings: Settings = parse_settings(&init)?;
         if settings.username.trim().is_empty() {
             return Err(invalid_settings(&init, "`username` is empty"));

@@ -134,33 +134,16 @@ pub fn report_rule(status_code: u32) -> ReportRule {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const KNOWN_CODES: &[&str] = &[
-        "invalid_request",
-        "invalid_recipient",
-        "blocked_recipient",
-        "invalid_sender",
-        "content_rejected",
-        "auth",
-        "insufficient_funds",
-        "throttled",
-        "duplicate",
-        "unavailable",
-        "timeout",
-        "route_closed",
-        "expired",
-        "plugin_error",
-        "internal",
-    ];
+    use notifyd_plugin::wire::ERROR_CODES;
 
     #[test]
     fn every_row_uses_a_normalised_code_and_words_are_unique() {
         for r in ERRORS.iter().chain([&MISSING_PARAMETER, &UNKNOWN_ERROR]) {
-            assert!(KNOWN_CODES.contains(&r.code), "{r:?}");
+            assert!(ERROR_CODES.contains(&r.code), "{r:?}");
         }
         for r in REPORTS {
             assert!(["sent", "delivered", "undelivered", "expired", "rejected"].contains(&r.status), "{r:?}");
-            assert!(r.error.is_none_or(|c| KNOWN_CODES.contains(&c)), "{r:?}");
+            assert!(r.error.is_none_or(|c| ERROR_CODES.contains(&c)), "{r:?}");
         }
         let mut words: Vec<_> = ERRORS.iter().map(|r| r.word).collect();
         words.sort_unstable();

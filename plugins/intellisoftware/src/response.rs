@@ -9,7 +9,7 @@
 //! one of these forms becomes an error that quotes a short snippet with the credentials masked.
 
 use crate::mapping;
-use notifyd_plugin::sdk::{form_encode, http_status_error, retry_after_ms, snippet};
+use notifyd_plugin::sdk::{http_status_error, redact_secrets, retry_after_ms, snippet};
 use notifyd_plugin::wire::{
     BalanceResult, CallbackInput, CallbackResult, HttpResponse, ProviderError, RecipientResult, SendInput,
     SendResult, StatusUpdate,
@@ -213,32 +213,13 @@ pub fn unreadable(response: &HttpResponse, secrets: &[&str]) -> ProviderError {
 }
 
 /// A short single-line excerpt of `body` (at most 64 characters) with every secret, also in its
-/// percent-encoded form, replaced by `***`.
+/// percent-encoded forms, replaced by `***`.
 pub fn quote(body: &str, secrets: &[&str]) -> String {
     let body = body.trim_start_matches('\u{feff}');
     if body.trim().is_empty() {
         return "an empty body".to_owned();
     }
-    let forms: Vec<String> = secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .flat_map(|s| {
-            let encoded = form_encode([("", *s)]).trim_start_matches('=').to_owned();
-            [(*s).to_owned(), encoded]
-        })
-        .collect();
-    // Enough of the body that a secret overlapping the first 64 characters is masked whole.
-    let keep = 65 + forms.iter().map(|f| f.chars().count()).max().unwrap_or(0);
-    let mut head: String = body.chars().take(keep).collect();
-    let cut = body.chars().nth(keep).is_some();
-    for form in &forms {
-        head = head.replace(form.as_str(), "***");
-    }
-    let mut quoted = snippet(&head);
-    if cut && !quoted.ends_with('…') {
-        quoted.push('…');
-    }
-    quoted
+    snippet(&redact_secrets(body, secrets))
 }
 
 /// The result of a balance query: `BALANCE:<credits>`, or an `ERR:` answer.

@@ -17,10 +17,12 @@ mod tests;
 
 use mapping::{PartStatus, Scope};
 use notifyd_plugin::abi::{CAP_BALANCE, CAP_SEND, CAP_STATUS};
-use notifyd_plugin::sdk::{OpResult, Provider, parse_settings};
+use notifyd_plugin::sdk::{
+    OpResult, Provider, Secret, invalid_settings, parse_settings, require_string_settings,
+};
 use notifyd_plugin::wire::{
-    BalanceResult, Describe, Exchange, InstanceInit, ProviderError, RecipientResult, SendInput, SendResult,
-    StatusInput, StatusResult, StatusUpdate, Step, WIRE_VERSION,
+    BalanceResult, Describe, Exchange, InstanceInit, MAX_EXCHANGES, ProviderError, RecipientResult,
+    SendInput, SendResult, StatusInput, StatusResult, StatusUpdate, Step, WIRE_VERSION,
 };
 use request::StatusParam;
 use serde::{Deserialize, Serialize};
@@ -28,18 +30,15 @@ use serde::{Deserialize, Serialize};
 /// The production URL (the API document's host).
 pub const DEFAULT_BASE_URL: &str = "https://cloud.sendmsgate.com";
 
-/// Most numbers one send call takes. The gateway documents no limit; this one keeps a call
-/// within the host's 16 HTTP exchanges per operation even when the gateway refuses the batch
-/// for one number's sake and each number must be sent alone (1 + 15 exchanges).
-pub const MAX_RECIPIENTS: u32 = 15;
+/// Most numbers one send call takes (15). The gateway documents no limit; this one keeps a call
+/// within the host's [`MAX_EXCHANGES`] HTTP exchanges per operation even when the gateway refuses
+/// the batch for one number's sake and each number must be sent alone (1 + 15 exchanges).
+pub const MAX_RECIPIENTS: u32 = MAX_EXCHANGES as u32 - 1;
 
 /// Most tracking references one status call takes. The gateway answers one id per query and a
 /// reference holds one id per part (a text of 10 parts, notifyd's default maximum, takes 10
 /// queries), so one reference per call keeps a call within the host's 16 exchanges.
 pub const MAX_STATUS_REFS: u32 = 1;
-
-/// HTTP exchanges the host performs for one operation at most (`crates/notifyd/src/provider.rs`).
-pub const MAX_EXCHANGES: usize = 16;
 
 /// The instance's `[providers.settings]`.
 #[derive(Deserialize)]
@@ -48,32 +47,11 @@ struct Settings {
     /// The account login (`user`). Required, non-empty; or `username_env`.
     username: String,
     /// The account password (`pwd`). Required, non-empty; or `password_env`.
-    password: String,
+    password: Secret,
     /// The status query's id parameter: `"msgid"` (default, as SendSMSGate documents it) or
     /// `"smsid"` (sibling platforms of the same white-label gateway).
     #[serde(default)]
     status_param: StatusParam,
-}
-
-/// A secret whose `Debug` prints `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret itself, for the one place it goes: the request to the gateway.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
 }
 
 /// The account's credentials, sent as `user` and `pwd` with every request.
@@ -81,35 +59,12 @@ impl std::fmt::Debug for Secret {
 pub struct Credentials {
     pub username: String,
     pub password: Secret,
-    /// The credentials as they would appear in an echoed URL, for blanking them out of snippets.
-    encoded: Vec<String>,
 }
 
 impl Credentials {
-    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
-        let (username, password) = (username.into(), password.into());
-        let mut encoded = Vec::new();
-        for s in [&password, &username] {
-            let e = notifyd_plugin::sdk::form_encode([("", s.as_str())]);
-            let e = e.trim_start_matches('=');
-            for v in [e.to_owned(), e.replace("%20", "+")] {
-                if v != *s && !encoded.contains(&v) {
-                    encoded.push(v);
-                }
-            }
-        }
-        Credentials { username, password: Secret(password), encoded }
-    }
-
-    /// Every string that must not appear in an error message, longest first.
-    pub(crate) fn secrets(&self) -> impl Iterator<Item = &str> {
-        let mut all: Vec<&str> = [self.password.expose(), self.username.as_str()]
-            .into_iter()
-            .chain(self.encoded.iter().map(String::as_str))
-            .filter(|s| !s.is_empty())
-            .collect();
-        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        all.into_iter()
+    /// What must never appear in an error message: the password and the username.
+    pub fn secrets(&self) -> [&str; 2] {
+        [self.password.expose(), self.username.as_str()]
     }
 }
 
@@ -119,10 +74,6 @@ pub struct SendSmsGate {
     base_url: String,
     creds: Credentials,
     status_param: StatusParam,
-}
-
-fn invalid_settings(init: &InstanceInit, what: &str) -> ProviderError {
-    ProviderError::new("invalid_settings", format!("invalid settings for `{}`: {what}", init.name))
 }
 
 fn bad_state() -> ProviderError {
@@ -293,18 +244,13 @@ impl Provider for SendSmsGate {
     }
 
     fn new(init: InstanceInit) -> Result<Self, ProviderError> {
-        // `parse_settings` quotes a value of the wrong type in its message (serde's "invalid type:
-        // integer `1234`"); a credential given as a number must not show up in the log.
-        for key in ["username", "password"] {
-            if init.settings.get(key).is_some_and(|v| !v.is_string()) {
-                return Err(invalid_settings(&init, &format!("`{key}` must be a string")));
-            }
-        }
+        // Names the key, where serde's type error would not (neither quotes the value).
+        require_string_settings(&init, &["username", "password"])?;
         let s: Settings = parse_settings(&init)?;
         if s.username.trim().is_empty() {
             return Err(invalid_settings(&init, "`username` is empty"));
         }
-        if s.password.is_empty() {
+        if s.password.expose().is_empty() {
             return Err(invalid_settings(&init, "`password` is empty"));
         }
         let base_url = init.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
@@ -323,7 +269,7 @@ impl Provider for SendSmsGate {
         }
         Ok(SendSmsGate {
             base_url,
-            creds: Credentials::new(s.username, s.password),
+            creds: Credentials { username: s.username, password: s.password },
             status_param: s.status_param,
         })
     }

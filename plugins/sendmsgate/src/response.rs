@@ -8,7 +8,7 @@
 
 use crate::Credentials;
 use crate::mapping::{self, PartStatus, Scope};
-use notifyd_plugin::sdk::{http_status_error, snippet};
+use notifyd_plugin::sdk::{http_status_error, redact_secrets, snippet};
 use notifyd_plugin::wire::{HttpResponse, ProviderError};
 
 /// How much of a body is searched for an error sentence: the sentences are short and come first;
@@ -42,13 +42,7 @@ pub fn quote(body: &str, creds: &Credentials) -> String {
     if clean(body).is_empty() {
         return "an empty body".to_owned();
     }
-    // Enough of the body that the 64 characters shown stay within it after blanking.
-    let longest = creds.secrets().map(str::len).max().unwrap_or(0);
-    let mut text = head(body, 64 * (longest + 4) + 4).to_owned();
-    for secret in creds.secrets() {
-        text = text.replace(secret, "***");
-    }
-    format!("\"{}\"", snippet(&text))
+    format!("\"{}\"", snippet(&redact_secrets(body, &creds.secrets())))
 }
 
 /// The error for an answer the plugin cannot read: `plugin_error`, not retryable (the gateway may

@@ -15,13 +15,14 @@ pub mod response;
 mod tests;
 
 use notifyd_plugin::abi::{CAP_BALANCE, CAP_SCHEDULE, CAP_SEND, CAP_STATUS};
-use notifyd_plugin::sdk::{OpResult, Provider, parse_settings};
+use notifyd_plugin::sdk::{
+    OpResult, Provider, Secret, invalid_settings, parse_settings, require_string_settings,
+};
 use notifyd_plugin::wire::{
     BalanceResult, Describe, Exchange, InstanceInit, ProviderError, SendInput, SendResult, StatusInput,
     StatusResult, StatusUpdate, Step, WIRE_VERSION,
 };
-use request::{Credentials, Secret, TrackingRef};
-use response::Redactor;
+use request::{Credentials, TrackingRef};
 use serde::Deserialize;
 
 /// SMSC's production URL, used when the instance sets no `base_url`.
@@ -50,17 +51,12 @@ struct Settings {
 pub struct Smsc {
     base_url: String,
     creds: Credentials,
-    redactor: Redactor,
 }
 
 /// The `state` of each operation's one exchange.
 const STATE_SEND: &str = "smsc-send";
 const STATE_STATUS: &str = "smsc-status";
 const STATE_BALANCE: &str = "smsc-balance";
-
-fn invalid_settings(name: &str, message: &str) -> ProviderError {
-    ProviderError::new("invalid_settings", format!("invalid settings for `{name}`: {message}"))
-}
 
 /// The error for an exchange whose state this plugin did not make.
 fn foreign_state(op: &str, exchange: &Exchange) -> ProviderError {
@@ -84,29 +80,25 @@ impl Smsc {
     /// `username` or `password`, and a `base_url` that is not an absolute http(s) URL are errors.
     pub fn from_init(init: &InstanceInit) -> Result<Self, ProviderError> {
         // serde's type errors do not name the key; these do.
-        for key in ["username", "password"] {
-            if init.settings.get(key).is_some_and(|v| !v.is_string()) {
-                return Err(invalid_settings(&init.name, &format!("`{key}` must be a string")));
-            }
-        }
+        require_string_settings(init, &["username", "password"])?;
         let s: Settings = parse_settings(init)?;
         if s.username.trim().is_empty() {
-            return Err(invalid_settings(&init.name, "`username` must not be empty"));
+            return Err(invalid_settings(init, "`username` must not be empty"));
         }
         if s.password.expose().is_empty() {
-            return Err(invalid_settings(&init.name, "`password` must not be empty"));
+            return Err(invalid_settings(init, "`password` must not be empty"));
         }
         let base_url = init.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
         let host = base_url.strip_prefix("https://").or_else(|| base_url.strip_prefix("http://"));
         if !host.is_some_and(|h| !h.is_empty() && !h.starts_with('/') && !h.contains(['?', '#', ' '])) {
             // The URL is not repeated: it may carry credentials of a proxy.
             return Err(invalid_settings(
-                &init.name,
+                init,
                 "`base_url` must be an absolute http:// or https:// URL without query or fragment",
             ));
         }
         let creds = Credentials { login: s.username, psw: s.password };
-        Ok(Smsc { base_url, redactor: Redactor::new(&creds), creds })
+        Ok(Smsc { base_url, creds })
     }
 
     /// The send's first step (the request) or its result (the answer read), with `now_unix` as
@@ -123,7 +115,7 @@ impl Smsc {
         match exchange {
             None => Ok(Step::http(request::send(&self.base_url, &self.creds, input, now_unix)?, STATE_SEND)),
             Some(ex) if ex.state == STATE_SEND => {
-                Ok(Step::done(response::send(&input.to, &ex.response, &self.redactor)))
+                Ok(Step::done(response::send(&input.to, &ex.response, &self.creds.secrets())))
             }
             Some(ex) => Err(foreign_state("send", ex)),
         }
@@ -179,7 +171,7 @@ impl Provider for Smsc {
         match exchange {
             None => Ok(Step::http(request::status(&self.base_url, &self.creds, &valid), STATE_STATUS)),
             Some(ex) if ex.state == STATE_STATUS => {
-                Ok(Step::done(match response::status(&valid, &ex.response, &self.redactor) {
+                Ok(Step::done(match response::status(&valid, &ex.response, &self.creds.secrets()) {
                     StatusResult::Statuses { statuses: answered } => {
                         statuses.extend(answered);
                         StatusResult::Statuses { statuses }
@@ -195,7 +187,7 @@ impl Provider for Smsc {
         match exchange {
             None => Ok(Step::http(request::balance(&self.base_url, &self.creds), STATE_BALANCE)),
             Some(ex) if ex.state == STATE_BALANCE => {
-                Ok(Step::done(response::balance(&ex.response, &self.redactor)))
+                Ok(Step::done(response::balance(&ex.response, &self.creds.secrets())))
             }
             Some(ex) => Err(foreign_state("balance", ex)),
         }

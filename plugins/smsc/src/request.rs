@@ -8,9 +8,8 @@
 //! many messages); then they are POSTs with the same parameters in a form body, which SMSC accepts
 //! for every call.
 
-use notifyd_plugin::sdk::{form_encode, join_url};
+use notifyd_plugin::sdk::{Secret, form_encode, join_url, rfc3339_to_unix_ceil};
 use notifyd_plugin::wire::{HttpRequest, ProviderError, SendInput};
-use std::fmt;
 
 /// SMSC's paths, appended to the base URL.
 pub const SEND_PATH: &str = "sys/send.php";
@@ -23,33 +22,18 @@ pub const MAX_GET_QUERY: usize = 2000;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
-/// A secret whose `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret itself, for the request that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
 /// The account's credentials: `login` and `psw` in every request.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub login: String,
     pub psw: Secret,
+}
+
+impl Credentials {
+    /// What must never appear in an error message: the password and the login.
+    pub fn secrets(&self) -> [&str; 2] {
+        [self.psw.expose(), self.login.as_str()]
+    }
 }
 
 /// A message as SMSC identifies it for `status.php`: its id and the phone number it went to.
@@ -171,101 +155,9 @@ fn get_or_post(url: String, query: String) -> HttpRequest {
     }
 }
 
-/// Unix seconds of an RFC 3339 timestamp, rounded up to the next whole second (SMSC schedules to
-/// the second, and notifyd promises "not before `send_at`"). `None` when it is not RFC 3339.
-pub fn rfc3339_to_unix_ceil(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(range)?;
-        if part.iter().all(u8::is_ascii_digit) { std::str::from_utf8(part).ok()?.parse().ok() } else { None }
-    };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut i = 19;
-    let mut fraction = false;
-    if b[i] == b'.' {
-        let start = i + 1;
-        i = start;
-        while i < b.len() && b[i].is_ascii_digit() {
-            fraction |= b[i] != b'0';
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-    }
-    let offset = match b.get(i..)? {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-            if h > 23 || m > 59 {
-                return None;
-            }
-            let minutes = h * 60 + m;
-            if *sign == b'+' { minutes } else { -minutes }
-        }
-        _ => return None,
-    };
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&month) || day < 1 || day > month_days[(month - 1) as usize] {
-        return None;
-    }
-    // 60 is a leap second, which RFC 3339 allows; it counts as the next second's start.
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset * 60;
-    Some(seconds + i64::from(fraction))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_timestamps_become_unix_seconds_rounded_up() {
-        assert_eq!(rfc3339_to_unix_ceil("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(rfc3339_to_unix_ceil("2026-11-22T09:00:00.000Z"), Some(1_795_338_000));
-        assert_eq!(rfc3339_to_unix_ceil("2026-11-22T09:00:00.001Z"), Some(1_795_338_001));
-        assert_eq!(rfc3339_to_unix_ceil("2026-11-22T12:00:00+03:00"), Some(1_795_338_000));
-        assert_eq!(rfc3339_to_unix_ceil("2026-11-22T04:30:00-04:30"), Some(1_795_338_000));
-        assert_eq!(rfc3339_to_unix_ceil("2024-02-29T00:00:00Z"), Some(1_709_164_800));
-        for bad in [
-            "",
-            "tomorrow",
-            "2026-11-22",
-            "2026-11-22T09:00:00",
-            "2026-13-01T00:00:00Z",
-            "2025-02-29T00:00:00Z",
-            "2026-11-22T24:00:00Z",
-            "2026-11-22T09:00:00.Z",
-            "2026-11-22T09:00:00+0300",
-            "2026-11-22T09:00:00Z ",
-            "2026-1-22T09:00:00Z",
-            "+026-11-22T09:00:00Z",
-        ] {
-            assert_eq!(rfc3339_to_unix_ceil(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn tracking_refs_round_trip_and_refuse_what_would_break_the_lists() {

@@ -9,69 +9,24 @@
 //! credentials are cut.
 
 use crate::mapping::{self, Op};
-use crate::request::{Credentials, TrackingRef};
-use notifyd_plugin::sdk::{http_status_error, snippet};
+use crate::request::TrackingRef;
+use notifyd_plugin::sdk::{http_status_error, redact_secrets, snippet};
 use notifyd_plugin::wire::{
     BalanceResult, HttpResponse, ProviderError, RecipientResult, SendResult, StatusResult, StatusUpdate,
 };
 use serde_json::{Map, Value};
 
-/// Cuts the account's credentials out of provider text before it reaches an error message (an
-/// HTML error page of a proxy may quote the request URL).
-#[derive(Clone, Default)]
-pub struct Redactor {
-    secrets: Vec<String>,
-}
-
-impl std::fmt::Debug for Redactor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Redactor({} secrets)", self.secrets.len())
-    }
-}
-
-impl Redactor {
-    pub fn new(creds: &Credentials) -> Self {
-        let mut secrets = Vec::new();
-        for s in [creds.psw.expose(), creds.login.as_str()] {
-            if s.is_empty() {
-                continue;
-            }
-            let encoded = notifyd_plugin::sdk::form_encode([("", s)]);
-            let encoded = encoded.trim_start_matches('=').to_owned();
-            let plus = encoded.replace("%20", "+");
-            for v in [s.to_owned(), encoded, plus] {
-                if !secrets.contains(&v) {
-                    secrets.push(v);
-                }
-            }
-        }
-        // Longest first, so a secret that contains another is cut whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Redactor { secrets }
-    }
-
-    /// `text` with every credential replaced by `***`.
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), "***");
-            }
-        }
-        out
-    }
-
-    /// A short single-line excerpt of `body` without credentials, or "an empty body".
-    pub fn snippet(&self, body: &str) -> String {
-        if body.trim().is_empty() { "an empty body".to_owned() } else { snippet(&self.redact(body)) }
-    }
+/// A short single-line excerpt of `body` for an error message, with the account's credentials cut
+/// out (an HTML error page of a proxy may quote the request URL), or "an empty body".
+fn quote(body: &str, secrets: &[&str]) -> String {
+    if body.trim().is_empty() { "an empty body".to_owned() } else { snippet(&redact_secrets(body, secrets)) }
 }
 
 /// An answer that is not what SMSC documents.
-fn unexpected(response: &HttpResponse, r: &Redactor) -> ProviderError {
+fn unexpected(response: &HttpResponse, secrets: &[&str]) -> ProviderError {
     ProviderError::new(
         "plugin_error",
-        format!("unexpected answer from SMSC (HTTP {}): {}", response.status, r.snippet(&response.body)),
+        format!("unexpected answer from SMSC (HTTP {}): {}", response.status, quote(&response.body, secrets)),
     )
 }
 
@@ -182,16 +137,16 @@ fn digits(v: &Value) -> String {
 /// The error the answer's HTTP status means when the body is no SMSC error document: `None` for
 /// 2xx. 5xx is `unavailable` and 429 `throttled` (both retryable, honouring `Retry-After`), 401 and
 /// 403 `auth`, 402 `insufficient_funds`; any other status a `plugin_error`.
-fn http_error(response: &HttpResponse, r: &Redactor) -> Option<ProviderError> {
+fn http_error(response: &HttpResponse, secrets: &[&str]) -> Option<ProviderError> {
     if (200..300).contains(&response.status) {
         return None;
     }
     let Some(mut error) = http_status_error(response) else {
-        return Some(unexpected(response, r).with_provider_code(response.status.to_string()));
+        return Some(unexpected(response, secrets).with_provider_code(response.status.to_string()));
     };
     if response.status >= 500 {
         error.message =
-            format!("SMSC is unavailable (HTTP {}): {}", response.status, r.snippet(&response.body));
+            format!("SMSC is unavailable (HTTP {}): {}", response.status, quote(&response.body, secrets));
     }
     Some(error)
 }
@@ -202,19 +157,19 @@ fn http_error(response: &HttpResponse, r: &Redactor) -> Option<ProviderError> {
 /// One submission has one id: every accepted recipient gets it as `provider_message_id`, and
 /// `<id>:<phone>` as its tracking reference. With `op=1` the answer lists each number; one that
 /// carries a failure status is failed with that status's error, the others share the id.
-pub fn send(to: &[String], response: &HttpResponse, r: &Redactor) -> SendResult {
+pub fn send(to: &[String], response: &HttpResponse, secrets: &[&str]) -> SendResult {
     let failed = |error| SendResult::Failed { error };
-    let map = match (read(&response.body), http_error(response, r)) {
+    let map = match (read(&response.body), http_error(response, secrets)) {
         (Answer::Error { code, description }, _) => {
-            return failed(mapping::api_error(Op::Send, code, &r.redact(&description)));
+            return failed(mapping::api_error(Op::Send, code, &redact_secrets(&description, secrets)));
         }
         (_, Some(error)) => return failed(error),
         (Answer::Object(map), None) => map,
         (Answer::TextOk { id }, None) => return sent_all(to, &id, &[]),
-        (Answer::Array(_) | Answer::Unreadable, None) => return failed(unexpected(response, r)),
+        (Answer::Array(_) | Answer::Unreadable, None) => return failed(unexpected(response, secrets)),
     };
     let Some(id) = map.get("id").and_then(id_text) else {
-        return failed(unexpected(response, r));
+        return failed(unexpected(response, secrets));
     };
     let phones: &[Value] = map.get("phones").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
     sent_all(to, &id, phones)
@@ -270,16 +225,16 @@ fn number_error(entry: &Map<String, Value>) -> Option<ProviderError> {
 /// `id` and `phone` (matched on both; by position when an element names neither). A status this
 /// plugin does not know leaves the message pending (`sent`), with a `plugin_error` that names the
 /// code: a later poll may see a known one, and the host ends it `unknown` after its window.
-pub fn status(refs: &[TrackingRef], response: &HttpResponse, r: &Redactor) -> StatusResult {
+pub fn status(refs: &[TrackingRef], response: &HttpResponse, secrets: &[&str]) -> StatusResult {
     let failed = |error| StatusResult::Failed { error };
-    let items: Vec<Value> = match (read(&response.body), http_error(response, r)) {
+    let items: Vec<Value> = match (read(&response.body), http_error(response, secrets)) {
         (Answer::Error { code, description }, _) => {
-            return failed(mapping::api_error(Op::Status, code, &r.redact(&description)));
+            return failed(mapping::api_error(Op::Status, code, &redact_secrets(&description, secrets)));
         }
         (_, Some(error)) => return failed(error),
         (Answer::Object(map), None) => vec![Value::Object(map)],
         (Answer::Array(items), None) => items,
-        (Answer::TextOk { .. } | Answer::Unreadable, None) => return failed(unexpected(response, r)),
+        (Answer::TextOk { .. } | Answer::Unreadable, None) => return failed(unexpected(response, secrets)),
     };
     let mut updates: Vec<Option<StatusUpdate>> = vec![None; refs.len()];
     let mut readable = false;
@@ -301,7 +256,7 @@ pub fn status(refs: &[TrackingRef], response: &HttpResponse, r: &Redactor) -> St
         updates[index] = Some(update(refs[index].encode(), obj));
     }
     if !readable && !items.is_empty() {
-        return failed(unexpected(response, r));
+        return failed(unexpected(response, secrets));
     }
     StatusResult::Statuses { statuses: updates.into_iter().flatten().collect() }
 }
@@ -346,11 +301,11 @@ fn update(reference: String, obj: &Map<String, Value>) -> StatusUpdate {
 
 /// Reads the answer to a balance query: `{"balance": "286.55", "currency": "RUB"}`. Without a
 /// currency (SMSC adds it for `cur=1`), the currency is `unknown`.
-pub fn balance(response: &HttpResponse, r: &Redactor) -> BalanceResult {
+pub fn balance(response: &HttpResponse, secrets: &[&str]) -> BalanceResult {
     let failed = |error| BalanceResult::Failed { error };
-    match (read(&response.body), http_error(response, r)) {
+    match (read(&response.body), http_error(response, secrets)) {
         (Answer::Error { code, description }, _) => {
-            failed(mapping::api_error(Op::Balance, code, &r.redact(&description)))
+            failed(mapping::api_error(Op::Balance, code, &redact_secrets(&description, secrets)))
         }
         (_, Some(error)) => failed(error),
         (Answer::Object(map), None) => match map.get("balance").and_then(decimal) {
@@ -361,9 +316,9 @@ pub fn balance(response: &HttpResponse, r: &Redactor) -> BalanceResult {
                 };
                 BalanceResult::Balance { amount, currency }
             }
-            None => failed(unexpected(response, r)),
+            None => failed(unexpected(response, secrets)),
         },
-        _ => failed(unexpected(response, r)),
+        _ => failed(unexpected(response, secrets)),
     }
 }
 
@@ -401,13 +356,5 @@ mod tests {
         assert_eq!(decimal(&Value::from("NaN")), None);
         assert_eq!(id_text(&Value::from(9)), Some("9".into()));
         assert_eq!(id_text(&Value::from(" ")), None);
-    }
-
-    #[test]
-    fn the_redactor_cuts_plain_and_encoded_credentials() {
-        let creds = Credentials { login: "acme".into(), psw: crate::request::Secret::new("p@ss word") };
-        let r = Redactor::new(&creds);
-        assert_eq!(r.redact("login=acme&psw=p%40ss%20word"), "login=***&psw=***");
-        assert_eq!(r.redact("psw=p%40ss+word or p@ss word"), "psw=*** or ***");
     }
 }

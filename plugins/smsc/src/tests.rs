@@ -2,7 +2,7 @@
 //! exact requests it builds; its settings.
 
 use super::*;
-use notifyd_plugin::wire::{HttpRequest, HttpResponse, RecipientResult};
+use notifyd_plugin::wire::{ERROR_CODES, HttpRequest, HttpResponse, RecipientResult};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -716,24 +716,6 @@ fn no_credential_reaches_any_error_message() {
 
 // ---- properties ---------------------------------------------------------------------------------
 
-const KNOWN_CODES: &[&str] = &[
-    "invalid_request",
-    "invalid_recipient",
-    "blocked_recipient",
-    "invalid_sender",
-    "content_rejected",
-    "auth",
-    "insufficient_funds",
-    "throttled",
-    "duplicate",
-    "unavailable",
-    "timeout",
-    "route_closed",
-    "expired",
-    "plugin_error",
-    "internal",
-];
-
 /// Bodies that look like SMSC's answers, with arbitrary parts.
 fn smsc_like() -> impl Strategy<Value = String> {
     let value = prop_oneof![
@@ -769,7 +751,7 @@ fn smsc_like() -> impl Strategy<Value = String> {
 }
 
 fn codes_are_known(e: &ProviderError) -> bool {
-    KNOWN_CODES.contains(&e.code.as_str())
+    ERROR_CODES.contains(&e.code.as_str())
 }
 
 proptest! {

@@ -16,12 +16,14 @@ pub mod response;
 mod tests;
 
 use notifyd_plugin::abi::{CAP_BALANCE, CAP_SEND, CAP_STATUS};
-use notifyd_plugin::sdk::{OpResult, Provider, parse_settings};
+use notifyd_plugin::sdk::{
+    OpResult, Provider, Secret, invalid_settings, parse_settings, redact_secrets, require_string_settings,
+};
 use notifyd_plugin::wire::{
     BalanceResult, Describe, Exchange, HttpResponse, InstanceInit, ProviderError, SendInput, SendResult,
     StatusInput, StatusResult, Step, WIRE_VERSION,
 };
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
 /// SMS Club's production API, used when the instance sets no `base_url`.
@@ -38,43 +40,11 @@ const STATE_BALANCE: &str = "smsclub/balance";
 struct Settings {
     /// The API token of the SMS Club account (sent as `Authorization: Bearer <token>`). Required;
     /// `token_env = "VAR"` reads it from the environment instead (resolved by the host).
-    token: Token,
+    token: Secret,
     /// The `integration_id` of SMS Club's referral system, sent with every message (a number or
     /// a string, passed on as given). Default: none, and the field is not sent.
     #[serde(default)]
     integration_id: Option<IntegrationId>,
-}
-
-/// The API token. Its `Debug` prints `***`; it appears only in the `Authorization` header.
-#[derive(Clone)]
-pub struct Token(String);
-
-impl Token {
-    /// Wraps a token; the caller has checked it (see [`SmsClub::new`]).
-    pub fn new(token: impl Into<String>) -> Token {
-        Token(token.into())
-    }
-
-    /// The token itself, for the `Authorization` header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl<'de> Deserialize<'de> for Token {
-    /// A string; the error for anything else does not quote the value (serde's would).
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match serde_json::Value::deserialize(deserializer)? {
-            serde_json::Value::String(s) => Ok(Token(s)),
-            _ => Err(serde::de::Error::custom("`token` must be a string")),
-        }
-    }
 }
 
 /// The referral `integration_id`: sent as the number or string it was configured as.
@@ -89,23 +59,19 @@ pub enum IntegrationId {
 #[derive(Debug)]
 pub struct SmsClub {
     base_url: String,
-    token: Token,
+    token: Secret,
     integration_id: Option<IntegrationId>,
-}
-
-fn invalid_settings(init: &InstanceInit, what: &str) -> ProviderError {
-    ProviderError::new("invalid_settings", format!("invalid settings for `{}`: {what}", init.name))
 }
 
 impl SmsClub {
     /// The provider's answer with the token masked (`***`) before anything reads it, so that a
     /// provider echoing it cannot put it into an error message, an event or a log.
     fn masked<'a>(&self, response: &'a HttpResponse) -> Cow<'a, HttpResponse> {
-        let token = self.token.expose();
-        if response.body.contains(token) {
-            Cow::Owned(HttpResponse { body: response.body.replace(token, "***"), ..response.clone() })
-        } else {
-            Cow::Borrowed(response)
+        match redact_secrets(&response.body, &[self.token.expose()]) {
+            Cow::Borrowed(_) => Cow::Borrowed(response),
+            Cow::Owned(body) => {
+                Cow::Owned(HttpResponse { status: response.status, headers: response.headers.clone(), body })
+            }
         }
     }
 }
@@ -138,6 +104,8 @@ impl Provider for SmsClub {
     }
 
     fn new(init: InstanceInit) -> Result<Self, ProviderError> {
+        // Names the key, where serde's type error would not (neither quotes the value).
+        require_string_settings(&init, &["token"])?;
         let settings: Settings = parse_settings(&init)?;
         let token = settings.token.expose();
         if token.is_empty() {

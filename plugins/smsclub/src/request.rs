@@ -1,8 +1,8 @@
 //! Building SMS Club's HTTP requests: every call is a `POST` on `{base_url}/sms/<call>` with
 //! `Authorization: Bearer <token>` and a JSON body (UTF-8, as the API requires).
 
-use crate::{IntegrationId, Token};
-use notifyd_plugin::sdk::join_url;
+use crate::IntegrationId;
+use notifyd_plugin::sdk::{Secret, join_url};
 use notifyd_plugin::wire::{HttpRequest, ProviderError, SendInput};
 use serde::Serialize;
 
@@ -38,7 +38,7 @@ struct StatusBody<'a> {
 }
 
 /// `POST {base}{path}` with the bearer token and a JSON body (empty for calls without one).
-fn post(base_url: &str, path: &str, token: &Token, body: String) -> HttpRequest {
+fn post(base_url: &str, path: &str, token: &Secret, body: String) -> HttpRequest {
     HttpRequest {
         method: "POST".to_owned(),
         url: join_url(base_url, path),
@@ -61,7 +61,7 @@ fn encode<T: Serialize>(body: &T) -> Result<String, ProviderError> {
 /// SMS Club requires an alpha name, and the host has none to give).
 pub fn send(
     base_url: &str,
-    token: &Token,
+    token: &Secret,
     integration_id: Option<&IntegrationId>,
     input: &SendInput,
 ) -> Result<HttpRequest, ProviderError> {
@@ -83,7 +83,7 @@ pub fn send(
 }
 
 /// The `/sms/status` request for message ids `refs` (1 to [`MAX_STATUS_IDS`]).
-pub fn status(base_url: &str, token: &Token, refs: &[String]) -> Result<HttpRequest, ProviderError> {
+pub fn status(base_url: &str, token: &Secret, refs: &[String]) -> Result<HttpRequest, ProviderError> {
     if refs.is_empty() || refs.len() > MAX_STATUS_IDS {
         return Err(ProviderError::new(
             "plugin_error",
@@ -94,6 +94,6 @@ pub fn status(base_url: &str, token: &Token, refs: &[String]) -> Result<HttpRequ
 }
 
 /// The `/sms/balance` request ("without a request body").
-pub fn balance(base_url: &str, token: &Token) -> HttpRequest {
+pub fn balance(base_url: &str, token: &Secret) -> HttpRequest {
     post(base_url, BALANCE_PATH, token, String::new())
 }

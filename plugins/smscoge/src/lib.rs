@@ -17,12 +17,12 @@ pub mod response;
 mod tests;
 
 use notifyd_plugin::abi::{CAP_BALANCE, CAP_SCHEDULE, CAP_SEND, CAP_STATUS};
-use notifyd_plugin::sdk::{OpResult, Provider, parse_settings};
+use notifyd_plugin::sdk::{OpResult, Provider, Secret, invalid_settings, parse_settings};
 use notifyd_plugin::wire::{
-    BalanceResult, Describe, Exchange, InstanceInit, ProviderError, RecipientResult, SendInput, SendResult,
-    StatusInput, StatusResult, StatusUpdate, Step, WIRE_VERSION,
+    BalanceResult, Describe, Exchange, InstanceInit, MAX_EXCHANGES, ProviderError, RecipientResult,
+    SendInput, SendResult, StatusInput, StatusResult, StatusUpdate, Step, WIRE_VERSION,
 };
-use response::{Redactor, StatusAnswer};
+use response::StatusAnswer;
 use serde::Deserialize;
 
 /// The production URL, as the API document gives it (plain HTTP; see the README).
@@ -32,10 +32,11 @@ pub const DEFAULT_BASE_URL: &str = "http://smsco.ge";
 /// (about 1.4 kB of numbers) and bounds what one whole-submission answer can affect.
 pub const MAX_RECIPIENTS: u32 = 100;
 
-/// Most tracking references in one `status` call. smsco.ge answers one message id per request,
-/// and the host allows 16 HTTP exchanges per operation, so a batch may hold at most 16 distinct
-/// ids; references sharing an id (the recipients of one submission) need one request together.
-pub const MAX_STATUS_REFS: u32 = 16;
+/// Most tracking references in one `status` call (16). smsco.ge answers one message id per
+/// request, and the host allows [`MAX_EXCHANGES`] HTTP exchanges per operation, so a batch may hold
+/// at most that many distinct ids; references sharing an id (the recipients of one submission)
+/// need one request together.
+pub const MAX_STATUS_REFS: u32 = MAX_EXCHANGES as u32;
 
 /// The `state` of a send exchange.
 const SEND_STATE: &str = "send";
@@ -44,24 +45,6 @@ const BALANCE_STATE: &str = "balance";
 /// The prefix of a status exchange's `state`; the answers so far follow, one character per
 /// message id queried: the status digit, or `x` for an answer that leaves it unchanged.
 const STATUS_STATE: &str = "status:";
-
-/// A secret setting: deserialised from a string, never printed (`Debug` shows `***`).
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for the one place that sends it (the request's query).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// The instance's `[providers.settings]`. `base_url` is not a setting: it comes from the provider
 /// block (default [`DEFAULT_BASE_URL`]).
@@ -111,11 +94,6 @@ pub struct Smscoge {
     sender_param: Option<String>,
     /// Minutes east of UTC of the `schedule` parameter.
     schedule_offset_minutes: i32,
-    redactor: Redactor,
-}
-
-fn invalid_settings(init: &InstanceInit, what: &str) -> ProviderError {
-    ProviderError::new("invalid_settings", format!("invalid settings for `{}`: {what}", init.name))
 }
 
 fn plugin_error(message: impl Into<String>) -> ProviderError {
@@ -149,6 +127,12 @@ pub fn ref_mes_id(reference: &str) -> Option<&str> {
 }
 
 impl Smscoge {
+    /// What must never appear in an error message: the password (a provider's error page may echo
+    /// the request's query string).
+    fn secrets(&self) -> [&str; 1] {
+        [self.password.expose()]
+    }
+
     /// Rejects every recipient with `error`.
     fn all_failed(input: &SendInput, error: ProviderError) -> SendResult {
         SendResult::Recipients {
@@ -182,7 +166,7 @@ impl Smscoge {
 
     /// The second call of `send`: the gateway's answer, per recipient.
     fn send_result(&self, input: &SendInput, exchange: &Exchange) -> SendResult {
-        let outcome = response::send(&exchange.response, &self.redactor).into_result(&exchange.response);
+        let outcome = response::send(&exchange.response, &self.secrets()).into_result(&exchange.response);
         let recipients = input
             .to
             .iter()
@@ -296,7 +280,6 @@ impl Provider for Smscoge {
                 "`base_url` must be an absolute http:// or https:// URL without a query",
             ));
         }
-        let redactor = Redactor::new([s.password.expose()]);
         Ok(Smscoge {
             base_url,
             username: s.username,
@@ -304,7 +287,6 @@ impl Provider for Smscoge {
             transliterate: s.transliterate,
             sender_param,
             schedule_offset_minutes,
-            redactor,
         })
     }
 
@@ -345,7 +327,7 @@ impl Provider for Smscoge {
                         plugin_error("status was handed back a state this plugin did not produce")
                     })?;
                 let mut answers = answers.to_owned();
-                match response::status(&ex.response, &self.redactor) {
+                match response::status(&ex.response, &self.secrets()) {
                     Ok(StatusAnswer::Known(row)) => answers.push(char::from(b'0' + row.code)),
                     Ok(StatusAnswer::Unchanged) => answers.push('x'),
                     // Bad credentials, gateway down, throttled: stop asking; the ids asked so far
@@ -372,7 +354,7 @@ impl Provider for Smscoge {
         match exchange {
             None => Ok(Step::http(request::balance(self), BALANCE_STATE)),
             Some(ex) if ex.state == BALANCE_STATE => {
-                Ok(Step::done(match response::balance(&ex.response, &self.redactor) {
+                Ok(Step::done(match response::balance(&ex.response, &self.secrets()) {
                     // The document does not say in which unit the balance is (the send answer
                     // counts tetri): reported as credits.
                     Ok(amount) => BalanceResult::Balance { amount, currency: "credits".to_owned() },

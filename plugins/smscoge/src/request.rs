@@ -9,7 +9,7 @@
 //! - balance: `{base}/components/com_smsreseller/smsapi2.php?username=&password=&balance=true`
 
 use crate::Smscoge;
-use notifyd_plugin::sdk::{form_encode, join_url};
+use notifyd_plugin::sdk::{form_encode, join_url, rfc3339_to_unix_ceil};
 use notifyd_plugin::wire::{HttpRequest, ProviderError};
 
 /// The send and balance script, relative to the base URL.
@@ -78,7 +78,7 @@ pub fn valid_recipient(to: &str) -> bool {
 /// fractional second rounded up so the message never goes out before `send_at`. `None` when
 /// `send_at` is not later than `now` (unix seconds): the message is due, so it is sent at once.
 pub fn schedule(send_at: &str, offset_minutes: i32, now: i64) -> Result<Option<String>, ProviderError> {
-    let at = parse_rfc3339(send_at)
+    let at = rfc3339_to_unix_ceil(send_at)
         .ok_or_else(|| ProviderError::new("invalid_request", "send_at is not an RFC 3339 date and time"))?;
     if at <= now {
         return Ok(None);
@@ -118,58 +118,7 @@ fn digits(b: &[u8]) -> Option<u32> {
     Some(b.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
 }
 
-/// Parses RFC 3339 (`2026-11-22T09:00:00Z`, `...00.123+04:00`) into unix seconds, a fractional
-/// part rounded up.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (y, mo, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-    let (h, mi, sec) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
-    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut round_up = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return None;
-        }
-        round_up = i64::from(frac.as_bytes()[..n].iter().any(|&c| c != b'0'));
-        rest = &frac[n..];
-    }
-    let offset = parse_offset(rest)?;
-    let days = days_from_civil(i64::from(y), mo, d);
-    let local = days * 86_400 + i64::from(h * 3600 + mi * 60 + sec);
-    Some(local - i64::from(offset) * 60 + round_up)
-}
-
-fn days_in_month(y: u32, m: u32) -> u32 {
-    match m {
-        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01 (inverse of [`days_from_civil`]).
+/// The date of a day count since 1970-01-01 (proleptic Gregorian, H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -344,12 +293,13 @@ mod tests {
 
     #[test]
     fn civil_dates_round_trip() {
-        for days in (-800_000..800_000).step_by(997) {
+        // Every 997th day from 0000-03-01 on, up to the year 4160 (four-digit years, as RFC 3339).
+        for days in (-719_468..800_000).step_by(997) {
             let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
+            let date = format!("{y:04}-{m:02}-{d:02}T00:00:00Z");
+            assert_eq!(rfc3339_to_unix_ceil(&date), Some(days * 86_400), "{date}");
         }
         assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2026-01-01T00:00:00Z"), Some(NOW));
+        assert_eq!(civil_from_days(NOW / 86_400), (2026, 1, 1));
     }
 }

@@ -11,75 +11,24 @@
 //! which the credentials are removed.
 
 use crate::mapping::{self, ErrorRow, Scope, StatusRow};
-use notifyd_plugin::sdk::{http_status_error, retry_after_ms, unexpected_answer};
+use notifyd_plugin::sdk::{http_status_error, redact_secrets, retry_after_ms, unexpected_answer};
 use notifyd_plugin::wire::{HttpResponse, ProviderError};
+use std::borrow::Cow;
 
-/// Most characters of a body kept for an error message, before credentials are removed and
-/// [`snippet`](notifyd_plugin::sdk::snippet) shortens it (a 1 MiB body is never copied whole).
-const SNIPPET_WINDOW: usize = 256;
-
-/// Removes secrets from bodies quoted in error messages (a provider's error page may echo the
-/// request's query string).
-#[derive(Clone)]
-pub struct Redactor {
-    /// The secrets as they may appear in a body: as given and percent-encoded.
-    secrets: Vec<String>,
-}
-
-impl Redactor {
-    /// A redactor for `secrets` (empty ones are ignored).
-    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut list = Vec::new();
-        for s in secrets.into_iter().filter(|s| !s.is_empty()) {
-            list.push(s.to_owned());
-            let encoded = notifyd_plugin::sdk::form_encode([("", s)]);
-            let encoded = encoded.trim_start_matches('=');
-            if encoded != s {
-                list.push(encoded.to_owned());
-                list.push(encoded.replace("%20", "+"));
-            }
+/// The SDK's unexpected-answer error (`plugin_error`, not retryable, with a snippet of the body),
+/// the snippet taken after `secrets` are cut out of the body (a provider's error page may echo the
+/// request's query string); `provider_code` is the HTTP status when it is not 2xx.
+pub fn unexpected(response: &HttpResponse, secrets: &[&str]) -> ProviderError {
+    let mut e = match redact_secrets(&response.body, secrets) {
+        Cow::Borrowed(_) => unexpected_answer(response),
+        Cow::Owned(body) => {
+            unexpected_answer(&HttpResponse { status: response.status, headers: Default::default(), body })
         }
-        // Longest first, so that a secret containing another is removed whole.
-        list.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        list.dedup();
-        Redactor { secrets: list }
+    };
+    if !(200..300).contains(&response.status) {
+        e.provider_code = Some(response.status.to_string());
     }
-
-    /// `text` with every secret replaced by `***`.
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), "***");
-            }
-        }
-        out
-    }
-
-    /// The SDK's unexpected-answer error (`plugin_error`, not retryable, with a snippet), the
-    /// snippet taken from a redacted window of the body. The window is longer than the snippet
-    /// by more than any secret, so no part of a secret survives the cut.
-    pub fn unexpected(&self, response: &HttpResponse) -> ProviderError {
-        let longest = self.secrets.first().map_or(0, |s| s.chars().count());
-        let window: String = response.body.chars().take(SNIPPET_WINDOW + longest).collect();
-        let mut body = self.redact(&window);
-        if response.body.len() > window.len() {
-            // Keeps the SDK's "…" marker for a body that was cut.
-            body.push_str(&" ".repeat(SNIPPET_WINDOW));
-        }
-        let shown = HttpResponse { status: response.status, headers: Default::default(), body };
-        let mut e = unexpected_answer(&shown);
-        if !(200..300).contains(&response.status) {
-            e.provider_code = Some(response.status.to_string());
-        }
-        e
-    }
-}
-
-impl std::fmt::Debug for Redactor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Redactor({} forms of secrets: ***)", self.secrets.len())
-    }
+    e
 }
 
 /// What an answer says, before it is turned into results.
@@ -110,7 +59,7 @@ fn error_code(body: &str) -> Option<&'static ErrorRow> {
 /// `parse` for a 2xx body, then the HTTP status.
 fn classify<T>(
     response: &HttpResponse,
-    redactor: &Redactor,
+    secrets: &[&str],
     parse: impl FnOnce(&str) -> Option<T>,
 ) -> Answer<T> {
     if let Some(row) = error_code(&response.body) {
@@ -119,12 +68,12 @@ fn classify<T>(
     if (200..300).contains(&response.status) {
         return match parse(response.body.trim()) {
             Some(v) => Answer::Ok(v),
-            None => Answer::Unexpected(redactor.unexpected(response)),
+            None => Answer::Unexpected(unexpected(response, secrets)),
         };
     }
     match http_status_error(response) {
         Some(e) => Answer::Http(e),
-        None => Answer::Unexpected(redactor.unexpected(response)),
+        None => Answer::Unexpected(unexpected(response, secrets)),
     }
 }
 
@@ -177,8 +126,8 @@ fn parse_ok(body: &str) -> Option<Accepted> {
 }
 
 /// Reads a send answer.
-pub fn send(response: &HttpResponse, redactor: &Redactor) -> Answer<Accepted> {
-    classify(response, redactor, parse_ok)
+pub fn send(response: &HttpResponse, secrets: &[&str]) -> Answer<Accepted> {
+    classify(response, secrets, parse_ok)
 }
 
 /// What one status query said about one message id.
@@ -193,8 +142,8 @@ pub enum StatusAnswer {
 /// Reads a status answer. `Err` is an answer that concerns the account or the gateway (bad
 /// credentials, gateway down, HTTP 429/5xx, ...): the batch stops there and is asked again at
 /// the next poll.
-pub fn status(response: &HttpResponse, redactor: &Redactor) -> Result<StatusAnswer, ProviderError> {
-    let answer = classify(response, redactor, |body| {
+pub fn status(response: &HttpResponse, secrets: &[&str]) -> Result<StatusAnswer, ProviderError> {
+    let answer = classify(response, secrets, |body| {
         let digit = body.strip_prefix(|c: char| c.is_ascii_digit())?;
         // A documented status is a single digit; a description after it is tolerated.
         if digit.starts_with(|c: char| c.is_alphanumeric() || c == '.') {
@@ -213,8 +162,8 @@ pub fn status(response: &HttpResponse, redactor: &Redactor) -> Result<StatusAnsw
 
 /// Reads a balance answer: a number (`,` accepted as the decimal separator). A bare integer
 /// 2904..2915 is read as the error code it also is (see the README).
-pub fn balance(response: &HttpResponse, redactor: &Redactor) -> Result<f64, ProviderError> {
-    let answer = classify(response, redactor, |body| {
+pub fn balance(response: &HttpResponse, secrets: &[&str]) -> Result<f64, ProviderError> {
+    let answer = classify(response, secrets, |body| {
         let word = body.split_whitespace().next()?;
         word.replace(',', ".").parse::<f64>().ok().filter(|v| v.is_finite())
     });
@@ -231,10 +180,8 @@ mod tests {
 
     #[test]
     fn redaction_covers_plain_and_encoded_secrets() {
-        let red = Redactor::new(["p@ss word", ""]);
-        assert_eq!(red.redact("a p@ss word b p%40ss%20word c p%40ss+word"), "a *** b *** c ***");
         let long = format!("{}password=p@ss word&x", "x".repeat(55));
-        let e = red.unexpected(&r(200, &long));
+        let e = unexpected(&r(200, &long), &["p@ss word", ""]);
         assert!(!e.message.contains("p@ss") && !e.message.contains("ss wo"), "{}", e.message);
         assert!(e.message.ends_with("password=…"), "{}", e.message);
     }
