@@ -11,7 +11,7 @@
 use crate::breaker::{Breaker, Permit, Transition};
 use crate::config::{BreakerConfig, OnAmbiguous, ProviderConfig, RetryConfig};
 use crate::events::Status;
-use crate::ledger::{Ledger, State, done_state};
+use crate::ledger::{Known, Ledger, State, done_state};
 use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::{OpError, Provider, Providers};
@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
+use tokio::sync::Mutex;
 
 /// What the host does with a classified error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,13 +134,13 @@ impl Dispatcher {
 
     /// Records outcomes in the ledger (waiting out NATS outages): this is what keeps the crash
     /// window down to one provider call.
-    async fn record(&self, req: &Request, outcomes: &[(PhoneNumber, Outcome)]) {
+    async fn record(&self, req: &Request, known: &Mutex<Known>, outcomes: &[(PhoneNumber, Outcome)]) {
         if outcomes.is_empty() {
             return;
         }
         let states: Vec<(String, State)> =
             outcomes.iter().map(|(n, o)| (n.as_str().to_owned(), self.state_of(o))).collect();
-        self.ledger.record_until_stored(&req.id, &states).await;
+        self.ledger.record_until_stored(&req.id, &mut *known.lock().await, &states).await;
     }
 
     /// Asks the provider's breaker and rate limit for a call; `false`: skip the provider now.
@@ -177,11 +178,13 @@ impl Dispatcher {
         }
     }
 
-    /// Sends `req` to `numbers`, each with its route, and returns every recipient's outcome.
+    /// Sends `req` to `numbers`, each with its route, recording each outcome in the ledger
+    /// (`known`: the request's record as last seen) as soon as it is decided.
     pub async fn dispatch(
         &self,
         req: &Request,
         numbers: Vec<(PhoneNumber, Route)>,
+        known: &Mutex<Known>,
     ) -> Vec<(PhoneNumber, Outcome)> {
         // Recipients sharing a route travel together.
         let mut groups: Vec<(Route, Vec<PhoneNumber>)> = Vec::new();
@@ -191,7 +194,7 @@ impl Dispatcher {
                 None => groups.push((route, vec![number])),
             }
         }
-        let runs = groups.into_iter().map(|(route, list)| self.along_route(req, route, list));
+        let runs = groups.into_iter().map(|(route, list)| self.along_route(req, route, list, known));
         futures::future::join_all(runs).await.into_iter().flatten().collect()
     }
 
@@ -200,6 +203,7 @@ impl Dispatcher {
         req: &Request,
         route: Route,
         numbers: Vec<PhoneNumber>,
+        known: &Mutex<Known>,
     ) -> Vec<(PhoneNumber, Outcome)> {
         let mut decided = Vec::with_capacity(numbers.len());
         let mut pending: Vec<Pending> =
@@ -289,7 +293,7 @@ impl Dispatcher {
                         p.last_error = Some(error);
                         failing_over.push(p);
                     }
-                    self.record(req, &decided[recorded..]).await;
+                    self.record(req, known, &decided[recorded..]).await;
                 }
                 if let Some(delay) = wait {
                     self.metrics.retries.with_label_values(&[&provider.name]).inc_by(retry.len() as u64);
@@ -319,7 +323,7 @@ impl Dispatcher {
             };
             decided.push((p.number, Outcome::Failed { provider, error, attempt: p.attempts }));
         }
-        self.record(req, &decided[recorded..]).await;
+        self.record(req, known, &decided[recorded..]).await;
         decided
     }
 

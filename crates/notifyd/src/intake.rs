@@ -180,7 +180,9 @@ pub async fn run_jetstream(
     ack_wait: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let batch = slots.size.clamp(1, 256);
+    // Pulled messages wait in the client until a slot is free, with their ack timer running: keep
+    // that queue short.
+    let batch = slots.size.clamp(1, 64);
     'outer: loop {
         let mut messages = match consumer.stream().max_messages_per_batch(batch).messages().await {
             Ok(m) => m,
@@ -240,7 +242,9 @@ async fn handle_jetstream(pipeline: &Pipeline, msg: jetstream::Message, created:
             return;
         }
     }
-    let owner = format!("js:{seq}");
+    // This delivery of the message: a redelivery (the previous holder died or was too slow) is a
+    // different owner, so the ledger can tell "still being worked on elsewhere" from "abandoned".
+    let owner = format!("js:{seq}:{delivered}");
     let work = pipeline.finish(&msg.payload, decoded, &owner);
     tokio::pin!(work);
     // Keep the message alive while it is worked on (retries can take longer than ack_wait).

@@ -33,7 +33,7 @@ pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 pub enum State {
     /// The provider is being (or was) called; the answer is not recorded.
     Begun {
-        /// The delivery that wrote it (`js:<stream sequence>` or `core:<nuid>`).
+        /// The delivery that wrote it (`js:<stream sequence>:<delivery count>` or `core:<nuid>`).
         owner: String,
         /// Unix milliseconds.
         at: i64,
@@ -60,6 +60,13 @@ pub enum State {
 pub struct Record {
     pub v: u32,
     pub r: BTreeMap<String, State>,
+}
+
+/// A request's record as this delivery last read or wrote it, with its revision (0: none yet).
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    pub record: Record,
+    revision: u64,
 }
 
 /// Why the ledger could not be read or written (NATS unavailable, bucket missing...).
@@ -110,50 +117,60 @@ impl Ledger {
     }
 
     /// Reads a request's record and its revision (0 when there is none).
-    pub async fn load(&self, id: &str) -> Result<(Record, u64), LedgerError> {
+    pub async fn load(&self, id: &str) -> Result<Known, LedgerError> {
         match self.kv.entry(key(id)).await.map_err(|e| LedgerError(e.to_string()))? {
             Some(entry) if !entry.value.is_empty() => {
                 let record = serde_json::from_slice(&entry.value).unwrap_or_else(|e| {
                     tracing::error!(error = %e, "a ledger record is unreadable; treating it as empty");
                     Record::default()
                 });
-                Ok((record, entry.revision))
+                Ok(Known { record, revision: entry.revision })
             }
-            Some(entry) => Ok((Record::default(), entry.revision)),
-            None => Ok((Record::default(), 0)),
+            Some(entry) => Ok(Known { record: Record::default(), revision: entry.revision }),
+            None => Ok(Known::default()),
         }
     }
 
-    /// Merges `states` into the request's record with compare-and-set, re-reading on conflict.
-    pub async fn record(&self, id: &str, states: &[(String, State)]) -> Result<(), LedgerError> {
+    /// Merges `states` into the request's record with compare-and-set on the revision this
+    /// delivery last saw (`known`, kept current); only when another writer got there first is the
+    /// record read again and merged.
+    pub async fn record(
+        &self,
+        id: &str,
+        known: &mut Known,
+        states: &[(String, State)],
+    ) -> Result<(), LedgerError> {
         if states.is_empty() {
             return Ok(());
         }
         let key = key(id);
         for _ in 0..16 {
-            let (mut record, revision) = self.load(id).await?;
+            let mut record = known.record.clone();
             record.v = 1;
             for (to, state) in states {
                 record.r.insert(to.clone(), state.clone());
             }
             let value = Bytes::from(serde_json::to_vec(&record).expect("records encode as JSON"));
             // `Err(None)`: another writer got there first; read again and merge.
-            let written: Result<(), Option<String>> = if revision == 0 {
+            let written: Result<u64, Option<String>> = if known.revision == 0 {
                 match self.kv.create(&key, value).await {
-                    Ok(_) => Ok(()),
+                    Ok(revision) => Ok(revision),
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(None),
                     Err(e) => Err(Some(e.to_string())),
                 }
             } else {
-                match self.kv.update(&key, value, revision).await {
-                    Ok(_) => Ok(()),
+                match self.kv.update(&key, value, known.revision).await {
+                    Ok(revision) => Ok(revision),
                     Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(None),
                     Err(e) => Err(Some(e.to_string())),
                 }
             };
             match written {
-                Ok(()) => return Ok(()),
-                Err(None) => continue,
+                Ok(revision) => {
+                    *known = Known { record, revision };
+                    return Ok(());
+                }
+                Err(None) => *known = self.load(id).await?,
                 Err(Some(e)) => return Err(LedgerError(e)),
             }
         }
@@ -161,17 +178,21 @@ impl Ledger {
     }
 
     /// Like [`Ledger::record`], but waits out NATS outages (with a growing pause) until it succeeds.
-    pub async fn record_until_stored(&self, id: &str, states: &[(String, State)]) {
+    pub async fn record_until_stored(&self, id: &str, known: &mut Known, states: &[(String, State)]) {
         let mut delay = Duration::from_millis(50);
-        while let Err(e) = self.record(id, states).await {
+        while let Err(e) = self.record(id, known, states).await {
             tracing::warn!(request = %id, error = %e, "cannot write the ledger yet; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
+            // What failed may have been written after all; start again from what is stored.
+            if let Ok(current) = self.load(id).await {
+                *known = current;
+            }
         }
     }
 
     /// Like [`Ledger::load`], waiting out NATS outages.
-    pub async fn load_until_read(&self, id: &str) -> (Record, u64) {
+    pub async fn load_until_read(&self, id: &str) -> Known {
         let mut delay = Duration::from_millis(50);
         loop {
             match self.load(id).await {

@@ -172,8 +172,12 @@ impl Pipeline {
 
         // What earlier deliveries of this request id already did.
         let mut decided: Vec<(String, State)> = Vec::new();
+        // A request the ledger already knows is a redelivery or a duplicate, not a new request.
+        let mut seen_before = false;
         if !routed.is_empty() {
-            let (record, _) = self.ledger.load_until_read(id).await;
+            let mut known = self.ledger.load_until_read(id).await;
+            let record = known.record.clone();
+            seen_before = !record.r.is_empty();
             let now = tracking::now_unix_ms();
             let busy_ms = i64::try_from(self.ack_wait.as_millis() * 2).unwrap_or(i64::MAX);
             let mut fresh = Vec::with_capacity(routed.len());
@@ -206,21 +210,24 @@ impl Pipeline {
                 }
             }
             // Recipients ended here (an interrupted attempt with `on_ambiguous = "fail"`).
-            self.ledger.record_until_stored(id, &ended_here).await;
+            self.ledger.record_until_stored(id, &mut known, &ended_here).await;
             if !fresh.is_empty() {
                 let begun = State::Begun { owner: owner.to_owned(), at: now };
                 let states: Vec<(String, State)> =
                     fresh.iter().map(|(n, _)| (n.as_str().to_owned(), begun.clone())).collect();
-                self.ledger.record_until_stored(id, &states).await;
+                self.ledger.record_until_stored(id, &mut known, &states).await;
                 // The dispatcher records each outcome in the ledger as soon as the provider answers.
-                let outcomes = self.dispatcher.dispatch(&req, fresh).await;
+                let known = tokio::sync::Mutex::new(known);
+                let outcomes = self.dispatcher.dispatch(&req, fresh, &known).await;
                 decided.extend(
                     outcomes.iter().map(|(n, o)| (n.as_str().to_owned(), self.dispatcher.state_of(o))),
                 );
             }
         }
         // Counted before the outcome events go out, so whoever sees them sees the count too.
-        self.metrics.requests.with_label_values(&["accepted"]).inc();
+        if !seen_before {
+            self.metrics.requests.with_label_values(&["accepted"]).inc();
+        }
         for (to, state) in &decided {
             self.publish_decided(&mut batch, &req, to, state).await;
         }
