@@ -44,7 +44,13 @@ pub fn binaries(release: bool, build: bool) -> Result<(PathBuf, PathBuf), String
 }
 
 /// Measures and prints as it goes; a failed measurement is reported and skipped.
-async fn step(opts: &Options, target: Target, n: usize, rate: Option<f64>, all: &mut Vec<Measurement>) -> Option<Measurement> {
+async fn step(
+    opts: &Options,
+    target: Target,
+    n: usize,
+    rate: Option<f64>,
+    all: &mut Vec<Measurement>,
+) -> Option<Measurement> {
     eprintln!("... {} n={n}{}", target.label(), rate.map_or(String::new(), |r| format!(" at {r:.0}/s")));
     match measure(opts, target, n, rate).await {
         Ok(m) => {
@@ -66,7 +72,7 @@ pub struct Ceilings {
     pub http: Option<Measurement>,
 }
 
-/// The three ceilings, and the contract bus with notifyd's extra NATS operations (which prices
+/// The three ceilings, and the contract bus with the NATS operations notifyd does beyond it (which prices
 /// them: it is not a ceiling, the ratios do not use it).
 pub async fn ceilings(opts: &Options, n: usize, all: &mut Vec<Measurement>) -> Ceilings {
     let c = Ceilings {
@@ -104,11 +110,7 @@ pub async fn single(
     with_ceilings: bool,
 ) -> Vec<Measurement> {
     let mut all = Vec::new();
-    let c = if with_ceilings {
-        Some(ceilings(opts, n, &mut all).await)
-    } else {
-        None
-    };
+    let c = if with_ceilings { Some(ceilings(opts, n, &mut all).await) } else { None };
     let m = step(opts, target, n, rate, &mut all).await;
     println!();
     println!("{}", run::table(&all));

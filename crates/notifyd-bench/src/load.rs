@@ -154,7 +154,8 @@ pub async fn run(client: &async_nats::Client, spec: &LoadSpec) -> Result<LoadRes
                     Ok(Some(m)) => m,
                     Ok(None) => break,
                     Err(_) => {
-                        let idle = t0.elapsed().saturating_sub(Duration::from_nanos(last.load(Ordering::Relaxed)));
+                        let idle =
+                            t0.elapsed().saturating_sub(Duration::from_nanos(last.load(Ordering::Relaxed)));
                         if idle > stall {
                             break;
                         }

@@ -17,7 +17,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "notifyd-bench", about = "Benchmark notifyd: throughput, latency, memory and CPU against the bus and HTTP ceilings")]
+#[command(
+    name = "notifyd-bench",
+    about = "Benchmark notifyd: throughput, latency, memory and CPU against the bus and HTTP ceilings"
+)]
 struct Cli {
     /// Requests per measurement.
     #[arg(long, default_value_t = 10_000)]
@@ -41,8 +44,8 @@ struct Cli {
     #[arg(long)]
     no_ceilings: bool,
     /// Measure only one ceiling (no daemon); `contract-as-notifyd` is the contract bus plus the NATS
-    /// operations notifyd does beyond the contract (two ledger re-reads, the tracking entry and
-    /// its fetch + NAK), to price them.
+    /// operations notifyd does beyond the contract (the tracking entry, its fetch and NAK), to
+    /// price them.
     #[arg(long, value_parser = ["bare", "contract", "contract-as-notifyd", "http"])]
     only_ceiling: Option<String>,
     /// Run a matrix instead: `quick` (10k and 100k) or `full` (10k, 100k and 1M).
@@ -138,17 +141,28 @@ fn main() {
         in_flight: cli.in_flight,
         window: cli.window,
         stall: Duration::from_secs(cli.stall_secs),
-        wrapper: cli.wrapper.as_deref().map(|w| w.split_whitespace().map(str::to_owned).collect()).unwrap_or_default(),
+        wrapper: cli
+            .wrapper
+            .as_deref()
+            .map(|w| w.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
         perf: cli.perf.clone(),
         log_filter: cli.log.clone(),
     };
     println!("machine: {}", notifyd_bench::procs::machine());
-    println!("daemon: {} with {}, max_in_flight {}", opts.notifyd.display(), opts.plugin.display(), opts.in_flight);
+    println!(
+        "daemon: {} with {}, max_in_flight {}",
+        opts.notifyd.display(),
+        opts.plugin.display(),
+        opts.in_flight
+    );
     // The load generator gets the runtime; the mock runs on a thread of its own.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let all = rt.block_on(async {
         if let Some(suite) = &cli.suite {
-            let sizes: &[usize] = if suite == "full" { &[10_000, 100_000, 1_000_000] } else { &[10_000, 100_000] };
+            let sizes: &[usize] =
+                if suite == "full" { &[10_000, 100_000, 1_000_000] } else { &[10_000, 100_000] };
             notifyd_bench::suite(&opts, sizes, cli.ceiling_cap).await
         } else if cli.only_ceiling.as_deref() == Some("contract-as-notifyd") {
             notifyd_bench::single(&opts, Target::ContractAsNotifyd, cli.n, cli.rate, false).await

@@ -91,7 +91,12 @@ impl Varz {
         let Some((200, body)) = http_get(port, "/varz") else { return Varz::default() };
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
-        Varz { in_msgs: f("in_msgs"), out_msgs: f("out_msgs"), in_bytes: f("in_bytes"), out_bytes: f("out_bytes") }
+        Varz {
+            in_msgs: f("in_msgs"),
+            out_msgs: f("out_msgs"),
+            in_bytes: f("in_bytes"),
+            out_bytes: f("out_bytes"),
+        }
     }
 
     pub fn since(self, before: Varz) -> Varz {

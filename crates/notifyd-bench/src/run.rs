@@ -40,7 +40,10 @@ pub struct Options {
 /// What is measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Target {
-    Notifyd { mode: Mode, replicas: usize },
+    Notifyd {
+        mode: Mode,
+        replicas: usize,
+    },
     Ceiling(Kind),
     /// The contract bus ceiling plus notifyd's NATS operations beyond the contract.
     ContractAsNotifyd,
@@ -54,7 +57,7 @@ impl Target {
             Target::Ceiling(Kind::Bare) => "ceiling: bare bus".into(),
             Target::Ceiling(Kind::Contract) => "ceiling: contract bus".into(),
             Target::Ceiling(Kind::Http) => "ceiling: HTTP".into(),
-            Target::ContractAsNotifyd => "contract + notifyd's extras".into(),
+            Target::ContractAsNotifyd => "contract + tracking entry".into(),
         }
     }
 }
@@ -241,7 +244,12 @@ fn mock_counts(mock: &MockSmsc) -> MockCounts {
 }
 
 /// Measures `target` with `n` requests (closed loop, or open loop at `rate`).
-pub async fn measure(opts: &Options, target: Target, n: usize, rate: Option<f64>) -> Result<Measurement, String> {
+pub async fn measure(
+    opts: &Options,
+    target: Target,
+    n: usize,
+    rate: Option<f64>,
+) -> Result<Measurement, String> {
     match target {
         Target::Notifyd { mode, replicas } => measure_notifyd(opts, mode, replicas, n, rate).await,
         Target::Ceiling(Kind::Http) => measure_http(opts, n).await,
@@ -370,7 +378,14 @@ async fn measure_http(opts: &Options, n: usize) -> Result<Measurement, String> {
     let mut worker = Worker::start(
         opts,
         Kind::Http,
-        &["--url".into(), mock.url(), "--n".into(), n.to_string(), "--in-flight".into(), opts.in_flight.to_string()],
+        &[
+            "--url".into(),
+            mock.url(),
+            "--n".into(),
+            n.to_string(),
+            "--in-flight".into(),
+            opts.in_flight.to_string(),
+        ],
     )?;
     let watch = Watch::start(worker.child.id());
     let bench0 = bench_cpu();
@@ -391,8 +406,8 @@ async fn measure_http(opts: &Options, n: usize) -> Result<Measurement, String> {
         p50_ms: f("p50_ms"),
         p99_ms: f("p99_ms"),
         p999_ms: f("p999_ms"),
-        max_ms: f64::NAN,
-        lost: n - ok,
+        max_ms: f("max_ms"),
+        lost: n.saturating_sub(ok),
         failures: v["errors"].as_u64().unwrap_or(0) as usize,
         duplicate_events: 0,
         sut: usage,
@@ -429,9 +444,10 @@ pub fn describe(m: &Measurement) -> String {
         s.push_str(&format!("  (open loop at {rate:.0}/s)"));
     }
     s.push_str(&format!(
-        "\n{:<26} {:.1} s; other processes used {:.2} cores meanwhile",
+        "\n{:<26} {:.1} s; nats-server peak RSS {:.0} MiB; other processes used {:.2} cores meanwhile",
         "",
         m.wall_s,
+        m.nats.hwm_mib,
         m.other_load()
     ));
     if m.varz.in_msgs > 0.0 {
