@@ -54,30 +54,15 @@ fn ready() {
 /// The intake stream and consumer, as notifyd's `intake::ensure_streams` makes them (pulled, like
 /// notifyd's intake, in batches of at most 64).
 async fn intake(js: &jetstream::Context) -> Result<consumer::PullConsumer, String> {
-    let s = js
-        .get_or_create_stream(stream::Config {
-            name: "NOTIFY_SMS".into(),
-            subjects: vec!["notify.sms.send".into()],
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::WorkQueue,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    s.get_or_create_consumer(
+    let (_, consumer) = notifyd::intake::work_queue(
+        js,
+        "NOTIFY_SMS",
+        "notify.sms.send".into(),
         "notifyd",
-        consumer::pull::Config {
-            durable_name: Some("notifyd".into()),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
-            max_deliver: -1,
-            max_ack_pending: -1,
-            ..Default::default()
-        },
+        Duration::from_secs(30),
     )
-    .await
-    .map_err(|e| e.to_string())
+    .await?;
+    Ok(consumer)
 }
 
 /// The bare bus consumer: one core `sent` event and an ack per request.
@@ -144,31 +129,14 @@ pub async fn contract(url: &str, in_flight: usize, as_notifyd: bool) -> Result<(
         .map_err(|e| e.to_string())?;
     let consumer = intake(&js).await?;
     if as_notifyd {
-        let tracking = js
-            .get_or_create_stream(stream::Config {
-                name: "NOTIFY_SMS_TRACKING".into(),
-                subjects: vec!["notify.sms.track".into()],
-                storage: stream::StorageType::File,
-                retention: stream::RetentionPolicy::WorkQueue,
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let poller = tracking
-            .get_or_create_consumer(
-                "notifyd_tracking",
-                consumer::pull::Config {
-                    durable_name: Some("notifyd_tracking".into()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_deliver: -1,
-                    max_ack_pending: -1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        let (_, poller) = notifyd::intake::work_queue(
+            &js,
+            "NOTIFY_SMS_TRACKING",
+            "notify.sms.track".into(),
+            "notifyd_tracking",
+            Duration::from_secs(30),
+        )
+        .await?;
         tokio::spawn(async move {
             loop {
                 let Ok(batch) =

@@ -32,7 +32,7 @@ pub struct Streams {
 
 /// A file-backed work-queue stream on `subject` and its durable pull consumer, shared by every
 /// replica: each message goes to one replica and is redelivered `ack_wait` after one dies.
-async fn work_queue(
+pub async fn work_queue(
     js: &jetstream::Context,
     name: &str,
     subject: String,
