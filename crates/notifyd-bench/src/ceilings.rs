@@ -99,10 +99,10 @@ fn event(i: usize, status: &str) -> bytes::Bytes {
 /// The contract bus consumer: notifyd's NATS operations per request and nothing else.
 ///
 /// With `as_notifyd`, it also does what notifyd does today beyond the contract, to price it: a
-/// tracking entry published into `NOTIFY_SMS_TRACKING` per request, and a poller that fetches
-/// those entries and hands each back (`NAK` with a delay), as `tracking::Poller` does before the
-/// first poll is due. (Until commit dfd55f1 notifyd also read the ledger again before each of its
-/// two writes; this worker no longer does that either.)
+/// tracking entry published into `NOTIFY_SMS_TRACKING` per request. (Until commit dfd55f1 notifyd
+/// also read the ledger again before each of its two writes; until the poller learnt to leave
+/// entries that are not due in the stream, it also fetched each entry and handed it back with a
+/// delay. This worker does neither.)
 pub async fn contract(url: &str, in_flight: usize, as_notifyd: bool) -> Result<(), String> {
     let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
     let js = jetstream::new(client.clone());
@@ -129,7 +129,9 @@ pub async fn contract(url: &str, in_flight: usize, as_notifyd: bool) -> Result<(
         .map_err(|e| e.to_string())?;
     let consumer = intake(&js).await?;
     if as_notifyd {
-        let (_, poller) = notifyd::intake::work_queue(
+        // The tracking consumer exists, as notifyd's does, but nothing is due during a run: since
+        // the poller leaves entries that are not due in the stream, nothing fetches them.
+        notifyd::intake::work_queue(
             &js,
             "NOTIFY_SMS_TRACKING",
             "notify.sms.track".into(),
@@ -137,20 +139,6 @@ pub async fn contract(url: &str, in_flight: usize, as_notifyd: bool) -> Result<(
             Duration::from_secs(30),
         )
         .await?;
-        tokio::spawn(async move {
-            loop {
-                let Ok(batch) =
-                    poller.fetch().max_messages(1000).expires(Duration::from_secs(1)).messages().await
-                else {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                };
-                let messages: Vec<_> = batch.filter_map(|m| async { m.ok() }).collect().await;
-                for m in messages {
-                    let _ = m.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(3600)))).await;
-                }
-            }
-        });
     }
     ready();
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));

@@ -87,12 +87,21 @@ pub struct Poller {
 
 impl Poller {
     /// Polls until `shutdown` turns true.
+    ///
+    /// Entries reach the stream in the order they were sent, and none is due before
+    /// `first_poll` after it was published. So once a fetched entry turns out not to be due, the
+    /// rest of the stream is not due either: the poller then takes one entry at a time (a probe)
+    /// and sleeps until the head can be due (at most one grid step, so entries handed back by
+    /// any replica are picked up on time). Entries waiting for their first poll are therefore not
+    /// fetched and handed back one by one; they cost JetStream nothing while they wait.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut probing = false;
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let batch = self.consumer.fetch().max_messages(1000).expires(Duration::from_secs(1)).messages();
+            let size = if probing { 1 } else { 1000 };
+            let batch = self.consumer.fetch().max_messages(size).expires(Duration::from_secs(1)).messages();
             let messages: Vec<jetstream::Message> = tokio::select! {
                 _ = shutdown.changed() => return,
                 batch = batch => match batch {
@@ -104,19 +113,28 @@ impl Poller {
                     }
                 },
             };
-            if !messages.is_empty() {
-                self.handle(messages).await;
+            let head_due_in = if messages.is_empty() { None } else { self.handle(messages).await };
+            probing = false;
+            if let Some(wait) = head_due_in.filter(|w| !w.is_zero()) {
+                probing = true;
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(wait.min(self.grid())) => {}
+                }
             }
         }
+    }
+
+    /// The step hand-back delays are rounded up to: `first_poll / 4`, between 100 ms and 10 s.
+    fn grid(&self) -> Duration {
+        (self.cfg.first_poll / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
     }
 
     /// Rounds a hand-back delay up so the entry comes back on a grid of `first_poll / 4`
     /// (between 100 ms and 10 s): entries due at about the same time come back together and are
     /// queried in one batch instead of one call each.
     fn aligned(&self, delay: Duration) -> Duration {
-        let grid = (self.cfg.first_poll / 4)
-            .clamp(Duration::from_millis(100), Duration::from_secs(10))
-            .as_millis() as i64;
+        let grid = self.grid().as_millis() as i64;
         let due = now_ms() + delay.as_millis() as i64;
         let slot = (due + grid - 1) / grid * grid;
         Duration::from_millis((slot - now_ms()).max(0) as u64)
@@ -132,8 +150,12 @@ impl Poller {
         }
     }
 
-    async fn handle(&self, messages: Vec<jetstream::Message>) {
+    /// Handles fetched entries. Returns, when some were not due yet, how long until an entry
+    /// published after them can be due (zero if that time has come).
+    async fn handle(&self, messages: Vec<jetstream::Message>) -> Option<Duration> {
         let now = now_ms();
+        let mut head_due_at: Option<i64> = None;
+        let first_poll_ms = self.cfg.first_poll.as_millis() as i64;
         let mut due: HashMap<String, Vec<(jetstream::Message, Entry)>> = HashMap::new();
         let mut batch = self.events.batch();
         let mut done = Vec::new();
@@ -150,6 +172,16 @@ impl Poller {
             let elapsed_ms = now - entry.sent_at_ms;
             let elapsed = Duration::from_millis(elapsed_ms.max(0) as u64);
             let polled = self.providers.get(&entry.provider).is_some_and(|p| p.supports(Op::Status));
+            let not_due = elapsed < self.cfg.window && (!polled || elapsed_ms < first_poll_ms);
+            if not_due {
+                // Whatever was published after this entry is due `first_poll` after this one's
+                // publication at the earliest.
+                let published = msg.info().map_or(now.min(entry.sent_at_ms), |i| {
+                    (i.published.unix_timestamp_nanos() / 1_000_000) as i64
+                });
+                let at = published + first_poll_ms;
+                head_due_at = Some(head_due_at.map_or(at, |h| h.min(at)));
+            }
             if elapsed >= self.cfg.window {
                 if !polled && self.ended_by_callback(&entry).await {
                     done.push(msg);
@@ -161,9 +193,8 @@ impl Poller {
             } else if !polled {
                 // Nothing to ask: wait for the window to close (a pushed report may end it first).
                 let _ = msg.ack_with(AckKind::Nak(Some(self.aligned(self.cfg.window - elapsed)))).await;
-            } else if elapsed_ms < self.cfg.first_poll.as_millis() as i64 {
-                let wait =
-                    Duration::from_millis((self.cfg.first_poll.as_millis() as i64 - elapsed_ms) as u64);
+            } else if elapsed_ms < first_poll_ms {
+                let wait = Duration::from_millis((first_poll_ms - elapsed_ms) as u64);
                 let _ = msg.ack_with(AckKind::Nak(Some(self.aligned(wait)))).await;
             } else {
                 due.entry(entry.provider.clone()).or_default().push((msg, entry));
@@ -215,6 +246,7 @@ impl Poller {
         for msg in done {
             let _ = msg.ack().await;
         }
+        head_due_at.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
     }
 }
 

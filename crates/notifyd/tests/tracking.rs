@@ -153,6 +153,47 @@ async fn statuses_are_polled_in_batches_to_every_final_status() {
     assert!(calls.len() <= 40, "batched: {} calls", calls.len());
 }
 
+/// Entries waiting for their first poll stay in the stream, undelivered: the poller does not
+/// fetch each one and hand it back, it probes the head of the stream and sleeps until it is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_wait_undelivered_in_the_stream_until_their_first_poll() {
+    const N: usize = 200;
+    let nats = NatsServer::start();
+    let mock = smsc().await;
+    let tracking = "first_poll = \"4s\"\nmax_interval = \"1s\"";
+    let _daemon = Daemon::start(&nats, &config(&mock, tracking));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+    for i in 0..N {
+        let req = json!({"id": format!("w-{i}"), "to": format!("4915100{:06}", i * 10), "text": "tracked"});
+        publish(&client, req.to_string()).await;
+    }
+    for i in 0..N {
+        events.status(&format!("w-{i}"), None, "sent").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        js.get_consumer_from_stream("notifyd_tracking", "NOTIFY_SMS_TRACKING").await.unwrap();
+    let info = consumer.info().await.unwrap().clone();
+    println!(
+        "before the first poll: {} undelivered, {} delivered",
+        info.num_pending, info.delivered.consumer_sequence
+    );
+    assert!(status_calls(&mock).is_empty(), "nothing is due before first_poll");
+    assert!(
+        info.num_pending as usize >= N * 3 / 4,
+        "entries not due are left in the stream: {} of {N} undelivered",
+        info.num_pending
+    );
+    // Once due they are all polled, in batches, to their final status.
+    for i in 0..N {
+        events.status(&format!("w-{i}"), Some(&format!("4915100{:06}", i * 10)), "delivered").await;
+    }
+    let calls = status_calls(&mock);
+    assert!(calls.len() <= 20, "batched: {calls:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracking_survives_kill_9_and_continues_on_another_replica() {
     let nats = NatsServer::start();
