@@ -234,7 +234,9 @@ impl Dispatcher {
                         }
                         continue;
                     }
-                    let answers = self.send_chunk(req, provider, chunk).await;
+                    // Boxed, like the other large futures of a request: an unboxed one is copied
+                    // into every future that awaits it (docs/benchmarks.md).
+                    let answers = Box::pin(self.send_chunk(req, provider, chunk)).await;
                     self.judge(index, &answers);
                     let recorded = decided.len();
                     for (mut p, answer) in answers {

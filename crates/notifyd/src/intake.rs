@@ -245,8 +245,7 @@ async fn handle_jetstream(pipeline: &Pipeline, msg: jetstream::Message, created:
     // This delivery of the message: a redelivery (the previous holder died or was too slow) is a
     // different owner, so the ledger can tell "still being worked on elsewhere" from "abandoned".
     let owner = format!("js:{seq}:{delivered}");
-    let work = pipeline.finish(&msg.payload, decoded, &owner);
-    tokio::pin!(work);
+    let mut work = Box::pin(pipeline.finish(&msg.payload, decoded, &owner));
     // Keep the message alive while it is worked on (retries can take longer than ack_wait).
     let mut keepalive = tokio::time::interval(ack_wait / 3);
     keepalive.tick().await;
