@@ -3,11 +3,13 @@
 //!
 //! One key per request in a JetStream key-value bucket shared by every replica
 //! (`intake.ledger_bucket`), holding each recipient's state: `begun` (written before the provider
-//! is called), `sent` (with the provider's ids) or `done` (rejected/failed, with the error). Per
-//! request that is one read, one `begun` write, and one compare-and-set write per provider call
-//! that decides recipients (usually one), whatever the number of recipients.
+//! is called), `sent` (with the provider's ids) or `done` (rejected/failed, with the error). A new
+//! request is claimed with one create-if-absent write of its `begun` record ([`Ledger::claim`]),
+//! so it costs no read; then one compare-and-set write per provider call that decides recipients
+//! (usually one), whatever the number of recipients.
 //!
-//! A redelivered request reads the ledger first: `sent` and `done` recipients are not sent again
+//! When the claim finds a record (a redelivery, or the same id published twice), the request
+//! reads it: `sent` and `done` recipients are not sent again
 //! (their events are published again, and the status stream folds them by message id); a `begun`
 //! recipient is the **crash window**: the replica died after calling the provider and before
 //! recording the answer. Whether the provider sent it is unknown, so `retry.on_ambiguous` decides:
@@ -134,6 +136,23 @@ impl Ledger {
     /// Merges `states` into the request's record with compare-and-set on the revision this
     /// delivery last saw (`known`, kept current); only when another writer got there first is the
     /// record read again and merged.
+    /// Claims a request no delivery has touched yet: creates its record with `states` (the
+    /// `begun` of every recipient) if the key is absent. `None` when a record exists already, or
+    /// when the ledger cannot be written now; the caller then reads the record and decides per
+    /// recipient (and retries while the ledger is unavailable).
+    pub async fn claim(&self, id: &str, states: &[(String, State)]) -> Option<Known> {
+        let record = Record { v: 1, r: states.iter().cloned().collect() };
+        let value = Bytes::from(serde_json::to_vec(&record).expect("records encode as JSON"));
+        match self.kv.create(key(id), value).await {
+            Ok(revision) => Some(Known { record, revision }),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => None,
+            Err(e) => {
+                tracing::debug!(request = %id, error = %e, "cannot claim the request in the ledger");
+                None
+            }
+        }
+    }
+
     pub async fn record(
         &self,
         id: &str,

@@ -5,7 +5,7 @@
 use crate::config::OnAmbiguous;
 use crate::dispatch::Dispatcher;
 use crate::events::{Batch, Event, EventError, Events, Status};
-use crate::ledger::{Ledger, State, done_state};
+use crate::ledger::{Known, Ledger, State, done_state};
 use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::Providers;
@@ -175,50 +175,28 @@ impl Pipeline {
         // A request the ledger already knows is a redelivery or a duplicate, not a new request.
         let mut seen_before = false;
         if !routed.is_empty() {
-            let mut known = self.ledger.load_until_read(id).await;
-            let record = known.record.clone();
-            seen_before = !record.r.is_empty();
             let now = tracking::now_unix_ms();
-            let busy_ms = i64::try_from(self.ack_wait.as_millis() * 2).unwrap_or(i64::MAX);
-            let mut fresh = Vec::with_capacity(routed.len());
-            let mut ended_here = Vec::new();
-            for (n, route) in routed {
-                match record.r.get(n.as_str()) {
-                    None => fresh.push((n, route)),
-                    Some(State::Begun { owner: other, at }) if other != owner && now - at < busy_ms => {
-                        // The same id is being sent by another delivery right now.
+            let begun = State::Begun { owner: owner.to_owned(), at: now };
+            let claim: Vec<(String, State)> =
+                routed.iter().map(|(n, _)| (n.as_str().to_owned(), begun.clone())).collect();
+            // A new request (the usual case) is claimed with one write and no read.
+            let (known, fresh) = match self.ledger.claim(id, &claim).await {
+                Some(known) => (known, routed),
+                None => match self.resume(&req, routed, owner, now, &mut decided).await {
+                    Ok((known, fresh, seen)) => {
+                        seen_before = seen;
+                        (known, fresh)
+                    }
+                    Err(verdict) => {
                         batch.confirm().await;
-                        return Verdict::Busy { retry_in: self.ack_wait };
+                        return verdict;
                     }
-                    Some(State::Begun { .. }) => {
-                        let first = &self.providers.list[route[0]].name;
-                        if self.on_ambiguous == OnAmbiguous::Fail {
-                            let error = ProviderError::new(
-                                "timeout",
-                                "an earlier attempt was interrupted before its outcome was recorded; not resending",
-                            );
-                            let state = done_state(Status::Failed, None, 0, &error);
-                            ended_here.push((n.as_str().to_owned(), state.clone()));
-                            decided.push((n.as_str().to_owned(), state));
-                        } else {
-                            tracing::warn!(request = %id, to = %n.masked(), "resending after an interrupted attempt");
-                            self.metrics.ambiguous_resends.with_label_values(&[first]).inc();
-                            fresh.push((n, route));
-                        }
-                    }
-                    Some(state) => decided.push((n.as_str().to_owned(), state.clone())),
-                }
-            }
-            // Recipients ended here (an interrupted attempt with `on_ambiguous = "fail"`).
-            self.ledger.record_until_stored(id, &mut known, &ended_here).await;
+                },
+            };
             if !fresh.is_empty() {
-                let begun = State::Begun { owner: owner.to_owned(), at: now };
-                let states: Vec<(String, State)> =
-                    fresh.iter().map(|(n, _)| (n.as_str().to_owned(), begun.clone())).collect();
-                self.ledger.record_until_stored(id, &mut known, &states).await;
                 // The dispatcher records each outcome in the ledger as soon as the provider answers.
                 let known = tokio::sync::Mutex::new(known);
-                let outcomes = self.dispatcher.dispatch(&req, fresh, &known).await;
+                let outcomes = Box::pin(self.dispatcher.dispatch(&req, fresh, &known)).await;
                 decided.extend(
                     outcomes.iter().map(|(n, o)| (n.as_str().to_owned(), self.dispatcher.state_of(o))),
                 );
@@ -233,6 +211,66 @@ impl Pipeline {
         }
         batch.confirm().await;
         Verdict::Accepted { id: req.id.clone() }
+    }
+
+    /// A request whose ledger record exists already (a redelivery, or the same id published
+    /// twice): reads the record and decides per recipient. Returns the record as written, the
+    /// recipients to send now (their `begun` recorded), and whether the record held any recipient;
+    /// recipients decided earlier are added to `decided`. `Err(Busy)` when another delivery is
+    /// working on the request right now.
+    async fn resume(
+        &self,
+        req: &Request,
+        routed: Vec<(PhoneNumber, Route)>,
+        owner: &str,
+        now: i64,
+        decided: &mut Vec<(String, State)>,
+    ) -> Result<(Known, Vec<(PhoneNumber, Route)>, bool), Verdict> {
+        let id: &str = &req.id;
+        let mut known = self.ledger.load_until_read(id).await;
+        let record = known.record.clone();
+        let busy_ms = i64::try_from(self.ack_wait.as_millis() * 2).unwrap_or(i64::MAX);
+        let mut fresh = Vec::with_capacity(routed.len());
+        let mut ended_here = Vec::new();
+        for (n, route) in routed {
+            match record.r.get(n.as_str()) {
+                None => fresh.push((n, route)),
+                // This delivery's own claim, written although its answer was lost: nothing was
+                // sent yet.
+                Some(State::Begun { owner: mine, .. }) if mine == owner => fresh.push((n, route)),
+                Some(State::Begun { owner: other, at }) if other != owner && now - at < busy_ms => {
+                    // The same id is being sent by another delivery right now.
+                    return Err(Verdict::Busy { retry_in: self.ack_wait });
+                }
+                Some(State::Begun { .. }) => {
+                    let first = &self.providers.list[route[0]].name;
+                    if self.on_ambiguous == OnAmbiguous::Fail {
+                        let error = ProviderError::new(
+                            "timeout",
+                            "an earlier attempt was interrupted before its outcome was recorded; not resending",
+                        );
+                        let state = done_state(Status::Failed, None, 0, &error);
+                        ended_here.push((n.as_str().to_owned(), state.clone()));
+                        decided.push((n.as_str().to_owned(), state));
+                    } else {
+                        tracing::warn!(request = %id, to = %n.masked(), "resending after an interrupted attempt");
+                        self.metrics.ambiguous_resends.with_label_values(&[first]).inc();
+                        fresh.push((n, route));
+                    }
+                }
+                Some(state) => decided.push((n.as_str().to_owned(), state.clone())),
+            }
+        }
+        // Recipients ended here (an interrupted attempt with `on_ambiguous = "fail"`).
+        self.ledger.record_until_stored(id, &mut known, &ended_here).await;
+        if !fresh.is_empty() {
+            let begun = State::Begun { owner: owner.to_owned(), at: now };
+            let states: Vec<(String, State)> =
+                fresh.iter().map(|(n, _)| (n.as_str().to_owned(), begun.clone())).collect();
+            self.ledger.record_until_stored(id, &mut known, &states).await;
+        }
+        let seen = record.r.values().any(|s| !matches!(s, State::Begun { owner: mine, .. } if mine == owner));
+        Ok((known, fresh, seen))
     }
 
     /// An event of `req` for one recipient, with what every such event carries.
