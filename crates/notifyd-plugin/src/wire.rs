@@ -103,11 +103,39 @@ pub struct HttpResponse {
 }
 
 /// What an operation answers.
+///
+/// Decoded through flat helper structs (here and in the result enums) rather than serde's
+/// `flatten`/`untagged`, which buffer the document and build an error per variant tried: the
+/// host decodes one of these per provider call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawOutput<T>")]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
 pub struct OpOutput<T> {
     pub v: u32,
     #[serde(flatten)]
     pub step: Step<T>,
+}
+
+/// [`OpOutput`] as it may arrive: which fields are set decides the step.
+#[derive(Deserialize)]
+struct RawOutput<T> {
+    v: u32,
+    http: Option<HttpRequest>,
+    state: Option<String>,
+    done: Option<T>,
+}
+
+impl<T> TryFrom<RawOutput<T>> for OpOutput<T> {
+    type Error = &'static str;
+
+    fn try_from(raw: RawOutput<T>) -> Result<Self, Self::Error> {
+        let step = match raw {
+            RawOutput { http: Some(http), state: Some(state), .. } => Step::Http { http, state },
+            RawOutput { done: Some(done), .. } => Step::Done { done },
+            _ => return Err("the answer has neither `http` and `state` nor `done`"),
+        };
+        Ok(OpOutput { v: raw.v, step })
+    }
 }
 
 /// Either an HTTP exchange to perform or the result.
@@ -208,10 +236,29 @@ pub struct SendInput {
 
 /// The result of `send`: one entry per recipient, or one error for all of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, try_from = "RawSendResult")]
 pub enum SendResult {
     Recipients { recipients: Vec<RecipientResult> },
     Failed { error: ProviderError },
+}
+
+/// [`SendResult`] as it may arrive.
+#[derive(Deserialize)]
+struct RawSendResult {
+    recipients: Option<Vec<RecipientResult>>,
+    error: Option<ProviderError>,
+}
+
+impl TryFrom<RawSendResult> for SendResult {
+    type Error = &'static str;
+
+    fn try_from(raw: RawSendResult) -> Result<Self, Self::Error> {
+        match raw {
+            RawSendResult { recipients: Some(recipients), .. } => Ok(SendResult::Recipients { recipients }),
+            RawSendResult { error: Some(error), .. } => Ok(SendResult::Failed { error }),
+            _ => Err("a send result has neither `recipients` nor `error`"),
+        }
+    }
 }
 
 /// The outcome for one recipient of a `send`.
@@ -253,10 +300,29 @@ pub struct StatusInput {
 
 /// The result of `status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, try_from = "RawStatusResult")]
 pub enum StatusResult {
     Statuses { statuses: Vec<StatusUpdate> },
     Failed { error: ProviderError },
+}
+
+/// [`StatusResult`] as it may arrive.
+#[derive(Deserialize)]
+struct RawStatusResult {
+    statuses: Option<Vec<StatusUpdate>>,
+    error: Option<ProviderError>,
+}
+
+impl TryFrom<RawStatusResult> for StatusResult {
+    type Error = &'static str;
+
+    fn try_from(raw: RawStatusResult) -> Result<Self, Self::Error> {
+        match raw {
+            RawStatusResult { statuses: Some(statuses), .. } => Ok(StatusResult::Statuses { statuses }),
+            RawStatusResult { error: Some(error), .. } => Ok(StatusResult::Failed { error }),
+            _ => Err("a status result has neither `statuses` nor `error`"),
+        }
+    }
 }
 
 /// A delivery status for one tracking reference (status) or one message (callback).
@@ -310,4 +376,55 @@ pub struct CallbackResult {
 
 fn default_callback_status() -> u16 {
     200
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(doc: &str) -> Result<OpOutput<SendResult>, String> {
+        serde_json::from_str(doc).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn answers_decode_to_their_step() {
+        let http =
+            output(r#"{"v":1,"http":{"method":"POST","url":"https://x/send","body":"a=1"},"state":"send"}"#)
+                .unwrap();
+        match http.step {
+            Step::Http { http, state } => {
+                assert_eq!((http.url.as_str(), state.as_str()), ("https://x/send", "send"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let done =
+            output(r#"{"v":1,"done":{"recipients":[{"to":"49151","provider_message_id":"7"}]}}"#).unwrap();
+        assert_eq!(
+            done.step,
+            Step::Done {
+                done: SendResult::Recipients { recipients: vec![RecipientResult::sent("49151", "7")] }
+            }
+        );
+        let failed = output(r#"{"v":1,"done":{"error":{"code":"auth","message":"no"}}}"#).unwrap();
+        assert!(
+            matches!(failed.step, Step::Done { done: SendResult::Failed { error } } if error.code == "auth")
+        );
+    }
+
+    #[test]
+    fn malformed_answers_say_what_is_missing() {
+        assert!(output(r#"{"v":1}"#).unwrap_err().contains("neither `http` and `state` nor `done`"));
+        assert!(output(r#"{"v":1,"http":{"method":"GET","url":"u"}}"#).is_err(), "http without state");
+        assert!(output(r#"{"v":1,"done":{}}"#).unwrap_err().contains("neither `recipients` nor `error`"));
+        assert!(output(r#"{"v":1,"done":{"recipients":7}}"#).unwrap_err().contains("invalid type"));
+        let status: Result<StatusResult, _> = serde_json::from_str(r#"{"recipients":[]}"#);
+        assert!(status.is_err(), "a status result needs `statuses`");
+    }
+
+    #[test]
+    fn results_encode_as_before() {
+        let r = SendResult::Failed { error: ProviderError::new("auth", "no") };
+        let json = serde_json::to_string(&OpOutput { v: 1, step: Step::Done { done: r } }).unwrap();
+        assert!(json.starts_with(r#"{"v":1,"done":{"error":{"code":"auth""#), "{json}");
+    }
 }

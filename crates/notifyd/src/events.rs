@@ -29,6 +29,18 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in declaration order (`status as usize` indexes it).
+    pub const ALL: [Status; 8] = [
+        Status::Accepted,
+        Status::Rejected,
+        Status::Sent,
+        Status::Delivered,
+        Status::Undelivered,
+        Status::Expired,
+        Status::Failed,
+        Status::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Accepted => "accepted",
@@ -138,24 +150,37 @@ pub fn now_rfc3339() -> String {
 }
 
 pub fn rfc3339_millis(t: OffsetDateTime) -> String {
+    // Written digit by digit: every event carries one, and `format!` costs several times more.
+    fn digits(out: &mut String, value: u32, width: u32) {
+        for place in (0..width).rev() {
+            out.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
+        }
+    }
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    let mut out = String::with_capacity(24);
+    digits(&mut out, t.year().clamp(0, 9999) as u32, 4);
+    out.push('-');
+    digits(&mut out, u32::from(u8::from(t.month())), 2);
+    out.push('-');
+    digits(&mut out, u32::from(t.day()), 2);
+    out.push('T');
+    digits(&mut out, u32::from(t.hour()), 2);
+    out.push(':');
+    digits(&mut out, u32::from(t.minute()), 2);
+    out.push(':');
+    digits(&mut out, u32::from(t.second()), 2);
+    out.push('.');
+    digits(&mut out, u32::from(t.millisecond()), 3);
+    out.push('Z');
+    out
 }
 
 /// Publishes events into the status stream.
 #[derive(Clone)]
 pub struct Events {
     js: jetstream::Context,
-    prefix: String,
+    /// `<prefix>.sms.status.<status>`, by [`Status`] (in declaration order).
+    subjects: std::sync::Arc<[String; 8]>,
     metrics: Metrics,
 }
 
@@ -176,7 +201,8 @@ pub struct Batch {
 
 impl Events {
     pub fn new(js: jetstream::Context, subject_prefix: &str, metrics: Metrics) -> Self {
-        Events { js, prefix: format!("{subject_prefix}.sms.status."), metrics }
+        let subjects = Status::ALL.map(|s| format!("{subject_prefix}.sms.status.{}", s.as_str()));
+        Events { js, subjects: std::sync::Arc::new(subjects), metrics }
     }
 
     pub fn batch(&self) -> Batch {
@@ -194,7 +220,7 @@ impl Batch {
     /// Publishes `event` with message id `key` (`<id>/<to>/<status>` or the SPEC's variants).
     pub async fn publish(&mut self, event: &Event<'_>, key: String) {
         let payload = Bytes::from(serde_json::to_vec(event).expect("events encode as JSON"));
-        let subject = format!("{}{}", self.events.prefix, event.status.as_str());
+        let subject = self.events.subjects[event.status as usize].clone();
         self.events
             .metrics
             .events
@@ -262,6 +288,23 @@ mod tests {
     fn timestamps_have_millis_and_z() {
         let t = OffsetDateTime::from_unix_timestamp_nanos(1_795_295_100_123_456_789).unwrap();
         assert_eq!(rfc3339_millis(t), "2026-11-21T21:05:00.123Z");
+    }
+
+    #[test]
+    fn timestamps_are_padded_and_in_utc() {
+        let t = time::Date::from_calendar_date(987, time::Month::January, 2)
+            .unwrap()
+            .with_hms_milli(3, 4, 5, 6)
+            .unwrap()
+            .assume_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap());
+        assert_eq!(rfc3339_millis(t), "0987-01-02T01:04:05.006Z");
+    }
+
+    #[test]
+    fn statuses_index_their_subjects() {
+        for (i, s) in Status::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+        }
     }
 
     #[test]
