@@ -51,8 +51,8 @@ fn free_port() -> u16 {
 }
 
 /// The config: the SMSC plugin by absolute path against the mock; tracking's first poll an hour
-/// away so polling stays out of the measurement (the tracking entry is still written and fetched
-/// once), balance polling off.
+/// away so polling stays out of the measurement (each tracking entry is still written; it waits in
+/// the stream), balance polling off.
 pub fn config(spec: &DaemonSpec, metrics_port: u16) -> String {
     format!(
         r#"[nats]

@@ -131,12 +131,16 @@ pub async fn suite(opts: &Options, sizes: &[usize], ceiling_cap: usize) -> Vec<M
     for &n in sizes {
         let c = ceilings(opts, n.min(ceiling_cap), &mut all).await;
         for target in [
-            Target::Notifyd { mode: Mode::Jetstream, replicas: 1 },
-            Target::Notifyd { mode: Mode::Jetstream, replicas: 2 },
-            Target::Notifyd { mode: Mode::Core, replicas: 1 },
+            Target::Notifyd { mode: Mode::Jetstream, replicas: 1, tracked: 0 },
+            Target::Notifyd { mode: Mode::Jetstream, replicas: 2, tracked: 0 },
+            Target::Notifyd { mode: Mode::Core, replicas: 1, tracked: 0 },
+            // The same load with 100k tracked messages outstanding (waiting for their first poll).
+            Target::Notifyd { mode: Mode::Jetstream, replicas: 1, tracked: 100_000 },
         ] {
             if let Some(m) = step(opts, target, n, None, &mut all).await {
-                if target == (Target::Notifyd { mode: Mode::Jetstream, replicas: 1 }) && n <= 100_000 {
+                if target == (Target::Notifyd { mode: Mode::Jetstream, replicas: 1, tracked: 0 })
+                    && n <= 100_000
+                {
                     max_rate = max_rate.max(m.throughput);
                 }
                 summary.push(ratios(&m, &c));
@@ -146,7 +150,14 @@ pub async fn suite(opts: &Options, sizes: &[usize], ceiling_cap: usize) -> Vec<M
     if max_rate > 0.0 {
         let rate = (max_rate / 2.0).floor();
         let n = ((rate * 30.0) as usize).clamp(10_000, 200_000);
-        step(opts, Target::Notifyd { mode: Mode::Jetstream, replicas: 1 }, n, Some(rate), &mut all).await;
+        step(
+            opts,
+            Target::Notifyd { mode: Mode::Jetstream, replicas: 1, tracked: 0 },
+            n,
+            Some(rate),
+            &mut all,
+        )
+        .await;
     }
     println!();
     println!("{}", run::table(&all));

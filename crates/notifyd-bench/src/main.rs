@@ -43,9 +43,12 @@ struct Cli {
     /// Skip the three ceilings.
     #[arg(long)]
     no_ceilings: bool,
+    /// Start the daemon with this many tracked messages outstanding (tracking entries waiting for
+    /// their first poll), to price status tracking
+    #[arg(long, default_value_t = 0)]
+    tracked: usize,
     /// Measure only one ceiling (no daemon); `contract-as-notifyd` is the contract bus plus the NATS
-    /// operations notifyd does beyond the contract (the tracking entry, its fetch and NAK), to
-    /// price them.
+    /// operation notifyd does beyond the contract (publishing the tracking entry), to price it.
     #[arg(long, value_parser = ["bare", "contract", "contract-as-notifyd", "http"])]
     only_ceiling: Option<String>,
     /// Run a matrix instead: `quick` (10k and 100k) or `full` (10k, 100k and 1M).
@@ -173,7 +176,7 @@ fn main() {
                 CliMode::Jetstream => Mode::Jetstream,
                 CliMode::Core => Mode::Core,
             };
-            let target = Target::Notifyd { mode, replicas: cli.replicas.max(1) };
+            let target = Target::Notifyd { mode, replicas: cli.replicas.max(1), tracked: cli.tracked };
             notifyd_bench::single(&opts, target, cli.n, cli.rate, !cli.no_ceilings).await
         }
     });

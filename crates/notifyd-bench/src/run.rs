@@ -43,6 +43,8 @@ pub enum Target {
     Notifyd {
         mode: Mode,
         replicas: usize,
+        /// Tracking entries outstanding (not due during the run) before the load starts.
+        tracked: usize,
     },
     Ceiling(Kind),
     /// The contract bus ceiling plus notifyd's NATS operations beyond the contract.
@@ -52,8 +54,13 @@ pub enum Target {
 impl Target {
     pub fn label(&self) -> String {
         match self {
-            Target::Notifyd { mode: Mode::Jetstream, replicas } => format!("notifyd jetstream x{replicas}"),
-            Target::Notifyd { mode: Mode::Core, replicas } => format!("notifyd core x{replicas}"),
+            Target::Notifyd { mode, replicas, tracked } => {
+                let mode = if *mode == Mode::Jetstream { "jetstream" } else { "core" };
+                match tracked {
+                    0 => format!("notifyd {mode} x{replicas}"),
+                    t => format!("notifyd {mode} x{replicas}, {}k tracked", t / 1000),
+                }
+            }
             Target::Ceiling(Kind::Bare) => "ceiling: bare bus".into(),
             Target::Ceiling(Kind::Contract) => "ceiling: contract bus".into(),
             Target::Ceiling(Kind::Http) => "ceiling: HTTP".into(),
@@ -128,6 +135,54 @@ fn start_nats() -> (NatsServer, u16, u32) {
     let nats = NatsServer::builder().args(["-m".to_owned(), port.to_string()]).start();
     let pid = procs::find_pid(nats.store_dir()).unwrap_or(0);
     (nats, port, pid)
+}
+
+/// Publishes `count` tracking entries of messages sent just now (the daemon's first poll is an
+/// hour away), so the daemon starts with that many tracked messages outstanding.
+async fn prefill_tracking(url: &str, count: usize) -> Result<(), String> {
+    let client = load::connect(url).await?;
+    let js = async_nats::jetstream::new(client);
+    let (mut stream, _) = notifyd::intake::work_queue(
+        &js,
+        "NOTIFY_SMS_TRACKING",
+        "notify.sms.track".into(),
+        "notifyd_tracking",
+        Duration::from_secs(30),
+    )
+    .await?;
+    let now = notifyd::tracking::now_unix_ms();
+    let mut acks = Vec::with_capacity(1000);
+    for i in 0..count {
+        let to = format!("4915172{i:07}");
+        let entry = notifyd::tracking::Entry {
+            id: format!("tracked-{i}"),
+            reference: format!("{i}:{to}"),
+            to,
+            provider: "smsc".into(),
+            provider_message_id: i.to_string(),
+            segments: 1,
+            encoding: "gsm7".into(),
+            attempt: 1,
+            sent_at_ms: now,
+            tags: None,
+        };
+        let ack = js
+            .publish("notify.sms.track", notifyd::tracking::encode(&entry))
+            .await
+            .map_err(|e| format!("cannot publish a tracking entry: {e}"))?;
+        acks.push(ack);
+        if acks.len() == 1000 || i + 1 == count {
+            for ack in acks.drain(..) {
+                ack.await.map_err(|e| format!("a tracking entry was not stored: {e}"))?;
+            }
+        }
+    }
+    let stored = stream.info().await.map_err(|e| e.to_string())?.state.messages;
+    if stored != count as u64 {
+        return Err(format!("{stored} tracking entries stored, {count} published"));
+    }
+    println!("                           {count} tracking entries outstanding before the load");
+    Ok(())
 }
 
 /// A ceiling worker process (`notifyd-bench worker <kind> ...`), once it said `ready`.
@@ -251,7 +306,9 @@ pub async fn measure(
     rate: Option<f64>,
 ) -> Result<Measurement, String> {
     match target {
-        Target::Notifyd { mode, replicas } => measure_notifyd(opts, mode, replicas, n, rate).await,
+        Target::Notifyd { mode, replicas, tracked } => {
+            measure_notifyd(opts, mode, replicas, tracked, n, rate).await
+        }
         Target::Ceiling(Kind::Http) => measure_http(opts, n).await,
         Target::Ceiling(kind) => measure_bus(opts, kind, false, n, rate).await,
         Target::ContractAsNotifyd => measure_bus(opts, Kind::Contract, true, n, rate).await,
@@ -262,11 +319,15 @@ async fn measure_notifyd(
     opts: &Options,
     mode: Mode,
     replicas: usize,
+    tracked: usize,
     n: usize,
     rate: Option<f64>,
 ) -> Result<Measurement, String> {
-    let target = Target::Notifyd { mode, replicas };
+    let target = Target::Notifyd { mode, replicas, tracked };
     let (nats, monitor, nats_pid) = start_nats();
+    if tracked > 0 {
+        prefill_tracking(&nats.url(), tracked).await?;
+    }
     let mock = MockSmsc::start(n);
     let spec = DaemonSpec {
         binary: opts.notifyd.clone(),
