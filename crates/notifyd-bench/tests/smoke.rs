@@ -39,8 +39,8 @@ fn assert_complete(m: &Measurement) {
 async fn notifyd_sends_every_request_once_in_both_intake_modes() {
     let opts = options();
     for target in [
-        Target::Notifyd { mode: Mode::Jetstream, replicas: 1 },
-        Target::Notifyd { mode: Mode::Core, replicas: 1 },
+        Target::Notifyd { mode: Mode::Jetstream, replicas: 1, tracked: 0 },
+        Target::Notifyd { mode: Mode::Core, replicas: 1, tracked: 0 },
     ] {
         let m = measure(&opts, target, N, None).await.expect("the run completes");
         assert_complete(&m);
