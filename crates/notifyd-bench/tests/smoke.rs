@@ -70,12 +70,11 @@ async fn ceilings_complete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_loop_run_keeps_its_rate() {
+async fn open_loop_run_keeps_its_rate_with_a_tracked_backlog() {
     let opts = options();
     let rate = 1000.0;
-    let m = measure(&opts, Target::Notifyd { mode: Mode::Jetstream, replicas: 2 }, N, Some(rate))
-        .await
-        .expect("the run completes");
+    let target = Target::Notifyd { mode: Mode::Jetstream, replicas: 2, tracked: 5000 };
+    let m = measure(&opts, target, N, Some(rate)).await.expect("the run completes");
     assert_complete(&m);
     // N requests at 1000/s take about 2 s; the last `sent` cannot come before the last is due.
     assert!(m.throughput <= rate * 1.05, "open loop publishes no faster than asked: {}", m.throughput);
