@@ -152,7 +152,7 @@ pub fn join_url(base: &str, path: &str) -> String {
 
 /// Percent-encodes `pairs` as `application/x-www-form-urlencoded` (also fit for a query string).
 pub fn form_encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(256);
     for (k, v) in pairs {
         if !out.is_empty() {
             out.push('&');
@@ -443,7 +443,8 @@ pub mod export {
     }
 
     fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ProviderError> {
-        serde_json::to_vec(value).map_err(|e| {
+        let mut out = Vec::with_capacity(512);
+        serde_json::to_writer(&mut out, value).map(|()| out).map_err(|e| {
             ProviderError::new("plugin_error", format!("the plugin's answer cannot be encoded: {e}"))
         })
     }

@@ -219,7 +219,9 @@ impl Events {
 impl Batch {
     /// Publishes `event` with message id `key` (`<id>/<to>/<status>` or the SPEC's variants).
     pub async fn publish(&mut self, event: &Event<'_>, key: String) {
-        let payload = Bytes::from(serde_json::to_vec(event).expect("events encode as JSON"));
+        let mut payload = Vec::with_capacity(384);
+        serde_json::to_writer(&mut payload, event).expect("events encode as JSON");
+        let payload = Bytes::from(payload);
         let subject = self.events.subjects[event.status as usize].clone();
         self.events
             .metrics

@@ -87,7 +87,9 @@ impl HttpClient {
                 headers.insert(name.as_str().to_owned(), v.to_owned());
             }
         }
-        let mut body = Vec::new();
+        let expected = response.content_length().map_or(512, |n| n as usize);
+        // Sized by Content-Length, within reason: a hostile length reserves at most 64 KiB.
+        let mut body = Vec::with_capacity(expected.min(64 * 1024));
         while let Some(chunk) = response.chunk().await.map_err(|e| classify(e, timeout))? {
             let room = MAX_BODY - body.len();
             body.extend_from_slice(&chunk[..chunk.len().min(room)]);

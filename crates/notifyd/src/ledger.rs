@@ -142,7 +142,7 @@ impl Ledger {
     /// recipient (and retries while the ledger is unavailable).
     pub async fn claim(&self, id: &str, states: &[(String, State)]) -> Option<Known> {
         let record = Record { v: 1, r: states.iter().cloned().collect() };
-        let value = Bytes::from(serde_json::to_vec(&record).expect("records encode as JSON"));
+        let value = encode(&record);
         match self.kv.create(key(id), value).await {
             Ok(revision) => Some(Known { record, revision }),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => None,
@@ -169,7 +169,7 @@ impl Ledger {
             for (to, state) in states {
                 record.r.insert(to.clone(), state.clone());
             }
-            let value = Bytes::from(serde_json::to_vec(&record).expect("records encode as JSON"));
+            let value = encode(&record);
             // `Err(None)`: another writer got there first; read again and merge.
             let written: Result<u64, Option<String>> = if known.revision == 0 {
                 match self.kv.create(&key, value).await {
@@ -227,6 +227,13 @@ impl Ledger {
 }
 
 /// The ledger state of a final outcome.
+/// A record as stored.
+fn encode(record: &Record) -> Bytes {
+    let mut value = Vec::with_capacity(256);
+    serde_json::to_writer(&mut value, record).expect("records encode as JSON");
+    Bytes::from(value)
+}
+
 pub fn done_state(status: Status, provider: Option<String>, attempt: u32, error: &ProviderError) -> State {
     State::Done {
         status: status.as_str().to_owned(),

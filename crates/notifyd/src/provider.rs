@@ -98,20 +98,26 @@ impl Provider {
     }
 
     async fn drive<I: Serialize, R: DeserializeOwned>(&self, op: Op, input: &I) -> Result<R, OpError> {
-        // The input is encoded once; every call of the operation repeats it.
-        let input = serde_json::to_string(input)
+        // The document starts with the input, encoded once: every call of the operation repeats
+        // it, followed by the latest exchange.
+        let mut doc = Vec::with_capacity(1024);
+        doc.extend_from_slice(format!(r#"{{"v":{WIRE_VERSION},"input":"#).as_bytes());
+        serde_json::to_writer(&mut doc, input)
             .map_err(|e| plugin_error(format!("cannot encode the input: {e}")))?;
-        let mut doc = format!(r#"{{"v":{WIRE_VERSION},"input":{input}}}"#);
+        let head = doc.len();
+        doc.push(b'}');
         for performed in 0..=MAX_EXCHANGES {
-            let (http, state) = match self.call::<R>(op, doc.as_bytes())? {
+            let (http, state) = match self.call::<R>(op, &doc)? {
                 Step::Done { done } => return Ok(done),
                 Step::Http { .. } if performed == MAX_EXCHANGES => break,
                 Step::Http { http, state } => (http, state),
             };
             let response = self.http.perform(&http, self.timeout).await.map_err(OpError::Transport)?;
-            let exchange = serde_json::to_string(&Exchange { state, response })
+            doc.truncate(head);
+            doc.extend_from_slice(br#","exchange":"#);
+            serde_json::to_writer(&mut doc, &Exchange { state, response })
                 .map_err(|e| plugin_error(format!("cannot encode the exchange: {e}")))?;
-            doc = format!(r#"{{"v":{WIRE_VERSION},"input":{input},"exchange":{exchange}}}"#);
+            doc.push(b'}');
         }
         Err(plugin_error(format!(
             "the plugin asked for more than {MAX_EXCHANGES} HTTP exchanges in one {}",

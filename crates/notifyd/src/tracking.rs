@@ -265,7 +265,9 @@ pub(crate) fn tracked_event(entry: &Entry, status: Status) -> Event<'_> {
 
 /// Encodes an entry for the tracking stream.
 pub fn encode(entry: &Entry) -> Bytes {
-    Bytes::from(serde_json::to_vec(entry).expect("tracking entries encode as JSON"))
+    let mut payload = Vec::with_capacity(320);
+    serde_json::to_writer(&mut payload, entry).expect("tracking entries encode as JSON");
+    Bytes::from(payload)
 }
 
 #[cfg(test)]
