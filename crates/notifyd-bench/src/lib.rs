@@ -120,6 +120,36 @@ pub async fn single(
     all
 }
 
+/// `rounds` pairs of (contract bus ceiling, `target`), one after the other, so that both sides of
+/// each ratio see the same machine: on a shared VM whose speed drifts by tens of percent within
+/// minutes, the median of these ratios is steadier than one ceiling and one run apart.
+pub async fn paired(opts: &Options, target: Target, n: usize, rounds: usize) -> Vec<Measurement> {
+    let mut all = Vec::new();
+    let mut shares = Vec::new();
+    for _ in 0..rounds.max(1) {
+        let contract = step(opts, Target::Ceiling(Kind::Contract), n, None, &mut all).await;
+        let m = step(opts, target, n, None, &mut all).await;
+        if let (Some(c), Some(m)) = (contract, m) {
+            if c.throughput > 0.0 {
+                shares.push(m.throughput / c.throughput);
+            }
+        }
+    }
+    println!();
+    println!("{}", run::table(&all));
+    let listed: Vec<String> = shares.iter().map(|s| format!("{:.0}%", 100.0 * s)).collect();
+    shares.sort_by(f64::total_cmp);
+    if let Some(median) = shares.get(shares.len() / 2) {
+        println!(
+            "{} n={n}: share of the contract bus ceiling per pair {}; median {:.0}%",
+            target.label(),
+            listed.join(", "),
+            100.0 * median
+        );
+    }
+    all
+}
+
 /// The matrix: for each size, the three ceilings (at most `ceiling_cap` requests), then notifyd
 /// with JetStream intake and one replica, two replicas, and core intake; at the end an open-loop
 /// run of one JetStream replica at half the largest measured rate (for the p99 target).

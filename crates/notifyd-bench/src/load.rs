@@ -118,6 +118,7 @@ pub async fn run(client: &async_nats::Client, spec: &LoadSpec) -> Result<LoadRes
     let window = Arc::new(Semaphore::new(spec.window.max(1)));
     let failures = Arc::new(AtomicUsize::new(0));
     let last_event = Arc::new(AtomicU64::new(0));
+    let published_count = Arc::new(AtomicUsize::new(0));
 
     for mut sub in failure_subs {
         let failures = failures.clone();
@@ -141,6 +142,7 @@ pub async fn run(client: &async_nats::Client, spec: &LoadSpec) -> Result<LoadRes
         let stall = spec.stall;
         let failures = failures.clone();
         let last = last_event.clone();
+        let published_count = published_count.clone();
         tokio::spawn(async move {
             let mut seen = vec![false; n];
             let mut latencies = Vec::with_capacity(n);
@@ -157,6 +159,12 @@ pub async fn run(client: &async_nats::Client, spec: &LoadSpec) -> Result<LoadRes
                         let idle =
                             t0.elapsed().saturating_sub(Duration::from_nanos(last.load(Ordering::Relaxed)));
                         if idle > stall {
+                            eprintln!(
+                                "  stalled: no event for {idle:.0?}; {} published, {} `sent` seen, {} failures",
+                                published_count.load(Ordering::Relaxed),
+                                latencies.len(),
+                                failures.load(Ordering::Relaxed)
+                            );
                             break;
                         }
                         continue;
@@ -175,6 +183,9 @@ pub async fn run(client: &async_nats::Client, spec: &LoadSpec) -> Result<LoadRes
                 last_sent = now;
                 window.add_permits(1);
             }
+            // Whatever ended the collection also ends the publishing (after a stall it would wait
+            // for the window for ever).
+            window.close();
             (latencies, duplicates, last_sent)
         })
     };
@@ -206,11 +217,17 @@ pub async fn run(client: &async_nats::Client, spec: &LoadSpec) -> Result<LoadRes
                 if due > Instant::now() {
                     tokio::time::sleep_until(due.into()).await;
                 }
-                window.acquire().await.expect("open").forget();
+                match window.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => break,
+                }
                 (due - t0).as_nanos() as u64
             }
             None => {
-                window.acquire().await.expect("open").forget();
+                match window.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => break,
+                }
                 t0.elapsed().as_nanos() as u64
             }
         };
@@ -235,6 +252,7 @@ pub async fn run(client: &async_nats::Client, spec: &LoadSpec) -> Result<LoadRes
             }
         }
         published += 1;
+        published_count.store(published, Ordering::Relaxed);
     }
     let _ = client.flush().await;
     drop(ack_tx);

@@ -43,6 +43,10 @@ struct Cli {
     /// Skip the three ceilings.
     #[arg(long)]
     no_ceilings: bool,
+    /// Measure the contract bus ceiling and notifyd in this many alternating pairs, and print the
+    /// median share (instead of one ceiling run and one notifyd run)
+    #[arg(long)]
+    pairs: Option<usize>,
     /// Start the daemon with this many tracked messages outstanding (tracking entries waiting for
     /// their first poll), to price status tracking
     #[arg(long, default_value_t = 0)]
@@ -177,7 +181,10 @@ fn main() {
                 CliMode::Core => Mode::Core,
             };
             let target = Target::Notifyd { mode, replicas: cli.replicas.max(1), tracked: cli.tracked };
-            notifyd_bench::single(&opts, target, cli.n, cli.rate, !cli.no_ceilings).await
+            match cli.pairs {
+                Some(rounds) => notifyd_bench::paired(&opts, target, cli.n, rounds).await,
+                None => notifyd_bench::single(&opts, target, cli.n, cli.rate, !cli.no_ceilings).await,
+            }
         }
     });
     if all.iter().any(|m| !m.complete()) {
