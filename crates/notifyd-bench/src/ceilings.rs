@@ -96,6 +96,19 @@ fn event(i: usize, status: &str) -> bytes::Bytes {
     .into()
 }
 
+/// notifyd's tracking stream and consumer, as the daemon sets them up (default `ack_wait`).
+pub async fn tracking_queue(js: &jetstream::Context) -> Result<jetstream::stream::Stream, String> {
+    let (stream, _) = notifyd::intake::work_queue(
+        js,
+        "NOTIFY_SMS_TRACKING",
+        "notify.sms.track".into(),
+        "notifyd_tracking",
+        Duration::from_secs(30),
+    )
+    .await?;
+    Ok(stream)
+}
+
 /// The contract bus consumer: notifyd's NATS operations per request and nothing else.
 ///
 /// With `as_notifyd`, it also does what notifyd does today beyond the contract, to price it: a
@@ -131,14 +144,7 @@ pub async fn contract(url: &str, in_flight: usize, as_notifyd: bool) -> Result<(
     if as_notifyd {
         // The tracking consumer exists, as notifyd's does, but nothing is due during a run: since
         // the poller leaves entries that are not due in the stream, nothing fetches them.
-        notifyd::intake::work_queue(
-            &js,
-            "NOTIFY_SMS_TRACKING",
-            "notify.sms.track".into(),
-            "notifyd_tracking",
-            Duration::from_secs(30),
-        )
-        .await?;
+        tracking_queue(&js).await?;
     }
     ready();
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));

@@ -142,14 +142,7 @@ fn start_nats() -> (NatsServer, u16, u32) {
 async fn prefill_tracking(url: &str, count: usize) -> Result<(), String> {
     let client = load::connect(url).await?;
     let js = async_nats::jetstream::new(client);
-    let (mut stream, _) = notifyd::intake::work_queue(
-        &js,
-        "NOTIFY_SMS_TRACKING",
-        "notify.sms.track".into(),
-        "notifyd_tracking",
-        Duration::from_secs(30),
-    )
-    .await?;
+    let mut stream = crate::ceilings::tracking_queue(&js).await?;
     let now = notifyd::tracking::now_unix_ms();
     let mut acks = Vec::with_capacity(1000);
     for i in 0..count {
