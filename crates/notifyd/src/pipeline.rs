@@ -236,8 +236,11 @@ impl Pipeline {
             match record.r.get(n.as_str()) {
                 None => fresh.push((n, route)),
                 // This delivery's own claim, written although its answer was lost: nothing was
-                // sent yet.
-                Some(State::Begun { owner: mine, .. }) if mine == owner => fresh.push((n, route)),
+                // sent yet. (Owner and time both match: an owner string alone can recur after the
+                // intake consumer is recreated.)
+                Some(State::Begun { owner: mine, at }) if mine == owner && *at == now => {
+                    fresh.push((n, route))
+                }
                 Some(State::Begun { owner: other, at }) if other != owner && now - at < busy_ms => {
                     // The same id is being sent by another delivery right now.
                     return Err(Verdict::Busy { retry_in: self.ack_wait });
@@ -269,7 +272,10 @@ impl Pipeline {
                 fresh.iter().map(|(n, _)| (n.as_str().to_owned(), begun.clone())).collect();
             self.ledger.record_until_stored(id, &mut known, &states).await;
         }
-        let seen = record.r.values().any(|s| !matches!(s, State::Begun { owner: mine, .. } if mine == owner));
+        let seen = record
+            .r
+            .values()
+            .any(|s| !matches!(s, State::Begun { owner: mine, at } if mine == owner && *at == now));
         Ok((known, fresh, seen))
     }
 

@@ -125,3 +125,28 @@ async fn with_on_ambiguous_fail_an_interrupted_attempt_is_never_resent() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(mock.request_count(), 1, "not resent");
 }
+
+/// An owner string can recur: after the intake consumer (or stream) is recreated, a message is again
+/// `js:1:1`. A `begun` left by an earlier holder of that name is still an interrupted attempt, not
+/// this delivery's own claim, so `on_ambiguous = "fail"` applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recurring_owner_name_does_not_pass_for_this_deliverys_claim() {
+    let nats = NatsServer::start();
+    let mock = gateway(None).await;
+    let _daemon = Daemon::start(&nats, &config(&mock, "on_ambiguous = \"fail\""));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+
+    let js = async_nats::jetstream::new(client.clone());
+    let ledger = js.get_key_value("notifyd_ledger").await.unwrap();
+    let ten_minutes_ago = (time::OffsetDateTime::now_utc().unix_timestamp() - 600) * 1000;
+    let record = json!({"v": 1, "r": {"4915171112233": {"s": "begun", "owner": "js:1:1", "at": ten_minutes_ago}}});
+    ledger.put(notifyd::ledger::key("reset-1"), record.to_string().into()).await.unwrap();
+
+    // The first message of the intake stream: delivery `js:1:1`.
+    publish(&client, json!({"id": "reset-1", "to": "4915171112233", "text": "hi"}).to_string()).await;
+    let failed = events.status("reset-1", Some("4915171112233"), "failed").await;
+    assert_eq!(failed["error"]["code"], "timeout");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mock.request_count(), 0, "not sent: an earlier attempt may have reached the provider");
+}
