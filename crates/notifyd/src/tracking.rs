@@ -91,9 +91,10 @@ impl Poller {
     /// Entries reach the stream in the order they were sent, and none is due before
     /// `first_poll` after it was published. So once a fetched entry turns out not to be due, the
     /// rest of the stream is not due either: the poller then takes one entry at a time (a probe)
-    /// and sleeps until the head can be due (at most one grid step, so entries handed back by
-    /// any replica are picked up on time). Entries waiting for their first poll are therefore not
-    /// fetched and handed back one by one; they cost JetStream nothing while they wait.
+    /// and sleeps until the head can be due, or until just after the next grid step, when entries
+    /// handed back by any replica come due together. Entries waiting for their first poll are
+    /// therefore not fetched and handed back one by one; they cost JetStream nothing while they
+    /// wait.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut probing = false;
         loop {
@@ -101,28 +102,66 @@ impl Poller {
                 return;
             }
             let size = if probing { 1 } else { 1000 };
-            let batch = self.consumer.fetch().max_messages(size).expires(Duration::from_secs(1)).messages();
-            let messages: Vec<jetstream::Message> = tokio::select! {
+            let mut messages = tokio::select! {
                 _ = shutdown.changed() => return,
-                batch = batch => match batch {
-                    Ok(stream) => stream.filter_map(|m| async { m.ok() }).collect().await,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "fetching tracking entries failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                },
+                fetched = self.fetch(size) => fetched,
             };
+            // A probe that finds a due entry (one handed back to this grid step) fetches the rest
+            // of the step's due entries before handling any, so they share their status calls.
+            // It fetches in growing batches and stops at the first batch holding an entry that
+            // is not due, so it pulls few of the entries that wait for their first poll.
+            if probing && messages.len() == 1 && self.is_due(&messages[0]) {
+                let mut want = 16;
+                while messages.len() < 1000 {
+                    let more = tokio::select! {
+                        _ = shutdown.changed() => return,
+                        more = self.fetch(want.min(1000 - messages.len())) => more,
+                    };
+                    let (got, all_due) = (more.len(), more.iter().all(|m| self.is_due(m)));
+                    messages.extend(more);
+                    if got < want || !all_due {
+                        break;
+                    }
+                    want *= 4;
+                }
+            }
             let head_due_in = if messages.is_empty() { None } else { self.handle(messages).await };
             probing = false;
             if let Some(wait) = head_due_in.filter(|w| !w.is_zero()) {
                 probing = true;
+                let grid = self.grid().as_millis() as i64;
+                // Entries handed back land on multiples of the grid; wake just after the next one.
+                let next_step = Duration::from_millis((grid - now_ms().rem_euclid(grid) + 20) as u64);
                 tokio::select! {
                     _ = shutdown.changed() => return,
-                    _ = tokio::time::sleep(wait.min(self.grid())) => {}
+                    _ = tokio::time::sleep(wait.min(next_step)) => {}
                 }
             }
         }
+    }
+
+    /// Up to `size` entries (none when the consumer cannot be read: logged, and retried after a
+    /// pause).
+    async fn fetch(&self, size: usize) -> Vec<jetstream::Message> {
+        match self.consumer.fetch().max_messages(size).expires(Duration::from_secs(1)).messages().await {
+            Ok(stream) => stream.filter_map(|m| async { m.ok() }).collect().await,
+            Err(e) => {
+                tracing::warn!(error = %e, "fetching tracking entries failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Whether a fetched entry is due now: to be polled, or to end because its window closed.
+    fn is_due(&self, msg: &jetstream::Message) -> bool {
+        let Ok(entry) = serde_json::from_slice::<Entry>(&msg.payload) else {
+            return true;
+        };
+        let elapsed = now_ms() - entry.sent_at_ms;
+        let polled = self.providers.get(&entry.provider).is_some_and(|p| p.supports(Op::Status));
+        elapsed >= self.cfg.window.as_millis() as i64
+            || (polled && elapsed >= self.cfg.first_poll.as_millis() as i64)
     }
 
     /// The step hand-back delays are rounded up to: `first_poll / 4`, between 100 ms and 10 s.
@@ -173,14 +212,14 @@ impl Poller {
             let elapsed = Duration::from_millis(elapsed_ms.max(0) as u64);
             let polled = self.providers.get(&entry.provider).is_some_and(|p| p.supports(Op::Status));
             let not_due = elapsed < self.cfg.window && (!polled || elapsed_ms < first_poll_ms);
-            if not_due {
-                // Whatever was published after this entry is due `first_poll` after this one's
-                // publication at the earliest.
-                let published = msg.info().map_or(now.min(entry.sent_at_ms), |i| {
-                    (i.published.unix_timestamp_nanos() / 1_000_000) as i64
-                });
-                let at = published + first_poll_ms;
-                head_due_at = Some(head_due_at.map_or(at, |h| h.min(at)));
+            // Whatever was published after an entry delivered for the first time is due
+            // `first_poll` after that entry's publication at the earliest. (A redelivered entry
+            // says nothing about the head of the stream.)
+            if let (true, Ok(info)) = (not_due, msg.info()) {
+                if info.delivered == 1 {
+                    let at = (info.published.unix_timestamp_nanos() / 1_000_000) as i64 + first_poll_ms;
+                    head_due_at = Some(head_due_at.map_or(at, |h| h.min(at)));
+                }
             }
             if elapsed >= self.cfg.window {
                 if !polled && self.ended_by_callback(&entry).await {
