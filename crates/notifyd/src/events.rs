@@ -29,7 +29,7 @@ pub enum Status {
 }
 
 impl Status {
-    /// Every status, in declaration order (`status as usize` indexes it).
+    /// Every status, at its [`Status::index`].
     pub const ALL: [Status; 8] = [
         Status::Accepted,
         Status::Rejected,
@@ -40,6 +40,20 @@ impl Status {
         Status::Failed,
         Status::Unknown,
     ];
+
+    /// The position in [`Status::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            Status::Accepted => 0,
+            Status::Rejected => 1,
+            Status::Sent => 2,
+            Status::Delivered => 3,
+            Status::Undelivered => 4,
+            Status::Expired => 5,
+            Status::Failed => 6,
+            Status::Unknown => 7,
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -179,7 +193,7 @@ pub fn rfc3339_millis(t: OffsetDateTime) -> String {
 #[derive(Clone)]
 pub struct Events {
     js: jetstream::Context,
-    /// `<prefix>.sms.status.<status>`, by [`Status`] (in declaration order).
+    /// `<prefix>.sms.status.<status>`, by [`Status::index`].
     subjects: std::sync::Arc<[String; 8]>,
     metrics: Metrics,
 }
@@ -222,7 +236,7 @@ impl Batch {
         let mut payload = Vec::with_capacity(384);
         serde_json::to_writer(&mut payload, event).expect("events encode as JSON");
         let payload = Bytes::from(payload);
-        let subject = self.events.subjects[event.status as usize].clone();
+        let subject = self.events.subjects[event.status.index()].clone();
         self.events
             .metrics
             .events
@@ -305,7 +319,7 @@ mod tests {
     #[test]
     fn statuses_index_their_subjects() {
         for (i, s) in Status::ALL.iter().enumerate() {
-            assert_eq!(*s as usize, i);
+            assert_eq!(s.index(), i);
         }
     }
 

@@ -133,9 +133,6 @@ impl Ledger {
         }
     }
 
-    /// Merges `states` into the request's record with compare-and-set on the revision this
-    /// delivery last saw (`known`, kept current); only when another writer got there first is the
-    /// record read again and merged.
     /// Claims a request no delivery has touched yet: creates its record with `states` (the
     /// `begun` of every recipient) if the key is absent. `None` when a record exists already, or
     /// when the ledger cannot be written now; the caller then reads the record and decides per
@@ -153,6 +150,9 @@ impl Ledger {
         }
     }
 
+    /// Merges `states` into the request's record with compare-and-set on the revision this
+    /// delivery last saw (`known`, kept current); only when another writer got there first is the
+    /// record read again and merged.
     pub async fn record(
         &self,
         id: &str,
@@ -226,7 +226,6 @@ impl Ledger {
     }
 }
 
-/// The ledger state of a final outcome.
 /// A record as stored.
 fn encode(record: &Record) -> Bytes {
     let mut value = Vec::with_capacity(256);
@@ -234,6 +233,7 @@ fn encode(record: &Record) -> Bytes {
     Bytes::from(value)
 }
 
+/// The ledger state of a final outcome.
 pub fn done_state(status: Status, provider: Option<String>, attempt: u32, error: &ProviderError) -> State {
     State::Done {
         status: status.as_str().to_owned(),

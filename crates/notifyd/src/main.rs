@@ -6,8 +6,9 @@ use notifyd::{Error, plugin, verify};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-// The daemon allocates many small, short-lived objects per request from several threads; mimalloc
-// costs less CPU per request than the system allocator there (docs/benchmarks.md).
+// The daemon allocates many small, short-lived objects per request from several threads; jemalloc
+// costs less CPU per request than the system allocator there (docs/benchmarks.md). Plugins keep
+// their own allocators: every buffer a plugin returns is freed through its `free_buf`.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
