@@ -207,7 +207,7 @@ pub async fn contract(url: &str, in_flight: usize, as_notifyd: bool) -> Result<(
 pub async fn http(base_url: &str, n: usize, in_flight: usize) -> Result<(), String> {
     use notifyd_plugin::sdk::{form_encode, join_url};
     use notifyd_plugin::wire::HttpRequest;
-    let client = notifyd::http::HttpClient::new();
+    let client = notifyd::http::HttpClient::with_idle_per_host(in_flight.max(256));
     ready();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();

@@ -44,12 +44,21 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// A client that keeps up to 256 idle connections per provider host.
     pub fn new() -> Self {
+        Self::with_idle_per_host(256)
+    }
+
+    /// A client that keeps up to `idle` idle connections per provider host (each closed after
+    /// 60 s unused). The daemon keeps as many as it may have calls in flight
+    /// (`intake.max_in_flight`), so a busy provider's connections are reused instead of being
+    /// closed and opened again (each a TLS handshake).
+    pub fn with_idle_per_host(idle: usize) -> Self {
         // Providers are reached over rustls with the `ring` provider (the one async-nats uses too).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .user_agent(concat!("notifyd/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(256)
+            .pool_max_idle_per_host(idle)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))

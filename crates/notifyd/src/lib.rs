@@ -166,7 +166,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let metrics = Metrics::new();
     let ready = Arc::new(Readiness::default());
-    let http = http::HttpClient::new();
+    let http = http::HttpClient::with_idle_per_host(config.intake.max_in_flight.max(256));
     let providers = Arc::new(provider::Providers::load(&config, &http, &metrics).map_err(Error::Plugins)?);
     for p in &providers.list {
         metrics.circuit_open.with_label_values(&[&p.name]).set(0.0);
