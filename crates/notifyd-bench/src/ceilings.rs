@@ -119,17 +119,9 @@ pub async fn tracking_queue(js: &jetstream::Context) -> Result<jetstream::stream
 pub async fn contract(url: &str, in_flight: usize, as_notifyd: bool) -> Result<(), String> {
     let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
     let js = jetstream::new(client.clone());
-    js.get_or_create_stream(stream::Config {
-        name: "NOTIFY_SMS_STATUS".into(),
-        subjects: vec!["notify.sms.status.>".into()],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        max_age: Duration::from_secs(7 * 24 * 3600),
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    js.get_or_create_stream(notifyd::intake::status_stream("NOTIFY_SMS_STATUS", "notify"))
+        .await
+        .map_err(|e| e.to_string())?;
     let ledger = js
         .create_key_value(kv::Config {
             bucket: "notifyd_ledger".into(),

@@ -11,9 +11,11 @@ use figment::value::Value;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// A secret value (password, token): its `Debug` prints `***`. The plugin SDK's type, shared.
+pub use notifyd_plugin::sdk::Secret;
 
 /// Everything that can go wrong loading a configuration: a list of sentences for people.
 #[derive(Debug, thiserror::Error)]
@@ -25,28 +27,6 @@ pub struct ConfigError {
 impl ConfigError {
     pub fn one(problem: impl Into<String>) -> Self {
         ConfigError { problems: vec![problem.into()] }
-    }
-}
-
-/// A secret value (password, token): its `Debug` and `Display` print `***`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself; call only where it is handed to its consumer.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
     }
 }
 
@@ -505,7 +485,7 @@ impl Config {
             let env_key = if key == "password" { &self.nats.password_env } else { &self.nats.token_env };
             if let Some(var) = env_key {
                 match env(var) {
-                    Some(v) if value.is_none() => *value = Some(Secret(v)),
+                    Some(v) if value.is_none() => *value = Some(Secret::new(v)),
                     Some(_) => problems.push(format!("[nats] sets both {key} and {key}_env; keep one")),
                     None => problems.push(format!("[nats] {key}_env names ${var}, which is not set")),
                 }
@@ -582,7 +562,7 @@ impl Config {
             }
             if let Some(var) = &p.callback_token_env {
                 match env(var) {
-                    Some(v) if p.callback_token.is_none() => p.callback_token = Some(Secret(v)),
+                    Some(v) if p.callback_token.is_none() => p.callback_token = Some(Secret::new(v)),
                     Some(_) => {
                         problems.push(format!("{at}: sets both callback_token and callback_token_env"))
                     }

@@ -68,21 +68,27 @@ pub async fn work_queue(
     Ok((stream, consumer))
 }
 
-/// Ensures the status stream, the tracking stream, the intake stream (JetStream mode), and their
-/// consumers.
-pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<Streams, String> {
-    let prefix = &cfg.nats.subject_prefix;
-    js.get_or_create_stream(stream::Config {
-        name: cfg.intake.status_stream.clone(),
+/// The status stream: every event under `<prefix>.sms.status.>`, kept 7 days, duplicates folded
+/// by `Nats-Msg-Id` within 2 minutes.
+pub fn status_stream(name: &str, prefix: &str) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
         subjects: vec![format!("{prefix}.sms.status.>")],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         max_age: Duration::from_secs(7 * 24 * 3600),
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
-    })
-    .await
-    .map_err(|e| format!("cannot set up the JetStream stream {}: {e}", cfg.intake.status_stream))?;
+    }
+}
+
+/// Ensures the status stream, the tracking stream, the intake stream (JetStream mode), and their
+/// consumers.
+pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<Streams, String> {
+    let prefix = &cfg.nats.subject_prefix;
+    js.get_or_create_stream(status_stream(&cfg.intake.status_stream, prefix))
+        .await
+        .map_err(|e| format!("cannot set up the JetStream stream {}: {e}", cfg.intake.status_stream))?;
 
     let (_, tracking) = work_queue(
         js,

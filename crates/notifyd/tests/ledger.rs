@@ -140,7 +140,8 @@ async fn a_recurring_owner_name_does_not_pass_for_this_deliverys_claim() {
     let js = async_nats::jetstream::new(client.clone());
     let ledger = js.get_key_value("notifyd_ledger").await.unwrap();
     let ten_minutes_ago = (time::OffsetDateTime::now_utc().unix_timestamp() - 600) * 1000;
-    let record = json!({"v": 1, "r": {"4915171112233": {"s": "begun", "owner": "js:1:1", "at": ten_minutes_ago}}});
+    let record =
+        json!({"v": 1, "r": {"4915171112233": {"s": "begun", "owner": "js:1:1", "at": ten_minutes_ago}}});
     ledger.put(notifyd::ledger::key("reset-1"), record.to_string().into()).await.unwrap();
 
     // The first message of the intake stream: delivery `js:1:1`.
