@@ -274,11 +274,11 @@ providers = ["sendmsgate-wrong"]
     assert_eq!(gateway.sends_of("33612345678").len(), 0, "the gateway refused before sending");
     assert_eq!(mock.requests().iter().filter(|r| r.query.contains("33612345678")).count(), 1);
 
-    // A number the gateway cannot take is refused before sending (route_closed: another
-    // provider could take it); the other recipient of the request is sent.
+    // A number the gateway cannot take is refused before sending: the gateway's own words make it
+    // a rejected number; the other recipient of the request is sent.
     publish(&client, json!({"id": "long", "to": [TOO_LONG, A], "text": "hi"}).to_string()).await;
-    let f = events.status("long", Some(TOO_LONG), "failed").await;
-    assert_eq!(f["error"]["code"], "route_closed");
+    let f = events.status("long", Some(TOO_LONG), "rejected").await;
+    assert_eq!(f["error"]["code"], "invalid_recipient");
     assert_eq!(f["error"]["retryable"], false);
     events.status("long", Some(A), "sent").await;
     assert!(mock.requests().iter().all(|r| !r.query.contains(TOO_LONG)), "never sent to the gateway");

@@ -72,12 +72,12 @@ pub const ERRORS: &[ErrorRow] = &[
         Scope::Number,
         "the gateway does not serve this destination",
     ),
-    // notifyd accepts up to 15 digits (E.164), the gateway fewer: a valid number this provider
-    // cannot take, so failover rather than rejection. The plugin refuses such numbers before
-    // sending (see `request.rs`); this row covers a gateway that counts differently.
+    // The gateway says the number itself is wrong (too long for it): the recipient is rejected
+    // as an invalid number, as the gateway's own words have it. The plugin refuses such numbers
+    // before sending (see `request.rs`); this row covers a gateway that counts differently.
     row(
         "The phone number must be less than 15 characters.",
-        "route_closed",
+        "invalid_recipient",
         Scope::Number,
         "the gateway takes numbers of at most 14 digits",
     ),

@@ -87,7 +87,7 @@ pub fn check_number(number: &str) -> Option<ProviderError> {
     }
     if number.len() > MAX_NUMBER_LEN {
         return Some(ProviderError::new(
-            "route_closed",
+            "invalid_recipient",
             format!(
                 "SendSMSGate takes numbers of at most {MAX_NUMBER_LEN} digits; this one has {}",
                 number.len()

@@ -279,13 +279,13 @@ fn numbers_the_gateway_refuses_are_not_sent() {
     assert_eq!(sent_ids(&rs[0]).0, "38421");
     assert_eq!(sent_ids(&rs[2]).0, "38422");
     let e = error_of(&rs[1]);
-    assert_eq!((e.code.as_str(), e.retryable), ("route_closed", false));
+    assert_eq!((e.code.as_str(), e.retryable), ("invalid_recipient", false));
     assert_eq!(rs.iter().map(|r| r.to.as_str()).collect::<Vec<_>>(), [A, long, B]);
 
     // Nothing left to send: no request at all.
     let (reqs, rs) = send(&g, &input(&[long, "49x"], "hi"), &[]);
     assert!(reqs.is_empty());
-    assert_eq!(error_of(&rs[0]).code, "route_closed");
+    assert_eq!(error_of(&rs[0]).code, "invalid_recipient");
     assert_eq!(error_of(&rs[1]).code, "invalid_recipient");
     // 14 digits is fine.
     assert!(request::check_number("49151711122334").is_none());
@@ -338,7 +338,7 @@ const DOCUMENTED_ERRORS: &[(&str, &str)] = &[
     ("The phone number is in the stop list.", "blocked_recipient"),
     ("This direction is closed to you.", "route_closed"),
     ("This direction is closed.", "route_closed"),
-    ("The phone number must be less than 15 characters.", "route_closed"),
+    ("The phone number must be less than 15 characters.", "invalid_recipient"),
     ("We have run out of SMS. To resolve the problem, contact the manager.", "insufficient_funds"),
     ("Out of SMS", "insufficient_funds"),
     ("Text SMS rejected by the moderator.", "content_rejected"),
@@ -396,7 +396,7 @@ fn a_request_wide_error_is_one_error_unless_some_recipients_were_refused_before(
     let (_, result) = drive(|ex| gate().send(&input(&[A, "491517111223344"], "hi"), ex), &[ok("Out of SMS")]);
     let SendResult::Recipients { recipients } = result else { panic!("{result:?}") };
     assert_eq!(error_of(&recipients[0]).code, "insufficient_funds");
-    assert_eq!(error_of(&recipients[1]).code, "route_closed");
+    assert_eq!(error_of(&recipients[1]).code, "invalid_recipient");
 }
 
 #[test]
