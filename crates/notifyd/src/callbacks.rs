@@ -1,13 +1,25 @@
 //! Delivery reports that providers push (SPEC §6 "Callbacks").
 //!
-//! An HTTP listener (`[callbacks] listen`, off by default) accepts
+//! An HTTP listener (`[callbacks] listen`, off by default) accepts exactly
 //! `POST /callbacks/<instance>[/<callback_token>]`; the instance's plugin (`callback` operation)
 //! turns the request into status updates keyed by provider message id. Each update is matched to
 //! the recipients sent under that id through an index in a key-value bucket that every replica
 //! shares (written when the `sent` is recorded), published as an event once per (recipient,
 //! status), and only then answered 200, so a provider whose report could not be recorded retries.
-//! A report that overtakes its send is stored as *unmatched* and applied when the send is
-//! recorded; unmatched reports expire after `tracking.window`.
+//! A recipient's first final status is its only one: a later report with another status is
+//! counted `ignored` and changes nothing (the poller asks the same index, see [`Index::settle`]).
+//!
+//! A report that finds no recipient (it overtook its send, or it is forged) is stored as
+//! *unmatched* in a stream of its own, bounded to `callbacks.max_unmatched` reports, the oldest
+//! dropped first (counted `dropped`), and applied when the send is recorded. The index of sent
+//! messages has no byte limit (its entries expire `tracking.window` + 1 h after their last write),
+//! so forged reports can never refuse it.
+//!
+//! Registration of a sent recipient runs in the background with a few retries; if the index
+//! cannot be written then, the recipient's tracking entry (stored with the `sent` event before
+//! the request is acked) is the record: the tracking poller registers it when it first looks at
+//! the entry and again before it ends the recipient at the window's end, which applies any report
+//! stored meanwhile.
 
 use crate::events::{Events, Status};
 use crate::ledger::{LedgerError, key as hex_key};
@@ -15,9 +27,9 @@ use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::Providers;
 use crate::tracking::{self, Entry};
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use notifyd_plugin::wire::{CallbackInput, CallbackResult, StatusUpdate};
@@ -37,18 +49,95 @@ struct Sent {
     /// `<to>/<status>` already published.
     #[serde(default)]
     published: Vec<String>,
+    /// The final status each recipient was given, recorded before its event is published, so
+    /// that one recipient gets one final status whichever path (report, poll, window's end)
+    /// comes first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    finals: Vec<Final>,
 }
 
-/// Reports that arrived before their send was recorded.
+/// A recipient's final status, claimed at `at` (unix ms) by whoever publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Final {
+    to: String,
+    status: String,
+    at: i64,
+}
+
+/// How long a claimed final status that is not recorded as published yet counts as being
+/// published right now: a report with the same status waits for that (at most this long, 5 s)
+/// before it is answered, then publishes it itself (the claimer may have died between its claim
+/// and its event; the stream's duplicate window folds a second copy).
+const CLAIM_IN_PROGRESS_MS: i64 = 5_000;
+
+impl Sent {
+    /// The final status recorded for `to` and when it was claimed (0 for a final status published
+    /// by an older notifyd, which did not record claims).
+    fn final_of(&self, to: &str) -> Option<(Status, i64)> {
+        let claimed =
+            self.finals.iter().find(|f| f.to == to).and_then(|f| Some((Status::parse(&f.status)?, f.at)));
+        claimed.or_else(|| {
+            self.published.iter().find_map(|mark| {
+                let (who, status) = mark.rsplit_once('/')?;
+                Status::parse(status).filter(|s| who == to && s.is_final()).map(|s| (s, 0))
+            })
+        })
+    }
+
+    fn claim(&mut self, to: &str, status: Status) {
+        self.finals.push(Final {
+            to: to.to_owned(),
+            status: status.as_str().to_owned(),
+            at: tracking::now_unix_ms(),
+        });
+    }
+}
+
+/// Reports that arrived before their send was recorded, as an older notifyd stored them in the
+/// index bucket (keys `u.<provider>.<id>`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Unmatched {
+struct LegacyUnmatched {
     updates: Vec<StatusUpdate>,
 }
 
-/// The shared index of callback-tracked messages.
+/// One unmatched report in the unmatched stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredReport {
+    provider: String,
+    update: StatusUpdate,
+}
+
+/// What became of one status update of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied to the recipients it names (or already applied: a repeated report).
+    Matched,
+    /// Its recipients already have another final status: nothing changed.
+    Ignored,
+    /// No recipient is known for it: stored until its send is recorded. `dropped`: storing it
+    /// pushed the oldest stored report out.
+    Unmatched { dropped: bool },
+}
+
+/// Whether the poller publishes the status it settled on for a recipient (see [`Index::settle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Publish it: it is (now) the recipient's final status.
+    Publish,
+    /// Publish nothing: the recipient already has this or another final status, published.
+    Skip,
+}
+
+/// The shared index of callback-tracked messages, and the store of unmatched reports.
 #[derive(Clone)]
 pub struct Index {
     kv: kv::Store,
+    unmatched: stream::Stream,
+    /// `<prefix>.sms.callbacks.unmatched`; a report is stored under `.<provider>.<hex id>`.
+    unmatched_subject: String,
+    js: jetstream::Context,
+    /// The index bucket still holds unmatched reports written by an older notifyd.
+    legacy: bool,
     events: Events,
     metrics: Metrics,
 }
@@ -69,37 +158,85 @@ fn same_number(reported: &str, to: &str) -> bool {
         && (digits == to || (digits.len() >= 7 && (to.ends_with(digits) || digits.ends_with(to))))
 }
 
+/// FNV-1a of a report, for its `Nats-Msg-Id` (the stream folds a report stored twice in a row).
+fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The name of the stream of unmatched reports that goes with the index bucket `bucket`.
+pub fn unmatched_stream(bucket: &str) -> String {
+    format!("{bucket}_unmatched")
+}
+
 impl Index {
-    /// Opens (or creates) the bucket; entries live an hour longer than the tracking window.
+    /// Opens (or creates) the index bucket `bucket` and the stream of unmatched reports
+    /// (`<bucket>_unmatched`, subjects `<prefix>.sms.callbacks.unmatched.>`). Entries and stored
+    /// reports live an hour longer than the tracking window. A bucket created by an older notifyd
+    /// (which capped it at `max_unmatched` KiB, shared with unmatched reports) loses its byte cap.
     pub async fn open(
         js: &jetstream::Context,
         bucket: &str,
+        prefix: &str,
         window: Duration,
         max_unmatched: usize,
         events: Events,
         metrics: Metrics,
     ) -> Result<Index, String> {
+        // Kept an hour past the window, so tracking can still tell at the window's end whether a
+        // report ended the recipient.
+        let ttl = window + Duration::from_secs(3600);
         let kv = match js.get_key_value(bucket).await {
-            Ok(kv) => kv,
+            Ok(kv) => {
+                lift_byte_cap(js, bucket).await;
+                kv
+            }
             Err(_) => js
                 .create_key_value(kv::Config {
                     bucket: bucket.to_owned(),
                     description: "notifyd delivery-report index: provider message id → recipients".into(),
                     history: 1,
-                    // Kept an hour past the window, so tracking can still tell at the window's end
-                    // whether a report ended the recipient.
-                    max_age: window + Duration::from_secs(3600),
-                    // Bounds what unmatched reports (and the index) can take: about 1 KiB each.
-                    max_bytes: i64::try_from(max_unmatched.saturating_mul(1024))
-                        .unwrap_or(i64::MAX)
-                        .max(1 << 20),
+                    max_age: ttl,
+                    // No byte cap: unmatched reports are bounded in their own stream, and the
+                    // index grows with what is sent, like the tracking stream.
+                    max_bytes: -1,
                     storage: jetstream::stream::StorageType::File,
                     ..Default::default()
                 })
                 .await
                 .map_err(|e| format!("cannot create the callback index bucket {bucket}: {e}"))?,
         };
-        Ok(Index { kv, events, metrics })
+        let legacy = match js.get_stream(format!("KV_{bucket}")).await {
+            Ok(s) => s.direct_get_next_for_subject(format!("$KV.{bucket}.u.>"), None).await.is_ok(),
+            Err(_) => false,
+        };
+        let name = unmatched_stream(bucket);
+        let unmatched_subject = format!("{prefix}.sms.callbacks.unmatched");
+        let max_msgs = i64::try_from(max_unmatched.max(1)).unwrap_or(i64::MAX);
+        let unmatched = js
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                description: Some(
+                    "notifyd delivery reports that arrived before their send was recorded".into(),
+                ),
+                subjects: vec![format!("{unmatched_subject}.>")],
+                max_messages: max_msgs,
+                discard: stream::DiscardPolicy::Old,
+                max_age: ttl,
+                storage: stream::StorageType::File,
+                allow_direct: true,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot create the stream of unmatched delivery reports {name}: {e}"))?;
+        let configured = unmatched.cached_info().config.max_messages;
+        if configured != max_msgs {
+            tracing::warn!(
+                stream = %name, configured, max_unmatched,
+                "the stream of unmatched delivery reports exists with another limit; it is used unchanged"
+            );
+        }
+        Ok(Index { kv, unmatched, unmatched_subject, js: js.clone(), legacy, events, metrics })
     }
 
     async fn read<T: for<'de> Deserialize<'de> + Default>(&self, key: &str) -> Result<(T, u64), LedgerError> {
@@ -131,125 +268,276 @@ impl Index {
         result.map_err(LedgerError::new)
     }
 
-    /// Records a `sent` recipient of a callback provider, then applies any report that arrived
-    /// before it.
-    pub async fn register(&self, entry: Entry) -> Result<(), LedgerError> {
+    /// Adds `entry` to the record of its message id (once).
+    async fn add_entry(&self, entry: &Entry) -> Result<(), LedgerError> {
         let key = sent_key(&entry.provider, &entry.provider_message_id);
         loop {
             let (mut sent, rev): (Sent, u64) = self.read(&key).await?;
             if sent.entries.iter().any(|e| e.id == entry.id && e.to == entry.to) {
-                break;
+                return Ok(());
             }
             sent.entries.push(entry.clone());
             if self.write(&key, &sent, rev).await? {
-                break;
+                return Ok(());
             }
         }
-        let ukey = unmatched_key(&entry.provider, &entry.provider_message_id);
-        let (early, _): (Unmatched, u64) = self.read(&ukey).await?;
-        if !early.updates.is_empty() {
-            for update in &early.updates {
-                self.apply(&entry.provider, update).await?;
+    }
+
+    /// Records a `sent` recipient of a callback provider, then applies any report that arrived
+    /// before it. Idempotent: the tracking poller repeats it for entries the pipeline could not
+    /// register.
+    pub async fn register(&self, entry: &Entry) -> Result<(), LedgerError> {
+        self.add_entry(entry).await?;
+        let (provider, pmid) = (&entry.provider, &entry.provider_message_id);
+        let subject = format!("{}.{provider}.{}", self.unmatched_subject, &hex_key(pmid)[4..]);
+        let mut next = None;
+        loop {
+            let msg = match self.unmatched.direct_get_next_for_subject(subject.clone(), next).await {
+                Ok(m) => m,
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => break,
+                Err(e) => return Err(LedgerError::new(format!("cannot read unmatched reports: {e}"))),
+            };
+            next = Some(msg.sequence + 1);
+            let Ok(stored) = serde_json::from_slice::<StoredReport>(&msg.payload) else {
+                let _ = self.unmatched.delete_message(msg.sequence).await;
+                continue;
+            };
+            let applied = self.apply_known(provider, &stored.update).await?;
+            // A report that names its number is spent once applied; one without a number applies
+            // to every recipient of the id, so it stays until it expires.
+            if applied.is_some() && stored.update.to.is_some() {
+                let _ = self.unmatched.delete_message(msg.sequence).await;
             }
-            let _ = self.kv.delete(&ukey).await;
+        }
+        if self.legacy {
+            let ukey = unmatched_key(provider, pmid);
+            let (early, _): (LegacyUnmatched, u64) = self.read(&ukey).await?;
+            if !early.updates.is_empty() {
+                for update in &early.updates {
+                    self.apply_known(provider, update).await?;
+                }
+                let _ = self.kv.delete(&ukey).await;
+            }
         }
         Ok(())
     }
 
-    /// [`Index::register`], retried a few times over about 6 s; if the index still cannot be
-    /// written (NATS down, bucket full), the send goes on without it: a report for it is then
-    /// stored as unmatched, and tracking ends it `unknown` when the window closes.
-    pub async fn register_or_give_up(&self, entry: Entry) {
-        let mut delay = Duration::from_millis(50);
-        for _ in 0..7 {
-            match self.register(entry.clone()).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(request = %entry.id, error = %e, "cannot index a sent message for callbacks yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
+    /// [`Index::register`] in the background, retried for about a second, so a request never
+    /// waits on it. If the index still cannot be written, the recipient's tracking entry is the
+    /// record: the tracking poller registers it later (see the module's documentation).
+    pub fn register_in_background(&self, entry: Entry) {
+        let index = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(50);
+            for attempt in 1..=5 {
+                match index.register(&entry).await {
+                    Ok(()) => return,
+                    Err(e) if attempt == 5 => {
+                        tracing::warn!(request = ?entry.id, provider = %entry.provider, error = %e,
+                            "gave up indexing a sent message for callbacks for now; tracking registers it when it first looks at the entry");
+                    }
+                    Err(e) => {
+                        tracing::debug!(request = ?entry.id, error = %e, "cannot index a sent message for callbacks yet; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
                 }
             }
-        }
-        tracing::error!(request = %entry.id, provider = %entry.provider,
-            "gave up indexing a sent message for callbacks; its delivery report will not be matched");
+        });
     }
 
-    /// Whether a final status was already published for this recipient through a callback.
-    pub async fn is_final(&self, entry: &Entry) -> Result<bool, LedgerError> {
-        let (sent, _): (Sent, u64) =
-            self.read(&sent_key(&entry.provider, &entry.provider_message_id)).await?;
-        Ok(sent.published.iter().any(|mark| {
-            mark.split_once('/').is_some_and(|(to, status)| {
-                to == entry.to && Status::parse(status).is_some_and(Status::is_final)
-            })
-        }))
-    }
-
-    /// Applies one update: publishes its events (once per recipient and status). Returns whether
-    /// the message was known.
-    pub async fn apply(&self, provider: &str, update: &StatusUpdate) -> Result<bool, LedgerError> {
-        let Some(status) = Status::parse(&update.status) else {
-            return Ok(true);
-        };
-        let key = sent_key(provider, &update.reference);
-        let (sent, rev): (Sent, u64) = self.read(&key).await?;
-        let targets: Vec<&Entry> = sent
-            .entries
-            .iter()
-            .filter(|e| update.to.as_deref().is_none_or(|to| same_number(to, &e.to)))
-            .collect();
-        if targets.is_empty() {
-            self.store_unmatched(provider, update).await?;
-            return Ok(false);
-        }
-        if status == Status::Sent {
-            return Ok(true);
-        }
-        let mut batch = self.events.batch();
-        let mut newly = Vec::new();
-        for entry in targets {
-            let mark = format!("{}/{}", entry.to, status.as_str());
-            if sent.published.contains(&mark) {
-                continue;
-            }
-            let mut ev = tracking::tracked_event(entry, status);
-            ev.error = update.error.as_ref().map(Into::into);
-            batch.publish(&ev, format!("{}/{}/{}", entry.id, entry.to, status.as_str())).await;
-            newly.push(mark);
-        }
-        if newly.is_empty() {
-            return Ok(true);
-        }
-        batch.confirm().await;
-        // Record what was published; on a conflict (a recipient registered meanwhile) merge into
-        // the newer record rather than publishing again.
-        let (mut sent, mut rev) = (sent, rev);
+    /// For the poller, about to end `entry` with `status` (a polled final status, or `unknown` at
+    /// the window's end): registers the recipient if it is not (which applies any report stored
+    /// for it), then records `status` as its final status unless it has one.
+    /// [`Settle::Publish`] when the caller is to publish `status` (and then call
+    /// [`Index::published`]); [`Settle::Skip`] when the recipient already has a final status.
+    pub async fn settle(&self, entry: &Entry, status: Status) -> Result<Settle, LedgerError> {
+        self.register(entry).await?;
+        let key = sent_key(&entry.provider, &entry.provider_message_id);
+        let mark = format!("{}/{}", entry.to, status.as_str());
         loop {
-            for mark in &newly {
+            let (mut sent, rev): (Sent, u64) = self.read(&key).await?;
+            match sent.final_of(&entry.to) {
+                Some((s, _)) if s == status && !sent.published.contains(&mark) => return Ok(Settle::Publish),
+                Some(_) => return Ok(Settle::Skip),
+                None => {}
+            }
+            sent.claim(&entry.to, status);
+            if self.write(&key, &sent, rev).await? {
+                return Ok(Settle::Publish);
+            }
+        }
+    }
+
+    /// Records that `status` was published for `entry` (after [`Settle::Publish`]).
+    pub async fn published(&self, entry: &Entry, status: Status) -> Result<(), LedgerError> {
+        let key = sent_key(&entry.provider, &entry.provider_message_id);
+        self.mark_published(&key, &[format!("{}/{}", entry.to, status.as_str())]).await
+    }
+
+    async fn mark_published(&self, key: &str, marks: &[String]) -> Result<(), LedgerError> {
+        loop {
+            let (mut sent, rev): (Sent, u64) = self.read(key).await?;
+            for mark in marks {
                 if !sent.published.contains(mark) {
                     sent.published.push(mark.clone());
                 }
             }
-            if self.write(&key, &sent, rev).await? {
-                return Ok(true);
+            if self.write(key, &sent, rev).await? {
+                return Ok(());
             }
-            (sent, rev) = self.read(&key).await?;
         }
     }
 
-    async fn store_unmatched(&self, provider: &str, update: &StatusUpdate) -> Result<(), LedgerError> {
-        let key = unmatched_key(provider, &update.reference);
-        loop {
-            let (mut early, rev): (Unmatched, u64) = self.read(&key).await?;
-            if early.updates.contains(update) {
-                return Ok(());
-            }
-            early.updates.push(update.clone());
-            if self.write(&key, &early, rev).await? {
-                return Ok(());
-            }
+    /// Applies one update of a report: publishes its events (one final status per recipient),
+    /// or stores it as unmatched when no recipient is known for it.
+    pub async fn apply(&self, provider: &str, update: &StatusUpdate) -> Result<Applied, LedgerError> {
+        if let Some(applied) = self.apply_known(provider, update).await? {
+            return Ok(applied);
         }
+        let (seq, dropped) = self.store_unmatched(provider, update).await?;
+        // The send may have been recorded meanwhile, after its registration looked for stored
+        // reports: look again, so the report is not left behind.
+        if let Some(applied) = self.apply_known(provider, update).await? {
+            if update.to.is_some() {
+                let _ = self.unmatched.delete_message(seq).await;
+            }
+            return Ok(if dropped { Applied::Unmatched { dropped } } else { applied });
+        }
+        Ok(Applied::Unmatched { dropped })
+    }
+
+    /// [`Index::apply`] for a known message; `None` when no recipient matches the update.
+    async fn apply_known(
+        &self,
+        provider: &str,
+        update: &StatusUpdate,
+    ) -> Result<Option<Applied>, LedgerError> {
+        let key = sent_key(provider, &update.reference);
+        let status = Status::parse(&update.status);
+        loop {
+            let (mut sent, rev): (Sent, u64) = self.read(&key).await?;
+            let targets: Vec<Entry> = sent
+                .entries
+                .iter()
+                .filter(|e| update.to.as_deref().is_none_or(|to| same_number(to, &e.to)))
+                .cloned()
+                .collect();
+            if targets.is_empty() {
+                return Ok(None);
+            }
+            // `sent` and words that are no status change nothing.
+            let Some(status) = status.filter(|s| *s != Status::Sent) else {
+                return Ok(Some(Applied::Matched));
+            };
+            let (mut publish, mut ignored, mut claimed, mut in_progress) = (Vec::new(), false, false, false);
+            for entry in targets {
+                let mark = format!("{}/{}", entry.to, status.as_str());
+                match sent.final_of(&entry.to) {
+                    // Final is final: another status after it changes nothing.
+                    Some((f, _)) if f != status => ignored = true,
+                    // The same status: published already, being published right now (a report
+                    // and the registration that applies a stored copy of it, or the poller), or
+                    // claimed by someone who died before publishing: then publish it here.
+                    Some((_, at)) if !sent.published.contains(&mark) => {
+                        if tracking::now_unix_ms() - at < CLAIM_IN_PROGRESS_MS {
+                            in_progress = true;
+                        } else {
+                            publish.push(entry);
+                        }
+                    }
+                    Some(_) => {}
+                    None if status.is_final() => {
+                        sent.claim(&entry.to, status);
+                        claimed = true;
+                        publish.push(entry);
+                    }
+                    None => {
+                        if !sent.published.contains(&mark) {
+                            publish.push(entry);
+                        }
+                    }
+                }
+            }
+            if in_progress {
+                // Answer only once the event is stored, by whoever claimed it.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            // The claim is recorded before the event goes out: a concurrent report with another
+            // final status for the same recipient loses the race here, not after publishing.
+            if claimed && !self.write(&key, &sent, rev).await? {
+                continue;
+            }
+            if publish.is_empty() {
+                return Ok(Some(if ignored { Applied::Ignored } else { Applied::Matched }));
+            }
+            let mut batch = self.events.batch();
+            let mut marks = Vec::new();
+            for entry in &publish {
+                let mut ev = tracking::tracked_event(entry, status);
+                ev.error = update.error.as_ref().map(Into::into);
+                batch.publish(&ev, format!("{}/{}/{}", entry.id, entry.to, status.as_str())).await;
+                marks.push(format!("{}/{}", entry.to, status.as_str()));
+            }
+            batch.confirm().await;
+            self.mark_published(&key, &marks).await?;
+            return Ok(Some(Applied::Matched));
+        }
+    }
+
+    /// Stores an unmatched report; returns its sequence and whether storing it pushed the oldest
+    /// stored report out (the stream keeps `max_unmatched`, discarding the oldest). The count is
+    /// exact for one replica storing one report at a time; concurrent stores may miss a drop.
+    async fn store_unmatched(
+        &self,
+        provider: &str,
+        update: &StatusUpdate,
+    ) -> Result<(u64, bool), LedgerError> {
+        let unavailable = |e: String| LedgerError::new(format!("cannot store an unmatched report: {e}"));
+        let info = self.unmatched.get_info().await.map_err(|e| unavailable(e.to_string()))?;
+        let full = info.config.max_messages > 0
+            && info.state.messages >= u64::try_from(info.config.max_messages).unwrap_or(u64::MAX);
+        let payload =
+            serde_json::to_vec(&StoredReport { provider: provider.to_owned(), update: update.clone() })
+                .expect("reports encode as JSON");
+        let subject = format!("{}.{provider}.{}", self.unmatched_subject, &hex_key(&update.reference)[4..]);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{:016x}", digest(subject.as_bytes()) ^ digest(&payload)).as_str(),
+        );
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, Bytes::from(payload))
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        Ok((ack.sequence, full && !ack.duplicate))
+    }
+}
+
+/// Removes the byte cap an older notifyd gave the index bucket (`max(max_unmatched × 1 KiB,
+/// 1 MiB)`, shared with unmatched reports), so sends can always be indexed. Logged, not fatal,
+/// when it cannot be changed (e.g. no permission to update streams).
+async fn lift_byte_cap(js: &jetstream::Context, bucket: &str) {
+    let name = format!("KV_{bucket}");
+    let Ok(s) = js.get_stream(&name).await else { return };
+    let mut config = s.cached_info().config.clone();
+    if config.max_bytes <= 0 {
+        return;
+    }
+    let was = config.max_bytes;
+    config.max_bytes = -1;
+    match js.update_stream(config).await {
+        Ok(_) => tracing::info!(
+            bucket,
+            was,
+            "removed the byte limit of the callback index bucket (an older notifyd's); unmatched reports are bounded in their own stream now"
+        ),
+        Err(e) => tracing::warn!(bucket, was, error = %e,
+            "cannot remove the byte limit of the callback index bucket; remove it yourself (nats stream edit KV_<bucket> --max-bytes=-1), or forged reports stored by an older notifyd may keep it full"),
     }
 }
 
@@ -258,9 +546,11 @@ struct Endpoint {
     token: Option<String>,
 }
 
-/// Serves `POST /callbacks/<instance>[/<token>]` on `listener` until `shutdown` resolves.
+/// Serves `POST /callbacks/<instance>[/<token>]` on `listener`, within `settings`, until
+/// `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
+    settings: crate::httpd::Settings,
     providers: Arc<Providers>,
     tokens: HashMap<String, Option<String>>,
     index: Index,
@@ -287,10 +577,55 @@ pub async fn serve(
         let (providers, endpoints, index) = (providers.clone(), endpoints.clone(), index.clone());
         async move { handle(req, &providers, &endpoints, &index).await }
     };
-    crate::httpd::serve(listener, "callbacks", handler, shutdown).await;
+    crate::httpd::serve(listener, "callbacks", settings, handler, shutdown).await;
 }
 
 use crate::httpd::text as answer;
+
+/// Most of a refused request's body read (and discarded) before it is answered, so the answer is
+/// not lost to a reset when the socket closes with unread input; a larger body may still see one.
+const DRAIN_MAX: usize = 2 * MAX_BODY;
+
+/// Reads a body of at most [`MAX_BODY`] bytes. A larger one is `413` (after up to
+/// [`DRAIN_MAX`] of it was read and discarded), one that cannot be read (a broken chunked
+/// encoding, a connection closed early) `400`.
+async fn read_body(mut body: Incoming) -> Result<Bytes, StatusCode> {
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| StatusCode::BAD_REQUEST)?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen <= MAX_BODY {
+                kept.extend_from_slice(&data);
+            } else if seen > DRAIN_MAX {
+                break;
+            }
+        }
+    }
+    if seen > MAX_BODY { Err(StatusCode::PAYLOAD_TOO_LARGE) } else { Ok(Bytes::from(kept)) }
+}
+
+/// The instance named by a request target, when the target is exactly
+/// `/callbacks/<instance>/<token>` (an instance with a token) or `/callbacks/<instance>` (one
+/// without). Anything else, including a sub-path, a trailing `/`, doubled slashes and an
+/// absolute-form target (`http://host/callbacks/…`), is `None`.
+fn endpoint_of<'a>(uri: &'a hyper::Uri, endpoints: &BTreeMap<String, Endpoint>) -> Option<&'a str> {
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return None;
+    }
+    let rest = uri.path().strip_prefix("/callbacks/")?;
+    let (instance, given) = match rest.split_once('/') {
+        Some((instance, given)) => (instance, Some(given)),
+        None => (rest, None),
+    };
+    let endpoint = endpoints.get(instance)?;
+    match (&endpoint.token, given) {
+        (Some(token), Some(given)) if constant_time_eq(token.as_bytes(), given.as_bytes()) => Some(instance),
+        (None, None) => Some(instance),
+        _ => None,
+    }
+}
 
 async fn handle(
     req: Request<Incoming>,
@@ -298,39 +633,36 @@ async fn handle(
     endpoints: &BTreeMap<String, Endpoint>,
     index: &Index,
 ) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_owned();
-    let mut parts = path.trim_start_matches('/').splitn(4, '/');
-    let (Some("callbacks"), Some(instance)) = (parts.next(), parts.next()) else {
+    let (parts, body) = req.into_parts();
+    let Some((instance, provider)) =
+        endpoint_of(&parts.uri, endpoints).and_then(|i| Some((i, providers.get(i)?)))
+    else {
+        let _ = read_body(body).await;
         return answer(StatusCode::NOT_FOUND, "not found\n");
-    };
-    let (Some(endpoint), Some(provider)) = (endpoints.get(instance), providers.get(instance)) else {
-        return answer(StatusCode::NOT_FOUND, "not found\n");
-    };
-    let rest = parts.next();
-    let sub_path = match (&endpoint.token, rest) {
-        (Some(token), Some(given)) if constant_time_eq(token.as_bytes(), given.as_bytes()) => {
-            parts.next().map(|p| format!("/{p}")).unwrap_or_default()
-        }
-        (Some(_), _) => return answer(StatusCode::NOT_FOUND, "not found\n"),
-        (None, _) => path.trim_start_matches(&format!("/callbacks/{instance}")).to_owned(),
     };
     let metrics = &index.metrics;
     let count = |result: &str| metrics.callbacks.with_label_values(&[instance, result]).inc();
-    let method = req.method().as_str().to_owned();
-    let query = req.uri().query().unwrap_or_default().to_owned();
-    let headers = req
-        .headers()
+    let method = parts.method.as_str().to_owned();
+    let query = parts.uri.query().unwrap_or_default().to_owned();
+    let headers = parts
+        .headers
         .iter()
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
         .collect();
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
-        Err(_) => {
+    let body = match read_body(body).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(status) => {
             count("invalid");
-            return answer(StatusCode::PAYLOAD_TOO_LARGE, "report too large\n");
+            let why = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "report too large\n"
+            } else {
+                "cannot read the report\n"
+            };
+            return answer(status, why);
         }
     };
-    let input = CallbackInput { method, path: sub_path, query, headers, body };
+    // The path is always exact: a plugin gets no sub-path.
+    let input = CallbackInput { method, path: String::new(), query, headers, body };
     let result: CallbackResult = match provider.run(Op::Callback, &input).await {
         Ok(r) => r,
         Err(e) => {
@@ -342,8 +674,14 @@ async fn handle(
     };
     for update in &result.updates {
         match index.apply(instance, update).await {
-            Ok(true) => count("matched"),
-            Ok(false) => count("unmatched"),
+            Ok(Applied::Matched) => count("matched"),
+            Ok(Applied::Ignored) => count("ignored"),
+            Ok(Applied::Unmatched { dropped }) => {
+                count("unmatched");
+                if dropped {
+                    count("dropped");
+                }
+            }
             Err(e) => {
                 tracing::warn!(provider = %instance, error = %e, "cannot record a delivery report now; the provider will retry");
                 return answer(
@@ -385,5 +723,50 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn only_the_exact_path_names_an_endpoint() {
+        let endpoints: BTreeMap<String, Endpoint> = [
+            ("intelli".to_owned(), Endpoint { token: Some("t0ken".to_owned()) }),
+            ("open".to_owned(), Endpoint { token: None }),
+        ]
+        .into_iter()
+        .collect();
+        let of =
+            |target: &str| endpoint_of(&target.parse::<hyper::Uri>().unwrap(), &endpoints).map(str::to_owned);
+        assert_eq!(of("/callbacks/intelli/t0ken").as_deref(), Some("intelli"));
+        assert_eq!(of("/callbacks/intelli/t0ken?msgid=1").as_deref(), Some("intelli"));
+        assert_eq!(of("/callbacks/open").as_deref(), Some("open"));
+        for refused in [
+            "/callbacks/intelli/t0ken/extra",
+            "/callbacks/intelli/t0ken/",
+            "/callbacks/intelli",
+            "/callbacks/intelli/",
+            "/callbacks/intelli/wrong",
+            "//callbacks/intelli/t0ken",
+            "/callbacks//intelli/t0ken",
+            "http://host/callbacks/intelli/t0ken",
+            "/callbacks/open/",
+            "/callbacks/open/x",
+            "/callbacks/",
+            "/callbacks",
+            "*",
+        ] {
+            assert_eq!(of(refused), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_recipients_first_final_status_is_its_final_status() {
+        let mut sent = Sent::default();
+        assert_eq!(sent.final_of("4411"), None);
+        sent.published.push("4411/sent".into());
+        assert_eq!(sent.final_of("4411"), None, "sent is not final");
+        sent.published.push("4412/delivered".into());
+        assert_eq!(sent.final_of("4411"), None, "another recipient");
+        assert_eq!(sent.final_of("4412"), Some((Status::Delivered, 0)), "published by an older notifyd");
+        sent.claim("4411", Status::Expired);
+        assert_eq!(sent.final_of("4411").map(|f| f.0), Some(Status::Expired));
     }
 }

@@ -140,6 +140,11 @@ pub struct IntakeConfig {
     pub ledger_bucket: String,
     /// Stream holding status-tracking entries. Default `NOTIFY_SMS_TRACKING`.
     pub tracking_stream: String,
+    /// Stream keeping dead letters (`<prefix>.sms.dead`). Default `NOTIFY_SMS_DEAD`.
+    pub dead_letter_stream: String,
+    /// Core mode: stream holding requests whose `send_at` lies ahead (`<prefix>.sms.held`).
+    /// Default `NOTIFY_SMS_HELD`.
+    pub held_stream: String,
     /// Redelivery delay after a replica dies. Default 30s.
     #[serde(deserialize_with = "duration")]
     pub ack_wait: Duration,
@@ -156,6 +161,8 @@ impl Default for IntakeConfig {
             status_stream: "NOTIFY_SMS_STATUS".into(),
             ledger_bucket: "notifyd_ledger".into(),
             tracking_stream: "NOTIFY_SMS_TRACKING".into(),
+            dead_letter_stream: "NOTIFY_SMS_DEAD".into(),
+            held_stream: "NOTIFY_SMS_HELD".into(),
             ack_wait: Duration::from_secs(30),
             max_in_flight: 1000,
         }
@@ -170,11 +177,18 @@ pub struct LimitsConfig {
     pub max_recipients: usize,
     /// Segments per text. Default 10.
     pub max_segments: u32,
+    /// How far ahead `send_at` may lie; a request beyond it is rejected. Default 365d.
+    #[serde(deserialize_with = "duration")]
+    pub max_schedule_ahead: Duration,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_recipients: 1000, max_segments: 10 }
+        LimitsConfig {
+            max_recipients: 1000,
+            max_segments: 10,
+            max_schedule_ahead: Duration::from_secs(365 * 24 * 3600),
+        }
     }
 }
 
@@ -192,11 +206,28 @@ pub struct PluginsConfig {
 pub struct MetricsConfig {
     /// Default `0.0.0.0:9464`.
     pub listen: String,
+    /// Time a client has to send a request's head once its first byte arrived. Default 10s.
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// A connection with no request for this long is closed. Default 60s.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Time for one request, its body included, from its head to the answer. Default 30s.
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// Connections open at once; further ones are answered 503 and closed. Default 64.
+    pub max_connections: usize,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { listen: "0.0.0.0:9464".into() }
+        MetricsConfig {
+            listen: "0.0.0.0:9464".into(),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 64,
+        }
     }
 }
 
@@ -208,11 +239,29 @@ pub struct CallbacksConfig {
     pub listen: Option<String>,
     /// Unmatched reports kept. Default 100000.
     pub max_unmatched: usize,
+    /// As `[metrics] header_timeout`, for the callback listener. Default 10s.
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// As `[metrics] idle_timeout`, for the callback listener. Default 60s.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// As `[metrics] request_timeout`, for the callback listener. Default 30s.
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// As `[metrics] max_connections`, for the callback listener. Default 512.
+    pub max_connections: usize,
 }
 
 impl Default for CallbacksConfig {
     fn default() -> Self {
-        CallbacksConfig { listen: None, max_unmatched: 100_000 }
+        CallbacksConfig {
+            listen: None,
+            max_unmatched: 100_000,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 512,
+        }
     }
 }
 
@@ -384,6 +433,10 @@ const SECTIONS: &[&str] = &[
     "routes",
 ];
 
+/// Secrets set by environment variable, read verbatim (variable, figment's key for it).
+const RAW_ENV_SECRETS: [(&str, &str); 2] =
+    [("NOTIFYD_NATS__PASSWORD", "nats__password"), ("NOTIFYD_NATS__TOKEN", "nats__token")];
+
 /// Where the config file is: `--config`, else `config/notifyd.toml` if present, else
 /// `/etc/notifyd/notifyd.toml`.
 pub fn default_path() -> PathBuf {
@@ -400,23 +453,32 @@ impl Config {
                 path.display()
             )));
         }
-        let figment = Figment::new()
-            .merge(Toml::file_exact(path))
-            .merge(Env::prefixed("NOTIFYD_").filter(|k| k.as_str().contains("__")).split("__"));
+        // Secrets from the environment are taken as they are: figment would read `123456` as a
+        // number (and `012345` as 12345).
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(
+            Env::prefixed("NOTIFYD_")
+                .filter(|k| {
+                    k.as_str().contains("__")
+                        && !RAW_ENV_SECRETS.iter().any(|(_, key)| k.as_str().eq_ignore_ascii_case(key))
+                })
+                .split("__"),
+        );
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::from_figment(&figment, base_dir, &|name| std::env::var(name).ok())
+        Self::from_figment(&figment, base_dir, &|name| std::env::var(name).ok(), true)
     }
 
     /// Loads a configuration from TOML text (for tests and `check-config` on a string).
     pub fn from_toml(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
         let figment = Figment::new().merge(Toml::string(text));
-        Self::from_figment(&figment, base_dir.to_path_buf(), &|name| std::env::var(name).ok())
+        Self::from_figment(&figment, base_dir.to_path_buf(), &|name| std::env::var(name).ok(), false)
     }
 
+    /// `raw_env_secrets`: take `NOTIFYD_NATS__PASSWORD`/`__TOKEN` from `env` as they are.
     fn from_figment(
         figment: &Figment,
         base_dir: PathBuf,
         env: &dyn Fn(&str) -> Option<String>,
+        raw_env_secrets: bool,
     ) -> Result<Config, ConfigError> {
         let root: BTreeMap<String, Value> =
             figment.extract().map_err(|e| ConfigError::one(figment_error(&e)))?;
@@ -456,6 +518,15 @@ impl Config {
             routes: Vec::new(),
             base_dir,
         };
+        if raw_env_secrets {
+            for (var, _) in RAW_ENV_SECRETS {
+                if let Some(value) = env(var) {
+                    let slot =
+                        if var.ends_with("PASSWORD") { &mut cfg.nats.password } else { &mut cfg.nats.token };
+                    *slot = Some(Secret::new(value));
+                }
+            }
+        }
         let mut provider_names = HashSet::new();
         cfg.providers = blocks::<ProviderConfig>(&root, "providers", &mut problems, |v| {
             // Remember the names of blocks that fail to parse too, so routes do not report them.
@@ -503,6 +574,8 @@ impl Config {
             ("status_stream", &self.intake.status_stream),
             ("ledger_bucket", &self.intake.ledger_bucket),
             ("tracking_stream", &self.intake.tracking_stream),
+            ("dead_letter_stream", &self.intake.dead_letter_stream),
+            ("held_stream", &self.intake.held_stream),
         ] {
             if stream.is_empty() || !stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
@@ -519,11 +592,38 @@ impl Config {
         if self.limits.max_recipients == 0 || self.limits.max_segments == 0 {
             problems.push("[limits] max_recipients and max_segments must be at least 1".into());
         }
+        // JetStream's redelivery delay is a signed 64-bit count of nanoseconds (about 292 years).
+        if self.limits.max_schedule_ahead.is_zero()
+            || self.limits.max_schedule_ahead > Duration::from_secs(250 * 31_557_600)
+        {
+            problems.push("[limits] max_schedule_ahead must be between 1s and 250 years".into());
+        }
         if self.retry.max_attempts == 0 {
             problems.push("[retry] max_attempts must be at least 1 (the first attempt counts)".into());
         }
         if self.tracking.first_poll.is_zero() || self.tracking.max_interval.is_zero() {
             problems.push("[tracking] first_poll and max_interval must be longer than 0s".into());
+        }
+        for (section, timeouts, max_connections) in [
+            (
+                "metrics",
+                [self.metrics.header_timeout, self.metrics.idle_timeout, self.metrics.request_timeout],
+                self.metrics.max_connections,
+            ),
+            (
+                "callbacks",
+                [self.callbacks.header_timeout, self.callbacks.idle_timeout, self.callbacks.request_timeout],
+                self.callbacks.max_connections,
+            ),
+        ] {
+            if timeouts.iter().any(Duration::is_zero) {
+                problems.push(format!(
+                    "[{section}] header_timeout, idle_timeout and request_timeout must be longer than 0s"
+                ));
+            }
+            if max_connections == 0 {
+                problems.push(format!("[{section}] max_connections must be at least 1"));
+            }
         }
         for addr in [Some(&self.metrics.listen), self.callbacks.listen.as_ref()].into_iter().flatten() {
             if addr.parse::<std::net::SocketAddr>().is_err() {
@@ -683,16 +783,61 @@ fn blocks<T: DeserializeOwned>(
     out
 }
 
-/// figment's message, with the key it concerns and without its profile noise.
+/// figment's message, with the key it concerns and without its profile noise. Values are never
+/// quoted: the key may hold a secret (a numeric password, a token), whatever its type or source.
 fn figment_error(e: &figment::Error) -> String {
     e.clone()
         .into_iter()
         .map(|e| {
             let key: Vec<&str> = e.path.iter().map(String::as_str).filter(|k| *k != "default").collect();
-            if key.is_empty() { e.kind.to_string() } else { format!("`{}`: {}", key.join("."), e.kind) }
+            let kind = describe_kind(&e.kind);
+            if key.is_empty() { kind } else { format!("`{}`: {kind}", key.join(".")) }
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// A figment error kind in words, naming types but never values.
+fn describe_kind(kind: &figment::error::Kind) -> String {
+    use figment::error::{Actual, Kind};
+    let what = |actual: &Actual| {
+        match actual {
+            Actual::Bool(_) => "a boolean",
+            Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+            Actual::Float(_) => "a float",
+            Actual::Char(_) | Actual::Str(_) => "a string",
+            Actual::Bytes(_) => "bytes",
+            Actual::Unit | Actual::Option => "nothing",
+            Actual::Seq => "an array",
+            Actual::Map => "a table",
+            _ => "a value of another type",
+        }
+        .to_owned()
+    };
+    match kind {
+        Kind::InvalidType(actual, expected) => {
+            format!("invalid type: found {}, expected {expected}", what(actual))
+        }
+        Kind::InvalidValue(actual, expected) => {
+            format!("invalid value: found {}, expected {expected}", what(actual))
+        }
+        Kind::Unsupported(actual) => format!("unsupported type: {}", what(actual)),
+        Kind::UnsupportedKey(actual, need) => {
+            format!("unsupported key type: found {}, need {need}", what(actual))
+        }
+        Kind::Message(text) => without_source_lines(text),
+        other => other.to_string(),
+    }
+}
+
+/// A parse error without the lines of the file it quotes (`3 | password = "hunter2`), which may
+/// hold a secret: the position and the reason stay.
+fn without_source_lines(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.contains('|'))
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn is_token(s: &str) -> bool {
@@ -757,6 +902,31 @@ providers = ["sandbox"]
         assert_eq!(settings.get("password").and_then(|v| v.as_str()), Some("s3cret"));
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("$MISSING") && !problems[0].contains("s3cret"));
+    }
+
+    #[test]
+    fn no_secret_value_appears_in_an_error_whatever_its_type() {
+        let cases = [
+            ("[nats]\nuser = \"u\"\npassword = 98765432109\n", "98765432109", "`password`"),
+            ("[nats]\ntoken = 98765.5\n", "98765", "`token`"),
+            ("[nats]\ntoken = true\n", "true", "`token`"),
+            ("[nats]\ntoken = [\"s3cr3t-in-array\"]\n", "s3cr3t-in-array", "`token`"),
+            (
+                "[[providers]]\nname = \"p\"\nplugin = \"x\"\ncallback_token = 12345678\n",
+                "12345678",
+                "callback_token",
+            ),
+            ("[nats]\nuser = \"u\"\npassword = \"unterminated-s3cret\n", "s3cret", "invalid basic string"),
+        ];
+        for (text, secret, names) in cases {
+            let err =
+                Config::from_toml(&format!("{MINIMAL}\n{text}"), Path::new(".")).unwrap_err().to_string();
+            assert!(!err.contains(secret), "the value leaks: {err}");
+            assert!(err.contains(names), "the problem names {names}: {err}");
+        }
+        let err =
+            Config::from_toml(&format!("{MINIMAL}\n[nats]\npassword = 5\n"), Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("found an integer, expected a string"), "{err}");
     }
 
     #[test]

@@ -189,6 +189,29 @@ pub fn rfc3339_millis(t: OffsetDateTime) -> String {
     out
 }
 
+/// A NATS header value for any text. Header values cannot hold line breaks (async-nats panics on
+/// them), so control characters are written as `%XX`, and `%` as `%25`: one text gives one value
+/// and two texts never share one, which keeps `Nats-Msg-Id` deduplication exact.
+pub fn header_value(text: &str) -> async_nats::HeaderValue {
+    if !text.contains(|c: char| c.is_control() || c == '%') {
+        if let Ok(v) = text.parse() {
+            return v;
+        }
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() || c == '%' {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.parse().unwrap_or_default()
+}
+
 /// Publishes events into the status stream.
 #[derive(Clone)]
 pub struct Events {
@@ -202,6 +225,8 @@ pub struct Events {
 struct InFlight {
     subject: String,
     msg_id: String,
+    /// A header besides `Nats-Msg-Id` (a dead letter's `Notifyd-Error`).
+    extra: Option<(&'static str, async_nats::HeaderValue)>,
     payload: Bytes,
     ack: Option<PublishAckFuture>,
 }
@@ -223,9 +248,18 @@ impl Events {
         Batch { events: self.clone(), pending: Vec::new() }
     }
 
-    async fn send(&self, subject: &str, msg_id: &str, payload: Bytes) -> Option<PublishAckFuture> {
+    async fn send(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        extra: &Option<(&'static str, async_nats::HeaderValue)>,
+        payload: Bytes,
+    ) -> Option<PublishAckFuture> {
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, header_value(msg_id));
+        if let Some((name, value)) = extra {
+            headers.insert(*name, value.clone());
+        }
         self.js.publish_with_headers(subject.to_owned(), headers, payload).await.ok()
     }
 }
@@ -247,8 +281,21 @@ impl Batch {
 
     /// Publishes any payload into JetStream as part of this batch (e.g. a tracking entry).
     pub async fn publish_raw(&mut self, subject: String, msg_id: String, payload: Bytes) {
-        let ack = self.events.send(&subject, &msg_id, payload.clone()).await;
-        self.pending.push(InFlight { subject, msg_id, payload, ack });
+        let ack = self.events.send(&subject, &msg_id, &None, payload.clone()).await;
+        self.pending.push(InFlight { subject, msg_id, extra: None, payload, ack });
+    }
+
+    /// [`Batch::publish_raw`] with one more header (e.g. a dead letter's `Notifyd-Error`).
+    pub async fn publish_raw_with(
+        &mut self,
+        subject: String,
+        msg_id: String,
+        header: (&'static str, &str),
+        payload: Bytes,
+    ) {
+        let extra = Some((header.0, header_value(header.1)));
+        let ack = self.events.send(&subject, &msg_id, &extra, payload.clone()).await;
+        self.pending.push(InFlight { subject, msg_id, extra, payload, ack });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -279,7 +326,7 @@ impl Batch {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
             for ev in &mut failed {
-                ev.ack = self.events.send(&ev.subject, &ev.msg_id, ev.payload.clone()).await;
+                ev.ack = self.events.send(&ev.subject, &ev.msg_id, &ev.extra, ev.payload.clone()).await;
             }
             pending = failed;
         }
@@ -314,6 +361,15 @@ mod tests {
             .unwrap()
             .assume_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap());
         assert_eq!(rfc3339_millis(t), "0987-01-02T01:04:05.006Z");
+    }
+
+    #[test]
+    fn header_values_escape_control_characters_deterministically() {
+        assert_eq!(header_value("r1/4915171112233/sent").as_str(), "r1/4915171112233/sent");
+        assert_eq!(header_value("crlf\r\nX/-/rejected").as_str(), "crlf%0D%0AX/-/rejected");
+        assert_eq!(header_value("100%").as_str(), "100%25");
+        assert_ne!(header_value("a\n").as_str(), header_value("a%0A").as_str(), "escaping is one-to-one");
+        assert_eq!(header_value("t\u{85}").as_str(), "t%C2%85");
     }
 
     #[test]

@@ -15,11 +15,24 @@ use crate::pipeline::{Pipeline, Verdict};
 use crate::tracking;
 use crate::validate::Decoded;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{Semaphore, watch};
+
+/// The longest a request is handed back to JetStream in one go. A request due later comes back
+/// daily and is handed back again, so no delay comes near the 64-bit nanoseconds of a NAK, and a
+/// clock that jumps is noticed within a day.
+pub const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
+
+/// Dead letters kept: at most this many, this many bytes, this long; the oldest go first.
+pub const DEAD_LETTERS_MAX_MESSAGES: i64 = 10_000;
+/// (JetStream reserves `max_bytes` of storage when the stream is created: kept small.)
+pub const DEAD_LETTERS_MAX_BYTES: i64 = 64 * 1024 * 1024;
+pub const DEAD_LETTERS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Streams and consumers notifyd needs, created when missing (an existing one is used as it is).
 pub struct Streams {
@@ -27,7 +40,31 @@ pub struct Streams {
     pub intake_created: i64,
     /// The intake consumer (JetStream mode).
     pub intake: Option<consumer::PullConsumer>,
+    /// Core mode: the stream holding requests whose `send_at` lies ahead, and its creation time.
+    pub held: Option<(consumer::PullConsumer, i64)>,
     pub tracking: consumer::PullConsumer,
+}
+
+/// The subject core intake holds scheduled requests on: `<prefix>.sms.held`.
+pub fn held_subject(prefix: &str) -> String {
+    format!("{prefix}.sms.held")
+}
+
+/// The dead-letter stream: payloads that are not requests (and those whose task panicked) under
+/// `<prefix>.sms.dead`, within the `DEAD_LETTERS_*` limits, oldest dropped first.
+pub fn dead_letter_stream(name: &str, prefix: &str) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
+        subjects: vec![format!("{prefix}.sms.dead")],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        max_messages: DEAD_LETTERS_MAX_MESSAGES,
+        max_bytes: DEAD_LETTERS_MAX_BYTES,
+        max_age: DEAD_LETTERS_MAX_AGE,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
 }
 
 /// A file-backed work-queue stream on `subject` and its durable pull consumer, shared by every
@@ -89,6 +126,9 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<Str
     js.get_or_create_stream(status_stream(&cfg.intake.status_stream, prefix))
         .await
         .map_err(|e| format!("cannot set up the JetStream stream {}: {e}", cfg.intake.status_stream))?;
+    js.get_or_create_stream(dead_letter_stream(&cfg.intake.dead_letter_stream, prefix))
+        .await
+        .map_err(|e| format!("cannot set up the JetStream stream {}: {e}", cfg.intake.dead_letter_stream))?;
 
     let (_, tracking) = work_queue(
         js,
@@ -98,19 +138,30 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<Str
         cfg.intake.ack_wait,
     )
     .await?;
+    let created = |mut stream: stream::Stream, name: String| async move {
+        stream
+            .info()
+            .await
+            .map(|i| i.created.unix_timestamp())
+            .map_err(|e| format!("cannot read the JetStream stream {name}: {e}"))
+    };
     if cfg.intake.mode == IntakeMode::Core {
-        return Ok(Streams { intake_created: 0, intake: None, tracking });
+        let (stream, held) = work_queue(
+            js,
+            &cfg.intake.held_stream,
+            held_subject(prefix),
+            &cfg.intake.consumer,
+            cfg.intake.ack_wait,
+        )
+        .await?;
+        let held_created = created(stream, cfg.intake.held_stream.clone()).await?;
+        return Ok(Streams { intake_created: 0, intake: None, held: Some((held, held_created)), tracking });
     }
-    let (mut intake_stream, intake) =
+    let (intake_stream, intake) =
         work_queue(js, &cfg.intake.stream, cfg.send_subject(), &cfg.intake.consumer, cfg.intake.ack_wait)
             .await?;
-    let created = intake_stream
-        .info()
-        .await
-        .map_err(|e| format!("cannot read the JetStream stream {}: {e}", cfg.intake.stream))?
-        .created
-        .unix_timestamp();
-    Ok(Streams { intake_created: created, intake: Some(intake), tracking })
+    let intake_created = created(intake_stream, cfg.intake.stream.clone()).await?;
+    Ok(Streams { intake_created, intake: Some(intake), held: None, tracking })
 }
 
 /// Every 5 s, reads the consumers' backlog into `notifyd_intake_pending_messages`,
@@ -225,14 +276,48 @@ pub async fn run_jetstream(
             let pipeline = pipeline.clone();
             let slots = slots.clone();
             tokio::spawn(async move {
-                handle_jetstream(&pipeline, msg, created, ack_wait).await;
+                let seq = msg.info().map_or(0, |i| i.stream_sequence);
+                let work = AssertUnwindSafe(handle_jetstream(&pipeline, &msg, created, ack_wait));
+                if let Err(panic) = work.catch_unwind().await {
+                    let what = panic_message(&*panic);
+                    contain(&pipeline, &msg.payload, &format!("js-{created}-{seq}"), what).await;
+                    if let Err(e) = msg.ack().await {
+                        tracing::warn!(error = %e, "could not ack a request ended after a panic");
+                    }
+                }
                 slots.done(permit);
             });
         }
     }
 }
 
-async fn handle_jetstream(pipeline: &Pipeline, msg: jetstream::Message, created: i64, ack_wait: Duration) {
+/// Ends a request whose task panicked (see [`Pipeline::end_after_panic`]); a panic while doing so
+/// is logged and swallowed, so one payload can never take the intake down or come back forever.
+async fn contain(pipeline: &Pipeline, payload: &bytes::Bytes, generated_id: &str, what: String) {
+    let ending = AssertUnwindSafe(pipeline.end_after_panic(payload, generated_id, &what));
+    if let Err(again) = ending.catch_unwind().await {
+        tracing::error!(panic = ?panic_message(&*again), "ending a request after a panic panicked too; acking it");
+    }
+}
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".to_owned(),
+    }
+}
+
+/// How long a delivery whose request id is being sent by another delivery waits before it looks
+/// again: 250 ms, doubling with each delivery, at most `ack_wait`. The other delivery usually ends
+/// within a second; waiting a whole `ack_wait` would hold the copy far longer than the send.
+fn busy_delay(delivered: i64, ack_wait: Duration) -> Duration {
+    let doublings = u32::try_from(delivered.saturating_sub(1)).unwrap_or(0).min(16);
+    Duration::from_millis(250).saturating_mul(1 << doublings).min(ack_wait)
+}
+
+async fn handle_jetstream(pipeline: &Pipeline, msg: &jetstream::Message, created: i64, ack_wait: Duration) {
     let (seq, delivered) = match msg.info() {
         Ok(i) => (i.stream_sequence, i.delivered),
         Err(_) => (0, 1),
@@ -243,7 +328,7 @@ async fn handle_jetstream(pipeline: &Pipeline, msg: jetstream::Message, created:
     // JetStream until it is due: it takes no worker and no memory while it waits.
     if let Decoded::Valid(req) = &decoded {
         if let Some(delay) = hold_for(pipeline, req) {
-            tracing::debug!(request = %req.id, delivered, "holding a scheduled request until it is due");
+            tracing::debug!(request = ?req.id, delivered, "holding a scheduled request until it is due");
             let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
             return;
         }
@@ -251,7 +336,8 @@ async fn handle_jetstream(pipeline: &Pipeline, msg: jetstream::Message, created:
     // This delivery of the message: a redelivery (the previous holder died or was too slow) is a
     // different owner, so the ledger can tell "still being worked on elsewhere" from "abandoned".
     let owner = format!("js:{seq}:{delivered}");
-    let mut work = Box::pin(pipeline.finish(&msg.payload, decoded, &owner));
+    let generated_id = generated();
+    let mut work = Box::pin(pipeline.finish(&msg.payload, decoded, &generated_id, &owner));
     // Keep the message alive while it is worked on (retries can take longer than ack_wait).
     let mut keepalive = tokio::time::interval(ack_wait / 3);
     keepalive.tick().await;
@@ -262,8 +348,13 @@ async fn handle_jetstream(pipeline: &Pipeline, msg: jetstream::Message, created:
         }
     };
     if let Verdict::Busy { retry_in } = verdict {
-        tracing::info!(request = %seq, "the same request id is being sent elsewhere; retrying later");
-        let _ = msg.ack_with(AckKind::Nak(Some(retry_in))).await;
+        let delay = busy_delay(delivered, retry_in);
+        tracing::info!(
+            stream_sequence = seq,
+            ?delay,
+            "the same request id is being sent by another delivery; looking again later"
+        );
+        let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
         return;
     }
     if let Err(e) = msg.ack().await {
@@ -283,10 +374,12 @@ fn hold_for(pipeline: &Pipeline, req: &crate::validate::Request) -> Option<Durat
         Some(p) => p.schedules_natively(),
         None => pipeline.providers.list.iter().all(|p| p.schedules_natively()),
     };
-    (!native).then(|| Duration::try_from(ahead).unwrap_or_default())
+    (!native).then(|| Duration::try_from(ahead).unwrap_or_default().min(MAX_HOLD))
 }
 
-/// Serves the core intake until `shutdown` turns true.
+/// Serves the core intake until `shutdown` turns true. A request whose `send_at` lies ahead is
+/// answered, then put in the held stream (`held`, a JetStream work queue that
+/// [`run_jetstream`] serves like the intake stream), so it waits durably and takes no slot.
 pub async fn run_core(
     client: async_nats::Client,
     subject: String,
@@ -319,31 +412,60 @@ pub async fn run_core(
         let slots = slots.clone();
         let client = client.clone();
         tokio::spawn(async move {
-            let generated = || format!("core-{}", nuid::next());
-            let decoded = pipeline.validate(&msg.payload, &generated);
-            if let Some(reply) = &msg.reply {
-                let answer = reply_body(&Pipeline::verdict(&decoded));
-                let _ = client.publish(reply.clone(), answer.into()).await;
-            }
-            if let Decoded::Valid(req) = &decoded {
-                if let Some(delay) = hold_for(&pipeline, req) {
-                    // Core intake is at-most-once: a held request waits in memory.
-                    tokio::time::sleep(delay).await;
-                }
-            }
-            let owner = format!("core:{}", nuid::next());
-            let mut verdict = pipeline.finish(&msg.payload, decoded, &owner).await;
-            // Core intake has no redelivery: wait out another delivery of the same id here.
-            while let Verdict::Busy { retry_in } = verdict {
-                tokio::time::sleep(retry_in).await;
-                let decoded = pipeline.validate(&msg.payload, &generated);
-                verdict = pipeline.finish(&msg.payload, decoded, &owner).await;
+            let generated = format!("core-{}", nuid::next());
+            let work = AssertUnwindSafe(handle_core(&pipeline, &client, &msg, &generated));
+            if let Err(panic) = work.catch_unwind().await {
+                let what = panic_message(&*panic);
+                contain(&pipeline, &msg.payload, &generated, what).await;
             }
             slots.done(permit);
         });
     }
     let _ = sub.unsubscribe().await;
     Ok(())
+}
+
+async fn handle_core(
+    pipeline: &Pipeline,
+    client: &async_nats::Client,
+    msg: &async_nats::Message,
+    generated: &str,
+) {
+    let generated_id = || generated.to_owned();
+    let decoded = pipeline.validate(&msg.payload, &generated_id);
+    if let Some(reply) = &msg.reply {
+        let answer = reply_body(&Pipeline::verdict(&decoded));
+        let _ = client.publish(reply.clone(), answer.into()).await;
+    }
+    if let Decoded::Valid(req) = &decoded {
+        if hold_for(pipeline, req).is_some() {
+            hold_durably(pipeline, &msg.payload, req).await;
+            return;
+        }
+    }
+    let owner = format!("core:{}", nuid::next());
+    let mut verdict = pipeline.finish(&msg.payload, decoded, generated, &owner).await;
+    // Core intake has no redelivery: wait out another delivery of the same id here.
+    let mut looks = 1;
+    while let Verdict::Busy { retry_in } = verdict {
+        tokio::time::sleep(busy_delay(looks, retry_in)).await;
+        looks += 1;
+        let decoded = pipeline.validate(&msg.payload, &generated_id);
+        verdict = pipeline.finish(&msg.payload, decoded, generated, &owner).await;
+    }
+}
+
+/// Puts a scheduled core request into the held stream, with its id written into the payload (a
+/// generated one must survive), and returns once it is stored.
+async fn hold_durably(pipeline: &Pipeline, payload: &bytes::Bytes, req: &crate::validate::Request) {
+    let mut request: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(payload).unwrap_or_default();
+    request.entry("id").or_insert_with(|| serde_json::Value::String(req.id.to_string()));
+    let body = serde_json::to_vec(&request).unwrap_or_else(|_| payload.to_vec());
+    tracing::debug!(request = ?req.id, "holding a scheduled request in the held stream until it is due");
+    let mut batch = pipeline.events.batch();
+    batch.publish_raw(held_subject(&pipeline.prefix), format!("{}/held", req.id), body.into()).await;
+    batch.confirm().await;
 }
 
 /// The synchronous answer of core intake.

@@ -101,14 +101,14 @@ pub async fn connect(
                     if lost.swap(false, Ordering::Relaxed) {
                         m.nats_reconnects.inc();
                     }
-                    m.nats_connected.set(1);
                     r.nats.store(true, Ordering::Relaxed);
+                    m.show_readiness(&r);
                 }
                 async_nats::Event::Disconnected => {
                     lost.store(true, Ordering::Relaxed);
                     tracing::warn!("disconnected from NATS; intake pauses until the connection is back");
-                    m.nats_connected.set(0);
                     r.nats.store(false, Ordering::Relaxed);
+                    m.show_readiness(&r);
                 }
                 other => tracing::info!(event = %other, "NATS connection event"),
             }
@@ -126,8 +126,8 @@ pub async fn connect(
         .connect(servers)
         .await
         .map_err(|e| Error::Nats(format!("cannot connect to NATS at {}: {e}", redact_url(&cfg.url))))?;
-    metrics.nats_connected.set(1);
     ready.nats.store(true, Ordering::Relaxed);
+    metrics.show_readiness(ready);
     let version = client.server_info().version;
     if !server_version_supported(&version) {
         return Err(Error::Nats(format!(
@@ -158,6 +158,30 @@ fn redact_url(urls: &str) -> String {
     urls.split(',').map(|u| one(u.trim())).collect::<Vec<_>>().join(",")
 }
 
+/// Runs a background loop (`start` makes it) until it returns; when it panics (a bug), logs the
+/// panic and starts it again after a second, so one bad entry or answer cannot stop tracking or
+/// balance polling for the life of the process.
+async fn supervised<F, Fut>(what: &'static str, mut stop: watch::Receiver<bool>, start: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::FutureExt;
+    loop {
+        match std::panic::AssertUnwindSafe(start()).catch_unwind().await {
+            Ok(()) => return,
+            Err(panic) => {
+                let message = intake::panic_message(&*panic);
+                tracing::error!(panic = ?message, "{what} panicked (a bug); starting it again in 1s");
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves, then drains: stops taking requests, lets those in
 /// flight finish within `shutdown.grace` (the rest are redelivered by JetStream), and returns.
 pub async fn run(
@@ -171,20 +195,28 @@ pub async fn run(
     for p in &providers.list {
         metrics.circuit_open.with_label_values(&[&p.name]).set(0.0);
     }
+    httpd::check_descriptor_budget(&config, &metrics);
     let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
         .await
         .map_err(|e| Error::Other(format!("cannot listen on {} for metrics: {e}", config.metrics.listen)))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(metrics::serve(listener, metrics.clone(), ready.clone(), async move {
-        let _ = server_stop.wait_for(|s| *s).await;
-    }));
+    let metrics_limits = httpd::Limits::metrics(&config.metrics);
+    let server =
+        tokio::spawn(metrics::serve(listener, metrics_limits, metrics.clone(), ready.clone(), async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        }));
 
     let client = connect(&config.nats, &metrics, &ready).await?;
     let js = async_nats::jetstream::new(client.clone());
     let streams = intake::ensure_streams(&js, &config).await.map_err(Error::Nats)?;
     let events = events::Events::new(js.clone(), &config.nats.subject_prefix, metrics.clone());
     let ledger = ledger::Ledger::open(&js, &config.intake.ledger_bucket).await.map_err(Error::Nats)?;
+    let probe_kv = js
+        .get_key_value(&config.intake.ledger_bucket)
+        .await
+        .map_err(|e| Error::Nats(format!("cannot open the ledger bucket for the readiness probe: {e}")))?;
+    tokio::spawn(metrics::probe(client.clone(), probe_kv, metrics.clone(), ready.clone(), stop_rx.clone()));
     let router = route::Router::new(&config.routes, &providers);
     let (callback_index, callback_server) = match &config.callbacks.listen {
         None => (None, None),
@@ -192,6 +224,7 @@ pub async fn run(
             let index = callbacks::Index::open(
                 &js,
                 &format!("{}_callbacks", config.intake.ledger_bucket),
+                &config.nats.subject_prefix,
                 config.tracking.window,
                 config.callbacks.max_unmatched,
                 events.clone(),
@@ -208,8 +241,11 @@ pub async fn run(
                 .map(|p| (p.name.clone(), p.callback_token.as_ref().map(|t| t.expose().to_owned())))
                 .collect();
             let mut stop = stop_rx.clone();
+            let limits = httpd::Limits::callbacks(&config.callbacks);
+            let settings = httpd::Settings { limits, metrics: Some(metrics.clone()) };
             let server = tokio::spawn(callbacks::serve(
                 listener,
+                settings,
                 providers.clone(),
                 tokens,
                 index.clone(),
@@ -224,6 +260,7 @@ pub async fn run(
         limits: validate::Limits {
             max_recipients: config.limits.max_recipients,
             max_segments: config.limits.max_segments,
+            max_schedule_ahead: config.limits.max_schedule_ahead,
         },
         providers: providers.clone(),
         router,
@@ -252,21 +289,28 @@ pub async fn run(
         metrics: metrics.clone(),
         callbacks: callback_index.clone(),
     };
-    let backlog = tokio::spawn(intake::observe_backlog(
-        streams.intake.clone(),
-        streams.tracking.clone(),
-        metrics.clone(),
-        stop_rx.clone(),
-    ));
-    let poller = tokio::spawn(poller.run(stop_rx.clone()));
-    let thresholds = config.providers.iter().filter_map(|p| Some((p.name.clone(), p.low_balance?))).collect();
-    let balances = tokio::spawn(balance::run(
-        providers.clone(),
-        config.balance.interval,
-        thresholds,
-        metrics.clone(),
-        stop_rx.clone(),
-    ));
+    let backlog = {
+        let (intake, tracking, metrics, stop) =
+            (streams.intake.clone(), streams.tracking.clone(), metrics.clone(), stop_rx.clone());
+        tokio::spawn(supervised("the backlog observer", stop_rx.clone(), move || {
+            intake::observe_backlog(intake.clone(), tracking.clone(), metrics.clone(), stop.clone())
+        }))
+    };
+    let poller = {
+        let stop = stop_rx.clone();
+        tokio::spawn(supervised("the tracking poller", stop_rx.clone(), move || {
+            poller.clone().run(stop.clone())
+        }))
+    };
+    let thresholds: std::collections::HashMap<String, f64> =
+        config.providers.iter().filter_map(|p| Some((p.name.clone(), p.low_balance?))).collect();
+    let balances = {
+        let (providers, interval, metrics, stop) =
+            (providers.clone(), config.balance.interval, metrics.clone(), stop_rx.clone());
+        tokio::spawn(supervised("the balance poller", stop_rx.clone(), move || {
+            balance::run(providers.clone(), interval, thresholds.clone(), metrics.clone(), stop.clone())
+        }))
+    };
 
     let slots = intake::Slots::new(config.intake.max_in_flight, metrics.clone());
     let intake = match (config.intake.mode, streams.intake) {
@@ -291,9 +335,28 @@ pub async fn run(
                 ready.clone(),
                 stop_rx.clone(),
             );
+            // Scheduled requests wait in the held stream and come back through it when due.
+            let held = streams.held.map(|(consumer, created)| {
+                intake::run_jetstream(
+                    consumer,
+                    pipeline.clone(),
+                    slots.clone(),
+                    created,
+                    config.intake.ack_wait,
+                    stop_rx.clone(),
+                )
+            });
             tokio::spawn(async move {
-                if let Err(e) = core.await {
-                    tracing::error!("{e}");
+                let core = async move {
+                    if let Err(e) = core.await {
+                        tracing::error!("{e}");
+                    }
+                };
+                match held {
+                    Some(held) => {
+                        futures::future::join(core, held).await;
+                    }
+                    None => core.await,
                 }
             })
         }

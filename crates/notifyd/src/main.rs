@@ -117,7 +117,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NOTIFYD_LOG")
+    let directives = log_directives(std::env::var("NOTIFYD_LOG").ok().as_deref());
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder =
@@ -125,6 +126,42 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// The `EnvFilter` directives for `NOTIFYD_LOG` (default `info`). A bare `debug` or `trace`
+/// applies to notifyd's own targets (`notifyd*`: the daemon, its SDK crates and plugins) only;
+/// every other target (async_nats, hyper, h2, reqwest, rustls, ...) stays at `info`, because
+/// at `trace` the NATS client logs whole payloads: texts and full numbers. A library's trace
+/// output needs its own directive: `NOTIFYD_LOG=trace,async_nats=trace`.
+fn log_directives(env: Option<&str>) -> String {
+    let env = env.map(str::trim).filter(|e| !e.is_empty()).unwrap_or("info");
+    // `trace,notifyd=warn` names notifyd itself: its own directive stays the only one for it.
+    let names_notifyd = env.split(',').any(|d| d.trim().split(['=', '[']).next() == Some("notifyd"));
+    env.split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| match d.to_ascii_lowercase().as_str() {
+            "debug" | "trace" if names_notifyd => "info".to_owned(),
+            "debug" | "trace" => format!("notifyd={d},info"),
+            _ => d.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Raises the open-file soft limit to the hard limit, so that the usual default of 1024 does not
+/// become the capacity of the listeners and the provider connections; logs the result.
+fn raise_open_files_limit() {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, hard)) if soft < hard => match rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => {
+                tracing::warn!(limit = soft, hard, error = %e, "could not raise the open-file limit")
+            }
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open-file limit (already at its hard limit)"),
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
     }
 }
 
@@ -143,6 +180,7 @@ fn run(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    raise_open_files_limit();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     match runtime.block_on(notifyd::run(config, shutdown_signal())) {
@@ -286,5 +324,22 @@ fn verify_plugin(file: &Path, settings: Option<String>) -> ExitCode {
     } else {
         println!("{}: does NOT conform; see the FAIL lines above", file.display());
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_directives;
+
+    #[test]
+    fn a_bare_verbose_level_is_for_notifyd_only() {
+        assert_eq!(log_directives(None), "info");
+        assert_eq!(log_directives(Some("")), "info");
+        assert_eq!(log_directives(Some("trace")), "notifyd=trace,info");
+        assert_eq!(log_directives(Some("DEBUG")), "notifyd=DEBUG,info");
+        assert_eq!(log_directives(Some("warn")), "warn");
+        assert_eq!(log_directives(Some("notifyd=debug,info")), "notifyd=debug,info");
+        assert_eq!(log_directives(Some("trace,async_nats=trace")), "notifyd=trace,info,async_nats=trace");
+        assert_eq!(log_directives(Some("trace,notifyd=warn")), "info,notifyd=warn");
     }
 }

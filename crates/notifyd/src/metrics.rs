@@ -8,12 +8,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// Every metric notifyd exports.
 #[derive(Clone)]
@@ -42,6 +44,19 @@ pub struct Metrics {
     pub build_info: GaugeVec,
     pub tracking_polls: Histogram,
     pub up_since: Gauge,
+    /// `notifyd_ready`: what `/readyz` answers, 1 or 0 ([`Readiness`]).
+    pub ready: IntGauge,
+    /// `notifyd_jetstream_writable`: 0 while JetStream refuses the readiness probe's write.
+    pub jetstream_writable: IntGauge,
+    /// `notifyd_http_connections{listener}`: connections open on each HTTP listener.
+    pub http_connections: IntGaugeVec,
+    /// `notifyd_http_connections_rejected_total{listener}`: connections over `max_connections`.
+    pub http_rejected: IntCounterVec,
+    /// `notifyd_http_timeouts_total{listener,timeout}`: connections closed or requests ended by
+    /// the `header`, `idle` or `request` timeout.
+    pub http_timeouts: IntCounterVec,
+    /// `notifyd_open_files_limit`: the process's open-file (soft) limit after start-up.
+    pub open_files_limit: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -116,7 +131,38 @@ impl Metrics {
                 .unwrap_or_default()
                 .as_secs_f64(),
         );
+        let ready =
+            int_gauge("notifyd_ready", "1 while /readyz answers 200 (the daemon can make progress), else 0.");
+        let jetstream_writable = int_gauge(
+            "notifyd_jetstream_writable",
+            "1 while JetStream stores the readiness probe's write, 0 while it refuses or does not answer.",
+        );
+        jetstream_writable.set(1);
+        let open_files_limit =
+            int_gauge("notifyd_open_files_limit", "The process's open-file soft limit (RLIMIT_NOFILE).");
+        let http_connections = IntGaugeVec::new(
+            Opts::new("notifyd_http_connections", "Connections open on an HTTP listener."),
+            &["listener"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(http_connections.clone())).expect("unique metric");
         let m = Metrics {
+            ready,
+            jetstream_writable,
+            open_files_limit,
+            http_connections,
+            http_rejected: counter(
+                &r,
+                "notifyd_http_connections_rejected_total",
+                "Connections refused (503, closed) because the listener had max_connections open.",
+                &["listener"],
+            ),
+            http_timeouts: counter(
+                &r,
+                "notifyd_http_timeouts_total",
+                "Connections closed by the header or idle timeout, requests ended by the request timeout.",
+                &["listener", "timeout"],
+            ),
             requests: counter(
                 &r,
                 "notifyd_requests_total",
@@ -215,31 +261,135 @@ impl Default for Metrics {
     }
 }
 
-/// What `/readyz` reports: NATS connected, plugins loaded, consumer bound.
-#[derive(Default)]
+/// Readiness, defined once here (docs/operators.md#health-endpoints): the daemon is ready when it
+/// can make progress, that is when all of these hold:
+///
+/// - `nats`: the NATS client reports its connection up (from the client's events);
+/// - `nats_responsive`: the last [`probe`] got a round trip through NATS within
+///   [`PROBE_TIMEOUT`] (a paused or wedged server keeps the TCP connection up for minutes);
+/// - `jetstream_writable`: the last [`probe`] write into JetStream was stored (it is refused
+///   while the store is full, and times out while JetStream has no leader);
+/// - `intake`: the intake consumer is bound (or the core subscription made), and the daemon is
+///   not shutting down.
+///
+/// `/readyz` answers 200 or 503 from [`Readiness::is_ready`]; [`Metrics::show_readiness`] puts
+/// the same into `notifyd_ready`, `notifyd_nats_connected` and `notifyd_jetstream_writable`.
 pub struct Readiness {
     pub nats: AtomicBool,
     pub intake: AtomicBool,
+    pub nats_responsive: AtomicBool,
+    pub jetstream_writable: AtomicBool,
 }
 
-impl Readiness {
-    pub fn is_ready(&self) -> bool {
-        self.nats.load(Ordering::Relaxed) && self.intake.load(Ordering::Relaxed)
+impl Default for Readiness {
+    /// Not connected, no intake; nothing known against NATS or JetStream yet.
+    fn default() -> Self {
+        Readiness {
+            nats: AtomicBool::new(false),
+            intake: AtomicBool::new(false),
+            nats_responsive: AtomicBool::new(true),
+            jetstream_writable: AtomicBool::new(true),
+        }
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` resolves.
+impl Readiness {
+    /// Connected, and the connection answers.
+    pub fn nats_ok(&self) -> bool {
+        self.nats.load(Ordering::Relaxed) && self.nats_responsive.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.nats_ok()
+            && self.jetstream_writable.load(Ordering::Relaxed)
+            && self.intake.load(Ordering::Relaxed)
+    }
+}
+
+impl Metrics {
+    /// Sets `notifyd_ready`, `notifyd_nats_connected` and `notifyd_jetstream_writable` from `r`;
+    /// returns whether the daemon is ready.
+    pub fn show_readiness(&self, r: &Readiness) -> bool {
+        let ready = r.is_ready();
+        self.ready.set(i64::from(ready));
+        self.nats_connected.set(i64::from(r.nats_ok()));
+        self.jetstream_writable.set(i64::from(r.jetstream_writable.load(Ordering::Relaxed)));
+        ready
+    }
+}
+
+/// How often [`probe`] runs.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(3);
+/// How long one probe step (the NATS round trip, the JetStream write) may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The key the probe writes in the ledger bucket (request keys start with `req.`).
+pub const PROBE_KEY: &str = "probe";
+
+/// Every [`PROBE_INTERVAL`] until `stop`: a NATS round trip (a request) and, when that answers,
+/// a write of [`PROBE_KEY`] into `kv` (the ledger bucket: one small value, overwritten), each
+/// within [`PROBE_TIMEOUT`]. Updates `ready` and the readiness metrics, and logs each change.
+pub async fn probe(
+    client: async_nats::Client,
+    kv: async_nats::jetstream::kv::Store,
+    metrics: Metrics,
+    ready: Arc<Readiness>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+        // A request needs the server's answer (a flush does not): the JetStream API's account
+        // information, which any answer proves, "no responders" included.
+        let round_trip =
+            tokio::time::timeout(PROBE_TIMEOUT, client.request("$JS.API.INFO", Bytes::new())).await;
+        let responsive = match round_trip {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => e.kind() == async_nats::RequestErrorKind::NoResponders,
+            Err(_) => false,
+        };
+        if ready.nats_responsive.swap(responsive, Ordering::Relaxed) != responsive {
+            if responsive {
+                tracing::info!("NATS answers again");
+            } else {
+                tracing::warn!(timeout = ?PROBE_TIMEOUT, "NATS does not answer a round trip: not ready");
+            }
+        }
+        if responsive {
+            let at = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
+            let written = match tokio::time::timeout(PROBE_TIMEOUT, kv.put(PROBE_KEY, at.into())).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+            };
+            let writable = written.is_ok();
+            if ready.jetstream_writable.swap(writable, Ordering::Relaxed) != writable {
+                match written {
+                    Ok(()) => tracing::info!("JetStream stores writes again"),
+                    Err(e) => tracing::warn!(error = %e, "JetStream refuses writes: not ready"),
+                }
+            }
+        }
+        metrics.show_readiness(&ready);
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` within `limits` until `shutdown`
+/// resolves.
 pub async fn serve(
     listener: TcpListener,
+    limits: crate::httpd::Limits,
     metrics: Metrics,
     ready: Arc<Readiness>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let settings = crate::httpd::Settings { limits, metrics: Some(metrics.clone()) };
     let handler = move |req: Request<Incoming>| {
         let answer = answer(&req, &metrics, &ready);
         async move { answer }
     };
-    crate::httpd::serve(listener, "metrics", handler, shutdown).await;
+    crate::httpd::serve(listener, "metrics", settings, handler, shutdown).await;
 }
 
 fn answer(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Response<Full<Bytes>> {
@@ -249,6 +399,7 @@ fn answer(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Resp
     }
     match req.uri().path() {
         "/metrics" => {
+            metrics.show_readiness(ready);
             let mut r = Response::new(Full::new(Bytes::from(metrics.render())));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -257,7 +408,7 @@ fn answer(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Resp
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if ready.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" if metrics.show_readiness(ready) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         _ => text(StatusCode::NOT_FOUND, "not found; try /metrics, /healthz or /readyz\n"),
     }

@@ -12,7 +12,6 @@ use crate::provider::Providers;
 use crate::route::{Route, Router};
 use crate::tracking;
 use crate::validate::{self, Decoded, Limits, Recipient, Rejection, Request};
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use notifyd_plugin::wire::ProviderError;
 use notifyd_sms::PhoneNumber;
@@ -36,6 +35,16 @@ pub struct Pipeline {
     pub on_ambiguous: OnAmbiguous,
     /// The delivery-report index, when the callback listener is on.
     pub callbacks: Option<crate::callbacks::Index>,
+}
+
+/// Fault injection for the tests of panic containment, in debug builds only: a request whose id
+/// is the value of `NOTIFYD_TEST_PANIC_ON_ID` panics its task. Release builds have no such hook.
+#[cfg(debug_assertions)]
+fn panic_if_asked(id: &str) {
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if ID.get_or_init(|| std::env::var("NOTIFYD_TEST_PANIC_ON_ID").ok()).as_deref() == Some(id) {
+        panic!("injected fault: NOTIFYD_TEST_PANIC_ON_ID names request {id:?}");
+    }
 }
 
 /// What became of a request, for the intake to acknowledge or answer.
@@ -71,14 +80,21 @@ impl Pipeline {
     /// Handles a payload end to end; `owner` names this delivery (see [`crate::ledger`]).
     pub async fn handle(&self, payload: &Bytes, generated_id: &dyn Fn() -> String, owner: &str) -> Verdict {
         let decoded = self.validate(payload, generated_id);
-        self.finish(payload, decoded, owner).await
+        self.finish(payload, decoded, &generated_id(), owner).await
     }
 
-    /// Acts on a decoded payload: dead letter, rejection, or the whole send.
-    pub async fn finish(&self, payload: &Bytes, decoded: Decoded, owner: &str) -> Verdict {
+    /// Acts on a decoded payload: dead letter, rejection, or the whole send. `generated_id` is the
+    /// id notifyd gives this delivery's payload (it keys a dead letter).
+    pub async fn finish(
+        &self,
+        payload: &Bytes,
+        decoded: Decoded,
+        generated_id: &str,
+        owner: &str,
+    ) -> Verdict {
         match decoded {
             Decoded::Dead(reason) => {
-                self.dead_letter(payload, &reason).await;
+                self.dead_letter(payload, &reason, generated_id).await;
                 Verdict::Dead
             }
             Decoded::Rejected(r) => self.reject(r).await,
@@ -99,15 +115,64 @@ impl Pipeline {
         }
     }
 
-    async fn dead_letter(&self, payload: &Bytes, reason: &str) {
+    async fn dead_letter(&self, payload: &Bytes, reason: &str, key: &str) {
         self.metrics.requests.with_label_values(&["dead_lettered"]).inc();
         tracing::warn!(reason, bytes = payload.len(), "dead-lettering a payload that is not a JSON object");
-        let mut headers = HeaderMap::new();
-        headers.insert("Notifyd-Error", reason);
+        self.store_dead_letter(payload, reason, key).await;
+    }
+
+    /// Publishes `payload` to `<prefix>.sms.dead`, where the dead-letter stream keeps it, and
+    /// returns once it is stored; `key` (its `Nats-Msg-Id`) folds the copies of a redelivery.
+    async fn store_dead_letter(&self, payload: &Bytes, reason: &str, key: &str) {
         let subject = format!("{}.sms.dead", self.prefix);
-        if let Err(e) = self.client.publish_with_headers(subject, headers, payload.clone()).await {
-            tracing::error!(error = %e, "could not publish a dead letter");
+        let mut batch = self.events.batch();
+        batch
+            .publish_raw_with(subject, format!("dead/{key}"), ("Notifyd-Error", reason), payload.clone())
+            .await;
+        batch.confirm().await;
+    }
+
+    /// Ends a request whose task panicked (a bug in notifyd or a library): every valid recipient
+    /// gets a `failed` event with code `internal` (the whole request gets one when none can be
+    /// read), and the payload is kept in the dead-letter stream with the panic's message, so an
+    /// operator can see it and send it again. The caller then acknowledges the message: a
+    /// payload that panics once would panic on every redelivery.
+    pub async fn end_after_panic(&self, payload: &Bytes, generated_id: &str, panic: &str) {
+        self.metrics.requests.with_label_values(&["internal_error"]).inc();
+        let generated = || generated_id.to_owned();
+        let decoded = self.validate(payload, &generated);
+        let (id, numbers, tags): (String, Vec<String>, Option<Arc<crate::validate::Tags>>) = match &decoded {
+            Decoded::Valid(req) => (
+                req.id.to_string(),
+                req.recipients
+                    .iter()
+                    .filter_map(|r| match r {
+                        Recipient::Valid(n) => Some(n.as_str().to_owned()),
+                        _ => None,
+                    })
+                    .collect(),
+                req.tags.clone(),
+            ),
+            Decoded::Rejected(r) => {
+                (r.id.clone().unwrap_or_else(generated), Vec::new(), r.tags.clone().map(Arc::new))
+            }
+            Decoded::Dead(_) => (generated_id.to_owned(), Vec::new(), None),
+        };
+        tracing::error!(request = ?id, panic = ?panic, "a request's task panicked (a bug); ending the request failed/internal");
+        let message = "notifyd failed internally while handling this request; it was stopped and its payload \
+                       kept in the dead-letter stream";
+        let mut batch = self.events.batch();
+        let targets: Vec<Option<&str>> =
+            if numbers.is_empty() { vec![None] } else { numbers.iter().map(|n| Some(n.as_str())).collect() };
+        for to in targets {
+            let mut ev = Event::new(&id, Status::Failed);
+            ev.to = to;
+            ev.tags = tags.as_deref();
+            ev.error = Some(EventError::new("internal", message));
+            batch.publish(&ev, format!("{id}/{}/failed", to.unwrap_or("-"))).await;
         }
+        batch.confirm().await;
+        self.store_dead_letter(payload, &format!("internal error: {panic}"), generated_id).await;
     }
 
     async fn reject(&self, r: Rejection) -> Verdict {
@@ -127,6 +192,8 @@ impl Pipeline {
     /// Sends a valid request and publishes every recipient's events. `owner` names this delivery
     /// of the request (see [`crate::ledger`]).
     pub async fn execute(&self, req: Request, owner: &str) -> Verdict {
+        #[cfg(debug_assertions)]
+        panic_if_asked(&req.id);
         let id: &str = &req.id;
         let mut batch = self.events.batch();
         let pinned = req.provider.as_deref().and_then(|p| self.providers.index(p));
@@ -319,7 +386,9 @@ impl Pipeline {
                 };
                 let pushed = self.providers.get(provider).is_some_and(|p| p.supports(Op::Callback));
                 if let (true, Some(index)) = (pushed, &self.callbacks) {
-                    index.register_or_give_up(entry.clone()).await;
+                    // In the background: the request never waits on the index. If it cannot be
+                    // written, the tracking entry below is the record (tracking registers it).
+                    index.register_in_background(entry.clone());
                 }
                 let subject = tracking::subject(&self.prefix);
                 batch.publish_raw(subject, format!("{id}/{to}/track"), tracking::encode(&entry)).await;

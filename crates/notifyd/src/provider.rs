@@ -85,6 +85,11 @@ impl Provider {
     ) -> Result<R, OpError> {
         let started = Instant::now();
         let result = self.drive::<I, R>(op, input).await;
+        // A callback is inbound (a provider's report), counted by `notifyd_callbacks_total`:
+        // these metrics count only the operations notifyd calls on providers.
+        if op == Op::Callback {
+            return result;
+        }
         let label = match &result {
             Ok(r) => r.error_code().unwrap_or("ok").to_owned(),
             Err(e) => e.to_provider_error().code,

@@ -9,7 +9,15 @@
 //! one is handed back until the next poll (`first_poll`, then doubling up to `max_interval`); an
 //! entry older than `window` ends `unknown`. Entries of providers that cannot be polled just wait for
 //! the window's end: then they end `unknown`, unless a pushed delivery report already ended them.
+//!
+//! For a provider that pushes delivery reports (with the callback listener on), the callback
+//! index decides which final status is a recipient's only one ([`crate::callbacks::Index::settle`]):
+//! a polled final status or the window's `unknown` is published only if no report ended the
+//! recipient first. The poller also registers such an entry in the index when it first looks at it
+//! (and again at the window's end), for a recipient the pipeline could not register when it was
+//! sent: the tracking entry is that recipient's record until then.
 
+use crate::callbacks::{Index, Settle};
 use crate::config::TrackingConfig;
 use crate::events::{Event, EventError, Events, Status};
 use crate::metrics::Metrics;
@@ -75,6 +83,7 @@ pub fn now_unix_ms() -> i64 {
 }
 
 /// The poller: fetches tracking entries and queries providers for their status.
+#[derive(Clone)]
 pub struct Poller {
     pub consumer: PullConsumer,
     pub providers: Arc<Providers>,
@@ -172,21 +181,27 @@ impl Poller {
     /// Rounds a hand-back delay up so the entry comes back on a grid of `first_poll / 4`
     /// (between 100 ms and 10 s): entries due at about the same time come back together and are
     /// queried in one batch instead of one call each.
+    /// The delay is capped at [`crate::intake::MAX_HOLD`] (a day): an entry due later (a message
+    /// the provider holds until a distant `send_at`, a long window) comes back and is handed back
+    /// again, so no delay nears the 64-bit nanoseconds of a NAK.
     fn aligned(&self, delay: Duration) -> Duration {
+        let delay = delay.min(crate::intake::MAX_HOLD);
         let grid = self.grid().as_millis() as i64;
         let due = now_ms() + delay.as_millis() as i64;
         let slot = (due + grid - 1) / grid * grid;
         Duration::from_millis((slot - now_ms()).max(0) as u64)
     }
 
-    /// Whether a delivery report already gave this recipient a final status (if the index cannot
-    /// be read now, assume not: an `unknown` after a real final status is folded by consumers
-    /// that track per recipient).
-    async fn ended_by_callback(&self, entry: &Entry) -> bool {
-        match &self.callbacks {
-            Some(index) => index.is_final(entry).await.unwrap_or(false),
-            None => false,
-        }
+    /// The callback index, when `entry`'s provider pushes delivery reports and the listener is on.
+    fn index_for(&self, entry: &Entry) -> Option<&Index> {
+        self.callbacks
+            .as_ref()
+            .filter(|_| self.providers.get(&entry.provider).is_some_and(|p| p.supports(Op::Callback)))
+    }
+
+    /// How long an entry whose final status cannot be settled in the index now waits to try again.
+    fn settle_retry(&self) -> Duration {
+        self.aligned(self.grid().max(Duration::from_secs(5)))
     }
 
     /// Handles fetched entries. Returns, when some were not due yet, how long until an entry
@@ -198,6 +213,11 @@ impl Poller {
         let mut due: HashMap<String, Vec<(jetstream::Message, Entry)>> = HashMap::new();
         let mut batch = self.events.batch();
         let mut done = Vec::new();
+        // Entries of callback providers seen for the first time (registered in the index), and
+        // final statuses settled in the index (recorded as published once stored).
+        let mut first_seen: Vec<(&Index, Entry)> = Vec::new();
+        let mut settled: Vec<(&Index, Entry, Status)> = Vec::new();
+        let mut window_end: Vec<(jetstream::Message, Entry)> = Vec::new();
         for msg in messages {
             let entry: Entry = match serde_json::from_slice(&msg.payload) {
                 Ok(e) => e,
@@ -221,14 +241,13 @@ impl Poller {
                     head_due_at = Some(head_due_at.map_or(at, |h| h.min(at)));
                 }
             }
-            if elapsed >= self.cfg.window {
-                if !polled && self.ended_by_callback(&entry).await {
-                    done.push(msg);
-                    continue;
+            if let (Some(index), Ok(info)) = (self.index_for(&entry), msg.info()) {
+                if info.delivered == 1 && elapsed < self.cfg.window {
+                    first_seen.push((index, entry.clone()));
                 }
-                let ev = tracked_event(&entry, Status::Unknown);
-                batch.publish(&ev, format!("{}/{}/unknown", entry.id, entry.to)).await;
-                done.push(msg);
+            }
+            if elapsed >= self.cfg.window {
+                window_end.push((msg, entry));
             } else if !polled {
                 // Nothing to ask: wait for the window to close (a pushed report may end it first).
                 let _ = msg.ack_with(AckKind::Nak(Some(self.aligned(self.cfg.window - elapsed)))).await;
@@ -238,6 +257,54 @@ impl Poller {
             } else {
                 due.entry(entry.provider.clone()).or_default().push((msg, entry));
             }
+        }
+        // Recipients the pipeline may not have registered (their reports wait as unmatched).
+        futures::stream::iter(first_seen)
+            .for_each_concurrent(32, |(index, entry)| async move {
+                if let Err(e) = index.register(&entry).await {
+                    tracing::debug!(request = ?entry.id, error = %e, "cannot register a tracked recipient for callbacks yet");
+                }
+            })
+            .await;
+        // The window closed: `unknown`, unless the recipient has a final status already.
+        let ends: Vec<_> = futures::stream::iter(window_end)
+            .map(|(msg, entry)| async move {
+                let verdict = match self.index_for(&entry) {
+                    Some(index) => Some(index.settle(&entry, Status::Unknown).await),
+                    None => None,
+                };
+                (msg, entry, verdict)
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        let grace = self.cfg.window + Duration::from_secs(3600);
+        for (msg, entry, verdict) in ends {
+            match verdict {
+                Some(Ok(Settle::Skip)) => {
+                    done.push(msg);
+                    continue;
+                }
+                Some(Ok(Settle::Publish)) => {
+                    if let Some(index) = self.index_for(&entry) {
+                        settled.push((index, entry.clone(), Status::Unknown));
+                    }
+                }
+                // The index cannot tell now whether a report ended the recipient: ask again
+                // later, until the index entries would have expired anyway.
+                Some(Err(e)) if ((now_ms() - entry.sent_at_ms).max(0) as u128) < grace.as_millis() => {
+                    tracing::warn!(request = ?entry.id, error = %e, "cannot settle a recipient whose window closed; retrying");
+                    let _ = msg.ack_with(AckKind::Nak(Some(self.settle_retry()))).await;
+                    continue;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(request = ?entry.id, error = %e, "ending a recipient unknown without the callback index");
+                }
+                None => {}
+            }
+            let ev = tracked_event(&entry, Status::Unknown);
+            batch.publish(&ev, format!("{}/{}/unknown", entry.id, entry.to)).await;
+            done.push(msg);
         }
         for (name, entries) in due {
             // Only entries of configured providers that can be polled are due.
@@ -266,6 +333,21 @@ impl Poller {
                     let status = update.as_ref().and_then(|u| Status::parse(&u.status));
                     match status {
                         Some(s) if s.is_final() => {
+                            // A pushed report may have ended the recipient first: final is final.
+                            if let Some(index) = self.index_for(&entry) {
+                                match index.settle(&entry, s).await {
+                                    Ok(Settle::Publish) => settled.push((index, entry.clone(), s)),
+                                    Ok(Settle::Skip) => {
+                                        done.push(msg);
+                                        continue;
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(request = ?entry.id, error = %e, "cannot settle a polled final status; polling again");
+                                        let _ = msg.ack_with(AckKind::Nak(Some(self.settle_retry()))).await;
+                                        continue;
+                                    }
+                                }
+                            }
                             let mut ev = tracked_event(&entry, s);
                             ev.error = update.as_ref().and_then(|u| u.error.as_ref()).map(EventError::from);
                             batch.publish(&ev, format!("{}/{}/{}", entry.id, entry.to, s.as_str())).await;
@@ -282,6 +364,13 @@ impl Poller {
         }
         // Entries are acked only once their final events are stored.
         batch.confirm().await;
+        futures::stream::iter(settled)
+            .for_each_concurrent(32, |(index, entry, status)| async move {
+                // If this fails, the claim stays: a repeated report with the same status is
+                // published again (folded by the stream's duplicate window), no other one is.
+                let _ = index.published(&entry, status).await;
+            })
+            .await;
         for msg in done {
             let _ = msg.ack().await;
         }

@@ -20,6 +20,8 @@ pub type Tags = BTreeMap<String, String>;
 pub struct Limits {
     pub max_recipients: usize,
     pub max_segments: u32,
+    /// How far ahead `send_at` may lie (`limits.max_schedule_ahead`).
+    pub max_schedule_ahead: std::time::Duration,
 }
 
 /// The request as it appears on the wire.
@@ -160,7 +162,21 @@ fn check_id(id: &str) -> Result<(), String> {
     if id.starts_with("js-") {
         return Err("`id` must not start with \"js-\" (reserved for ids notifyd generates)".to_owned());
     }
+    // An id travels in NATS headers (`Nats-Msg-Id`), subjects of logs and ledger keys: a line
+    // break or any other control character would forge log lines or break a header.
+    if let Some((at, c)) = id.chars().enumerate().find(|(_, c)| is_forbidden_in_id(*c)) {
+        return Err(format!(
+            "`id` must not contain control characters (found U+{:04X} at character {})",
+            u32::from(c),
+            at + 1
+        ));
+    }
     Ok(())
+}
+
+/// Control characters (C0, DEL, C1) and the Unicode line and paragraph separators.
+fn is_forbidden_in_id(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
 fn check_tags(tags: &Tags) -> Result<(), String> {
@@ -253,6 +269,17 @@ fn check(wire: Wire, limits: &Limits, known_provider: &dyn Fn(&str) -> bool) -> 
     }
     let send_at = timestamp("send_at", wire.send_at).map_err(&invalid)?;
     let expires_at = timestamp("expires_at", wire.expires_at).map_err(&invalid)?;
+    if let Some(at) = send_at {
+        // Beyond the horizon a hold-back delay would not fit the schedulers (JetStream's delay is
+        // 64-bit nanoseconds, about 292 years); far short of that it is a mistake.
+        let ahead = at - OffsetDateTime::now_utc();
+        if ahead > limits.max_schedule_ahead {
+            return Err(invalid(format!(
+                "`send_at` lies more than {} ahead (limits.max_schedule_ahead)",
+                humantime::format_duration(limits.max_schedule_ahead)
+            )));
+        }
+    }
 
     let mut seen = HashSet::with_capacity(to.len());
     let recipients = to
@@ -289,7 +316,11 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { max_recipients: 3, max_segments: 2 }
+        Limits {
+            max_recipients: 3,
+            max_segments: 2,
+            max_schedule_ahead: std::time::Duration::from_secs(86_400),
+        }
     }
 
     fn run(payload: &str) -> Decoded {
@@ -364,7 +395,17 @@ mod tests {
             ),
             (r#"{"to":"4915171112233","text":"hi","provider":"nope"}"#, "invalid_request", "\"nope\""),
             (r#"{"to":"4915171112233","text":"hi","send_at":"tomorrow"}"#, "invalid_request", "RFC 3339"),
+            (
+                r#"{"to":"4915171112233","text":"hi","send_at":"9999-12-31T23:59:59Z"}"#,
+                "invalid_request",
+                "max_schedule_ahead",
+            ),
             (r#"{"id":"js-9","to":"4915171112233","text":"hi"}"#, "invalid_request", "js-"),
+            (r#"{"id":"crlf\nX","to":"4915171112233","text":"hi"}"#, "invalid_request", "U+000A"),
+            (r#"{"id":"cr\rX","to":"4915171112233","text":"hi"}"#, "invalid_request", "control"),
+            (r#"{"id":"nul\u0000","to":"4915171112233","text":"hi"}"#, "invalid_request", "U+0000"),
+            (r#"{"id":"sep\u2028","to":"4915171112233","text":"hi"}"#, "invalid_request", "U+2028"),
+            (r#"{"id":"esc\u001b[31m","to":"4915171112233","text":"hi"}"#, "invalid_request", "U+001B"),
             (r#"{"id":"","to":"4915171112233","text":"hi"}"#, "invalid_request", "1 to 128"),
         ];
         for (payload, code, needle) in cases {

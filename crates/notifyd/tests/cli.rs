@@ -5,7 +5,13 @@ mod common;
 use std::process::Command;
 
 fn notifyd(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_notifyd")).args(args).output().unwrap();
+    notifyd_env(args, &[])
+}
+
+/// `notifyd` with extra environment variables: exit code, stdout, stderr.
+fn notifyd_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_notifyd")).args(args).envs(env.iter().copied()).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -88,4 +94,35 @@ fn missing_config_and_bad_flags_have_their_exit_codes() {
     assert!(err.contains("does not exist"), "{err}");
     let (code, _, _) = notifyd(&["--no-such-flag"]);
     assert_eq!(code, 64);
+}
+
+#[test]
+fn numeric_secrets_from_the_environment_are_taken_verbatim_and_never_printed() {
+    let sandbox = r#"
+[[providers]]
+name = "sandbox"
+plugin = "{sandbox}"
+[[routes]]
+prefixes = [""]
+providers = ["sandbox"]
+"#;
+    let (_dir, path) = write_config(&format!("[nats]\nuser = \"svc\"\n{sandbox}"));
+    let (code, _, err) =
+        notifyd_env(&["check-config", "--config", &path], &[("NOTIFYD_NATS__PASSWORD", "0123456")]);
+    assert_eq!(code, 0, "a numeric password from the environment is a password: {err}");
+
+    // A mistake around a secret is explained without the secret.
+    let (_dir, path) = write_config(sandbox);
+    let (code, _, err) = notifyd_env(
+        &["check-config", "--config", &path],
+        &[("NOTIFYD_NATS__PASSWORD", "98765432109"), ("NOTIFYD_NATS__TOKEN", "98765")],
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("user and password go together"), "{err}");
+    assert!(!err.contains("98765"), "no secret in the error: {err}");
+
+    let (_dir, path) = write_config(&format!("[nats]\nuser = \"svc\"\npassword = 98765432109\n{sandbox}"));
+    let (code, _, err) = notifyd(&["check-config", "--config", &path]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("`password`") && !err.contains("98765432109"), "{err}");
 }

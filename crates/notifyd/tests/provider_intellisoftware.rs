@@ -1,9 +1,8 @@
 //! The IntelliSoftware plugin end to end: the real `notifyd` binary and a real nats-server, with a
 //! mock of the gateway that follows IntelliSoftware's HTTP interface document (`sendmsg.aspx`,
 //! form parameters, plain-text answers, `ERR:LOGIN_INVALID` for wrong credentials). Delivery
-//! reports are pushed by the gateway (no polling), and the daemon's callback listener is not there
-//! yet, so these tests stop at `sent` / `rejected` / `failed`; the plugin's unit tests cover the
-//! reports.
+//! reports are pushed by the gateway (no polling); these tests stop at `sent` / `rejected` /
+//! `failed`, and `callbacks.rs` takes the reports through the daemon's callback listener.
 
 mod common;
 

@@ -164,6 +164,9 @@ fn config(mock: &MockHttp, password: &str) -> String {
 url = "{{nats}}"
 [metrics]
 listen = "{{metrics}}"
+# The scheduling tests send for 2099.
+[limits]
+max_schedule_ahead = "100y"
 [intake]
 ack_wait = "2s"
 [tracking]

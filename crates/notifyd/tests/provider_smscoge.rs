@@ -145,6 +145,9 @@ password = "{password}"
 url = "{{nats}}"
 [metrics]
 listen = "{{metrics}}"
+# The scheduling tests send for 2099.
+[limits]
+max_schedule_ahead = "100y"
 [intake]
 ack_wait = "2s"
 [tracking]

@@ -1,0 +1,132 @@
+//! `/readyz` says when the daemon cannot make progress: while nats-server is paused (the TCP
+//! connection stays up, nothing answers) and while JetStream refuses writes because its store is
+//! full; `notifyd_ready`, `notifyd_nats_connected` and `notifyd_jetstream_writable` say the same.
+//! Each comes back when the cause is gone, and the daemon sends again.
+
+mod common;
+
+use common::{Daemon, Events, SANDBOX_CONFIG, http_get, publish};
+use notifyd_testkit::NatsServer;
+use serde_json::json;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The processes of `nats` (the server, and any launcher in front of it): those whose command
+/// line names its store directory.
+fn nats_pids(nats: &NatsServer) -> Vec<u32> {
+    let dir = nats.store_dir().to_str().unwrap().to_owned();
+    let pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&dir))
+        })
+        .collect();
+    assert!(!pids.is_empty(), "no process of nats-server found");
+    pids
+}
+
+fn signal(pids: &[u32], sig: &str) {
+    for pid in pids {
+        Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    }
+}
+
+/// Resumes the paused server even when an assertion fails first.
+struct Paused(Vec<u32>);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal(&self.0, "CONT");
+    }
+}
+
+fn readyz(daemon: &Daemon) -> Option<u16> {
+    http_get(daemon.metrics_port, "/readyz").map(|(status, _)| status)
+}
+
+/// Polls `/readyz` until it answers `want`; panics after `within`.
+async fn wait_readyz(daemon: &Daemon, want: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = tokio::task::block_in_place(|| readyz(daemon));
+        if got == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/readyz answered {got:?}, not {want}, for {within:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn metric(daemon: &Daemon, name: &str) -> f64 {
+    let text = daemon.metrics();
+    text.lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+async fn still_sends(nats: &NatsServer, id: &str) {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+    publish(&client, json!({"id": id, "to": ["4915171112233"], "text": "hi"}).to_string()).await;
+    events.status(id, Some("4915171112233"), "sent").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_nats_server_is_paused() {
+    let nats = NatsServer::start();
+    let daemon = Daemon::start(&nats, SANDBOX_CONFIG);
+
+    let paused = Paused(nats_pids(&nats));
+    signal(&paused.0, "STOP");
+    wait_readyz(&daemon, 503, Duration::from_secs(15)).await;
+    assert_eq!(metric(&daemon, "notifyd_nats_connected"), 0.0);
+    assert_eq!(metric(&daemon, "notifyd_ready"), 0.0);
+
+    drop(paused);
+    wait_readyz(&daemon, 200, Duration::from_secs(15)).await;
+    assert_eq!(metric(&daemon, "notifyd_nats_connected"), 1.0);
+    assert_eq!(metric(&daemon, "notifyd_ready"), 1.0);
+    still_sends(&nats, "after-pause").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_the_jetstream_store_is_full() {
+    // A server whose file store holds 300 MiB; a stream of the test's own fills it.
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(conf.path(), "jetstream { max_file_store: 314572800 }\n").unwrap();
+    let nats = NatsServer::builder().args(["-c", conf.path().to_str().unwrap()]).start();
+    let daemon = Daemon::start(&nats, SANDBOX_CONFIG);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "FILL".into(),
+        subjects: vec!["fill.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let chunk = bytes::Bytes::from(vec![b'x'; 1_000_000]);
+    let mut full = false;
+    for i in 0..400 {
+        let stored = match js.publish(format!("fill.{i}"), chunk.clone()).await {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        if !stored {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the store did not fill up");
+    wait_readyz(&daemon, 503, Duration::from_secs(15)).await;
+    assert_eq!(metric(&daemon, "notifyd_jetstream_writable"), 0.0);
+    assert_eq!(metric(&daemon, "notifyd_nats_connected"), 1.0);
+
+    js.delete_stream("FILL").await.unwrap();
+    wait_readyz(&daemon, 200, Duration::from_secs(15)).await;
+    assert_eq!(metric(&daemon, "notifyd_jetstream_writable"), 1.0);
+    still_sends(&nats, "after-full").await;
+}
