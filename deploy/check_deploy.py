@@ -660,11 +660,11 @@ def check_streams_script(path):
         cfg = f.read()
     with open(path, encoding="utf-8") as f:
         script = f.read()
-    defaults = dict(re.findall(r'(stream|status_stream|ledger_bucket|tracking_stream): "([A-Za-z0-9_-]+)"\.into\(\)', cfg))
+    defaults = dict(re.findall(r'\b(stream|status_stream|ledger_bucket|tracking_stream|dead_letter_stream|held_stream): "([A-Za-z0-9_-]+)"\.into\(\)', cfg))
     for key, value in defaults.items():
         if value not in script:
             problem(path, f"does not use notifyd's default {key} {value}")
-    for subject in ("$PREFIX.sms.send", "$PREFIX.sms.status.>", "$PREFIX.sms.track"):
+    for subject in ("$PREFIX.sms.send", "$PREFIX.sms.status.>", "$PREFIX.sms.track", "$PREFIX.sms.dead", "$PREFIX.sms.held"):
         if subject not in script:
             problem(path, f"does not create a stream on {subject}")
 

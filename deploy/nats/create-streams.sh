@@ -15,9 +15,12 @@ PREFIX=${PREFIX:-notify}                        # [nats] subject_prefix
 STREAM=${STREAM:-NOTIFY_SMS}                    # [intake] stream
 STATUS_STREAM=${STATUS_STREAM:-NOTIFY_SMS_STATUS}        # [intake] status_stream
 TRACKING_STREAM=${TRACKING_STREAM:-NOTIFY_SMS_TRACKING}  # [intake] tracking_stream
+DEAD_STREAM=${DEAD_STREAM:-NOTIFY_SMS_DEAD}     # [intake] dead_letter_stream
+HELD_STREAM=${HELD_STREAM:-NOTIFY_SMS_HELD}     # [intake] held_stream (core mode only)
 LEDGER=${LEDGER:-notifyd_ledger}                # [intake] ledger_bucket
 
 CALLBACK_TTL=${CALLBACK_TTL:-49h}               # [tracking] window + 1h
+MAX_UNMATCHED=${MAX_UNMATCHED:-100000}          # [callbacks] max_unmatched
 REPLICAS=${REPLICAS:-3}
 
 case "${1:-create}" in
@@ -31,18 +34,31 @@ create)
     # Delivery tracking entries: work queue.
     nats stream add "$TRACKING_STREAM" --subjects "$PREFIX.sms.track" --storage file --retention work \
         --discard old --dupe-window 2m --replicas "$REPLICAS" --defaults
+    # Dead letters: payloads that are not requests, the newest 10000 (64 MiB, 7 days).
+    nats stream add "$DEAD_STREAM" --subjects "$PREFIX.sms.dead" --storage file --retention limits \
+        --discard old --max-msgs 10000 --max-bytes 64MiB --max-age 168h --dupe-window 2m \
+        --replicas "$REPLICAS" --defaults
+    # Core mode only: requests whose send_at lies ahead wait here (work queue).
+    nats stream add "$HELD_STREAM" --subjects "$PREFIX.sms.held" --storage file --retention work \
+        --discard old --dupe-window 2m --replicas "$REPLICAS" --defaults
     # Idempotency ledger: one record per request, kept 7 days.
     nats kv add "$LEDGER" --history 1 --ttl 168h --storage file --replicas "$REPLICAS" \
         --description "notifyd idempotency ledger: one record per request"
-    # Delivery-report index, used when [callbacks] listen is set; about 1 KiB per stored report
-    # ([callbacks] max_unmatched, default 100000). Kept an hour past the tracking window, as
-    # notifyd creates it: tracking checks it when the window closes.
+    # Delivery-report index, used when [callbacks] listen is set: a record per sent message id, no
+    # byte limit (notifyd removes one). Kept an hour past the tracking window, as notifyd creates
+    # it: tracking checks it when the window closes.
     nats kv add "${LEDGER}_callbacks" --history 1 --ttl "$CALLBACK_TTL" --storage file \
-        --replicas "$REPLICAS" --max-bucket-size 102400000 \
+        --replicas "$REPLICAS" \
         --description "notifyd delivery-report index: provider message id -> recipients"
+    # Delivery reports that arrived before their send was recorded: the newest
+    # [callbacks] max_unmatched (default 100000), the oldest dropped first.
+    nats stream add "${LEDGER}_callbacks_unmatched" --subjects "$PREFIX.sms.callbacks.unmatched.>" \
+        --storage file --retention limits --discard old --max-msgs "$MAX_UNMATCHED" \
+        --max-age "$CALLBACK_TTL" --dupe-window 2m --allow-direct --replicas "$REPLICAS" --defaults
     ;;
 scale)
-    for s in "$STREAM" "$STATUS_STREAM" "$TRACKING_STREAM" "KV_$LEDGER" "KV_${LEDGER}_callbacks"; do
+    for s in "$STREAM" "$STATUS_STREAM" "$TRACKING_STREAM" "$DEAD_STREAM" "$HELD_STREAM" "KV_$LEDGER" "KV_${LEDGER}_callbacks" \
+        "${LEDGER}_callbacks_unmatched"; do
         if nats stream info "$s" >/dev/null 2>&1; then
             nats stream edit "$s" --replicas "$REPLICAS" --force
         else
