@@ -32,7 +32,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use notifyd_plugin::wire::{CallbackInput, CallbackResult, StatusUpdate};
+use notifyd_plugin::wire::{CallbackInput, CallbackResult, ProviderError, StatusUpdate};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -56,12 +56,15 @@ struct Sent {
     finals: Vec<Final>,
 }
 
-/// A recipient's final status, claimed at `at` (unix ms) by whoever publishes it.
+/// A recipient's final status, claimed at `at` (unix ms) by whoever publishes it, with the
+/// report's error, so that another replica can publish the same event if the claimer never does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Final {
     to: String,
     status: String,
     at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<ProviderError>,
 }
 
 /// How long a claimed final status that is not recorded as published yet counts as being
@@ -70,25 +73,45 @@ struct Final {
 /// and its event; the stream's duplicate window folds a second copy).
 const CLAIM_IN_PROGRESS_MS: i64 = 5_000;
 
+/// Whether a claim made at `at` (unix ms, by any replica's clock) may still be being published.
+/// A claim from the future (the claimer's clock runs ahead) does not count: waiting for it could
+/// last as long as the clocks differ.
+fn claim_in_progress(at: i64) -> bool {
+    (0..CLAIM_IN_PROGRESS_MS).contains(&(tracking::now_unix_ms() - at))
+}
+
 impl Sent {
     /// The final status recorded for `to` and when it was claimed (0 for a final status published
     /// by an older notifyd, which did not record claims).
     fn final_of(&self, to: &str) -> Option<(Status, i64)> {
-        let claimed =
-            self.finals.iter().find(|f| f.to == to).and_then(|f| Some((Status::parse(&f.status)?, f.at)));
+        self.final_record(to).map(|(s, at, _)| (s, at))
+    }
+
+    /// [`Sent::final_of`] with the error recorded with the claim.
+    fn final_record(&self, to: &str) -> Option<(Status, i64, Option<ProviderError>)> {
+        let claimed = self
+            .finals
+            .iter()
+            .find(|f| f.to == to)
+            .and_then(|f| Some((Status::parse(&f.status)?, f.at, f.error.clone())));
         claimed.or_else(|| {
             self.published.iter().find_map(|mark| {
                 let (who, status) = mark.rsplit_once('/')?;
-                Status::parse(status).filter(|s| who == to && s.is_final()).map(|s| (s, 0))
+                Status::parse(status).filter(|s| who == to && s.is_final()).map(|s| (s, 0, None))
             })
         })
     }
 
-    fn claim(&mut self, to: &str, status: Status) {
+    fn is_published(&self, to: &str, status: Status) -> bool {
+        self.published.iter().any(|m| m.rsplit_once('/') == Some((to, status.as_str())))
+    }
+
+    fn claim(&mut self, to: &str, status: Status, error: Option<ProviderError>) {
         self.finals.push(Final {
             to: to.to_owned(),
             status: status.as_str().to_owned(),
             at: tracking::now_unix_ms(),
+            error,
         });
     }
 }
@@ -119,11 +142,16 @@ pub enum Applied {
     Unmatched { dropped: bool },
 }
 
-/// Whether the poller publishes the status it settled on for a recipient (see [`Index::settle`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the poller publishes for a recipient it is about to end (see [`Index::settle`]).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Settle {
-    /// Publish it: it is (now) the recipient's final status.
+    /// Publish the status asked about: it is (now) the recipient's final status.
     Publish,
+    /// Publish this other final status instead: a report claimed it, but its event was never
+    /// recorded as published (the replica died, or its answer timed out, in between).
+    PublishClaimed { status: Status, error: Option<ProviderError> },
+    /// Another final status is being published right now: look again in a few seconds.
+    Later,
     /// Publish nothing: the recipient already has this or another final status, published.
     Skip,
 }
@@ -354,25 +382,49 @@ impl Index {
     pub async fn settle(&self, entry: &Entry, status: Status) -> Result<Settle, LedgerError> {
         self.register(entry).await?;
         let key = sent_key(&entry.provider, &entry.provider_message_id);
-        let mark = format!("{}/{}", entry.to, status.as_str());
         loop {
             let (mut sent, rev): (Sent, u64) = self.read(&key).await?;
-            match sent.final_of(&entry.to) {
-                Some((s, _)) if s == status && !sent.published.contains(&mark) => return Ok(Settle::Publish),
-                Some(_) => return Ok(Settle::Skip),
+            match sent.final_record(&entry.to) {
+                Some((s, _, _)) if sent.is_published(&entry.to, s) => return Ok(Settle::Skip),
+                Some((s, _, _)) if s == status => return Ok(Settle::Publish),
+                Some((_, at, _)) if claim_in_progress(at) => return Ok(Settle::Later),
+                Some((s, _, error)) => return Ok(Settle::PublishClaimed { status: s, error }),
                 None => {}
             }
-            sent.claim(&entry.to, status);
+            sent.claim(&entry.to, status, None);
             if self.write(&key, &sent, rev).await? {
                 return Ok(Settle::Publish);
             }
         }
     }
 
-    /// Records that `status` was published for `entry` (after [`Settle::Publish`]).
-    pub async fn published(&self, entry: &Entry, status: Status) -> Result<(), LedgerError> {
+    /// Records that `status` was published for `entry` (after [`Settle::Publish`] or
+    /// [`Settle::PublishClaimed`]), retrying in the background if the index cannot be written now.
+    pub async fn published(&self, entry: &Entry, status: Status) {
         let key = sent_key(&entry.provider, &entry.provider_message_id);
-        self.mark_published(&key, &[format!("{}/{}", entry.to, status.as_str())]).await
+        self.mark_published_surely(key, vec![format!("{}/{}", entry.to, status.as_str())]).await;
+    }
+
+    /// [`Index::mark_published`] for events already stored: if the index cannot be written now,
+    /// retried in the background for about half a minute. (Left unrecorded, a published final
+    /// status would be published again by a repeated report or by the poller; the stream folds
+    /// that copy only within its 2-minute duplicate window.)
+    async fn mark_published_surely(&self, key: String, marks: Vec<String>) {
+        if self.mark_published(&key, &marks).await.is_ok() {
+            return;
+        }
+        let index = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            for _ in 0..8 {
+                tokio::time::sleep(delay).await;
+                if index.mark_published(&key, &marks).await.is_ok() {
+                    return;
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            tracing::warn!(key, "could not record published final statuses in the callback index");
+        });
     }
 
     async fn mark_published(&self, key: &str, marks: &[String]) -> Result<(), LedgerError> {
@@ -440,7 +492,7 @@ impl Index {
                     // and the registration that applies a stored copy of it, or the poller), or
                     // claimed by someone who died before publishing: then publish it here.
                     Some((_, at)) if !sent.published.contains(&mark) => {
-                        if tracking::now_unix_ms() - at < CLAIM_IN_PROGRESS_MS {
+                        if claim_in_progress(at) {
                             in_progress = true;
                         } else {
                             publish.push(entry);
@@ -448,7 +500,7 @@ impl Index {
                     }
                     Some(_) => {}
                     None if status.is_final() => {
-                        sent.claim(&entry.to, status);
+                        sent.claim(&entry.to, status, update.error.clone());
                         claimed = true;
                         publish.push(entry);
                     }
@@ -481,7 +533,7 @@ impl Index {
                 marks.push(format!("{}/{}", entry.to, status.as_str()));
             }
             batch.confirm().await;
-            self.mark_published(&key, &marks).await?;
+            self.mark_published_surely(key, marks).await;
             return Ok(Some(Applied::Matched));
         }
     }
@@ -766,7 +818,7 @@ mod tests {
         sent.published.push("4412/delivered".into());
         assert_eq!(sent.final_of("4411"), None, "another recipient");
         assert_eq!(sent.final_of("4412"), Some((Status::Delivered, 0)), "published by an older notifyd");
-        sent.claim("4411", Status::Expired);
+        sent.claim("4411", Status::Expired, None);
         assert_eq!(sent.final_of("4411").map(|f| f.0), Some(Status::Expired));
     }
 }

@@ -11,6 +11,8 @@ use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 use notifyd_plugin::wire::ProviderError;
 use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -216,6 +218,8 @@ pub fn header_value(text: &str) -> async_nats::HeaderValue {
 #[derive(Clone)]
 pub struct Events {
     js: jetstream::Context,
+    /// Batches that have waited [`STALLED_AFTER`] or longer to be stored, right now.
+    stalled: Arc<AtomicUsize>,
     /// `<prefix>.sms.status.<status>`, by [`Status::index`].
     subjects: std::sync::Arc<[String; 8]>,
     metrics: Metrics,
@@ -239,9 +243,15 @@ pub struct Batch {
 }
 
 impl Events {
-    pub fn new(js: jetstream::Context, subject_prefix: &str, metrics: Metrics) -> Self {
+    /// `stalled` counts the batches waiting [`STALLED_AFTER`] or longer (readiness reads it).
+    pub fn new(
+        js: jetstream::Context,
+        subject_prefix: &str,
+        metrics: Metrics,
+        stalled: Arc<AtomicUsize>,
+    ) -> Self {
         let subjects = Status::ALL.map(|s| format!("{subject_prefix}.sms.status.{}", s.as_str()));
-        Events { js, subjects: std::sync::Arc::new(subjects), metrics }
+        Events { js, stalled, subjects: std::sync::Arc::new(subjects), metrics }
     }
 
     pub fn batch(&self) -> Batch {
@@ -306,9 +316,23 @@ impl Batch {
     /// id, so the stream keeps one copy) with a growing pause. Returns only when all are stored;
     /// bounded work per replica (`max_in_flight`) bounds what waits here during an outage.
     pub async fn confirm(self) {
+        self.confirm_up_to(None).await;
+    }
+
+    /// [`Batch::confirm`] with at most `attempts` publishes per event (about 10 s for 8): for
+    /// what may never be storable (a dead letter as large as the server's `max_payload`, a
+    /// deleted stream) and must not hold its request for ever. Returns whether all were stored.
+    pub async fn confirm_within(self, attempts: u32) -> bool {
+        self.confirm_up_to(Some(attempts)).await
+    }
+
+    async fn confirm_up_to(self, attempts: Option<u32>) -> bool {
         let mut delay = Duration::from_millis(50);
         let mut pending = self.pending;
-        loop {
+        let started = tokio::time::Instant::now();
+        let mut stalled = None;
+        let mut tries = 1;
+        let stored = loop {
             let mut failed = Vec::new();
             for mut ev in pending {
                 let stored = match ev.ack.take() {
@@ -320,7 +344,14 @@ impl Batch {
                 }
             }
             if failed.is_empty() {
-                return;
+                break true;
+            }
+            if attempts.is_some_and(|n| tries >= n) {
+                break false;
+            }
+            if stalled.is_none() && started.elapsed() >= STALLED_AFTER {
+                // Readiness turns false while any batch waits this long (metrics::Readiness).
+                stalled = Some(StalledGuard::new(&self.events.stalled));
             }
             tracing::warn!(events = failed.len(), "status events not stored yet; publishing them again");
             tokio::time::sleep(delay).await;
@@ -328,8 +359,30 @@ impl Batch {
             for ev in &mut failed {
                 ev.ack = self.events.send(&ev.subject, &ev.msg_id, &ev.extra, ev.payload.clone()).await;
             }
+            tries += 1;
             pending = failed;
-        }
+        };
+        drop(stalled);
+        stored
+    }
+}
+
+/// How long a batch may wait to be stored before the daemon counts as stalled (not ready).
+pub const STALLED_AFTER: Duration = Duration::from_secs(10);
+
+/// Counts one stalled batch in [`Events::stalled`] while it lives.
+struct StalledGuard(Arc<AtomicUsize>);
+
+impl StalledGuard {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        StalledGuard(count.clone())
+    }
+}
+
+impl Drop for StalledGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

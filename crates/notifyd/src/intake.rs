@@ -439,8 +439,15 @@ async fn handle_core(
     }
     if let Decoded::Valid(req) = &decoded {
         if hold_for(pipeline, req).is_some() {
-            hold_durably(pipeline, &msg.payload, req).await;
-            return;
+            if hold_durably(pipeline, &msg.payload, req).await {
+                return;
+            }
+            // The held stream does not take it: wait here rather than lose it (at most once, as
+            // core intake is; the slot stays taken).
+            tracing::warn!(request = ?req.id, "cannot hold a scheduled request in the held stream; it waits in memory");
+            while let Some(delay) = hold_for(pipeline, req) {
+                tokio::time::sleep(delay).await;
+            }
         }
     }
     let owner = format!("core:{}", nuid::next());
@@ -457,15 +464,17 @@ async fn handle_core(
 
 /// Puts a scheduled core request into the held stream, with its id written into the payload (a
 /// generated one must survive), and returns once it is stored.
-async fn hold_durably(pipeline: &Pipeline, payload: &bytes::Bytes, req: &crate::validate::Request) {
+/// Returns false when the held stream did not store it within about 10 s.
+async fn hold_durably(pipeline: &Pipeline, payload: &bytes::Bytes, req: &crate::validate::Request) -> bool {
     let mut request: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(payload).unwrap_or_default();
-    request.entry("id").or_insert_with(|| serde_json::Value::String(req.id.to_string()));
+    // The id the request is known by (a generated one replaces a missing or null `id`).
+    request.insert("id".to_owned(), serde_json::Value::String(req.id.to_string()));
     let body = serde_json::to_vec(&request).unwrap_or_else(|_| payload.to_vec());
     tracing::debug!(request = ?req.id, "holding a scheduled request in the held stream until it is due");
     let mut batch = pipeline.events.batch();
     batch.publish_raw(held_subject(&pipeline.prefix), format!("{}/held", req.id), body.into()).await;
-    batch.confirm().await;
+    batch.confirm_within(crate::pipeline::DEAD_LETTER_ATTEMPTS).await
 }
 
 /// The synchronous answer of core intake.

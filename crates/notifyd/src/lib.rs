@@ -210,7 +210,8 @@ pub async fn run(
     let client = connect(&config.nats, &metrics, &ready).await?;
     let js = async_nats::jetstream::new(client.clone());
     let streams = intake::ensure_streams(&js, &config).await.map_err(Error::Nats)?;
-    let events = events::Events::new(js.clone(), &config.nats.subject_prefix, metrics.clone());
+    let events =
+        events::Events::new(js.clone(), &config.nats.subject_prefix, metrics.clone(), ready.stalled.clone());
     let ledger = ledger::Ledger::open(&js, &config.intake.ledger_bucket).await.map_err(Error::Nats)?;
     let probe_kv = js
         .get_key_value(&config.intake.ledger_bucket)

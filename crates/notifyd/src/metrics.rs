@@ -57,6 +57,8 @@ pub struct Metrics {
     pub http_timeouts: IntCounterVec,
     /// `notifyd_open_files_limit`: the process's open-file (soft) limit after start-up.
     pub open_files_limit: IntGauge,
+    /// `notifyd_dead_letters_lost_total`: dead letters that could not be stored and were given up.
+    pub dead_letters_lost: prometheus::IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -140,6 +142,12 @@ impl Metrics {
         jetstream_writable.set(1);
         let open_files_limit =
             int_gauge("notifyd_open_files_limit", "The process's open-file soft limit (RLIMIT_NOFILE).");
+        let dead_letters_lost = prometheus::IntCounter::new(
+            "notifyd_dead_letters_lost_total",
+            "Dead letters given up because the dead-letter stream did not store them within about 10 s.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(dead_letters_lost.clone())).expect("unique metric");
         let http_connections = IntGaugeVec::new(
             Opts::new("notifyd_http_connections", "Connections open on an HTTP listener."),
             &["listener"],
@@ -150,6 +158,7 @@ impl Metrics {
             ready,
             jetstream_writable,
             open_files_limit,
+            dead_letters_lost,
             http_connections,
             http_rejected: counter(
                 &r,
@@ -269,8 +278,13 @@ impl Default for Metrics {
 ///   [`PROBE_TIMEOUT`] (a paused or wedged server keeps the TCP connection up for minutes);
 /// - `jetstream_writable`: the last [`probe`] write into JetStream was stored (it is refused
 ///   while the store is full, and times out while JetStream has no leader);
+/// - `stalled` is 0: no batch of events has waited 10 s or more to be stored (a status or
+///   tracking stream refusing writes that the probe's bucket would take);
 /// - `intake`: the intake consumer is bound (or the core subscription made), and the daemon is
 ///   not shutting down.
+///
+/// A probe step counts as failed after two failures in a row, so one slow answer under load does
+/// not turn every replica unready at once.
 ///
 /// `/readyz` answers 200 or 503 from [`Readiness::is_ready`]; [`Metrics::show_readiness`] puts
 /// the same into `notifyd_ready`, `notifyd_nats_connected` and `notifyd_jetstream_writable`.
@@ -279,6 +293,9 @@ pub struct Readiness {
     pub intake: AtomicBool,
     pub nats_responsive: AtomicBool,
     pub jetstream_writable: AtomicBool,
+    /// Event batches waiting [`crate::events::STALLED_AFTER`] or longer to be stored (a stream
+    /// that refuses writes although the probe's bucket takes them): not ready while above 0.
+    pub stalled: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Default for Readiness {
@@ -289,6 +306,7 @@ impl Default for Readiness {
             intake: AtomicBool::new(false),
             nats_responsive: AtomicBool::new(true),
             jetstream_writable: AtomicBool::new(true),
+            stalled: Arc::default(),
         }
     }
 }
@@ -302,6 +320,7 @@ impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.nats_ok()
             && self.jetstream_writable.load(Ordering::Relaxed)
+            && self.stalled.load(Ordering::Relaxed) == 0
             && self.intake.load(Ordering::Relaxed)
     }
 }
@@ -335,6 +354,8 @@ pub async fn probe(
     ready: Arc<Readiness>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Failures in a row of each step; a step fails (turns readiness off) at the second.
+    let (mut round_trip_failures, mut write_failures) = (0u32, 0u32);
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -344,11 +365,13 @@ pub async fn probe(
         // information, which any answer proves, "no responders" included.
         let round_trip =
             tokio::time::timeout(PROBE_TIMEOUT, client.request("$JS.API.INFO", Bytes::new())).await;
-        let responsive = match round_trip {
+        let answered = match round_trip {
             Ok(Ok(_)) => true,
             Ok(Err(e)) => e.kind() == async_nats::RequestErrorKind::NoResponders,
             Err(_) => false,
         };
+        round_trip_failures = if answered { 0 } else { round_trip_failures + 1 };
+        let responsive = round_trip_failures < 2;
         if ready.nats_responsive.swap(responsive, Ordering::Relaxed) != responsive {
             if responsive {
                 tracing::info!("NATS answers again");
@@ -363,7 +386,8 @@ pub async fn probe(
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
             };
-            let writable = written.is_ok();
+            write_failures = if written.is_ok() { 0 } else { write_failures + 1 };
+            let writable = write_failures < 2;
             if ready.jetstream_writable.swap(writable, Ordering::Relaxed) != writable {
                 match written {
                     Ok(()) => tracing::info!("JetStream stores writes again"),

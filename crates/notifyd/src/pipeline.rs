@@ -47,6 +47,13 @@ fn panic_if_asked(id: &str) {
     }
 }
 
+/// Bytes kept free for a dead letter's headers (`Nats-Msg-Id`, `Notifyd-Error`) below the
+/// server's `max_payload`, which counts headers too.
+const DEAD_LETTER_HEADROOM: usize = 4096;
+
+/// Publishes of one dead letter before it is given up (about 10 s with the growing pause).
+pub const DEAD_LETTER_ATTEMPTS: u32 = 8;
+
 /// What became of a request, for the intake to acknowledge or answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -123,13 +130,32 @@ impl Pipeline {
 
     /// Publishes `payload` to `<prefix>.sms.dead`, where the dead-letter stream keeps it, and
     /// returns once it is stored; `key` (its `Nats-Msg-Id`) folds the copies of a redelivery.
+    ///
+    /// A payload too large to travel with the headers (as large as the server's `max_payload`) is
+    /// cut to fit, and the reason says so. Storing is tried for about 10 s: a dead letter that
+    /// cannot be stored (its stream deleted or refusing writes) is given up, logged and counted
+    /// in `notifyd_dead_letters_lost_total`, rather than holding its request, and so a slot of
+    /// the intake, for ever.
     async fn store_dead_letter(&self, payload: &Bytes, reason: &str, key: &str) {
         let subject = format!("{}.sms.dead", self.prefix);
+        let reason: String = reason.chars().take(1000).collect();
+        let room = usize::try_from(self.client.server_info().max_payload)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(DEAD_LETTER_HEADROOM);
+        let (payload, reason) = if payload.len() > room {
+            (
+                payload.slice(..room),
+                format!("{reason} (payload cut to its first {room} of {} bytes)", payload.len()),
+            )
+        } else {
+            (payload.clone(), reason.to_owned())
+        };
         let mut batch = self.events.batch();
-        batch
-            .publish_raw_with(subject, format!("dead/{key}"), ("Notifyd-Error", reason), payload.clone())
-            .await;
-        batch.confirm().await;
+        batch.publish_raw_with(subject, format!("dead/{key}"), ("Notifyd-Error", &reason), payload).await;
+        if !batch.confirm_within(DEAD_LETTER_ATTEMPTS).await {
+            self.metrics.dead_letters_lost.inc();
+            tracing::error!(reason, "could not store a dead letter; giving it up so the intake goes on");
+        }
     }
 
     /// Ends a request whose task panicked (a bug in notifyd or a library): every valid recipient

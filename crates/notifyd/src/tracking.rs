@@ -280,15 +280,27 @@ impl Poller {
             .await;
         let grace = self.cfg.window + Duration::from_secs(3600);
         for (msg, entry, verdict) in ends {
-            match verdict {
+            let (status, error) = match verdict {
                 Some(Ok(Settle::Skip)) => {
                     done.push(msg);
+                    continue;
+                }
+                Some(Ok(Settle::Later)) => {
+                    let _ = msg.ack_with(AckKind::Nak(Some(self.settle_retry()))).await;
                     continue;
                 }
                 Some(Ok(Settle::Publish)) => {
                     if let Some(index) = self.index_for(&entry) {
                         settled.push((index, entry.clone(), Status::Unknown));
                     }
+                    (Status::Unknown, None)
+                }
+                // A report claimed a final status that was never published: publish that one.
+                Some(Ok(Settle::PublishClaimed { status, error })) => {
+                    if let Some(index) = self.index_for(&entry) {
+                        settled.push((index, entry.clone(), status));
+                    }
+                    (status, error)
                 }
                 // The index cannot tell now whether a report ended the recipient: ask again
                 // later, until the index entries would have expired anyway.
@@ -299,11 +311,13 @@ impl Poller {
                 }
                 Some(Err(e)) => {
                     tracing::warn!(request = ?entry.id, error = %e, "ending a recipient unknown without the callback index");
+                    (Status::Unknown, None)
                 }
-                None => {}
-            }
-            let ev = tracked_event(&entry, Status::Unknown);
-            batch.publish(&ev, format!("{}/{}/unknown", entry.id, entry.to)).await;
+                None => (Status::Unknown, None),
+            };
+            let mut ev = tracked_event(&entry, status);
+            ev.error = error.as_ref().map(EventError::from);
+            batch.publish(&ev, format!("{}/{}/{}", entry.id, entry.to, status.as_str())).await;
             done.push(msg);
         }
         for (name, entries) in due {
@@ -333,12 +347,22 @@ impl Poller {
                     let status = update.as_ref().and_then(|u| Status::parse(&u.status));
                     match status {
                         Some(s) if s.is_final() => {
+                            let mut status = s;
+                            let mut error = update.as_ref().and_then(|u| u.error.clone());
                             // A pushed report may have ended the recipient first: final is final.
                             if let Some(index) = self.index_for(&entry) {
                                 match index.settle(&entry, s).await {
                                     Ok(Settle::Publish) => settled.push((index, entry.clone(), s)),
+                                    Ok(Settle::PublishClaimed { status: claimed, error: claimed_error }) => {
+                                        settled.push((index, entry.clone(), claimed));
+                                        (status, error) = (claimed, claimed_error);
+                                    }
                                     Ok(Settle::Skip) => {
                                         done.push(msg);
+                                        continue;
+                                    }
+                                    Ok(Settle::Later) => {
+                                        let _ = msg.ack_with(AckKind::Nak(Some(self.settle_retry()))).await;
                                         continue;
                                     }
                                     Err(e) => {
@@ -348,9 +372,11 @@ impl Poller {
                                     }
                                 }
                             }
-                            let mut ev = tracked_event(&entry, s);
-                            ev.error = update.as_ref().and_then(|u| u.error.as_ref()).map(EventError::from);
-                            batch.publish(&ev, format!("{}/{}/{}", entry.id, entry.to, s.as_str())).await;
+                            let mut ev = tracked_event(&entry, status);
+                            ev.error = error.as_ref().map(EventError::from);
+                            batch
+                                .publish(&ev, format!("{}/{}/{}", entry.id, entry.to, status.as_str()))
+                                .await;
                             done.push(msg);
                         }
                         _ => {
@@ -366,9 +392,7 @@ impl Poller {
         batch.confirm().await;
         futures::stream::iter(settled)
             .for_each_concurrent(32, |(index, entry, status)| async move {
-                // If this fails, the claim stays: a repeated report with the same status is
-                // published again (folded by the stream's duplicate window), no other one is.
-                let _ = index.published(&entry, status).await;
+                index.published(&entry, status).await;
             })
             .await;
         for msg in done {

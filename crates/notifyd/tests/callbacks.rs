@@ -731,3 +731,38 @@ async fn an_older_callback_bucket_is_upgraded_in_place() {
     let delivered = events.status("cb-legacy", Some("447700900501"), "delivered").await;
     assert_eq!(delivered["provider_message_id"], "legacy-1");
 }
+
+/// A report's final status is recorded in the index before its event goes out. When the replica
+/// that recorded it never publishes it (it died, or its answer timed out while the status stream
+/// refused writes) and the provider does not report again, the poller publishes that status when
+/// the window closes: the recipient gets its one final status, not none and not `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_status_claimed_but_never_published_is_published_by_the_poller() {
+    let nats = NatsServer::start();
+    let mock = gateway().await;
+    let port = free_port();
+    let _daemon = Daemon::start(&nats, &config_with(&mock, port, "[tracking]\nwindow = \"3s\""));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+
+    publish(&client, json!({"id": "cb-claimed", "to": "447700900123", "text": "hi"}).to_string()).await;
+    events.status("cb-claimed", Some("447700900123"), "sent").await;
+    wait_indexed(&client, "77001", 1).await;
+
+    // What a replica that died right after its claim leaves behind: a claim 10 s old, with the
+    // report's error, and no published mark.
+    let js = async_nats::jetstream::new(client.clone());
+    let kv = js.get_key_value("notifyd_ledger_callbacks").await.unwrap();
+    let key = format!("m.intelli.{}", "77001".bytes().map(|b| format!("{b:02x}")).collect::<String>());
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&kv.get(&key).await.unwrap().unwrap()).unwrap();
+    let at = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 - 10_000;
+    record["finals"] = json!([{"to": "447700900123", "status": "undelivered", "at": at,
+        "error": {"code": "route_closed", "message": "the handset was off", "retryable": false}}]);
+    kv.put(&key, serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+
+    let ev = events.status("cb-claimed", Some("447700900123"), "undelivered").await;
+    assert_eq!(ev["error"]["code"], "route_closed", "{ev}");
+    events.drain_for(Duration::from_millis(1500)).await;
+    assert_eq!(stored_finals(&client, "cb-claimed", "447700900123").await, ["undelivered"]);
+}

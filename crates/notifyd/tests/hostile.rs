@@ -212,9 +212,11 @@ async fn dead_letters_are_stored_durably_without_a_subscriber() {
     let info = stream.info().await.unwrap();
     assert_eq!(info.state.messages, 2, "both dead letters are kept");
     assert_eq!(info.config.max_messages, 10_000);
-    let first = stream.get_raw_message(1).await.unwrap();
-    assert_eq!(&first.payload[..], b"not json\r\n");
-    let reason = first.headers.get("Notifyd-Error").map(|v| v.as_str().to_owned()).unwrap_or_default();
+    // Handled concurrently: either may be first.
+    let (a, b) = (stream.get_raw_message(1).await.unwrap(), stream.get_raw_message(2).await.unwrap());
+    let text = if &a.payload[..] == b"not json\r\n" { a } else { b };
+    assert_eq!(&text.payload[..], b"not json\r\n");
+    let reason = text.headers.get("Notifyd-Error").map(|v| v.as_str().to_owned()).unwrap_or_default();
     assert!(reason.contains("not JSON"), "{reason}");
 }
 
@@ -284,4 +286,41 @@ async fn core_intake_holds_scheduled_requests_durably_without_a_slot() {
         sent_at >= due - time::Duration::milliseconds(100),
         "sent when due, not before: {sent_at} < {due}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_as_large_as_max_payload_is_cut_to_fit_and_stored() {
+    let nats = NatsServer::start();
+    let _daemon = Daemon::start(&nats, SANDBOX_CONFIG);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut consumer = intake_consumer(&client).await;
+    let max = usize::try_from(client.server_info().max_payload).unwrap();
+
+    // Fits the server without headers; with the dead letter's headers it would not.
+    publish(&client, vec![b'x'; max]).await;
+    assert!(intake_settles(&mut consumer, Duration::from_secs(10)).await, "acked, not stuck");
+
+    let js = jetstream::new(client.clone());
+    let dead = js.get_stream("NOTIFY_SMS_DEAD").await.unwrap().get_raw_message(1).await.unwrap();
+    assert!(dead.payload.len() < max && dead.payload.len() >= max - 8192, "{}", dead.payload.len());
+    let reason = dead.headers.get("Notifyd-Error").map(|v| v.as_str().to_owned()).unwrap_or_default();
+    assert!(reason.contains("not JSON") && reason.contains(&format!("of {max} bytes")), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_that_cannot_be_stored_is_given_up_without_stalling_intake() {
+    let nats = NatsServer::start();
+    let daemon = Daemon::start(&nats, SANDBOX_CONFIG);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+    let mut consumer = intake_consumer(&client).await;
+    let js = jetstream::new(client.clone());
+    js.delete_stream("NOTIFY_SMS_DEAD").await.unwrap();
+
+    publish(&client, b"garbage".to_vec()).await;
+    assert!(intake_settles(&mut consumer, Duration::from_secs(25)).await, "given up and acked");
+    let m = daemon.metrics();
+    assert!(m.contains("notifyd_dead_letters_lost_total 1"), "{m}");
+    publish(&client, json!({"id": "after-lost", "to": "4915171112233", "text": "hi"}).to_string()).await;
+    events.status("after-lost", Some("4915171112233"), "sent").await;
 }

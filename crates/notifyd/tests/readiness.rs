@@ -81,7 +81,7 @@ async fn readyz_is_503_while_nats_server_is_paused() {
 
     let paused = Paused(nats_pids(&nats));
     signal(&paused.0, "STOP");
-    wait_readyz(&daemon, 503, Duration::from_secs(15)).await;
+    wait_readyz(&daemon, 503, Duration::from_secs(25)).await;
     assert_eq!(metric(&daemon, "notifyd_nats_connected"), 0.0);
     assert_eq!(metric(&daemon, "notifyd_ready"), 0.0);
 
@@ -121,7 +121,7 @@ async fn readyz_is_503_while_the_jetstream_store_is_full() {
         }
     }
     assert!(full, "the store did not fill up");
-    wait_readyz(&daemon, 503, Duration::from_secs(15)).await;
+    wait_readyz(&daemon, 503, Duration::from_secs(25)).await;
     assert_eq!(metric(&daemon, "notifyd_jetstream_writable"), 0.0);
     assert_eq!(metric(&daemon, "notifyd_nats_connected"), 1.0);
 
