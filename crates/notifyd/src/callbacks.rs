@@ -39,6 +39,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// Longest provider message id a report may name (it becomes part of a key and a subject).
+const MAX_REFERENCE: usize = 256;
+
 /// Largest report body accepted.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -296,16 +299,20 @@ impl Index {
         result.map_err(LedgerError::new)
     }
 
-    /// Adds `entry` to the record of its message id (once).
-    async fn add_entry(&self, entry: &Entry) -> Result<(), LedgerError> {
-        let key = sent_key(&entry.provider, &entry.provider_message_id);
+    /// Adds `entries` (all of one provider message id) to the record of that id, each once, in
+    /// one write.
+    async fn add_entries(&self, key: &str, entries: &[Entry]) -> Result<(), LedgerError> {
         loop {
-            let (mut sent, rev): (Sent, u64) = self.read(&key).await?;
-            if sent.entries.iter().any(|e| e.id == entry.id && e.to == entry.to) {
+            let (mut sent, rev): (Sent, u64) = self.read(key).await?;
+            let missing: Vec<&Entry> = entries
+                .iter()
+                .filter(|entry| !sent.entries.iter().any(|e| e.id == entry.id && e.to == entry.to))
+                .collect();
+            if missing.is_empty() {
                 return Ok(());
             }
-            sent.entries.push(entry.clone());
-            if self.write(&key, &sent, rev).await? {
+            sent.entries.extend(missing.into_iter().cloned());
+            if self.write(key, &sent, rev).await? {
                 return Ok(());
             }
         }
@@ -315,8 +322,16 @@ impl Index {
     /// before it. Idempotent: the tracking poller repeats it for entries the pipeline could not
     /// register.
     pub async fn register(&self, entry: &Entry) -> Result<(), LedgerError> {
-        self.add_entry(entry).await?;
-        let (provider, pmid) = (&entry.provider, &entry.provider_message_id);
+        self.register_many(std::slice::from_ref(entry)).await
+    }
+
+    /// [`Index::register`] for recipients sent under one provider message id (some providers
+    /// give one id to a whole submission): one write for all of them, then the reports stored
+    /// for that id are applied once.
+    async fn register_many(&self, entries: &[Entry]) -> Result<(), LedgerError> {
+        let Some(first) = entries.first() else { return Ok(()) };
+        let (provider, pmid) = (&first.provider, &first.provider_message_id);
+        self.add_entries(&sent_key(provider, pmid), entries).await?;
         let subject = format!("{}.{provider}.{}", self.unmatched_subject, &hex_key(pmid)[4..]);
         let mut next = None;
         loop {
@@ -350,24 +365,37 @@ impl Index {
         Ok(())
     }
 
-    /// [`Index::register`] in the background, retried for about a second, so a request never
-    /// waits on it. If the index still cannot be written, the recipient's tracking entry is the
-    /// record: the tracking poller registers it later (see the module's documentation).
-    pub fn register_in_background(&self, entry: Entry) {
+    /// Registers the sent recipients of one request in the background, one task for the request
+    /// and one write per provider message id, each retried for about a second, so a request never
+    /// waits on the index. If the index still cannot be written, each recipient's tracking entry
+    /// is the record: the tracking poller registers it later (see the module's documentation).
+    pub fn register_in_background(&self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
         let index = self.clone();
         tokio::spawn(async move {
-            let mut delay = Duration::from_millis(50);
-            for attempt in 1..=5 {
-                match index.register(&entry).await {
-                    Ok(()) => return,
-                    Err(e) if attempt == 5 => {
-                        tracing::warn!(request = ?entry.id, provider = %entry.provider, error = %e,
-                            "gave up indexing a sent message for callbacks for now; tracking registers it when it first looks at the entry");
-                    }
-                    Err(e) => {
-                        tracing::debug!(request = ?entry.id, error = %e, "cannot index a sent message for callbacks yet; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
+            let mut by_id: BTreeMap<(String, String), Vec<Entry>> = BTreeMap::new();
+            for entry in entries {
+                by_id
+                    .entry((entry.provider.clone(), entry.provider_message_id.clone()))
+                    .or_default()
+                    .push(entry);
+            }
+            for group in by_id.values() {
+                let mut delay = Duration::from_millis(50);
+                for attempt in 1..=5 {
+                    match index.register_many(group).await {
+                        Ok(()) => break,
+                        Err(e) if attempt == 5 => {
+                            tracing::warn!(request = ?group[0].id, provider = %group[0].provider, error = %e,
+                                "gave up indexing sent messages for callbacks for now; tracking registers them when it first looks at their entries");
+                        }
+                        Err(e) => {
+                            tracing::debug!(request = ?group[0].id, error = %e, "cannot index sent messages for callbacks yet; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay *= 2;
+                        }
                     }
                 }
             }
@@ -725,6 +753,12 @@ async fn handle(
         }
     };
     for update in &result.updates {
+        // The reference becomes a key and a subject: an empty or huge one is the plugin's error.
+        if update.reference.is_empty() || update.reference.len() > MAX_REFERENCE {
+            count("invalid");
+            tracing::info!(provider = %instance, bytes = update.reference.len(), "ignored a report update whose message id is empty or longer than 256 bytes");
+            continue;
+        }
         match index.apply(instance, update).await {
             Ok(Applied::Matched) => count("matched"),
             Ok(Applied::Ignored) => count("ignored"),

@@ -433,6 +433,9 @@ const SECTIONS: &[&str] = &[
     "routes",
 ];
 
+/// The most connections a listener may be configured to hold.
+const MAX_LISTENER_CONNECTIONS: usize = 1_000_000;
+
 /// Secrets set by environment variable, read verbatim (variable, figment's key for it).
 const RAW_ENV_SECRETS: [(&str, &str); 2] =
     [("NOTIFYD_NATS__PASSWORD", "nats__password"), ("NOTIFYD_NATS__TOKEN", "nats__token")];
@@ -621,8 +624,10 @@ impl Config {
                     "[{section}] header_timeout, idle_timeout and request_timeout must be longer than 0s"
                 ));
             }
-            if max_connections == 0 {
-                problems.push(format!("[{section}] max_connections must be at least 1"));
+            if max_connections == 0 || max_connections > MAX_LISTENER_CONNECTIONS {
+                problems.push(format!(
+                    "[{section}] max_connections must be between 1 and {MAX_LISTENER_CONNECTIONS}"
+                ));
             }
         }
         for addr in [Some(&self.metrics.listen), self.callbacks.listen.as_ref()].into_iter().flatten() {
@@ -662,12 +667,20 @@ impl Config {
             }
             if let Some(var) = &p.callback_token_env {
                 match env(var) {
+                    Some(v) if v.is_empty() => {
+                        problems.push(format!("{at}: callback_token_env names ${var}, which is empty"))
+                    }
                     Some(v) if p.callback_token.is_none() => p.callback_token = Some(Secret::new(v)),
                     Some(_) => {
                         problems.push(format!("{at}: sets both callback_token and callback_token_env"))
                     }
                     None => problems.push(format!("{at}: callback_token_env names ${var}, which is not set")),
                 }
+            }
+            // An empty token would leave the endpoint open while the path looks guarded.
+            if p.callback_token.as_ref().is_some_and(|t| t.expose().is_empty()) {
+                problems
+                    .push(format!("{at}: callback_token is empty; set a long random one, or leave it out"));
             }
             resolve_env_settings(&at, &mut p.settings, env, problems);
         }
@@ -927,6 +940,15 @@ providers = ["sandbox"]
         let err =
             Config::from_toml(&format!("{MINIMAL}\n[nats]\npassword = 5\n"), Path::new(".")).unwrap_err();
         assert!(err.to_string().contains("found an integer, expected a string"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_callback_token_and_an_absurd_connection_cap_are_refused() {
+        let text = MINIMAL.replace("plugin = \"sandbox\"", "plugin = \"sandbox\"\ncallback_token = \"\"");
+        let text = format!("{text}\n[callbacks]\nmax_connections = 100000000\n");
+        let err = Config::from_toml(&text, Path::new(".")).unwrap_err();
+        assert!(err.problems.iter().any(|p| p.contains("callback_token is empty")), "{:?}", err.problems);
+        assert!(err.problems.iter().any(|p| p.contains("[callbacks] max_connections")), "{:?}", err.problems);
     }
 
     #[test]

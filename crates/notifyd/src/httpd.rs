@@ -8,9 +8,13 @@
 //!   since it was opened or since its last answer is closed (idle floods, forgotten keep-alives);
 //! - **request timeout**: a request whose answer is not ready within `request_timeout` of its
 //!   head (e.g. a body that never ends) is answered `408` and its connection closed;
-//! - **connection cap**: at most `max_connections` connections are open at once; one more is
-//!   accepted, answered `503` with `Connection: close` at once, and closed, so the kernel's
-//!   backlog never fills with connections nobody serves.
+//! - **connection cap**: at most `max_connections` connections are open at once. At the cap, a
+//!   new connection makes room by closing the connection that has been idle longest (or, when
+//!   none is idle, the one whose request head has been arriving longest); a connection whose
+//!   request is with the handler is never closed. So a peer that holds idle or slow connections
+//!   cannot lock out a provider whose report arrives whole. When no connection can be closed,
+//!   the new one is answered `503` with `Connection: close` and closed, so the kernel's backlog
+//!   never fills with connections nobody serves.
 //!
 //! Counted in `notifyd_http_connections{listener}`, `notifyd_http_connections_rejected_total`
 //! and `notifyd_http_timeouts_total{listener,timeout}` (docs/operators.md).
@@ -103,6 +107,9 @@ pub async fn serve<H, F>(
     let limits = Arc::new(settings.limits);
     let metrics = settings.metrics;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let open_conns = Arc::new(Registry::default());
+    // Connections waiting for the room an eviction makes (bounded: each holds a descriptor).
+    let waiting = Arc::new(Semaphore::new(limits.max_connections / 8 + 1));
     if let Some(m) = &metrics {
         m.http_connections.with_label_values(&[what]).set(0);
         m.http_rejected.with_label_values(&[what]).inc_by(0);
@@ -122,21 +129,93 @@ pub async fn serve<H, F>(
                 }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            if let Some(m) = &metrics {
-                m.http_rejected.with_label_values(&[what]).inc();
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // At the cap: close the most idle connection and wait (briefly) for its room.
+                let wait = waiting.clone().try_acquire_owned().ok().filter(|_| open_conns.evict_one());
+                let Some(wait) = wait else {
+                    refuse(stream, &metrics, what);
+                    continue;
+                };
+                if let Some(m) = &metrics {
+                    m.http_timeouts.with_label_values(&[what, "evicted"]).inc();
+                }
+                let (slots, metrics, open_conns) = (slots.clone(), metrics.clone(), open_conns.clone());
+                let (handler, limits) = (handler.clone(), limits.clone());
+                tokio::spawn(async move {
+                    let room = tokio::time::timeout(EVICTION_WAIT, slots.acquire_owned()).await;
+                    drop(wait);
+                    match room {
+                        Ok(Ok(permit)) => {
+                            let open = metrics.as_ref().map(|m| OpenConnection::new(m, what));
+                            let _held = (permit, open);
+                            serve_connection(stream, what, &limits, metrics, &open_conns, handler).await;
+                        }
+                        _ => refuse(stream, &metrics, what),
+                    }
+                });
+                continue;
             }
-            tracing::debug!(listener = what, "connection over max_connections refused");
-            let _ = stream.try_write(BUSY);
-            drop(stream);
-            continue;
         };
         let open = metrics.as_ref().map(|m| OpenConnection::new(m, what));
-        let (handler, limits, metrics) = (handler.clone(), limits.clone(), metrics.clone());
+        let (handler, limits, metrics, open_conns) =
+            (handler.clone(), limits.clone(), metrics.clone(), open_conns.clone());
         tokio::spawn(async move {
             let _held = (permit, open);
-            serve_connection(stream, what, &limits, metrics, handler).await;
+            serve_connection(stream, what, &limits, metrics, &open_conns, handler).await;
         });
+    }
+}
+
+/// How long a connection accepted at the cap waits for the room the eviction it caused makes.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// Answers `503 too many connections` and closes.
+fn refuse(stream: TcpStream, metrics: &Option<Metrics>, what: &'static str) {
+    if let Some(m) = metrics {
+        m.http_rejected.with_label_values(&[what]).inc();
+    }
+    tracing::debug!(listener = what, "connection over max_connections refused");
+    let _ = stream.try_write(BUSY);
+    drop(stream);
+}
+
+/// The open connections of one listener, to choose one to close at the cap.
+#[derive(Default)]
+struct Registry {
+    conns: std::sync::Mutex<Vec<std::sync::Weak<ConnState>>>,
+}
+
+impl Registry {
+    fn add(&self, state: &Arc<ConnState>) {
+        let mut conns = self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Keep the list to the open connections (amortised: ended ones are dropped as it grows).
+        if conns.len() >= 64 && conns.len().is_power_of_two() {
+            conns.retain(|w| w.strong_count() > 0);
+        }
+        conns.push(Arc::downgrade(state));
+    }
+
+    /// Tells the connection idle longest (else the one whose head has been arriving longest) to
+    /// close. False when every connection is with the handler (or already told).
+    fn evict_one(&self) -> bool {
+        let mut conns = self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        conns.retain(|w| w.strong_count() > 0);
+        let victim = conns
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .filter_map(|c| c.eviction_rank().map(|rank| (rank, c)))
+            .min_by_key(|(rank, _)| *rank)
+            .map(|(_, c)| c);
+        match victim {
+            Some(c) => {
+                c.evicted.store(true, Ordering::Relaxed);
+                c.evict.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -146,12 +225,14 @@ async fn serve_connection<H, F>(
     what: &'static str,
     limits: &Limits,
     metrics: Option<Metrics>,
+    open_conns: &Registry,
     handler: H,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let state = Arc::new(ConnState::new());
+    open_conns.add(&state);
     let request_timeout = limits.request_timeout;
     let (svc_state, svc_metrics) = (state.clone(), metrics.clone());
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -192,6 +273,13 @@ async fn serve_connection<H, F>(
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = tokio::time::sleep(wait) => {}
+            _ = state.evict.notified() => {
+                // Closed to make room at max_connections (never while with the handler).
+                if !state.busy.load(Ordering::Relaxed) {
+                    tracing::debug!(listener = what, "connection closed to make room for a new one");
+                    return;
+                }
+            }
         }
     }
 }
@@ -231,6 +319,9 @@ struct ConnState {
     since: AtomicU64,
     /// When the first byte after `since` arrived (a head is coming), or [`NEVER`].
     head: AtomicU64,
+    /// Told to close to make room at the cap.
+    evict: tokio::sync::Notify,
+    evicted: AtomicBool,
 }
 
 enum Check {
@@ -247,7 +338,22 @@ impl ConnState {
             busy: AtomicBool::new(false),
             since: AtomicU64::new(0),
             head: AtomicU64::new(NEVER),
+            evict: tokio::sync::Notify::new(),
+            evicted: AtomicBool::new(false),
         }
+    }
+
+    /// Which connection to close first at the cap (lowest first): idle ones before those whose
+    /// head is arriving, each the longest waiting first. `None`: not to be closed (its request is
+    /// with the handler, or it was told already).
+    fn eviction_rank(&self) -> Option<(bool, Instant)> {
+        if self.busy.load(Ordering::Relaxed) || self.evicted.load(Ordering::Relaxed) {
+            return None;
+        }
+        let head = self.head.load(Ordering::Relaxed);
+        let (arriving, at) =
+            if head == NEVER { (false, self.since.load(Ordering::Relaxed)) } else { (true, head) };
+        Some((arriving, self.base + Duration::from_millis(at)))
     }
 
     fn now(&self) -> u64 {

@@ -53,7 +53,7 @@ pub struct Metrics {
     /// `notifyd_http_connections_rejected_total{listener}`: connections over `max_connections`.
     pub http_rejected: IntCounterVec,
     /// `notifyd_http_timeouts_total{listener,timeout}`: connections closed or requests ended by
-    /// the `header`, `idle` or `request` timeout.
+    /// the `header`, `idle` or `request` timeout, or closed to make room (`evicted`).
     pub http_timeouts: IntCounterVec,
     /// `notifyd_open_files_limit`: the process's open-file (soft) limit after start-up.
     pub open_files_limit: IntGauge,
@@ -169,7 +169,7 @@ impl Metrics {
             http_timeouts: counter(
                 &r,
                 "notifyd_http_timeouts_total",
-                "Connections closed by the header or idle timeout, requests ended by the request timeout.",
+                "Connections closed by the header or idle timeout or to make room at max_connections (evicted), requests ended by the request timeout.",
                 &["listener", "timeout"],
             ),
             requests: counter(

@@ -38,12 +38,16 @@ pub struct Pipeline {
 }
 
 /// Fault injection for the tests of panic containment, in debug builds only: a request whose id
-/// is the value of `NOTIFYD_TEST_PANIC_ON_ID` panics its task. Release builds have no such hook.
+/// is the value of `NOTIFYD_TEST_PANIC_ON_ID` panics its task as it starts (`<id>`), or once its
+/// recipients are decided and recorded, before their events (`<id>@decided`). Release builds
+/// have no such hook.
 #[cfg(debug_assertions)]
-fn panic_if_asked(id: &str) {
-    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    if ID.get_or_init(|| std::env::var("NOTIFYD_TEST_PANIC_ON_ID").ok()).as_deref() == Some(id) {
-        panic!("injected fault: NOTIFYD_TEST_PANIC_ON_ID names request {id:?}");
+fn panic_if_asked(id: &str, stage: &str) {
+    static ASKED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let Some(asked) = ASKED.get_or_init(|| std::env::var("NOTIFYD_TEST_PANIC_ON_ID").ok()) else { return };
+    let (asked_id, asked_stage) = asked.split_once('@').unwrap_or((asked, "start"));
+    if asked_id == id && asked_stage == stage {
+        panic!("injected fault: NOTIFYD_TEST_PANIC_ON_ID names request {id:?} at {stage}");
     }
 }
 
@@ -53,6 +57,9 @@ const DEAD_LETTER_HEADROOM: usize = 4096;
 
 /// Publishes of one dead letter before it is given up (about 10 s with the growing pause).
 pub const DEAD_LETTER_ATTEMPTS: u32 = 8;
+
+/// How long ending a request after a panic waits for the ledger (read, then write).
+const PANIC_LEDGER_WAIT: Duration = Duration::from_secs(10);
 
 /// What became of a request, for the intake to acknowledge or answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,17 +192,50 @@ impl Pipeline {
             Decoded::Dead(_) => (generated_id.to_owned(), Vec::new(), None),
         };
         tracing::error!(request = ?id, panic = ?panic, "a request's task panicked (a bug); ending the request failed/internal");
-        let message = "notifyd failed internally while handling this request; it was stopped and its payload \
-                       kept in the dead-letter stream";
+        let error = ProviderError::new(
+            "internal",
+            "notifyd failed internally while handling this request; it was stopped and its payload kept in \
+             the dead-letter stream",
+        );
+        // What the ledger says was decided stands: a recipient recorded `sent` was sent (its
+        // events and tracking entry go out again, folded by message id). The rest end failed,
+        // and the ledger says so, for a later copy of the same id. The ledger is asked for a
+        // bounded time: without it, every recipient ends failed.
+        let mut known = match (&decoded, numbers.is_empty()) {
+            (Decoded::Valid(_), false) => {
+                tokio::time::timeout(PANIC_LEDGER_WAIT, self.ledger.load_until_read(&id)).await.ok()
+            }
+            _ => None,
+        };
         let mut batch = self.events.batch();
-        let targets: Vec<Option<&str>> =
-            if numbers.is_empty() { vec![None] } else { numbers.iter().map(|n| Some(n.as_str())).collect() };
-        for to in targets {
+        let mut ended = Vec::new();
+        let mut to_index = Vec::new();
+        for to in &numbers {
+            let decided = known.as_ref().and_then(|k| k.record.r.get(to)).cloned();
+            match (&decoded, decided) {
+                (Decoded::Valid(req), Some(state @ (State::Sent { .. } | State::Done { .. }))) => {
+                    self.publish_decided(&mut batch, req, to, &state, &mut to_index).await;
+                }
+                _ => {
+                    let mut ev = Event::new(&id, Status::Failed);
+                    ev.to = Some(to);
+                    ev.tags = tags.as_deref();
+                    ev.error = Some((&error).into());
+                    batch.publish(&ev, format!("{id}/{to}/failed")).await;
+                    ended.push((to.clone(), done_state(Status::Failed, None, 0, &error)));
+                }
+            }
+        }
+        if numbers.is_empty() {
             let mut ev = Event::new(&id, Status::Failed);
-            ev.to = to;
             ev.tags = tags.as_deref();
-            ev.error = Some(EventError::new("internal", message));
-            batch.publish(&ev, format!("{id}/{}/failed", to.unwrap_or("-"))).await;
+            ev.error = Some((&error).into());
+            batch.publish(&ev, format!("{id}/-/failed")).await;
+        }
+        self.index_in_background(to_index);
+        if let Some(known) = known.as_mut() {
+            let recorded = self.ledger.record_until_stored(&id, known, &ended);
+            let _ = tokio::time::timeout(PANIC_LEDGER_WAIT, recorded).await;
         }
         batch.confirm().await;
         self.store_dead_letter(payload, &format!("internal error: {panic}"), generated_id).await;
@@ -219,7 +259,7 @@ impl Pipeline {
     /// of the request (see [`crate::ledger`]).
     pub async fn execute(&self, req: Request, owner: &str) -> Verdict {
         #[cfg(debug_assertions)]
-        panic_if_asked(&req.id);
+        panic_if_asked(&req.id, "start");
         let id: &str = &req.id;
         let mut batch = self.events.batch();
         let pinned = req.provider.as_deref().and_then(|p| self.providers.index(p));
@@ -299,9 +339,13 @@ impl Pipeline {
         if !seen_before {
             self.metrics.requests.with_label_values(&["accepted"]).inc();
         }
+        #[cfg(debug_assertions)]
+        panic_if_asked(&req.id, "decided");
+        let mut to_index = Vec::new();
         for (to, state) in &decided {
-            self.publish_decided(&mut batch, &req, to, state).await;
+            self.publish_decided(&mut batch, &req, to, state, &mut to_index).await;
         }
+        self.index_in_background(to_index);
         batch.confirm().await;
         Verdict::Accepted { id: req.id.clone() }
     }
@@ -381,9 +425,25 @@ impl Pipeline {
         ev
     }
 
-    /// Publishes the event of a decided recipient (and, when it was sent, its tracking entry and
-    /// its place in the callback index).
-    async fn publish_decided(&self, batch: &mut Batch, req: &Request, to: &str, state: &State) {
+    /// Registers sent recipients of callback providers in the callback index, in the background:
+    /// the request never waits on the index. If it cannot be written, each recipient's tracking
+    /// entry is the record (tracking registers it).
+    fn index_in_background(&self, entries: Vec<tracking::Entry>) {
+        if let Some(index) = &self.callbacks {
+            index.register_in_background(entries);
+        }
+    }
+
+    /// Publishes the event of a decided recipient (and, when it was sent, its tracking entry);
+    /// a sent recipient of a callback provider is added to `to_index`.
+    async fn publish_decided(
+        &self,
+        batch: &mut Batch,
+        req: &Request,
+        to: &str,
+        state: &State,
+        to_index: &mut Vec<tracking::Entry>,
+    ) {
         match state {
             State::Sent { provider, provider_message_id, tracking, attempt } => {
                 let id: &str = &req.id;
@@ -411,10 +471,8 @@ impl Pipeline {
                     tags: req.tags.as_deref().cloned(),
                 };
                 let pushed = self.providers.get(provider).is_some_and(|p| p.supports(Op::Callback));
-                if let (true, Some(index)) = (pushed, &self.callbacks) {
-                    // In the background: the request never waits on the index. If it cannot be
-                    // written, the tracking entry below is the record (tracking registers it).
-                    index.register_in_background(entry.clone());
+                if pushed && self.callbacks.is_some() {
+                    to_index.push(entry.clone());
                 }
                 let subject = tracking::subject(&self.prefix);
                 batch.publish_raw(subject, format!("{id}/{to}/track"), tracking::encode(&entry)).await;

@@ -324,3 +324,31 @@ async fn a_dead_letter_that_cannot_be_stored_is_given_up_without_stalling_intake
     publish(&client, json!({"id": "after-lost", "to": "4915171112233", "text": "hi"}).to_string()).await;
     events.status("after-lost", Some("4915171112233"), "sent").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_after_the_send_keeps_what_the_ledger_recorded() {
+    let nats = NatsServer::start();
+    let daemon =
+        Daemon::start_with_env(&nats, SANDBOX_CONFIG, &[("NOTIFYD_TEST_PANIC_ON_ID", "late@decided")]);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+    let mut consumer = intake_consumer(&client).await;
+
+    // The sandbox sends the first number and rejects the second; then the task panics before
+    // publishing either outcome.
+    publish(
+        &client,
+        json!({"id": "late", "to": ["4915171112233", "4915100000009"], "text": "hi"}).to_string(),
+    )
+    .await;
+    events.status("late", Some("4915171112233"), "sent").await;
+    events.status("late", Some("4915171112233"), "delivered").await;
+    let rejected = events.status("late", Some("4915100000009"), "rejected").await;
+    assert_ne!(rejected["error"]["code"], "internal", "{rejected}");
+    assert!(intake_settles(&mut consumer, Duration::from_secs(5)).await);
+    events.drain_for(Duration::from_millis(500)).await;
+    let failed: Vec<_> = events.seen.iter().filter(|v| v["status"] == "failed").collect();
+    assert!(failed.is_empty(), "what was sent is not called failed: {failed:#?}");
+    let m = daemon.metrics();
+    assert!(m.contains(r#"notifyd_requests_total{outcome="internal_error"} 1"#), "{m}");
+}
