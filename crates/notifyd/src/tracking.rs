@@ -342,16 +342,35 @@ impl Poller {
                         tracing::warn!(provider = %name, code = %e.code, "status query failed: {}", e.message);
                     }
                 }
-                for (msg, entry) in chunk {
+                // A pushed report may have ended a recipient first (final is final): the index is
+                // asked for every final status of the chunk at once, not one call after another.
+                // (Owned entries: a borrowing stream here trips a limit of rustc's checks of Send.
+                // Only entries with a final status and an index are cloned.)
+                let asks: Vec<Option<(Entry, Status)>> = chunk
+                    .iter()
+                    .map(|(_, entry)| {
+                        let polled = statuses.get(&entry.reference).and_then(|u| Status::parse(&u.status));
+                        let polled_final = polled.filter(|s| s.is_final())?;
+                        self.index_for(entry).map(|_| (entry.clone(), polled_final))
+                    })
+                    .collect();
+                let verdicts: Vec<_> = futures::stream::iter(asks)
+                    .map(|ask| async move {
+                        let (entry, status) = ask?;
+                        Some(self.index_for(&entry)?.settle(&entry, status).await)
+                    })
+                    .buffered(32)
+                    .collect()
+                    .await;
+                for ((msg, entry), verdict) in chunk.into_iter().zip(verdicts) {
                     let update = statuses.remove(&entry.reference);
                     let status = update.as_ref().and_then(|u| Status::parse(&u.status));
                     match status {
                         Some(s) if s.is_final() => {
                             let mut status = s;
                             let mut error = update.as_ref().and_then(|u| u.error.clone());
-                            // A pushed report may have ended the recipient first: final is final.
-                            if let Some(index) = self.index_for(&entry) {
-                                match index.settle(&entry, s).await {
+                            if let (Some(index), Some(verdict)) = (self.index_for(&entry), verdict) {
+                                match verdict {
                                     Ok(Settle::Publish) => settled.push((index, entry.clone(), s)),
                                     Ok(Settle::PublishClaimed { status: claimed, error: claimed_error }) => {
                                         settled.push((index, entry.clone(), claimed));
