@@ -51,17 +51,18 @@ fn ready() {
     println!("ready");
 }
 
-/// The intake stream and consumer, as notifyd's `intake::ensure_streams` makes them (pulled, like
+/// The intake stream and consumer, as notifyd's `nats::set_up` makes them (pulled, like
 /// notifyd's intake, in batches of at most 64).
 async fn intake(js: &jetstream::Context) -> Result<consumer::PullConsumer, String> {
-    let (_, consumer) = notifyd::intake::work_queue(
+    let (_, consumer) = notifyd::nats::work_queue(
         js,
         "NOTIFY_SMS",
         "notify.sms.send".into(),
         "notifyd",
         Duration::from_secs(30),
     )
-    .await?;
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(consumer)
 }
 
@@ -98,14 +99,15 @@ fn event(i: usize, status: &str) -> bytes::Bytes {
 
 /// notifyd's tracking stream and consumer, as the daemon sets them up (default `ack_wait`).
 pub async fn tracking_queue(js: &jetstream::Context) -> Result<jetstream::stream::Stream, String> {
-    let (stream, _) = notifyd::intake::work_queue(
+    let (stream, _) = notifyd::nats::work_queue(
         js,
         "NOTIFY_SMS_TRACKING",
         "notify.sms.track".into(),
         "notifyd_tracking",
         Duration::from_secs(30),
     )
-    .await?;
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(stream)
 }
 
@@ -119,7 +121,7 @@ pub async fn tracking_queue(js: &jetstream::Context) -> Result<jetstream::stream
 pub async fn contract(url: &str, in_flight: usize, as_notifyd: bool) -> Result<(), String> {
     let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
     let js = jetstream::new(client.clone());
-    js.get_or_create_stream(notifyd::intake::status_stream("NOTIFY_SMS_STATUS", "notify"))
+    js.get_or_create_stream(notifyd::nats::status_stream("NOTIFY_SMS_STATUS", "notify"))
         .await
         .map_err(|e| e.to_string())?;
     let ledger = js

@@ -143,11 +143,11 @@ async fn prefill_tracking(url: &str, count: usize) -> Result<(), String> {
     let client = load::connect(url).await?;
     let js = async_nats::jetstream::new(client);
     let mut stream = crate::ceilings::tracking_queue(&js).await?;
-    let now = notifyd::tracking::now_unix_ms();
+    let now = notifyd::track::now_unix_ms();
     let mut acks = Vec::with_capacity(1000);
     for i in 0..count {
         let to = format!("4915172{i:07}");
-        let entry = notifyd::tracking::Entry {
+        let entry = notifyd::track::Entry {
             id: format!("tracked-{i}"),
             reference: format!("{i}:{to}"),
             to,
@@ -160,7 +160,7 @@ async fn prefill_tracking(url: &str, count: usize) -> Result<(), String> {
             tags: None,
         };
         let ack = js
-            .publish("notify.sms.track", notifyd::tracking::encode(&entry))
+            .publish("notify.sms.track", notifyd::track::encode(&entry))
             .await
             .map_err(|e| format!("cannot publish a tracking entry: {e}"))?;
         acks.push(ack);

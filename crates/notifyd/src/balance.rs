@@ -6,11 +6,11 @@
 use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::{Provider, Providers};
+use crate::shutdown::Shutdown;
 use notifyd_plugin::wire::{BalanceResult, ProviderError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// One instance's balance, or why there is none.
 pub async fn query(provider: &Provider) -> Result<(f64, String), ProviderError> {
@@ -24,14 +24,14 @@ pub async fn query(provider: &Provider) -> Result<(f64, String), ProviderError> 
     }
 }
 
-/// Polls every balance-capable provider until `shutdown` turns true. `thresholds`: the
+/// Polls every balance-capable provider until shutdown begins. `thresholds`: the
 /// instances' `low_balance`.
 pub async fn run(
     providers: Arc<Providers>,
     interval: Duration,
     thresholds: HashMap<String, f64>,
     metrics: Metrics,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     if interval.is_zero() {
         return;
@@ -44,7 +44,7 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.signalled() => return,
             _ = tick.tick() => {}
         }
         for p in &polled {

@@ -1,21 +1,22 @@
-//! Dispatch: sends one request's recipients along their routes and decides each one's outcome.
+//! Dispatch: sends one request's recipients along their routes and carries out each one's
+//! outcome.
 //!
-//! The plugin classifies an answer; this module alone acts on it ([`Action`]): a recipient error
-//! ends the recipient, a retryable error retries on the same provider with exponential backoff
-//! and jitter (honouring the provider's delay up to `retry.max_backoff`), a plugin failure
-//! (`plugin_error`: the provider may have acted) ends the recipient `failed`, anything else fails
-//! over to the next provider of the route. Recipients are batched up to the plugin's
-//! `max_recipients` per call. Before each call, the provider's circuit breaker may skip it and its
-//! token bucket may make the call wait.
+//! The plugin classifies an answer; [`crate::retry::policy`] decides what follows (reject, retry
+//! on the same provider after a backoff, fail over, fail), and this module carries it out.
+//! Recipients are batched up to the plugin's `max_recipients` per call. Before each call, the
+//! provider's circuit breaker may skip it and its token bucket may make the call wait. Right
+//! after each call, the outcomes it decided are recorded through the request's ledger
+//! [`Claim`] before anything else happens.
 
 use crate::breaker::{Breaker, Permit, Transition};
-use crate::config::{BreakerConfig, OnAmbiguous, ProviderConfig, RetryConfig};
+use crate::config::{BreakerConfig, ProviderConfig};
 use crate::events::Status;
-use crate::ledger::{Known, Ledger, State, done_state};
+use crate::ledger::{Claim, State, done_state};
 use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::{OpError, Provider, Providers};
 use crate::ratelimit::TokenBucket;
+use crate::retry::policy::{Decision, Policy};
 use crate::route::Route;
 use crate::validate::Request;
 use notifyd_plugin::wire::{ProviderError, RecipientResult, SendInput, SendResult};
@@ -24,35 +25,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::sync::Mutex;
-
-/// What the host does with a classified error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// The recipient is refused for good (`rejected`).
-    Reject,
-    /// Try the same provider again, after at least this long when the provider said so.
-    Retry { after: Option<Duration> },
-    /// Give up on this provider for this recipient; try the next one of the route.
-    Failover,
-    /// Give up on this recipient (`failed`).
-    Fail,
-}
-
-/// The host's policy for a provider error.
-pub fn classify(error: &ProviderError, ambiguous: bool, on_ambiguous: OnAmbiguous) -> Action {
-    match error.code.as_str() {
-        "invalid_recipient" | "blocked_recipient" | "content_rejected" | "invalid_sender" | "duplicate" => {
-            Action::Reject
-        }
-        // A plugin that failed or could not read the answer: the provider may have acted on the
-        // request, so it is neither retried nor sent elsewhere.
-        "expired" | "plugin_error" | "internal" => Action::Fail,
-        _ if ambiguous && on_ambiguous == OnAmbiguous::Fail => Action::Fail,
-        _ if error.retryable => Action::Retry { after: error.retry_after_ms.map(Duration::from_millis) },
-        _ => Action::Failover,
-    }
-}
 
 /// The decided outcome for one recipient.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,14 +37,12 @@ pub enum Outcome {
 /// Sends requests through providers.
 pub struct Dispatcher {
     pub providers: Arc<Providers>,
-    retry: RetryConfig,
+    policy: Policy,
     metrics: Metrics,
     /// Per provider, by index.
     breakers: Vec<Breaker>,
     /// Per provider, by index; `None`: unlimited.
     buckets: Vec<Option<TokenBucket>>,
-    /// Where each outcome is recorded as soon as the provider answered.
-    ledger: Ledger,
 }
 
 /// What one call said about one recipient: its result, or the error and whether the attempt was
@@ -90,9 +60,8 @@ impl Dispatcher {
     pub fn new(
         providers: Arc<Providers>,
         configs: &[ProviderConfig],
-        retry: RetryConfig,
+        policy: Policy,
         breaker: &BreakerConfig,
-        ledger: Ledger,
         metrics: Metrics,
     ) -> Self {
         let breakers =
@@ -107,7 +76,7 @@ impl Dispatcher {
                 Some(TokenBucket::new(rate, burst))
             })
             .collect();
-        Dispatcher { providers, retry, metrics, breakers, buckets, ledger }
+        Dispatcher { providers, policy, metrics, breakers, buckets }
     }
 
     /// The ledger state of an outcome.
@@ -132,15 +101,15 @@ impl Dispatcher {
         }
     }
 
-    /// Records outcomes in the ledger (waiting out NATS outages): this is what keeps the crash
-    /// window down to one provider call.
-    async fn record(&self, req: &Request, known: &Mutex<Known>, outcomes: &[(PhoneNumber, Outcome)]) {
+    /// Records outcomes through the request's claim (waiting out NATS outages): this is what
+    /// keeps the crash window down to one provider call.
+    async fn record(&self, claim: &Claim, outcomes: &[(PhoneNumber, Outcome)]) {
         if outcomes.is_empty() {
             return;
         }
         let states: Vec<(String, State)> =
             outcomes.iter().map(|(n, o)| (n.as_str().to_owned(), self.state_of(o))).collect();
-        self.ledger.record_until_stored(&req.id, &mut *known.lock().await, &states).await;
+        claim.record(&states).await;
     }
 
     /// Asks the provider's breaker and rate limit for a call; `false`: skip the provider now.
@@ -178,13 +147,13 @@ impl Dispatcher {
         }
     }
 
-    /// Sends `req` to `numbers`, each with its route, recording each outcome in the ledger
-    /// (`known`: the request's record as last seen) as soon as it is decided.
+    /// Sends `req` to `numbers`, each with its route, recording each outcome through `claim` (the
+    /// request's hold on its ledger record) as soon as it is decided.
     pub async fn dispatch(
         &self,
         req: &Request,
         numbers: Vec<(PhoneNumber, Route)>,
-        known: &Mutex<Known>,
+        claim: &Claim,
     ) -> Vec<(PhoneNumber, Outcome)> {
         // Recipients sharing a route travel together.
         let mut groups: Vec<(Route, Vec<PhoneNumber>)> = Vec::new();
@@ -194,7 +163,7 @@ impl Dispatcher {
                 None => groups.push((route, vec![number])),
             }
         }
-        let runs = groups.into_iter().map(|(route, list)| self.along_route(req, route, list, known));
+        let runs = groups.into_iter().map(|(route, list)| self.along_route(req, route, list, claim));
         futures::future::join_all(runs).await.into_iter().flatten().collect()
     }
 
@@ -203,7 +172,7 @@ impl Dispatcher {
         req: &Request,
         route: Route,
         numbers: Vec<PhoneNumber>,
-        known: &Mutex<Known>,
+        claim: &Claim,
     ) -> Vec<(PhoneNumber, Outcome)> {
         let mut decided = Vec::with_capacity(numbers.len());
         let mut pending: Vec<Pending> =
@@ -251,51 +220,34 @@ impl Dispatcher {
                             }
                             Err(e) => e,
                         };
-                        let action = classify(&error, ambiguous, self.retry.on_ambiguous);
-                        match action {
-                            Action::Reject => {
+                        match self.policy.decide(error, ambiguous, try_no) {
+                            Decision::Reject(error) => {
                                 let attempt = p.attempts;
                                 decided
                                     .push((p.number, Outcome::Rejected { provider: index, error, attempt }));
-                                continue;
                             }
-                            Action::Fail => {
+                            Decision::Fail(error) => {
                                 let attempt = p.attempts;
-                                let mut error = error;
-                                if ambiguous && self.retry.on_ambiguous == OnAmbiguous::Fail {
-                                    // Whether it was sent is unknown, and it must not be sent twice.
-                                    error.message =
-                                        format!("not resent after an ambiguous attempt: {}", error.message);
-                                    error.code = "timeout".to_owned();
-                                    error.retryable = false;
-                                }
                                 decided.push((
                                     p.number,
                                     Outcome::Failed { provider: Some(index), error, attempt },
                                 ));
-                                continue;
                             }
-                            Action::Retry { after } if try_no < self.retry.max_attempts => {
-                                let delay = after.unwrap_or_else(|| self.backoff(try_no));
-                                if delay <= self.retry.max_backoff {
-                                    if ambiguous {
-                                        self.metrics
-                                            .ambiguous_resends
-                                            .with_label_values(&[&provider.name])
-                                            .inc();
-                                    }
-                                    wait = Some(wait.map_or(delay, |w| w.max(delay)));
-                                    p.last_error = Some(error);
-                                    retry.push(p);
-                                    continue;
+                            Decision::Retry { delay, ambiguous, error } => {
+                                if ambiguous {
+                                    self.metrics.ambiguous_resends.with_label_values(&[&provider.name]).inc();
                                 }
+                                wait = Some(wait.map_or(delay, |w| w.max(delay)));
+                                p.last_error = Some(error);
+                                retry.push(p);
                             }
-                            Action::Retry { .. } | Action::Failover => {}
+                            Decision::Failover(error) => {
+                                p.last_error = Some(error);
+                                failing_over.push(p);
+                            }
                         }
-                        p.last_error = Some(error);
-                        failing_over.push(p);
                     }
-                    self.record(req, known, &decided[recorded..]).await;
+                    self.record(claim, &decided[recorded..]).await;
                 }
                 if let Some(delay) = wait {
                     self.metrics.retries.with_label_values(&[&provider.name]).inc_by(retry.len() as u64);
@@ -325,7 +277,7 @@ impl Dispatcher {
             };
             decided.push((p.number, Outcome::Failed { provider, error, attempt: p.attempts }));
         }
-        self.record(req, known, &decided[recorded..]).await;
+        self.record(claim, &decided[recorded..]).await;
         decided
     }
 
@@ -387,13 +339,6 @@ impl Dispatcher {
             }
         }
     }
-
-    /// Exponential backoff with jitter: `initial * 2^(n-1)`, capped, then 50..100% of it.
-    fn backoff(&self, try_no: u32) -> Duration {
-        let base =
-            self.retry.initial_backoff.saturating_mul(1 << (try_no - 1).min(16)).min(self.retry.max_backoff);
-        base.mul_f64(0.5 + jitter() * 0.5)
-    }
 }
 
 fn expired(req: &Request) -> bool {
@@ -402,68 +347,4 @@ fn expired(req: &Request) -> bool {
 
 fn would_expire_during(req: &Request, delay: Duration) -> bool {
     req.expires_at.is_some_and(|t| t <= OffsetDateTime::now_utc() + delay)
-}
-
-/// A number in [0, 1) that differs between calls (no need for a random number generator here).
-fn jitter() -> f64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static STATE: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    let mut x = STATE.fetch_add(u64::from(nanos) | 1, Ordering::Relaxed);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    (x >> 11) as f64 / (1u64 << 53) as f64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(code: &str, retryable: bool) -> ProviderError {
-        ProviderError { retryable, ..ProviderError::new(code, "x") }
-    }
-
-    #[test]
-    fn recipient_errors_end_the_recipient() {
-        for code in
-            ["invalid_recipient", "blocked_recipient", "content_rejected", "invalid_sender", "duplicate"]
-        {
-            assert_eq!(classify(&err(code, false), false, OnAmbiguous::Resend), Action::Reject, "{code}");
-        }
-    }
-
-    #[test]
-    fn account_errors_fail_over_and_transient_ones_retry() {
-        for code in ["auth", "insufficient_funds", "route_closed", "invalid_request"] {
-            assert_eq!(classify(&err(code, false), false, OnAmbiguous::Resend), Action::Failover, "{code}");
-        }
-        let mut throttled = err("throttled", true);
-        throttled.retry_after_ms = Some(1500);
-        assert_eq!(
-            classify(&throttled, false, OnAmbiguous::Resend),
-            Action::Retry { after: Some(Duration::from_millis(1500)) }
-        );
-    }
-
-    #[test]
-    fn plugin_failures_are_not_resent_anywhere() {
-        assert_eq!(classify(&err("plugin_error", false), false, OnAmbiguous::Resend), Action::Fail);
-    }
-
-    #[test]
-    fn ambiguous_attempt_follows_the_setting() {
-        let timeout = err("timeout", true);
-        assert_eq!(classify(&timeout, true, OnAmbiguous::Fail), Action::Fail);
-        assert_eq!(classify(&timeout, true, OnAmbiguous::Resend), Action::Retry { after: None });
-    }
-
-    #[test]
-    fn jitter_stays_in_range() {
-        for _ in 0..1000 {
-            let j = jitter();
-            assert!((0.0..1.0).contains(&j));
-        }
-    }
 }

@@ -6,6 +6,8 @@
 //! stream unavailable) are repeated, with the same message id, until stored.
 
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
+use crate::retry::nats::{Operation, Retry, emit};
 use crate::validate::Tags;
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
@@ -250,7 +252,7 @@ impl Events {
         metrics: Metrics,
         stalled: Arc<AtomicUsize>,
     ) -> Self {
-        let subjects = Status::ALL.map(|s| format!("{subject_prefix}.sms.status.{}", s.as_str()));
+        let subjects = Status::ALL.map(|s| crate::nats::status_subject(subject_prefix, s.as_str()));
         Events { js, stalled, subjects: std::sync::Arc::new(subjects), metrics }
     }
 
@@ -327,7 +329,6 @@ impl Batch {
     }
 
     async fn confirm_up_to(self, attempts: Option<u32>) -> bool {
-        let mut delay = Duration::from_millis(50);
         let mut pending = self.pending;
         let started = tokio::time::Instant::now();
         let mut stalled = None;
@@ -353,9 +354,12 @@ impl Batch {
                 // Readiness turns false while any batch waits this long (metrics::Readiness).
                 stalled = Some(StalledGuard::new(&self.events.stalled));
             }
-            tracing::warn!(events = failed.len(), "status events not stored yet; publishing them again");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            let error = format!("{} not stored", failed.len());
+            emit(
+                &self.events.metrics,
+                Retry { operation: Operation::EventsStore, request: None, error: &error },
+            );
+            Backoff::NATS.sleep(tries).await;
             for ev in &mut failed {
                 ev.ack = self.events.send(&ev.subject, &ev.msg_id, &ev.extra, ev.payload.clone()).await;
             }

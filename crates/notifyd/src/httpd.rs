@@ -20,6 +20,7 @@
 //! and `notifyd_http_timeouts_total{listener,timeout}` (docs/operators.md).
 
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -92,14 +93,15 @@ pub struct Settings {
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n\
 Content-Type: text/plain\r\nContent-Length: 21\r\n\r\ntoo many connections\n";
 
-/// Serves `handler` on `listener` within `settings` until `shutdown` resolves. `what` names the
-/// listener in logs and metrics.
+/// Serves `handler` on `listener` within `settings` until shutdown begins. `what` names the
+/// listener in logs and metrics. Each connection runs in a task on `shutdown`'s drain; when
+/// shutdown begins, it answers the request it is serving, if any, and closes.
 pub async fn serve<H, F>(
     listener: TcpListener,
     what: &'static str,
     settings: Settings,
     handler: H,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -114,10 +116,9 @@ pub async fn serve<H, F>(
         m.http_connections.with_label_values(&[what]).set(0);
         m.http_rejected.with_label_values(&[what]).inc_by(0);
     }
-    tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
-            _ = &mut shutdown => return,
+            _ = shutdown.signalled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -142,15 +143,16 @@ pub async fn serve<H, F>(
                     m.http_timeouts.with_label_values(&[what, "evicted"]).inc();
                 }
                 let (slots, metrics, open_conns) = (slots.clone(), metrics.clone(), open_conns.clone());
-                let (handler, limits) = (handler.clone(), limits.clone());
-                tokio::spawn(async move {
+                let (handler, limits, stop) = (handler.clone(), limits.clone(), shutdown.clone());
+                shutdown.spawn(async move {
                     let room = tokio::time::timeout(EVICTION_WAIT, slots.acquire_owned()).await;
                     drop(wait);
                     match room {
                         Ok(Ok(permit)) => {
                             let open = metrics.as_ref().map(|m| OpenConnection::new(m, what));
                             let _held = (permit, open);
-                            serve_connection(stream, what, &limits, metrics, &open_conns, handler).await;
+                            serve_connection(stream, what, &limits, metrics, &open_conns, handler, stop)
+                                .await;
                         }
                         _ => refuse(stream, &metrics, what),
                     }
@@ -159,11 +161,11 @@ pub async fn serve<H, F>(
             }
         };
         let open = metrics.as_ref().map(|m| OpenConnection::new(m, what));
-        let (handler, limits, metrics, open_conns) =
-            (handler.clone(), limits.clone(), metrics.clone(), open_conns.clone());
-        tokio::spawn(async move {
+        let (handler, limits, metrics, open_conns, stop) =
+            (handler.clone(), limits.clone(), metrics.clone(), open_conns.clone(), shutdown.clone());
+        shutdown.spawn(async move {
             let _held = (permit, open);
-            serve_connection(stream, what, &limits, metrics, &open_conns, handler).await;
+            serve_connection(stream, what, &limits, metrics, &open_conns, handler, stop).await;
         });
     }
 }
@@ -219,7 +221,8 @@ impl Registry {
     }
 }
 
-/// One connection, until it ends or a limit closes it.
+/// One connection, until it ends, a limit closes it, or shutdown closes it (after answering the
+/// request it is serving, if any).
 async fn serve_connection<H, F>(
     stream: TcpStream,
     what: &'static str,
@@ -227,6 +230,7 @@ async fn serve_connection<H, F>(
     metrics: Option<Metrics>,
     open_conns: &Registry,
     handler: H,
+    shutdown: Shutdown,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -260,6 +264,7 @@ async fn serve_connection<H, F>(
     let io = hyper_util::rt::TokioIo::new(Tracked { inner: stream, state: state.clone() });
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
     tokio::pin!(conn);
+    let mut closing = false;
     loop {
         let wait = match state.check(limits) {
             Check::Wait(d) => d,
@@ -272,6 +277,11 @@ async fn serve_connection<H, F>(
         };
         tokio::select! {
             _ = conn.as_mut() => return,
+            _ = shutdown.signalled(), if !closing => {
+                // Answer the request in flight, if any, then close.
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
             _ = tokio::time::sleep(wait) => {}
             _ = state.evict.notified() => {
                 // Closed to make room at max_connections (never while with the handler).

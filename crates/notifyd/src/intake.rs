@@ -7,162 +7,27 @@
 //!   validation. At-most-once.
 //!
 //! Both bound the requests in flight with a semaphore of `intake.max_in_flight` permits, and stop
-//! taking new requests when shutdown begins; [`drain`] then waits for the ones in flight.
+//! taking new requests when shutdown begins. Each request runs in a task on the daemon's drain
+//! ([`crate::shutdown`]), which waits for the ones in flight.
 
-use crate::config::{Config, IntakeMode};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Verdict};
-use crate::tracking;
+use crate::retry::nats::{Operation, Retry, emit};
+use crate::shutdown::Shutdown;
 use crate::validate::Decoded;
-use async_nats::jetstream::{self, AckKind, consumer, stream};
+use async_nats::jetstream::{self, AckKind, consumer};
 use futures::{FutureExt, StreamExt};
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
 /// The longest a request is handed back to JetStream in one go. A request due later comes back
 /// daily and is handed back again, so no delay comes near the 64-bit nanoseconds of a NAK, and a
 /// clock that jumps is noticed within a day.
 pub const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
-
-/// Dead letters kept: at most this many, this many bytes, this long; the oldest go first.
-pub const DEAD_LETTERS_MAX_MESSAGES: i64 = 10_000;
-/// (JetStream reserves `max_bytes` of storage when the stream is created: kept small.)
-pub const DEAD_LETTERS_MAX_BYTES: i64 = 64 * 1024 * 1024;
-pub const DEAD_LETTERS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Streams and consumers notifyd needs, created when missing (an existing one is used as it is).
-pub struct Streams {
-    /// The intake stream's creation time (unix seconds), part of generated request ids.
-    pub intake_created: i64,
-    /// The intake consumer (JetStream mode).
-    pub intake: Option<consumer::PullConsumer>,
-    /// Core mode: the stream holding requests whose `send_at` lies ahead, and its creation time.
-    pub held: Option<(consumer::PullConsumer, i64)>,
-    pub tracking: consumer::PullConsumer,
-}
-
-/// The subject core intake holds scheduled requests on: `<prefix>.sms.held`.
-pub fn held_subject(prefix: &str) -> String {
-    format!("{prefix}.sms.held")
-}
-
-/// The dead-letter stream: payloads that are not requests (and those whose task panicked) under
-/// `<prefix>.sms.dead`, within the `DEAD_LETTERS_*` limits, oldest dropped first.
-pub fn dead_letter_stream(name: &str, prefix: &str) -> stream::Config {
-    stream::Config {
-        name: name.to_owned(),
-        subjects: vec![format!("{prefix}.sms.dead")],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        discard: stream::DiscardPolicy::Old,
-        max_messages: DEAD_LETTERS_MAX_MESSAGES,
-        max_bytes: DEAD_LETTERS_MAX_BYTES,
-        max_age: DEAD_LETTERS_MAX_AGE,
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    }
-}
-
-/// A file-backed work-queue stream on `subject` and its durable pull consumer, shared by every
-/// replica: each message goes to one replica and is redelivered `ack_wait` after one dies.
-pub async fn work_queue(
-    js: &jetstream::Context,
-    name: &str,
-    subject: String,
-    consumer: &str,
-    ack_wait: Duration,
-) -> Result<(stream::Stream, consumer::PullConsumer), String> {
-    let fail = |e: &dyn std::fmt::Display| format!("cannot set up the JetStream stream {name}: {e}");
-    let stream = js
-        .get_or_create_stream(stream::Config {
-            name: name.to_owned(),
-            subjects: vec![subject],
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::WorkQueue,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| fail(&e))?;
-    let consumer = stream
-        .get_or_create_consumer(
-            consumer,
-            consumer::pull::Config {
-                durable_name: Some(consumer.to_owned()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait,
-                max_deliver: -1,
-                max_ack_pending: -1,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| fail(&e))?;
-    Ok((stream, consumer))
-}
-
-/// The status stream: every event under `<prefix>.sms.status.>`, kept 7 days, duplicates folded
-/// by `Nats-Msg-Id` within 2 minutes.
-pub fn status_stream(name: &str, prefix: &str) -> stream::Config {
-    stream::Config {
-        name: name.to_owned(),
-        subjects: vec![format!("{prefix}.sms.status.>")],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        max_age: Duration::from_secs(7 * 24 * 3600),
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    }
-}
-
-/// Ensures the status stream, the tracking stream, the intake stream (JetStream mode), and their
-/// consumers.
-pub async fn ensure_streams(js: &jetstream::Context, cfg: &Config) -> Result<Streams, String> {
-    let prefix = &cfg.nats.subject_prefix;
-    js.get_or_create_stream(status_stream(&cfg.intake.status_stream, prefix))
-        .await
-        .map_err(|e| format!("cannot set up the JetStream stream {}: {e}", cfg.intake.status_stream))?;
-    js.get_or_create_stream(dead_letter_stream(&cfg.intake.dead_letter_stream, prefix))
-        .await
-        .map_err(|e| format!("cannot set up the JetStream stream {}: {e}", cfg.intake.dead_letter_stream))?;
-
-    let (_, tracking) = work_queue(
-        js,
-        &cfg.intake.tracking_stream,
-        tracking::subject(prefix),
-        "notifyd_tracking",
-        cfg.intake.ack_wait,
-    )
-    .await?;
-    let created = |mut stream: stream::Stream, name: String| async move {
-        stream
-            .info()
-            .await
-            .map(|i| i.created.unix_timestamp())
-            .map_err(|e| format!("cannot read the JetStream stream {name}: {e}"))
-    };
-    if cfg.intake.mode == IntakeMode::Core {
-        let (stream, held) = work_queue(
-            js,
-            &cfg.intake.held_stream,
-            held_subject(prefix),
-            &cfg.intake.consumer,
-            cfg.intake.ack_wait,
-        )
-        .await?;
-        let held_created = created(stream, cfg.intake.held_stream.clone()).await?;
-        return Ok(Streams { intake_created: 0, intake: None, held: Some((held, held_created)), tracking });
-    }
-    let (intake_stream, intake) =
-        work_queue(js, &cfg.intake.stream, cfg.send_subject(), &cfg.intake.consumer, cfg.intake.ack_wait)
-            .await?;
-    let intake_created = created(intake_stream, cfg.intake.stream.clone()).await?;
-    Ok(Streams { intake_created, intake: Some(intake), held: None, tracking })
-}
 
 /// Every 5 s, reads the consumers' backlog into `notifyd_intake_pending_messages`,
 /// `notifyd_intake_unacked_messages` and `notifyd_tracking_backlog_messages`.
@@ -170,13 +35,13 @@ pub async fn observe_backlog(
     intake: Option<consumer::PullConsumer>,
     mut tracking: consumer::PullConsumer,
     metrics: Metrics,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let mut intake = intake;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.signalled() => return,
             _ = tick.tick() => {}
         }
         if let Some(c) = intake.as_mut() {
@@ -222,20 +87,14 @@ impl Slots {
     }
 }
 
-/// Waits until no work is in flight, or `grace` has passed. Returns whether all work finished.
-pub async fn drain(slots: &Slots, grace: Duration) -> bool {
-    let all = u32::try_from(slots.size).unwrap_or(u32::MAX);
-    tokio::time::timeout(grace, slots.sem.acquire_many(all)).await.is_ok()
-}
-
-/// Consumes the JetStream intake until `shutdown` turns true.
+/// Consumes the JetStream intake until shutdown begins.
 pub async fn run_jetstream(
     consumer: consumer::PullConsumer,
     pipeline: Arc<Pipeline>,
     slots: Slots,
     created: i64,
     ack_wait: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     // Pulled messages wait in the client until a slot is free, with their ack timer running: keep
     // that queue short.
@@ -243,21 +102,22 @@ pub async fn run_jetstream(
     'outer: loop {
         let mut messages = match consumer.stream().max_messages_per_batch(batch).messages().await {
             Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot fetch from the intake consumer; retrying in 1s");
+            Err(error) => {
+                let operation = Operation::IntakeFetch;
+                emit(&pipeline.metrics, Retry { operation, request: None, error: &error });
                 tokio::select! {
-                    _ = shutdown.changed() => break 'outer,
+                    _ = shutdown.signalled() => break 'outer,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
         };
         loop {
             let permit = tokio::select! {
-                _ = shutdown.changed() => break 'outer,
+                _ = shutdown.signalled() => break 'outer,
                 p = slots.acquire() => p,
             };
             let next = tokio::select! {
-                _ = shutdown.changed() => { drop(permit); break 'outer; }
+                _ = shutdown.signalled() => { drop(permit); break 'outer; }
                 m = messages.next() => m,
             };
             let msg = match next {
@@ -275,7 +135,7 @@ pub async fn run_jetstream(
             let permit = slots.start(permit);
             let pipeline = pipeline.clone();
             let slots = slots.clone();
-            tokio::spawn(async move {
+            shutdown.spawn(async move {
                 let seq = msg.info().map_or(0, |i| i.stream_sequence);
                 let work = AssertUnwindSafe(handle_jetstream(&pipeline, &msg, created, ack_wait));
                 if let Err(panic) = work.catch_unwind().await {
@@ -377,7 +237,7 @@ fn hold_for(pipeline: &Pipeline, req: &crate::validate::Request) -> Option<Durat
     (!native).then(|| Duration::try_from(ahead).unwrap_or_default().min(MAX_HOLD))
 }
 
-/// Serves the core intake until `shutdown` turns true. A request whose `send_at` lies ahead is
+/// Serves the core intake until shutdown begins. A request whose `send_at` lies ahead is
 /// answered, then put in the held stream (`held`, a JetStream work queue that
 /// [`run_jetstream`] serves like the intake stream), so it waits durably and takes no slot.
 pub async fn run_core(
@@ -387,7 +247,7 @@ pub async fn run_core(
     pipeline: Arc<Pipeline>,
     slots: Slots,
     ready: Arc<crate::metrics::Readiness>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<(), String> {
     let mut sub = client
         .queue_subscribe(subject.clone(), queue)
@@ -396,11 +256,11 @@ pub async fn run_core(
     ready.intake.store(true, std::sync::atomic::Ordering::Relaxed);
     loop {
         let permit = tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = shutdown.signalled() => break,
             p = slots.acquire() => p,
         };
         let msg = tokio::select! {
-            _ = shutdown.changed() => { drop(permit); break; }
+            _ = shutdown.signalled() => { drop(permit); break; }
             m = sub.next() => m,
         };
         let Some(msg) = msg else {
@@ -411,7 +271,7 @@ pub async fn run_core(
         let pipeline = pipeline.clone();
         let slots = slots.clone();
         let client = client.clone();
-        tokio::spawn(async move {
+        shutdown.spawn(async move {
             let generated = format!("core-{}", nuid::next());
             let work = AssertUnwindSafe(handle_core(&pipeline, &client, &msg, &generated));
             if let Err(panic) = work.catch_unwind().await {
@@ -473,7 +333,9 @@ async fn hold_durably(pipeline: &Pipeline, payload: &bytes::Bytes, req: &crate::
     let body = serde_json::to_vec(&request).unwrap_or_else(|_| payload.to_vec());
     tracing::debug!(request = ?req.id, "holding a scheduled request in the held stream until it is due");
     let mut batch = pipeline.events.batch();
-    batch.publish_raw(held_subject(&pipeline.prefix), format!("{}/held", req.id), body.into()).await;
+    batch
+        .publish_raw(crate::nats::held_subject(&pipeline.prefix), format!("{}/held", req.id), body.into())
+        .await;
     batch.confirm_within(crate::pipeline::DEAD_LETTER_ATTEMPTS).await
 }
 

@@ -1,10 +1,12 @@
 //! The idempotency ledger: at most one send per (request id, recipient), across redeliveries,
-//! restarts and replicas (SPEC §6).
+//! restarts and replicas (SPEC §6). This module is the ledger's only reader and writer: a
+//! delivery [`Ledger::begin`]s its request here (claim, or read and decide per recipient), and
+//! every outcome dispatch decides is written through the [`Claim`] it got.
 //!
 //! One key per request in a JetStream key-value bucket shared by every replica
 //! (`intake.ledger_bucket`), holding each recipient's state: `begun` (written before the provider
 //! is called), `sent` (with the provider's ids) or `done` (rejected/failed, with the error). A new
-//! request is claimed with one create-if-absent write of its `begun` record ([`Ledger::claim`]),
+//! request is claimed with one create-if-absent write of its `begun` record ([`Ledger::begin`]),
 //! so it costs no read; then one compare-and-set write per provider call that decides recipients
 //! (usually one), whatever the number of recipients.
 //!
@@ -12,22 +14,26 @@
 //! reads it: `sent` and `done` recipients are not sent again
 //! (their events are published again, and the status stream folds them by message id); a `begun`
 //! recipient is the **crash window**: the replica died after calling the provider and before
-//! recording the answer. Whether the provider sent it is unknown, so `retry.on_ambiguous` decides:
-//! send again (counted in `notifyd_ambiguous_resends_total`) or end it `failed`/`timeout`.
+//! recording the answer. Whether the provider sent it is unknown, so `retry.on_ambiguous` decides
+//! ([`crate::retry::policy::Policy::interrupted`]): send again (counted in
+//! `notifyd_ambiguous_resends_total`) or end it `failed`/`timeout`.
 //! A `begun` record written by a *different* delivery less than two `ack_wait`s ago means the same
 //! request id is being worked on elsewhere right now (published twice without `Nats-Msg-Id`): the
 //! request is handed back and retried later instead.
 
 use crate::events::Status;
-use async_nats::jetstream::{self, kv};
+use crate::metrics::Metrics;
+use crate::retry::nats::{Operation, Retry, emit, until_ok};
+use crate::retry::{Backoff, policy::Policy};
+use crate::route::Route;
+use async_nats::jetstream::kv;
 use bytes::Bytes;
 use notifyd_plugin::wire::ProviderError;
+use notifyd_sms::PhoneNumber;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// How long ledger records are kept: a request id reused after this is treated as new.
-pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+use tokio::sync::Mutex;
 
 /// One recipient's state in the ledger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,8 +72,8 @@ pub struct Record {
 
 /// A request's record as this delivery last read or wrote it, with its revision (0: none yet).
 #[derive(Debug, Clone, Default)]
-pub struct Known {
-    pub record: Record,
+struct Known {
+    record: Record,
     revision: u64,
 }
 
@@ -76,15 +82,35 @@ pub struct Known {
 #[error("the idempotency ledger is unavailable: {0}")]
 pub struct LedgerError(String);
 
-impl LedgerError {
-    pub fn new(reason: impl Into<String>) -> Self {
-        LedgerError(reason.into())
-    }
-}
-
+/// The ledger bucket, shared by every replica.
 #[derive(Clone)]
 pub struct Ledger {
     kv: kv::Store,
+    metrics: Metrics,
+    /// `retry.on_ambiguous`, for the crash window.
+    policy: Policy,
+    /// How long another delivery's `begun` counts as live work: two `intake.ack_wait`s.
+    busy_for: Duration,
+}
+
+/// One delivery's hold on its request's record: the record as this delivery last wrote it.
+/// Every outcome of the delivery is written through it ([`Claim::record`]).
+pub struct Claim {
+    ledger: Ledger,
+    id: String,
+    known: Mutex<Known>,
+}
+
+/// What [`Ledger::begin`] found for a delivery of a request.
+pub enum Begin {
+    /// Go ahead: send `send` (their `begun` is recorded); `decided` were decided by earlier
+    /// deliveries (or ended here: an interrupted attempt with `on_ambiguous = "fail"`), and their
+    /// outcome is published again. `seen_before`: the ledger knew the request (a redelivery or a
+    /// duplicate, not a new request).
+    Go { claim: Claim, send: Vec<(PhoneNumber, Route)>, decided: Vec<(String, State)>, seen_before: bool },
+    /// Another delivery is working on the same request id right now: hand it back, look again
+    /// after `retry_in`.
+    Busy { retry_in: Duration },
 }
 
 /// The key of a request id: ids may hold any character, keys may not, so the id is hex-encoded.
@@ -99,27 +125,90 @@ pub fn key(id: &str) -> String {
 }
 
 impl Ledger {
-    /// Opens the bucket, creating it when missing.
-    pub async fn open(js: &jetstream::Context, bucket: &str) -> Result<Ledger, String> {
-        let kv = match js.get_key_value(bucket).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_owned(),
-                    description: "notifyd idempotency ledger: one record per request".into(),
-                    history: 1,
-                    max_age: RETENTION,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| format!("cannot create the ledger bucket {bucket}: {e}"))?,
-        };
-        Ok(Ledger { kv })
+    /// The ledger in `kv`, the bucket [`crate::nats::set_up`] opened. `ack_wait` is
+    /// `intake.ack_wait`: a `begun` written by another delivery less than two of them ago is live.
+    pub fn new(kv: kv::Store, policy: Policy, ack_wait: Duration, metrics: Metrics) -> Ledger {
+        Ledger { kv, metrics, policy, busy_for: ack_wait * 2 }
+    }
+
+    /// Begins a delivery (`owner`, see [`State::Begun`]) of request `id` for its routed
+    /// recipients. A new request (the usual case) is claimed with one write and no read; a known
+    /// one is read, and each recipient decided: not recorded yet → sent now; decided earlier →
+    /// its outcome stands; `begun` by another live delivery → [`Begin::Busy`]; `begun` by a dead
+    /// one → the crash window, as `retry.on_ambiguous` says. `first_provider` names a route's
+    /// first provider (the label of `notifyd_ambiguous_resends_total`).
+    pub async fn begin(
+        &self,
+        id: &str,
+        routed: Vec<(PhoneNumber, Route)>,
+        owner: &str,
+        first_provider: impl Fn(&Route) -> String,
+    ) -> Begin {
+        let now = crate::track::now_unix_ms();
+        let begun = State::Begun { owner: owner.to_owned(), at: now };
+        let states: Vec<(String, State)> =
+            routed.iter().map(|(n, _)| (n.as_str().to_owned(), begun.clone())).collect();
+        if let Some(known) = self.claim(id, &states).await {
+            let claim = Claim { ledger: self.clone(), id: id.to_owned(), known: Mutex::new(known) };
+            return Begin::Go { claim, send: routed, decided: Vec::new(), seen_before: false };
+        }
+        let mut known = self.load_until_read(id).await;
+        let record = known.record.clone();
+        let busy_ms = i64::try_from(self.busy_for.as_millis()).unwrap_or(i64::MAX);
+        let (mut send, mut decided, mut ended_here) =
+            (Vec::with_capacity(routed.len()), Vec::new(), Vec::new());
+        for (n, route) in routed {
+            match record.r.get(n.as_str()) {
+                None => send.push((n, route)),
+                // This delivery's own claim, written although its answer was lost: nothing was
+                // sent yet. (Owner and time both match: an owner string alone can recur after the
+                // intake consumer is recreated.)
+                Some(State::Begun { owner: mine, at }) if mine == owner && *at == now => {
+                    send.push((n, route))
+                }
+                Some(State::Begun { owner: other, at }) if other != owner && now - at < busy_ms => {
+                    // The same id is being sent by another delivery right now.
+                    return Begin::Busy { retry_in: self.busy_for / 2 };
+                }
+                Some(State::Begun { .. }) => match self.policy.interrupted() {
+                    Err(error) => {
+                        let state = done_state(Status::Failed, None, 0, &error);
+                        ended_here.push((n.as_str().to_owned(), state.clone()));
+                        decided.push((n.as_str().to_owned(), state));
+                    }
+                    Ok(()) => {
+                        tracing::warn!(request = %id, to = %n.masked(), "resending after an interrupted attempt");
+                        self.metrics.ambiguous_resends.with_label_values(&[&first_provider(&route)]).inc();
+                        send.push((n, route));
+                    }
+                },
+                Some(state) => decided.push((n.as_str().to_owned(), state.clone())),
+            }
+        }
+        // Recipients ended here (an interrupted attempt with `on_ambiguous = "fail"`).
+        self.record_until_stored(id, &mut known, &ended_here).await;
+        if !send.is_empty() {
+            let states: Vec<(String, State)> =
+                send.iter().map(|(n, _)| (n.as_str().to_owned(), begun.clone())).collect();
+            self.record_until_stored(id, &mut known, &states).await;
+        }
+        let seen_before = record
+            .r
+            .values()
+            .any(|s| !matches!(s, State::Begun { owner: mine, at } if mine == owner && *at == now));
+        let claim = Claim { ledger: self.clone(), id: id.to_owned(), known: Mutex::new(known) };
+        Begin::Go { claim, send, decided, seen_before }
+    }
+
+    /// Takes up request `id` again after its task panicked: reads its record (waiting out NATS
+    /// outages), so what was decided stands and the rest can be recorded ended.
+    pub async fn reopen(&self, id: &str) -> Claim {
+        let known = self.load_until_read(id).await;
+        Claim { ledger: self.clone(), id: id.to_owned(), known: Mutex::new(known) }
     }
 
     /// Reads a request's record and its revision (0 when there is none).
-    pub async fn load(&self, id: &str) -> Result<Known, LedgerError> {
+    async fn load(&self, id: &str) -> Result<Known, LedgerError> {
         match self.kv.entry(key(id)).await.map_err(|e| LedgerError(e.to_string()))? {
             Some(entry) if !entry.value.is_empty() => {
                 let record = serde_json::from_slice(&entry.value).unwrap_or_else(|e| {
@@ -137,7 +226,7 @@ impl Ledger {
     /// `begun` of every recipient) if the key is absent. `None` when a record exists already, or
     /// when the ledger cannot be written now; the caller then reads the record and decides per
     /// recipient (and retries while the ledger is unavailable).
-    pub async fn claim(&self, id: &str, states: &[(String, State)]) -> Option<Known> {
+    async fn claim(&self, id: &str, states: &[(String, State)]) -> Option<Known> {
         let record = Record { v: 1, r: states.iter().cloned().collect() };
         let value = encode(&record);
         match self.kv.create(key(id), value).await {
@@ -153,7 +242,7 @@ impl Ledger {
     /// Merges `states` into the request's record with compare-and-set on the revision this
     /// delivery last saw (`known`, kept current); only when another writer got there first is the
     /// record read again and merged.
-    pub async fn record(
+    async fn record(
         &self,
         id: &str,
         known: &mut Known,
@@ -196,13 +285,16 @@ impl Ledger {
         Err(LedgerError("too many concurrent updates of one record".into()))
     }
 
-    /// Like [`Ledger::record`], but waits out NATS outages (with a growing pause) until it succeeds.
-    pub async fn record_until_stored(&self, id: &str, known: &mut Known, states: &[(String, State)]) {
-        let mut delay = Duration::from_millis(50);
-        while let Err(e) = self.record(id, known, states).await {
-            tracing::warn!(request = %id, error = %e, "cannot write the ledger yet; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+    /// Like [`Ledger::record`], but waits out NATS outages until it succeeds.
+    async fn record_until_stored(&self, id: &str, known: &mut Known, states: &[(String, State)]) {
+        let mut n = 0;
+        while let Err(error) = self.record(id, known, states).await {
+            n += 1;
+            emit(
+                &self.metrics,
+                Retry { operation: Operation::LedgerWrite, request: Some(id), error: &error },
+            );
+            Backoff::NATS.sleep(n).await;
             // What failed may have been written after all; start again from what is stored.
             if let Ok(current) = self.load(id).await {
                 *known = current;
@@ -211,18 +303,25 @@ impl Ledger {
     }
 
     /// Like [`Ledger::load`], waiting out NATS outages.
-    pub async fn load_until_read(&self, id: &str) -> Known {
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match self.load(id).await {
-                Ok(r) => return r,
-                Err(e) => {
-                    tracing::warn!(request = %id, error = %e, "cannot read the ledger yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+    async fn load_until_read(&self, id: &str) -> Known {
+        until_ok(&self.metrics, Operation::LedgerRead, Some(id), || self.load(id)).await
+    }
+}
+
+impl Claim {
+    /// Records `states` (recipient → state) in the request's record, waiting out NATS outages:
+    /// called right after each provider call, this keeps the crash window down to one call.
+    pub async fn record(&self, states: &[(String, State)]) {
+        if states.is_empty() {
+            return;
         }
+        let mut known = self.known.lock().await;
+        self.ledger.record_until_stored(&self.id, &mut known, states).await;
+    }
+
+    /// The state recorded for recipient `to`, as this delivery last saw it.
+    pub async fn state(&self, to: &str) -> Option<State> {
+        self.known.lock().await.record.r.get(to).cloned()
     }
 }
 

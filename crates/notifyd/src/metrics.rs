@@ -3,6 +3,7 @@
 //! Labels never carry phone numbers, texts, request ids or tags: only provider instance names,
 //! statuses, operations, error codes and outcomes, all from small fixed sets.
 
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -15,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// Every metric notifyd exports.
 #[derive(Clone)]
@@ -29,6 +29,8 @@ pub struct Metrics {
     pub failovers: IntCounterVec,
     pub rate_limit_waits: IntCounterVec,
     pub ambiguous_resends: IntCounterVec,
+    /// NATS work tried again (see [`crate::retry::nats`]).
+    pub nats_retries: IntCounterVec,
     pub in_flight: IntGauge,
     pub segments: IntCounterVec,
     pub balance: GaugeVec,
@@ -205,6 +207,12 @@ impl Metrics {
                 "Sends repeated after an attempt whose outcome was unknown.",
                 &["provider"],
             ),
+            nats_retries: counter(
+                &r,
+                "notifyd_nats_retries_total",
+                "NATS work tried again after a failure (ledger, events, callback index, consumers).",
+                &["operation"],
+            ),
             in_flight,
             segments: counter(
                 &r,
@@ -253,6 +261,9 @@ impl Metrics {
             registry: r,
         };
         m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
+        for operation in crate::retry::nats::Operation::ALL {
+            m.nats_retries.with_label_values(&[operation.as_str()]).inc_by(0);
+        }
         m
     }
 
@@ -352,13 +363,13 @@ pub async fn probe(
     kv: async_nats::jetstream::kv::Store,
     metrics: Metrics,
     ready: Arc<Readiness>,
-    mut stop: watch::Receiver<bool>,
+    stop: Shutdown,
 ) {
     // Failures in a row of each step; a step fails (turns readiness off) at the second.
     let (mut round_trip_failures, mut write_failures) = (0u32, 0u32);
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.signalled() => return,
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
         // A request needs the server's answer (a flush does not): the JetStream API's account
@@ -399,14 +410,14 @@ pub async fn probe(
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` within `limits` until `shutdown`
-/// resolves.
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` within `limits` until shutdown
+/// begins.
 pub async fn serve(
     listener: TcpListener,
     limits: crate::httpd::Limits,
     metrics: Metrics,
     ready: Arc<Readiness>,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: Shutdown,
 ) {
     let settings = crate::httpd::Settings { limits, metrics: Some(metrics.clone()) };
     let handler = move |req: Request<Incoming>| {

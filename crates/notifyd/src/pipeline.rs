@@ -1,16 +1,17 @@
-//! The life of one request: validate → route → dispatch → track, with its events published at
-//! each step. [`Pipeline::validate`] is synchronous so core intake can answer right after it;
-//! [`Pipeline::execute`] does the rest and returns once every event is stored.
+//! The life of one request, forward through the stages: validate → route → ledger (begin) →
+//! dispatch (which records each outcome through the ledger's [`Claim`](crate::ledger::Claim)) →
+//! events and tracking entries, confirmed together. [`Pipeline::validate`] is synchronous so core
+//! intake can answer right after it; [`Pipeline::execute`] does the rest and returns once every
+//! event is stored.
 
-use crate::config::OnAmbiguous;
 use crate::dispatch::Dispatcher;
 use crate::events::{Batch, Event, EventError, Events, Status};
-use crate::ledger::{Known, Ledger, State, done_state};
+use crate::ledger::{Begin, Ledger, State, done_state};
 use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::Providers;
 use crate::route::{Route, Router};
-use crate::tracking;
+use crate::track;
 use crate::validate::{self, Decoded, Limits, Recipient, Rejection, Request};
 use bytes::Bytes;
 use notifyd_plugin::wire::ProviderError;
@@ -30,11 +31,8 @@ pub struct Pipeline {
     pub prefix: String,
     pub metrics: Metrics,
     pub ledger: Ledger,
-    /// `intake.ack_wait`: how long another delivery's `begun` record counts as live work.
-    pub ack_wait: Duration,
-    pub on_ambiguous: OnAmbiguous,
     /// The delivery-report index, when the callback listener is on.
-    pub callbacks: Option<crate::callbacks::Index>,
+    pub callbacks: Option<track::Index>,
 }
 
 /// Fault injection for the tests of panic containment, in debug builds only: a request whose id
@@ -144,7 +142,7 @@ impl Pipeline {
     /// in `notifyd_dead_letters_lost_total`, rather than holding its request, and so a slot of
     /// the intake, for ever.
     async fn store_dead_letter(&self, payload: &Bytes, reason: &str, key: &str) {
-        let subject = format!("{}.sms.dead", self.prefix);
+        let subject = crate::nats::dead_subject(&self.prefix);
         let reason: String = reason.chars().take(1000).collect();
         let room = usize::try_from(self.client.server_info().max_payload)
             .unwrap_or(usize::MAX)
@@ -201,9 +199,9 @@ impl Pipeline {
         // events and tracking entry go out again, folded by message id). The rest end failed,
         // and the ledger says so, for a later copy of the same id. The ledger is asked for a
         // bounded time: without it, every recipient ends failed.
-        let mut known = match (&decoded, numbers.is_empty()) {
+        let claim = match (&decoded, numbers.is_empty()) {
             (Decoded::Valid(_), false) => {
-                tokio::time::timeout(PANIC_LEDGER_WAIT, self.ledger.load_until_read(&id)).await.ok()
+                tokio::time::timeout(PANIC_LEDGER_WAIT, self.ledger.reopen(&id)).await.ok()
             }
             _ => None,
         };
@@ -211,7 +209,10 @@ impl Pipeline {
         let mut ended = Vec::new();
         let mut to_index = Vec::new();
         for to in &numbers {
-            let decided = known.as_ref().and_then(|k| k.record.r.get(to)).cloned();
+            let decided = match &claim {
+                Some(claim) => claim.state(to).await,
+                None => None,
+            };
             match (&decoded, decided) {
                 (Decoded::Valid(req), Some(state @ (State::Sent { .. } | State::Done { .. }))) => {
                     self.publish_decided(&mut batch, req, to, &state, &mut to_index).await;
@@ -233,9 +234,8 @@ impl Pipeline {
             batch.publish(&ev, format!("{id}/-/failed")).await;
         }
         self.index_in_background(to_index);
-        if let Some(known) = known.as_mut() {
-            let recorded = self.ledger.record_until_stored(&id, known, &ended);
-            let _ = tokio::time::timeout(PANIC_LEDGER_WAIT, recorded).await;
+        if let Some(claim) = &claim {
+            let _ = tokio::time::timeout(PANIC_LEDGER_WAIT, claim.record(&ended)).await;
         }
         batch.confirm().await;
         self.store_dead_letter(payload, &format!("internal error: {panic}"), generated_id).await;
@@ -308,31 +308,25 @@ impl Pipeline {
         // A request the ledger already knows is a redelivery or a duplicate, not a new request.
         let mut seen_before = false;
         if !routed.is_empty() {
-            let now = tracking::now_unix_ms();
-            let begun = State::Begun { owner: owner.to_owned(), at: now };
-            let claim: Vec<(String, State)> =
-                routed.iter().map(|(n, _)| (n.as_str().to_owned(), begun.clone())).collect();
-            // A new request (the usual case) is claimed with one write and no read.
-            let (known, fresh) = match self.ledger.claim(id, &claim).await {
-                Some(known) => (known, routed),
-                None => match self.resume(&req, routed, owner, now, &mut decided).await {
-                    Ok((known, fresh, seen)) => {
-                        seen_before = seen;
-                        (known, fresh)
+            let first_provider = |route: &Route| self.providers.list[route[0]].name.to_string();
+            match self.ledger.begin(id, routed, owner, first_provider).await {
+                Begin::Busy { retry_in } => {
+                    batch.confirm().await;
+                    return Verdict::Busy { retry_in };
+                }
+                Begin::Go { claim, send, decided: earlier, seen_before: seen } => {
+                    (decided, seen_before) = (earlier, seen);
+                    if !send.is_empty() {
+                        // The dispatcher records each outcome through the claim as soon as the
+                        // provider answers.
+                        let outcomes = Box::pin(self.dispatcher.dispatch(&req, send, &claim)).await;
+                        decided.extend(
+                            outcomes
+                                .iter()
+                                .map(|(n, o)| (n.as_str().to_owned(), self.dispatcher.state_of(o))),
+                        );
                     }
-                    Err(verdict) => {
-                        batch.confirm().await;
-                        return verdict;
-                    }
-                },
-            };
-            if !fresh.is_empty() {
-                // The dispatcher records each outcome in the ledger as soon as the provider answers.
-                let known = tokio::sync::Mutex::new(known);
-                let outcomes = Box::pin(self.dispatcher.dispatch(&req, fresh, &known)).await;
-                decided.extend(
-                    outcomes.iter().map(|(n, o)| (n.as_str().to_owned(), self.dispatcher.state_of(o))),
-                );
+                }
             }
         }
         // Counted before the outcome events go out, so whoever sees them sees the count too.
@@ -350,72 +344,6 @@ impl Pipeline {
         Verdict::Accepted { id: req.id.clone() }
     }
 
-    /// A request whose ledger record exists already (a redelivery, or the same id published
-    /// twice): reads the record and decides per recipient. Returns the record as written, the
-    /// recipients to send now (their `begun` recorded), and whether the record held any recipient;
-    /// recipients decided earlier are added to `decided`. `Err(Busy)` when another delivery is
-    /// working on the request right now.
-    async fn resume(
-        &self,
-        req: &Request,
-        routed: Vec<(PhoneNumber, Route)>,
-        owner: &str,
-        now: i64,
-        decided: &mut Vec<(String, State)>,
-    ) -> Result<(Known, Vec<(PhoneNumber, Route)>, bool), Verdict> {
-        let id: &str = &req.id;
-        let mut known = self.ledger.load_until_read(id).await;
-        let record = known.record.clone();
-        let busy_ms = i64::try_from(self.ack_wait.as_millis() * 2).unwrap_or(i64::MAX);
-        let mut fresh = Vec::with_capacity(routed.len());
-        let mut ended_here = Vec::new();
-        for (n, route) in routed {
-            match record.r.get(n.as_str()) {
-                None => fresh.push((n, route)),
-                // This delivery's own claim, written although its answer was lost: nothing was
-                // sent yet. (Owner and time both match: an owner string alone can recur after the
-                // intake consumer is recreated.)
-                Some(State::Begun { owner: mine, at }) if mine == owner && *at == now => {
-                    fresh.push((n, route))
-                }
-                Some(State::Begun { owner: other, at }) if other != owner && now - at < busy_ms => {
-                    // The same id is being sent by another delivery right now.
-                    return Err(Verdict::Busy { retry_in: self.ack_wait });
-                }
-                Some(State::Begun { .. }) => {
-                    let first = &self.providers.list[route[0]].name;
-                    if self.on_ambiguous == OnAmbiguous::Fail {
-                        let error = ProviderError::new(
-                            "timeout",
-                            "an earlier attempt was interrupted before its outcome was recorded; not resending",
-                        );
-                        let state = done_state(Status::Failed, None, 0, &error);
-                        ended_here.push((n.as_str().to_owned(), state.clone()));
-                        decided.push((n.as_str().to_owned(), state));
-                    } else {
-                        tracing::warn!(request = %id, to = %n.masked(), "resending after an interrupted attempt");
-                        self.metrics.ambiguous_resends.with_label_values(&[first]).inc();
-                        fresh.push((n, route));
-                    }
-                }
-                Some(state) => decided.push((n.as_str().to_owned(), state.clone())),
-            }
-        }
-        // Recipients ended here (an interrupted attempt with `on_ambiguous = "fail"`).
-        self.ledger.record_until_stored(id, &mut known, &ended_here).await;
-        if !fresh.is_empty() {
-            let begun = State::Begun { owner: owner.to_owned(), at: now };
-            let states: Vec<(String, State)> =
-                fresh.iter().map(|(n, _)| (n.as_str().to_owned(), begun.clone())).collect();
-            self.ledger.record_until_stored(id, &mut known, &states).await;
-        }
-        let seen = record
-            .r
-            .values()
-            .any(|s| !matches!(s, State::Begun { owner: mine, at } if mine == owner && *at == now));
-        Ok((known, fresh, seen))
-    }
-
     /// An event of `req` for one recipient, with what every such event carries.
     fn recipient_event<'a>(&self, req: &'a Request, status: Status) -> Event<'a> {
         let mut ev = Event::new(&req.id, status);
@@ -428,7 +356,7 @@ impl Pipeline {
     /// Registers sent recipients of callback providers in the callback index, in the background:
     /// the request never waits on the index. If it cannot be written, each recipient's tracking
     /// entry is the record (tracking registers it).
-    fn index_in_background(&self, entries: Vec<tracking::Entry>) {
+    fn index_in_background(&self, entries: Vec<track::Entry>) {
         if let Some(index) = &self.callbacks {
             index.register_in_background(entries);
         }
@@ -442,7 +370,7 @@ impl Pipeline {
         req: &Request,
         to: &str,
         state: &State,
-        to_index: &mut Vec<tracking::Entry>,
+        to_index: &mut Vec<track::Entry>,
     ) {
         match state {
             State::Sent { provider, provider_message_id, tracking, attempt } => {
@@ -456,7 +384,7 @@ impl Pipeline {
                 batch.publish(&ev, format!("{id}/{to}/sent")).await;
                 // Every sent recipient gets a tracking entry: it is polled when the provider can be
                 // polled, and in any case ends `unknown` when the window closes without a final status.
-                let entry = tracking::Entry {
+                let entry = track::Entry {
                     id: id.to_owned(),
                     to: to.to_owned(),
                     provider: provider.clone(),
@@ -466,7 +394,7 @@ impl Pipeline {
                     encoding: req.info.encoding.as_str().to_owned(),
                     attempt: *attempt,
                     // A message the provider holds until `send_at` is tracked from then on.
-                    sent_at_ms: tracking::now_unix_ms()
+                    sent_at_ms: track::now_unix_ms()
                         .max(req.send_at.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)),
                     tags: req.tags.as_deref().cloned(),
                 };
@@ -474,8 +402,8 @@ impl Pipeline {
                 if pushed && self.callbacks.is_some() {
                     to_index.push(entry.clone());
                 }
-                let subject = tracking::subject(&self.prefix);
-                batch.publish_raw(subject, format!("{id}/{to}/track"), tracking::encode(&entry)).await;
+                let subject = crate::nats::track_subject(&self.prefix);
+                batch.publish_raw(subject, format!("{id}/{to}/track"), track::encode(&entry)).await;
             }
             State::Done { status, provider, attempt, code, message, provider_code, retryable } => {
                 let status = Status::parse(status).unwrap_or(Status::Failed);

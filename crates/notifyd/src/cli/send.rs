@@ -1,11 +1,15 @@
 //! `notifyd send`: publishes one request the way a microservice would, and with `--wait` follows
 //! its events until every recipient reaches a final status.
 
-use crate::config::Config;
-use crate::events::Status;
-use crate::metrics::{Metrics, Readiness};
+use super::{load, report};
 use futures::StreamExt;
+use notifyd::Error;
+use notifyd::config::Config;
+use notifyd::events::Status;
+use notifyd::metrics::{Metrics, Readiness};
 use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,15 +23,29 @@ pub struct Send {
     pub timeout: Duration,
 }
 
+/// Loads the config at `path` and sends `s` on a single-threaded runtime.
+pub fn run(path: &Path, s: Send) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    match runtime.block_on(send(&config, s)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
 /// Publishes the request and prints its events (one line each) while waiting.
-pub async fn send(config: &Config, s: Send) -> Result<(), crate::Error> {
-    let client = crate::connect(&config.nats, &Metrics::new(), &Arc::new(Readiness::default())).await?;
+pub async fn send(config: &Config, s: Send) -> Result<(), Error> {
+    let client =
+        notifyd::nats::connect(&config.nats, &Metrics::new(), &Arc::new(Readiness::default())).await?;
     let id = format!("cli-{}", nuid::next());
     let prefix = &config.nats.subject_prefix;
     let mut events = client
         .subscribe(format!("{prefix}.sms.status.>"))
         .await
-        .map_err(|e| crate::Error::Nats(format!("cannot subscribe to status events: {e}")))?;
+        .map_err(|e| Error::Nats(format!("cannot subscribe to status events: {e}")))?;
     let mut request = serde_json::json!({"id": id, "to": s.to, "text": s.text});
     if let Some(from) = &s.from {
         request["from"] = from.clone().into();
@@ -38,12 +56,10 @@ pub async fn send(config: &Config, s: Send) -> Result<(), crate::Error> {
     headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
     js.publish_with_headers(config.send_subject(), headers, payload.into())
         .await
-        .map_err(|e| crate::Error::Nats(format!("cannot publish the request: {e}")))?
+        .map_err(|e| Error::Nats(format!("cannot publish the request: {e}")))?
         .await
         .map_err(|e| {
-            crate::Error::Nats(format!(
-                "the request was not stored by JetStream (is notifyd's stream there?): {e}"
-            ))
+            Error::Nats(format!("the request was not stored by JetStream (is notifyd's stream there?): {e}"))
         })?;
     println!("published request {id}");
     if !s.wait {
@@ -60,9 +76,9 @@ pub async fn send(config: &Config, s: Send) -> Result<(), crate::Error> {
     loop {
         let msg = match tokio::time::timeout_at(deadline, events.next()).await {
             Ok(Some(m)) => m,
-            Ok(None) => return Err(crate::Error::Nats("the NATS connection closed".into())),
+            Ok(None) => return Err(Error::Nats("the NATS connection closed".into())),
             Err(_) => {
-                return Err(crate::Error::Other(format!(
+                return Err(Error::Other(format!(
                     "{} of {expected} recipients reached a final status within {:?}; the rest may still be on their way",
                     finals.len(),
                     s.timeout
@@ -92,7 +108,7 @@ pub async fn send(config: &Config, s: Send) -> Result<(), crate::Error> {
         println!("{line}");
         if ev.get("to").is_none() {
             // A request-level rejection ends the whole request.
-            return Err(crate::Error::Other("the request was rejected".into()));
+            return Err(Error::Other("the request was rejected".into()));
         }
         if let Some(st) = Status::parse(status).filter(|s| s.is_final()) {
             finals.insert(to.to_owned(), st);

@@ -1,63 +1,21 @@
-//! Delivery status tracking, kept in NATS rather than in one process's memory.
-//!
-//! Each `sent` recipient becomes one message in the tracking
-//! stream (work-queue retention, subject `<prefix>.sms.track`). A durable pull consumer shared by
-//! every replica fetches these entries; an entry that is not due is handed back with a delay
-//! (`NAK` with delay), so the schedule lives in JetStream: any replica continues another's work,
-//! and a restart resumes it. Due entries are grouped per provider and queried in batches of the
-//! plugin's `max_status_refs`; a final status publishes its event and acks the entry; a pending
-//! one is handed back until the next poll (`first_poll`, then doubling up to `max_interval`); an
-//! entry older than `window` ends `unknown`. Entries of providers that cannot be polled just wait for
-//! the window's end: then they end `unknown`, unless a pushed delivery report already ended them.
-//!
-//! For a provider that pushes delivery reports (with the callback listener on), the callback
-//! index decides which final status is a recipient's only one ([`crate::callbacks::Index::settle`]):
-//! a polled final status or the window's `unknown` is published only if no report ended the
-//! recipient first. The poller also registers such an entry in the index when it first looks at it
-//! (and again at the window's end), for a recipient the pipeline could not register when it was
-//! sent: the tracking entry is that recipient's record until then.
+//! The poller: follows tracking entries to a final status by asking providers that support
+//! `status`, and ends every entry whose window closes (see [`super`]).
 
-use crate::callbacks::{Index, Settle};
+use super::callbacks::{Index, Settle};
+use super::entry::{Entry, now_unix_ms as now_ms, tracked_event};
 use crate::config::TrackingConfig;
-use crate::events::{Event, EventError, Events, Status};
+use crate::events::{EventError, Events, Status};
 use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::Providers;
-use crate::validate::Tags;
+use crate::retry::nats::{Operation, Retry, emit};
+use crate::shutdown::Shutdown;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
-use bytes::Bytes;
 use futures::StreamExt;
 use notifyd_plugin::wire::{StatusInput, StatusResult};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
-
-/// One tracked recipient, as stored in the tracking stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    pub id: String,
-    pub to: String,
-    /// The provider instance name.
-    pub provider: String,
-    /// The plugin's opaque tracking reference.
-    #[serde(rename = "ref")]
-    pub reference: String,
-    pub provider_message_id: String,
-    pub segments: u32,
-    pub encoding: String,
-    pub attempt: u32,
-    /// When it was sent, unix milliseconds.
-    pub sent_at_ms: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Tags>,
-}
-
-/// The subject tracking entries are published to.
-pub fn subject(prefix: &str) -> String {
-    format!("{prefix}.sms.track")
-}
 
 /// When the next poll is due, given how long ago the message was sent: `first_poll`, then
 /// intervals doubling from `first_poll` up to `max_interval`. `None` once the window is over.
@@ -74,14 +32,6 @@ pub fn next_poll_after(cfg: &TrackingConfig, elapsed: Duration) -> Option<Durati
     Some(at.min(cfg.window) - elapsed)
 }
 
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-pub fn now_unix_ms() -> i64 {
-    now_ms()
-}
-
 /// The poller: fetches tracking entries and queries providers for their status.
 #[derive(Clone)]
 pub struct Poller {
@@ -91,11 +41,11 @@ pub struct Poller {
     pub cfg: TrackingConfig,
     pub metrics: Metrics,
     /// The delivery-report index, to tell whether a pushed report already ended a recipient.
-    pub callbacks: Option<crate::callbacks::Index>,
+    pub callbacks: Option<Index>,
 }
 
 impl Poller {
-    /// Polls until `shutdown` turns true.
+    /// Polls until shutdown begins.
     ///
     /// Entries reach the stream in the order they were sent, and none is due before
     /// `first_poll` after it was published. So once a fetched entry turns out not to be due, the
@@ -104,15 +54,15 @@ impl Poller {
     /// handed back by any replica come due together. Entries waiting for their first poll are
     /// therefore not fetched and handed back one by one; they cost JetStream nothing while they
     /// wait.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: Shutdown) {
         let mut probing = false;
         loop {
-            if *shutdown.borrow() {
+            if shutdown.is_signalled() {
                 return;
             }
             let size = if probing { 1 } else { 1000 };
             let mut messages = tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.signalled() => return,
                 fetched = self.fetch(size) => fetched,
             };
             // A probe that finds a due entry (one handed back to this grid step) fetches the rest
@@ -123,7 +73,7 @@ impl Poller {
                 let mut want = 16;
                 while messages.len() < 1000 {
                     let more = tokio::select! {
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.signalled() => return,
                         more = self.fetch(want.min(1000 - messages.len())) => more,
                     };
                     let (got, all_due) = (more.len(), more.iter().all(|m| self.is_due(m)));
@@ -142,7 +92,7 @@ impl Poller {
                 // Entries handed back land on multiples of the grid; wake just after the next one.
                 let next_step = Duration::from_millis((grid - now_ms().rem_euclid(grid) + 20) as u64);
                 tokio::select! {
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.signalled() => return,
                     _ = tokio::time::sleep(wait.min(next_step)) => {}
                 }
             }
@@ -154,8 +104,9 @@ impl Poller {
     async fn fetch(&self, size: usize) -> Vec<jetstream::Message> {
         match self.consumer.fetch().max_messages(size).expires(Duration::from_secs(1)).messages().await {
             Ok(stream) => stream.filter_map(|m| async { m.ok() }).collect().await,
-            Err(e) => {
-                tracing::warn!(error = %e, "fetching tracking entries failed; retrying");
+            Err(error) => {
+                let operation = Operation::TrackingFetch;
+                emit(&self.metrics, Retry { operation, request: None, error: &error });
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 Vec::new()
             }
@@ -304,8 +255,9 @@ impl Poller {
                 }
                 // The index cannot tell now whether a report ended the recipient: ask again
                 // later, until the index entries would have expired anyway.
-                Some(Err(e)) if ((now_ms() - entry.sent_at_ms).max(0) as u128) < grace.as_millis() => {
-                    tracing::warn!(request = ?entry.id, error = %e, "cannot settle a recipient whose window closed; retrying");
+                Some(Err(error)) if ((now_ms() - entry.sent_at_ms).max(0) as u128) < grace.as_millis() => {
+                    let (operation, request) = (Operation::TrackingSettle, Some(&*entry.id));
+                    emit(&self.metrics, Retry { operation, request, error: &error });
                     let _ = msg.ack_with(AckKind::Nak(Some(self.settle_retry()))).await;
                     continue;
                 }
@@ -384,8 +336,10 @@ impl Poller {
                                         let _ = msg.ack_with(AckKind::Nak(Some(self.settle_retry()))).await;
                                         continue;
                                     }
-                                    Err(e) => {
-                                        tracing::warn!(request = ?entry.id, error = %e, "cannot settle a polled final status; polling again");
+                                    Err(error) => {
+                                        let (operation, request) =
+                                            (Operation::TrackingSettle, Some(&*entry.id));
+                                        emit(&self.metrics, Retry { operation, request, error: &error });
                                         let _ = msg.ack_with(AckKind::Nak(Some(self.settle_retry()))).await;
                                         continue;
                                     }
@@ -419,26 +373,6 @@ impl Poller {
         }
         head_due_at.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
     }
-}
-
-/// The event of a tracked recipient.
-pub(crate) fn tracked_event(entry: &Entry, status: Status) -> Event<'_> {
-    let mut ev = Event::new(&entry.id, status);
-    ev.to = Some(&entry.to);
-    ev.provider = Some(&entry.provider);
-    ev.provider_message_id = Some(&entry.provider_message_id);
-    ev.segments = Some(entry.segments);
-    ev.encoding = Some(&entry.encoding);
-    ev.attempt = Some(entry.attempt);
-    ev.tags = entry.tags.as_ref();
-    ev
-}
-
-/// Encodes an entry for the tracking stream.
-pub fn encode(entry: &Entry) -> Bytes {
-    let mut payload = Vec::with_capacity(320);
-    serde_json::to_writer(&mut payload, entry).expect("tracking entries encode as JSON");
-    Bytes::from(payload)
 }
 
 #[cfg(test)]

@@ -1,13 +1,12 @@
-//! Delivery reports that providers push (SPEC §6 "Callbacks").
+//! The callback index: which recipients were sent under each provider message id, and which of
+//! their statuses were published (SPEC §6 "Callbacks"). [`super::listener`] applies each update of
+//! a pushed report here; the [poller](super::poller) asks it before it ends a recipient.
 //!
-//! An HTTP listener (`[callbacks] listen`, off by default) accepts exactly
-//! `POST /callbacks/<instance>[/<callback_token>]`; the instance's plugin (`callback` operation)
-//! turns the request into status updates keyed by provider message id. Each update is matched to
-//! the recipients sent under that id through an index in a key-value bucket that every replica
-//! shares (written when the `sent` is recorded), published as an event once per (recipient,
-//! status), and only then answered 200, so a provider whose report could not be recorded retries.
-//! A recipient's first final status is its only one: a later report with another status is
-//! counted `ignored` and changes nothing (the poller asks the same index, see [`Index::settle`]).
+//! Each update is matched to the recipients sent under its id through an index in a key-value
+//! bucket that every replica shares (written when the `sent` is recorded), and published as an
+//! event once per (recipient, status). A recipient's first final status is its only one: a later
+//! report with another status is counted `ignored` and changes nothing (the poller asks the same
+//! index, see [`Index::settle`]).
 //!
 //! A report that finds no recipient (it overtook its send, or it is forged) is stored as
 //! *unmatched* in a stream of its own, bounded to `callbacks.max_unmatched` reports, the oldest
@@ -21,29 +20,33 @@
 //! the entry and again before it ends the recipient at the window's end, which applies any report
 //! stored meanwhile.
 
+use super::entry::{self, Entry, hex};
 use crate::events::{Events, Status};
-use crate::ledger::{LedgerError, key as hex_key};
 use crate::metrics::Metrics;
-use crate::plugin::Op;
-use crate::provider::Providers;
-use crate::tracking::{self, Entry};
+use crate::nats::CallbackObjects;
+use crate::retry::Backoff;
+use crate::retry::nats::{Operation, Retry, emit};
+use crate::shutdown::Shutdown;
 use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use notifyd_plugin::wire::{CallbackInput, CallbackResult, ProviderError, StatusUpdate};
+use notifyd_plugin::wire::{ProviderError, StatusUpdate};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::Duration;
-use tokio::net::TcpListener;
 
-/// Longest provider message id a report may name (it becomes part of a key and a subject).
-const MAX_REFERENCE: usize = 256;
+/// Tries of a background registration in the index, [`REGISTER_BACKOFF`] apart (about a second).
+const REGISTER_ATTEMPTS: u32 = 5;
+const REGISTER_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
 
-/// Largest report body accepted.
-const MAX_BODY: usize = 64 * 1024;
+/// Tries of recording published statuses in the background, [`MARK_BACKOFF`] apart (about half
+/// a minute), after the first one failed.
+const MARK_ATTEMPTS: u32 = 8;
+const MARK_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+
+/// Why the callback index could not be read or written (NATS unavailable, bucket missing...).
+#[derive(Debug, thiserror::Error)]
+#[error("the callback index is unavailable: {0}")]
+pub struct IndexError(String);
 
 /// The recipients sent under one provider message id, and the statuses already published.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -80,7 +83,7 @@ const CLAIM_IN_PROGRESS_MS: i64 = 5_000;
 /// A claim from the future (the claimer's clock runs ahead) does not count: waiting for it could
 /// last as long as the clocks differ.
 fn claim_in_progress(at: i64) -> bool {
-    (0..CLAIM_IN_PROGRESS_MS).contains(&(tracking::now_unix_ms() - at))
+    (0..CLAIM_IN_PROGRESS_MS).contains(&(entry::now_unix_ms() - at))
 }
 
 impl Sent {
@@ -113,7 +116,7 @@ impl Sent {
         self.finals.push(Final {
             to: to.to_owned(),
             status: status.as_str().to_owned(),
-            at: tracking::now_unix_ms(),
+            at: entry::now_unix_ms(),
             error,
         });
     }
@@ -171,14 +174,16 @@ pub struct Index {
     legacy: bool,
     events: Events,
     metrics: Metrics,
+    /// Where background work runs, so shutdown waits for it.
+    drain: Shutdown,
 }
 
 fn sent_key(provider: &str, pmid: &str) -> String {
-    format!("m.{provider}.{}", &hex_key(pmid)[4..])
+    format!("m.{provider}.{}", hex(pmid))
 }
 
 fn unmatched_key(provider: &str, pmid: &str) -> String {
-    format!("u.{provider}.{}", &hex_key(pmid)[4..])
+    format!("u.{provider}.{}", hex(pmid))
 }
 
 /// Whether a number in a report names `to` (providers may add or drop a country code or `+`).
@@ -194,84 +199,37 @@ fn digest(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// The name of the stream of unmatched reports that goes with the index bucket `bucket`.
-pub fn unmatched_stream(bucket: &str) -> String {
-    format!("{bucket}_unmatched")
-}
-
 impl Index {
-    /// Opens (or creates) the index bucket `bucket` and the stream of unmatched reports
-    /// (`<bucket>_unmatched`, subjects `<prefix>.sms.callbacks.unmatched.>`). Entries and stored
-    /// reports live an hour longer than the tracking window. A bucket created by an older notifyd
-    /// (which capped it at `max_unmatched` KiB, shared with unmatched reports) loses its byte cap.
-    pub async fn open(
-        js: &jetstream::Context,
-        bucket: &str,
-        prefix: &str,
-        window: Duration,
-        max_unmatched: usize,
+    /// The index over the objects [`crate::nats::set_up`] made; `events` publishes what reports
+    /// and registrations decide.
+    /// Background work (registrations, recording published statuses) runs on `drain`.
+    pub fn new(
+        objects: CallbackObjects,
         events: Events,
         metrics: Metrics,
-    ) -> Result<Index, String> {
-        // Kept an hour past the window, so tracking can still tell at the window's end whether a
-        // report ended the recipient.
-        let ttl = window + Duration::from_secs(3600);
-        let kv = match js.get_key_value(bucket).await {
-            Ok(kv) => {
-                lift_byte_cap(js, bucket).await;
-                kv
-            }
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_owned(),
-                    description: "notifyd delivery-report index: provider message id → recipients".into(),
-                    history: 1,
-                    max_age: ttl,
-                    // No byte cap: unmatched reports are bounded in their own stream, and the
-                    // index grows with what is sent, like the tracking stream.
-                    max_bytes: -1,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| format!("cannot create the callback index bucket {bucket}: {e}"))?,
-        };
-        let legacy = match js.get_stream(format!("KV_{bucket}")).await {
-            Ok(s) => s.direct_get_next_for_subject(format!("$KV.{bucket}.u.>"), None).await.is_ok(),
-            Err(_) => false,
-        };
-        let name = unmatched_stream(bucket);
-        let unmatched_subject = format!("{prefix}.sms.callbacks.unmatched");
-        let max_msgs = i64::try_from(max_unmatched.max(1)).unwrap_or(i64::MAX);
-        let unmatched = js
-            .get_or_create_stream(stream::Config {
-                name: name.clone(),
-                description: Some(
-                    "notifyd delivery reports that arrived before their send was recorded".into(),
-                ),
-                subjects: vec![format!("{unmatched_subject}.>")],
-                max_messages: max_msgs,
-                discard: stream::DiscardPolicy::Old,
-                max_age: ttl,
-                storage: stream::StorageType::File,
-                allow_direct: true,
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("cannot create the stream of unmatched delivery reports {name}: {e}"))?;
-        let configured = unmatched.cached_info().config.max_messages;
-        if configured != max_msgs {
-            tracing::warn!(
-                stream = %name, configured, max_unmatched,
-                "the stream of unmatched delivery reports exists with another limit; it is used unchanged"
-            );
+        js: &jetstream::Context,
+        drain: &Shutdown,
+    ) -> Index {
+        let CallbackObjects { index: kv, unmatched, unmatched_subject, legacy } = objects;
+        Index {
+            kv,
+            unmatched,
+            unmatched_subject,
+            js: js.clone(),
+            legacy,
+            events,
+            metrics,
+            drain: drain.clone(),
         }
-        Ok(Index { kv, unmatched, unmatched_subject, js: js.clone(), legacy, events, metrics })
     }
 
-    async fn read<T: for<'de> Deserialize<'de> + Default>(&self, key: &str) -> Result<(T, u64), LedgerError> {
-        match self.kv.entry(key).await.map_err(|e| LedgerError::new(e.to_string()))? {
+    /// Counts what became of one update of a report in `notifyd_callbacks_total{provider,result}`.
+    pub(crate) fn count(&self, provider: &str, result: &str) {
+        self.metrics.callbacks.with_label_values(&[provider, result]).inc();
+    }
+
+    async fn read<T: for<'de> Deserialize<'de> + Default>(&self, key: &str) -> Result<(T, u64), IndexError> {
+        match self.kv.entry(key).await.map_err(|e| IndexError(e.to_string()))? {
             Some(e) if !e.value.is_empty() => {
                 Ok((serde_json::from_slice(&e.value).unwrap_or_default(), e.revision))
             }
@@ -281,7 +239,7 @@ impl Index {
     }
 
     /// Writes `value` if the key is still at `revision` (0: absent). `Ok(false)` on a conflict.
-    async fn write<T: Serialize>(&self, key: &str, value: &T, revision: u64) -> Result<bool, LedgerError> {
+    async fn write<T: Serialize>(&self, key: &str, value: &T, revision: u64) -> Result<bool, IndexError> {
         let bytes = Bytes::from(serde_json::to_vec(value).expect("index records encode as JSON"));
         let result = if revision == 0 {
             match self.kv.create(key, bytes).await {
@@ -296,12 +254,12 @@ impl Index {
                 Err(e) => Err(e.to_string()),
             }
         };
-        result.map_err(LedgerError::new)
+        result.map_err(IndexError)
     }
 
     /// Adds `entries` (all of one provider message id) to the record of that id, each once, in
     /// one write.
-    async fn add_entries(&self, key: &str, entries: &[Entry]) -> Result<(), LedgerError> {
+    async fn add_entries(&self, key: &str, entries: &[Entry]) -> Result<(), IndexError> {
         loop {
             let (mut sent, rev): (Sent, u64) = self.read(key).await?;
             let missing: Vec<&Entry> = entries
@@ -321,24 +279,24 @@ impl Index {
     /// Records a `sent` recipient of a callback provider, then applies any report that arrived
     /// before it. Idempotent: the tracking poller repeats it for entries the pipeline could not
     /// register.
-    pub async fn register(&self, entry: &Entry) -> Result<(), LedgerError> {
+    pub async fn register(&self, entry: &Entry) -> Result<(), IndexError> {
         self.register_many(std::slice::from_ref(entry)).await
     }
 
     /// [`Index::register`] for recipients sent under one provider message id (some providers
     /// give one id to a whole submission): one write for all of them, then the reports stored
     /// for that id are applied once.
-    async fn register_many(&self, entries: &[Entry]) -> Result<(), LedgerError> {
+    async fn register_many(&self, entries: &[Entry]) -> Result<(), IndexError> {
         let Some(first) = entries.first() else { return Ok(()) };
         let (provider, pmid) = (&first.provider, &first.provider_message_id);
         self.add_entries(&sent_key(provider, pmid), entries).await?;
-        let subject = format!("{}.{provider}.{}", self.unmatched_subject, &hex_key(pmid)[4..]);
+        let subject = format!("{}.{provider}.{}", self.unmatched_subject, hex(pmid));
         let mut next = None;
         loop {
             let msg = match self.unmatched.direct_get_next_for_subject(subject.clone(), next).await {
                 Ok(m) => m,
                 Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => break,
-                Err(e) => return Err(LedgerError::new(format!("cannot read unmatched reports: {e}"))),
+                Err(e) => return Err(IndexError(format!("cannot read unmatched reports: {e}"))),
             };
             next = Some(msg.sequence + 1);
             let Ok(stored) = serde_json::from_slice::<StoredReport>(&msg.payload) else {
@@ -374,7 +332,7 @@ impl Index {
             return;
         }
         let index = self.clone();
-        tokio::spawn(async move {
+        self.drain.spawn(async move {
             let mut by_id: BTreeMap<(String, String), Vec<Entry>> = BTreeMap::new();
             for entry in entries {
                 by_id
@@ -383,18 +341,17 @@ impl Index {
                     .push(entry);
             }
             for group in by_id.values() {
-                let mut delay = Duration::from_millis(50);
-                for attempt in 1..=5 {
+                for attempt in 1..=REGISTER_ATTEMPTS {
                     match index.register_many(group).await {
                         Ok(()) => break,
-                        Err(e) if attempt == 5 => {
+                        Err(e) if attempt == REGISTER_ATTEMPTS => {
                             tracing::warn!(request = ?group[0].id, provider = %group[0].provider, error = %e,
                                 "gave up indexing sent messages for callbacks for now; tracking registers them when it first looks at their entries");
                         }
-                        Err(e) => {
-                            tracing::debug!(request = ?group[0].id, error = %e, "cannot index sent messages for callbacks yet; retrying");
-                            tokio::time::sleep(delay).await;
-                            delay *= 2;
+                        Err(error) => {
+                            let (operation, request) = (Operation::CallbackRegister, Some(&*group[0].id));
+                            emit(&index.metrics, Retry { operation, request, error: &error });
+                            REGISTER_BACKOFF.sleep(attempt).await;
                         }
                     }
                 }
@@ -407,7 +364,7 @@ impl Index {
     /// for it), then records `status` as its final status unless it has one.
     /// [`Settle::Publish`] when the caller is to publish `status` (and then call
     /// [`Index::published`]); [`Settle::Skip`] when the recipient already has a final status.
-    pub async fn settle(&self, entry: &Entry, status: Status) -> Result<Settle, LedgerError> {
+    pub async fn settle(&self, entry: &Entry, status: Status) -> Result<Settle, IndexError> {
         self.register(entry).await?;
         let key = sent_key(&entry.provider, &entry.provider_message_id);
         loop {
@@ -442,20 +399,23 @@ impl Index {
             return;
         }
         let index = self.clone();
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(200);
-            for _ in 0..8 {
-                tokio::time::sleep(delay).await;
-                if index.mark_published(&key, &marks).await.is_ok() {
-                    return;
+        self.drain.spawn(async move {
+            for attempt in 1..=MARK_ATTEMPTS {
+                MARK_BACKOFF.sleep(attempt).await;
+                match index.mark_published(&key, &marks).await {
+                    Ok(()) => return,
+                    Err(error) if attempt < MARK_ATTEMPTS => {
+                        let operation = Operation::CallbackMarkPublished;
+                        emit(&index.metrics, Retry { operation, request: None, error: &error });
+                    }
+                    Err(_) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(10));
             }
             tracing::warn!(key, "could not record published final statuses in the callback index");
         });
     }
 
-    async fn mark_published(&self, key: &str, marks: &[String]) -> Result<(), LedgerError> {
+    async fn mark_published(&self, key: &str, marks: &[String]) -> Result<(), IndexError> {
         loop {
             let (mut sent, rev): (Sent, u64) = self.read(key).await?;
             for mark in marks {
@@ -471,7 +431,7 @@ impl Index {
 
     /// Applies one update of a report: publishes its events (one final status per recipient),
     /// or stores it as unmatched when no recipient is known for it.
-    pub async fn apply(&self, provider: &str, update: &StatusUpdate) -> Result<Applied, LedgerError> {
+    pub async fn apply(&self, provider: &str, update: &StatusUpdate) -> Result<Applied, IndexError> {
         if let Some(applied) = self.apply_known(provider, update).await? {
             return Ok(applied);
         }
@@ -492,7 +452,7 @@ impl Index {
         &self,
         provider: &str,
         update: &StatusUpdate,
-    ) -> Result<Option<Applied>, LedgerError> {
+    ) -> Result<Option<Applied>, IndexError> {
         let key = sent_key(provider, &update.reference);
         let status = Status::parse(&update.status);
         loop {
@@ -555,7 +515,7 @@ impl Index {
             let mut batch = self.events.batch();
             let mut marks = Vec::new();
             for entry in &publish {
-                let mut ev = tracking::tracked_event(entry, status);
+                let mut ev = entry::tracked_event(entry, status);
                 ev.error = update.error.as_ref().map(Into::into);
                 batch.publish(&ev, format!("{}/{}/{}", entry.id, entry.to, status.as_str())).await;
                 marks.push(format!("{}/{}", entry.to, status.as_str()));
@@ -573,15 +533,15 @@ impl Index {
         &self,
         provider: &str,
         update: &StatusUpdate,
-    ) -> Result<(u64, bool), LedgerError> {
-        let unavailable = |e: String| LedgerError::new(format!("cannot store an unmatched report: {e}"));
+    ) -> Result<(u64, bool), IndexError> {
+        let unavailable = |e: String| IndexError(format!("cannot store an unmatched report: {e}"));
         let info = self.unmatched.get_info().await.map_err(|e| unavailable(e.to_string()))?;
         let full = info.config.max_messages > 0
             && info.state.messages >= u64::try_from(info.config.max_messages).unwrap_or(u64::MAX);
         let payload =
             serde_json::to_vec(&StoredReport { provider: provider.to_owned(), update: update.clone() })
                 .expect("reports encode as JSON");
-        let subject = format!("{}.{provider}.{}", self.unmatched_subject, &hex_key(&update.reference)[4..]);
+        let subject = format!("{}.{provider}.{}", self.unmatched_subject, hex(&update.reference));
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
@@ -596,194 +556,6 @@ impl Index {
             .map_err(|e| unavailable(e.to_string()))?;
         Ok((ack.sequence, full && !ack.duplicate))
     }
-}
-
-/// Removes the byte cap an older notifyd gave the index bucket (`max(max_unmatched × 1 KiB,
-/// 1 MiB)`, shared with unmatched reports), so sends can always be indexed. Logged, not fatal,
-/// when it cannot be changed (e.g. no permission to update streams).
-async fn lift_byte_cap(js: &jetstream::Context, bucket: &str) {
-    let name = format!("KV_{bucket}");
-    let Ok(s) = js.get_stream(&name).await else { return };
-    let mut config = s.cached_info().config.clone();
-    if config.max_bytes <= 0 {
-        return;
-    }
-    let was = config.max_bytes;
-    config.max_bytes = -1;
-    match js.update_stream(config).await {
-        Ok(_) => tracing::info!(
-            bucket,
-            was,
-            "removed the byte limit of the callback index bucket (an older notifyd's); unmatched reports are bounded in their own stream now"
-        ),
-        Err(e) => tracing::warn!(bucket, was, error = %e,
-            "cannot remove the byte limit of the callback index bucket; remove it yourself (nats stream edit KV_<bucket> --max-bytes=-1), or forged reports stored by an older notifyd may keep it full"),
-    }
-}
-
-/// The listener's view of one provider instance.
-struct Endpoint {
-    token: Option<String>,
-}
-
-/// Serves `POST /callbacks/<instance>[/<token>]` on `listener`, within `settings`, until
-/// `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    settings: crate::httpd::Settings,
-    providers: Arc<Providers>,
-    tokens: HashMap<String, Option<String>>,
-    index: Index,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let endpoints: Arc<BTreeMap<String, Endpoint>> = Arc::new(
-        providers
-            .list
-            .iter()
-            .filter(|p| p.supports(Op::Callback))
-            .map(|p| {
-                let token = tokens.get(&*p.name).cloned().flatten();
-                if token.is_none() {
-                    tracing::warn!(
-                        provider = %p.name,
-                        "callbacks for this provider need no token: anyone who can reach the listener can forge delivery reports; set callback_token"
-                    );
-                }
-                (p.name.to_string(), Endpoint { token })
-            })
-            .collect(),
-    );
-    let handler = move |req: Request<Incoming>| {
-        let (providers, endpoints, index) = (providers.clone(), endpoints.clone(), index.clone());
-        async move { handle(req, &providers, &endpoints, &index).await }
-    };
-    crate::httpd::serve(listener, "callbacks", settings, handler, shutdown).await;
-}
-
-use crate::httpd::text as answer;
-
-/// Most of a refused request's body read (and discarded) before it is answered, so the answer is
-/// not lost to a reset when the socket closes with unread input; a larger body may still see one.
-const DRAIN_MAX: usize = 2 * MAX_BODY;
-
-/// Reads a body of at most [`MAX_BODY`] bytes. A larger one is `413` (after up to
-/// [`DRAIN_MAX`] of it was read and discarded), one that cannot be read (a broken chunked
-/// encoding, a connection closed early) `400`.
-async fn read_body(mut body: Incoming) -> Result<Bytes, StatusCode> {
-    let mut kept = Vec::new();
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| StatusCode::BAD_REQUEST)?;
-        if let Ok(data) = frame.into_data() {
-            seen = seen.saturating_add(data.len());
-            if seen <= MAX_BODY {
-                kept.extend_from_slice(&data);
-            } else if seen > DRAIN_MAX {
-                break;
-            }
-        }
-    }
-    if seen > MAX_BODY { Err(StatusCode::PAYLOAD_TOO_LARGE) } else { Ok(Bytes::from(kept)) }
-}
-
-/// The instance named by a request target, when the target is exactly
-/// `/callbacks/<instance>/<token>` (an instance with a token) or `/callbacks/<instance>` (one
-/// without). Anything else, including a sub-path, a trailing `/`, doubled slashes and an
-/// absolute-form target (`http://host/callbacks/…`), is `None`.
-fn endpoint_of<'a>(uri: &'a hyper::Uri, endpoints: &BTreeMap<String, Endpoint>) -> Option<&'a str> {
-    if uri.scheme().is_some() || uri.authority().is_some() {
-        return None;
-    }
-    let rest = uri.path().strip_prefix("/callbacks/")?;
-    let (instance, given) = match rest.split_once('/') {
-        Some((instance, given)) => (instance, Some(given)),
-        None => (rest, None),
-    };
-    let endpoint = endpoints.get(instance)?;
-    match (&endpoint.token, given) {
-        (Some(token), Some(given)) if constant_time_eq(token.as_bytes(), given.as_bytes()) => Some(instance),
-        (None, None) => Some(instance),
-        _ => None,
-    }
-}
-
-async fn handle(
-    req: Request<Incoming>,
-    providers: &Providers,
-    endpoints: &BTreeMap<String, Endpoint>,
-    index: &Index,
-) -> Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let Some((instance, provider)) =
-        endpoint_of(&parts.uri, endpoints).and_then(|i| Some((i, providers.get(i)?)))
-    else {
-        let _ = read_body(body).await;
-        return answer(StatusCode::NOT_FOUND, "not found\n");
-    };
-    let metrics = &index.metrics;
-    let count = |result: &str| metrics.callbacks.with_label_values(&[instance, result]).inc();
-    let method = parts.method.as_str().to_owned();
-    let query = parts.uri.query().unwrap_or_default().to_owned();
-    let headers = parts
-        .headers
-        .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
-        .collect();
-    let body = match read_body(body).await {
-        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-        Err(status) => {
-            count("invalid");
-            let why = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "report too large\n"
-            } else {
-                "cannot read the report\n"
-            };
-            return answer(status, why);
-        }
-    };
-    // The path is always exact: a plugin gets no sub-path.
-    let input = CallbackInput { method, path: String::new(), query, headers, body };
-    let result: CallbackResult = match provider.run(Op::Callback, &input).await {
-        Ok(r) => r,
-        Err(e) => {
-            count("invalid");
-            let e = e.to_provider_error();
-            tracing::info!(provider = %instance, code = %e.code, "refused a delivery report: {}", e.message);
-            return answer(StatusCode::BAD_REQUEST, format!("invalid report: {}\n", e.message));
-        }
-    };
-    for update in &result.updates {
-        // The reference becomes a key and a subject: an empty or huge one is the plugin's error.
-        if update.reference.is_empty() || update.reference.len() > MAX_REFERENCE {
-            count("invalid");
-            tracing::info!(provider = %instance, bytes = update.reference.len(), "ignored a report update whose message id is empty or longer than 256 bytes");
-            continue;
-        }
-        match index.apply(instance, update).await {
-            Ok(Applied::Matched) => count("matched"),
-            Ok(Applied::Ignored) => count("ignored"),
-            Ok(Applied::Unmatched { dropped }) => {
-                count("unmatched");
-                if dropped {
-                    count("dropped");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(provider = %instance, error = %e, "cannot record a delivery report now; the provider will retry");
-                return answer(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "cannot record the report now; retry later\n",
-                );
-            }
-        }
-    }
-    let status = StatusCode::from_u16(result.response_status).unwrap_or(StatusCode::OK);
-    answer(status, result.response_body)
-}
-
-/// Compares secrets without an early exit.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -802,45 +574,6 @@ mod tests {
     fn keys_are_per_provider_and_id() {
         assert_eq!(sent_key("intelli", "a1"), "m.intelli.6131");
         assert_ne!(sent_key("a", "x"), unmatched_key("a", "x"));
-    }
-
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-    }
-
-    #[test]
-    fn only_the_exact_path_names_an_endpoint() {
-        let endpoints: BTreeMap<String, Endpoint> = [
-            ("intelli".to_owned(), Endpoint { token: Some("t0ken".to_owned()) }),
-            ("open".to_owned(), Endpoint { token: None }),
-        ]
-        .into_iter()
-        .collect();
-        let of =
-            |target: &str| endpoint_of(&target.parse::<hyper::Uri>().unwrap(), &endpoints).map(str::to_owned);
-        assert_eq!(of("/callbacks/intelli/t0ken").as_deref(), Some("intelli"));
-        assert_eq!(of("/callbacks/intelli/t0ken?msgid=1").as_deref(), Some("intelli"));
-        assert_eq!(of("/callbacks/open").as_deref(), Some("open"));
-        for refused in [
-            "/callbacks/intelli/t0ken/extra",
-            "/callbacks/intelli/t0ken/",
-            "/callbacks/intelli",
-            "/callbacks/intelli/",
-            "/callbacks/intelli/wrong",
-            "//callbacks/intelli/t0ken",
-            "/callbacks//intelli/t0ken",
-            "http://host/callbacks/intelli/t0ken",
-            "/callbacks/open/",
-            "/callbacks/open/x",
-            "/callbacks/",
-            "/callbacks",
-            "*",
-        ] {
-            assert_eq!(of(refused), None, "{refused}");
-        }
     }
 
     #[test]

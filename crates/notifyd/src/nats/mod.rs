@@ -1,0 +1,174 @@
+//! NATS: the connection, and every stream, consumer and bucket notifyd uses, in one place.
+//!
+//! [`connect`] opens the connection as `[nats]` says and keeps `notifyd_nats_connected` and
+//! readiness current. [`set_up`] ensures each stage's JetStream objects at start-up, creating
+//! the ones that are missing (an existing one is used as it is, never updated to the config,
+//! except for the callback index bucket's old byte cap):
+//!
+//! | stage | objects (default names) |
+//! |---|---|
+//! | intake | stream `NOTIFY_SMS` on `<prefix>.sms.send` + consumer `notifyd` (JetStream mode); stream `NOTIFY_SMS_HELD` on `<prefix>.sms.held` (core mode) |
+//! | events | stream `NOTIFY_SMS_STATUS` on `<prefix>.sms.status.>`; stream `NOTIFY_SMS_DEAD` on `<prefix>.sms.dead` |
+//! | ledger | bucket `notifyd_ledger` |
+//! | track | stream `NOTIFY_SMS_TRACK` on `<prefix>.sms.track` + consumer `notifyd_tracking`; with the callback listener, bucket `notifyd_ledger_callbacks` and stream `notifyd_ledger_callbacks_unmatched` |
+//!
+//! Errors are typed: [`SetupError`] names the object and what could not be done with it.
+
+mod objects;
+
+pub use objects::{
+    CallbackObjects, DEAD_LETTERS_MAX_AGE, DEAD_LETTERS_MAX_BYTES, DEAD_LETTERS_MAX_MESSAGES,
+    LEDGER_RETENTION, ObjectKind, Objects, SetupError, SetupErrorKind, dead_letter_stream, set_up,
+    status_stream, unmatched_stream, work_queue,
+};
+
+use crate::Error;
+use crate::config::NatsConfig;
+use crate::metrics::{Metrics, Readiness};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// The subject status events are published to: `<prefix>.sms.status.<status>`.
+pub fn status_subject(prefix: &str, status: &str) -> String {
+    format!("{prefix}.sms.status.{status}")
+}
+
+/// The subject dead letters are published to: `<prefix>.sms.dead`.
+pub fn dead_subject(prefix: &str) -> String {
+    format!("{prefix}.sms.dead")
+}
+
+/// The subject core intake holds scheduled requests on: `<prefix>.sms.held`.
+pub fn held_subject(prefix: &str) -> String {
+    format!("{prefix}.sms.held")
+}
+
+/// The subject tracking entries are published to: `<prefix>.sms.track`.
+pub fn track_subject(prefix: &str) -> String {
+    format!("{prefix}.sms.track")
+}
+
+/// The subject unmatched delivery reports are stored under (with `.<provider>.<hex id>` after
+/// it): `<prefix>.sms.callbacks.unmatched`.
+pub fn unmatched_subject(prefix: &str) -> String {
+    format!("{prefix}.sms.callbacks.unmatched")
+}
+
+/// Connects to NATS as `[nats]` says, keeping `notifyd_nats_connected` and readiness current.
+pub async fn connect(
+    cfg: &NatsConfig,
+    metrics: &Metrics,
+    ready: &Arc<Readiness>,
+) -> Result<async_nats::Client, Error> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(concat!("notifyd ", env!("CARGO_PKG_VERSION")))
+        .connection_timeout(cfg.connect_timeout)
+        .max_reconnects(None);
+    if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
+        opts = opts.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(token) = &cfg.token {
+        opts = opts.token(token.expose().to_owned());
+    }
+    if let Some(path) = &cfg.creds_file {
+        opts = opts.credentials_file(path).await.map_err(|e| {
+            Error::Nats(format!("cannot read the NATS credentials file {}: {e}", path.display()))
+        })?;
+    }
+    if let Some(path) = &cfg.nkey_file {
+        let seed = std::fs::read_to_string(path)
+            .map_err(|e| Error::Nats(format!("cannot read the NATS nkey file {}: {e}", path.display())))?;
+        opts = opts.nkey(seed.trim().to_owned());
+    }
+    if let Some(ca) = &cfg.tls_ca {
+        opts = opts.require_tls(true).add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
+        opts = opts.require_tls(true).add_client_certificate(cert.clone(), key.clone());
+    }
+    let (m, r) = (metrics.clone(), ready.clone());
+    // Set while the connection is lost, so the next `Connected` counts as a reconnect.
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    opts = opts.event_callback(move |event| {
+        let (m, r, lost) = (m.clone(), r.clone(), lost.clone());
+        async move {
+            match event {
+                async_nats::Event::Connected => {
+                    tracing::info!("connected to NATS");
+                    if lost.swap(false, Ordering::Relaxed) {
+                        m.nats_reconnects.inc();
+                    }
+                    r.nats.store(true, Ordering::Relaxed);
+                    m.show_readiness(&r);
+                }
+                async_nats::Event::Disconnected => {
+                    lost.store(true, Ordering::Relaxed);
+                    tracing::warn!("disconnected from NATS; intake pauses until the connection is back");
+                    r.nats.store(false, Ordering::Relaxed);
+                    m.show_readiness(&r);
+                }
+                other => tracing::info!(event = %other, "NATS connection event"),
+            }
+        }
+    });
+    let servers = cfg
+        .url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            Error::Nats(format!("[nats] url {:?} is not a list of NATS URLs: {e}", redact_url(&cfg.url)))
+        })?;
+    let client = opts
+        .connect(servers)
+        .await
+        .map_err(|e| Error::Nats(format!("cannot connect to NATS at {}: {e}", redact_url(&cfg.url))))?;
+    ready.nats.store(true, Ordering::Relaxed);
+    metrics.show_readiness(ready);
+    let version = client.server_info().version;
+    if !server_version_supported(&version) {
+        return Err(Error::Nats(format!(
+            "the NATS server at {} is version {version}; notifyd needs 2.10 or newer (its key-value and \
+             stream features); upgrade the server",
+            redact_url(&cfg.url)
+        )));
+    }
+    Ok(client)
+}
+
+/// Whether a nats-server version (`2.10.26`, `v2.15.1`) is at least 2.10.
+fn server_version_supported(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 10)
+}
+
+/// A URL with any `user:password@` removed, for messages.
+fn redact_url(urls: &str) -> String {
+    let one = |url: &str| match url
+        .split_once("://")
+        .and_then(|(scheme, rest)| rest.rsplit_once('@').map(|(_, host)| (scheme, host)))
+    {
+        Some((scheme, host)) => format!("{scheme}://***@{host}"),
+        None => url.to_owned(),
+    };
+    urls.split(',').map(|u| one(u.trim())).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_versions_from_2_10_are_supported() {
+        assert!(super::server_version_supported("2.10.26"));
+        assert!(super::server_version_supported("v2.15.1"));
+        assert!(super::server_version_supported("3.0.0"));
+        assert!(!super::server_version_supported("2.9.10"));
+    }
+
+    #[test]
+    fn credentials_are_cut_from_urls() {
+        assert_eq!(super::redact_url("nats://u:p@host:4222"), "nats://***@host:4222");
+        assert_eq!(super::redact_url("nats://host:4222"), "nats://host:4222");
+        assert_eq!(super::redact_url("nats://a:4222, nats://u:p@b:4222"), "nats://a:4222,nats://***@b:4222");
+    }
+}

@@ -1,0 +1,365 @@
+//! The JetStream streams, consumers and buckets of every stage, and their setup at start-up.
+
+use crate::config::{Config, IntakeMode};
+use async_nats::jetstream::{self, consumer, kv, stream};
+use std::time::Duration;
+
+/// Dead letters kept: at most this many, this many bytes, this long; the oldest go first.
+pub const DEAD_LETTERS_MAX_MESSAGES: i64 = 10_000;
+/// (JetStream reserves `max_bytes` of storage when the stream is created: kept small.)
+pub const DEAD_LETTERS_MAX_BYTES: i64 = 64 * 1024 * 1024;
+/// How long a dead letter is kept: 7 days.
+pub const DEAD_LETTERS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long ledger records are kept: a request id reused after this is treated as new. 7 days.
+pub const LEDGER_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The duplicate window of every stream notifyd creates: 2 minutes.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// What kind of JetStream object a [`SetupError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Stream,
+    Consumer,
+    Bucket,
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Stream => "stream",
+            ObjectKind::Consumer => "consumer",
+            ObjectKind::Bucket => "key-value bucket",
+        })
+    }
+}
+
+/// What could not be done with the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupErrorKind {
+    /// Creating it (or looking it up to create it) failed.
+    Create,
+    /// Reading its information failed.
+    Read,
+}
+
+/// A stream, consumer or bucket that could not be set up at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {} the JetStream {object} {name}: {reason}", match .kind {
+    SetupErrorKind::Create => "set up",
+    SetupErrorKind::Read => "read",
+})]
+pub struct SetupError {
+    kind: SetupErrorKind,
+    object: ObjectKind,
+    name: String,
+    reason: String,
+}
+
+impl SetupError {
+    fn new(kind: SetupErrorKind, object: ObjectKind, name: &str, reason: impl std::fmt::Display) -> Self {
+        SetupError { kind, object, name: name.to_owned(), reason: reason.to_string() }
+    }
+
+    /// What could not be done.
+    pub fn kind(&self) -> SetupErrorKind {
+        self.kind
+    }
+
+    /// The kind of object.
+    pub fn object(&self) -> ObjectKind {
+        self.object
+    }
+
+    /// The object's name (a stream, consumer or bucket name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Every JetStream object the daemon works with, as [`set_up`] found or created them.
+pub struct Objects {
+    /// The intake stream's creation time (unix seconds), part of generated request ids.
+    pub intake_created: i64,
+    /// The intake consumer (JetStream mode).
+    pub intake: Option<consumer::PullConsumer>,
+    /// Core mode: the stream holding requests whose `send_at` lies ahead, and its creation time.
+    pub held: Option<(consumer::PullConsumer, i64)>,
+    /// The shared consumer of the tracking stream.
+    pub tracking: consumer::PullConsumer,
+    /// The idempotency ledger's bucket (also written by the readiness probe).
+    pub ledger: kv::Store,
+    /// The callback index and the unmatched reports, when `[callbacks] listen` is set.
+    pub callbacks: Option<CallbackObjects>,
+}
+
+/// The objects of the callback index (see [`crate::track::callbacks`]).
+pub struct CallbackObjects {
+    /// The index bucket: provider message id → recipients and their published statuses.
+    pub index: kv::Store,
+    /// The stream of reports that arrived before their send was indexed.
+    pub unmatched: stream::Stream,
+    /// `<prefix>.sms.callbacks.unmatched`.
+    pub unmatched_subject: String,
+    /// The index bucket still holds unmatched reports written by an older notifyd.
+    pub legacy: bool,
+}
+
+/// The dead-letter stream: payloads that are not requests (and those whose task panicked) under
+/// `<prefix>.sms.dead`, within the `DEAD_LETTERS_*` limits, oldest dropped first.
+pub fn dead_letter_stream(name: &str, prefix: &str) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
+        subjects: vec![super::dead_subject(prefix)],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        max_messages: DEAD_LETTERS_MAX_MESSAGES,
+        max_bytes: DEAD_LETTERS_MAX_BYTES,
+        max_age: DEAD_LETTERS_MAX_AGE,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    }
+}
+
+/// The status stream: every event under `<prefix>.sms.status.>`, kept 7 days, duplicates folded
+/// by `Nats-Msg-Id` within 2 minutes.
+pub fn status_stream(name: &str, prefix: &str) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
+        subjects: vec![super::status_subject(prefix, ">")],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    }
+}
+
+/// A file-backed work-queue stream on `subject` and its durable pull consumer, shared by every
+/// replica: each message goes to one replica and is redelivered `ack_wait` after one dies.
+pub async fn work_queue(
+    js: &jetstream::Context,
+    name: &str,
+    subject: String,
+    consumer: &str,
+    ack_wait: Duration,
+) -> Result<(stream::Stream, consumer::PullConsumer), SetupError> {
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: name.to_owned(),
+            subjects: vec![subject],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::WorkQueue,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, name, e))?;
+    let consumer = stream
+        .get_or_create_consumer(
+            consumer,
+            consumer::pull::Config {
+                durable_name: Some(consumer.to_owned()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_deliver: -1,
+                max_ack_pending: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Consumer, consumer, e))?;
+    Ok((stream, consumer))
+}
+
+/// The name of the stream of unmatched reports that goes with the index bucket `bucket`.
+pub fn unmatched_stream(bucket: &str) -> String {
+    format!("{bucket}_unmatched")
+}
+
+/// Ensures every stream, consumer and bucket of `cfg`, in this order: status, dead letters,
+/// tracking, the intake (JetStream mode) or held (core mode) work queue, the ledger bucket, and
+/// with `[callbacks] listen` the callback index bucket and the unmatched-report stream.
+pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, SetupError> {
+    let prefix = &cfg.nats.subject_prefix;
+    let (status, dead) = (&cfg.intake.status_stream, &cfg.intake.dead_letter_stream);
+    js.get_or_create_stream(status_stream(status, prefix))
+        .await
+        .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, status, e))?;
+    js.get_or_create_stream(dead_letter_stream(dead, prefix))
+        .await
+        .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, dead, e))?;
+
+    let (_, tracking) = work_queue(
+        js,
+        &cfg.intake.tracking_stream,
+        super::track_subject(prefix),
+        "notifyd_tracking",
+        cfg.intake.ack_wait,
+    )
+    .await?;
+    let created = |mut stream: stream::Stream, name: String| async move {
+        stream
+            .info()
+            .await
+            .map(|i| i.created.unix_timestamp())
+            .map_err(|e| SetupError::new(SetupErrorKind::Read, ObjectKind::Stream, &name, e))
+    };
+    let (intake_created, intake, held) = if cfg.intake.mode == IntakeMode::Core {
+        let (stream, held) = work_queue(
+            js,
+            &cfg.intake.held_stream,
+            super::held_subject(prefix),
+            &cfg.intake.consumer,
+            cfg.intake.ack_wait,
+        )
+        .await?;
+        let held_created = created(stream, cfg.intake.held_stream.clone()).await?;
+        (0, None, Some((held, held_created)))
+    } else {
+        let (stream, intake) =
+            work_queue(js, &cfg.intake.stream, cfg.send_subject(), &cfg.intake.consumer, cfg.intake.ack_wait)
+                .await?;
+        (created(stream, cfg.intake.stream.clone()).await?, Some(intake), None)
+    };
+    let ledger = ledger_bucket(js, &cfg.intake.ledger_bucket).await?;
+    let callbacks = match cfg.callbacks.listen {
+        None => None,
+        Some(_) => Some(
+            callback_objects(
+                js,
+                &format!("{}_callbacks", cfg.intake.ledger_bucket),
+                prefix,
+                cfg.tracking.window,
+                cfg.callbacks.max_unmatched,
+            )
+            .await?,
+        ),
+    };
+    Ok(Objects { intake_created, intake, held, tracking, ledger, callbacks })
+}
+
+/// Opens the ledger bucket, creating it when missing: one record per request, kept
+/// [`LEDGER_RETENTION`].
+async fn ledger_bucket(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, SetupError> {
+    match js.get_key_value(bucket).await {
+        Ok(kv) => Ok(kv),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: bucket.to_owned(),
+                description: "notifyd idempotency ledger: one record per request".into(),
+                history: 1,
+                max_age: LEDGER_RETENTION,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Bucket, bucket, e)),
+    }
+}
+
+/// Opens (or creates) the callback index bucket `bucket` and the stream of unmatched reports
+/// (`<bucket>_unmatched`, subjects `<prefix>.sms.callbacks.unmatched.>`). Entries and stored
+/// reports live an hour longer than the tracking window. A bucket created by an older notifyd
+/// (which capped it at `max_unmatched` KiB, shared with unmatched reports) loses its byte cap.
+async fn callback_objects(
+    js: &jetstream::Context,
+    bucket: &str,
+    prefix: &str,
+    window: Duration,
+    max_unmatched: usize,
+) -> Result<CallbackObjects, SetupError> {
+    // Kept an hour past the window, so tracking can still tell at the window's end whether a
+    // report ended the recipient.
+    let ttl = window + Duration::from_secs(3600);
+    let index = match js.get_key_value(bucket).await {
+        Ok(kv) => {
+            lift_byte_cap(js, bucket).await;
+            kv
+        }
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: bucket.to_owned(),
+                description: "notifyd delivery-report index: provider message id → recipients".into(),
+                history: 1,
+                max_age: ttl,
+                // No byte cap: unmatched reports are bounded in their own stream, and the
+                // index grows with what is sent, like the tracking stream.
+                max_bytes: -1,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Bucket, bucket, e))?,
+    };
+    let legacy = match js.get_stream(format!("KV_{bucket}")).await {
+        Ok(s) => s.direct_get_next_for_subject(format!("$KV.{bucket}.u.>"), None).await.is_ok(),
+        Err(_) => false,
+    };
+    let name = unmatched_stream(bucket);
+    let unmatched_subject = super::unmatched_subject(prefix);
+    let max_msgs = i64::try_from(max_unmatched.max(1)).unwrap_or(i64::MAX);
+    let unmatched = js
+        .get_or_create_stream(stream::Config {
+            name: name.clone(),
+            description: Some("notifyd delivery reports that arrived before their send was recorded".into()),
+            subjects: vec![format!("{unmatched_subject}.>")],
+            max_messages: max_msgs,
+            discard: stream::DiscardPolicy::Old,
+            max_age: ttl,
+            storage: stream::StorageType::File,
+            allow_direct: true,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, &name, e))?;
+    let configured = unmatched.cached_info().config.max_messages;
+    if configured != max_msgs {
+        tracing::warn!(
+            stream = %name, configured, max_unmatched,
+            "the stream of unmatched delivery reports exists with another limit; it is used unchanged"
+        );
+    }
+    Ok(CallbackObjects { index, unmatched, unmatched_subject, legacy })
+}
+
+/// Removes the byte cap an older notifyd gave the index bucket (`max(max_unmatched × 1 KiB,
+/// 1 MiB)`, shared with unmatched reports), so sends can always be indexed. Logged, not fatal,
+/// when it cannot be changed (e.g. no permission to update streams).
+async fn lift_byte_cap(js: &jetstream::Context, bucket: &str) {
+    let name = format!("KV_{bucket}");
+    let Ok(s) = js.get_stream(&name).await else { return };
+    let mut config = s.cached_info().config.clone();
+    if config.max_bytes <= 0 {
+        return;
+    }
+    let was = config.max_bytes;
+    config.max_bytes = -1;
+    match js.update_stream(config).await {
+        Ok(_) => tracing::info!(
+            bucket,
+            was,
+            "removed the byte limit of the callback index bucket (an older notifyd's); unmatched reports are bounded in their own stream now"
+        ),
+        Err(e) => tracing::warn!(bucket, was, error = %e,
+            "cannot remove the byte limit of the callback index bucket; remove it yourself (nats stream edit KV_<bucket> --max-bytes=-1), or forged reports stored by an older notifyd may keep it full"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_errors_name_the_object() {
+        let e = SetupError::new(SetupErrorKind::Create, ObjectKind::Bucket, "notifyd_ledger", "timed out");
+        assert_eq!(e.to_string(), "cannot set up the JetStream key-value bucket notifyd_ledger: timed out");
+        assert_eq!(
+            (e.kind(), e.object(), e.name()),
+            (SetupErrorKind::Create, ObjectKind::Bucket, "notifyd_ledger")
+        );
+    }
+}
