@@ -9,20 +9,42 @@
 //! waits for all of it, bounded by `shutdown.grace`; whatever is still running then is abandoned
 //! (JetStream redelivers unfinished requests after `ack_wait`).
 //!
-//! Built on tokio-util's `CancellationToken` (the signal) and `TaskTracker` (the drain), the
-//! shape of linkerd2-proxy's drain and mini-redis's `Shutdown` + `shutdown_complete_tx`.
+//! The signal is tokio-util's `CancellationToken`; the drain is a count of running tasks, each
+//! holding a guard that counts it down when the task ends (the shape of linkerd2-proxy's drain
+//! and mini-redis's `Shutdown` + `shutdown_complete_tx`).
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// The daemon's shutdown: its signal and its drain. Cloning shares both.
 #[derive(Clone, Default)]
 pub struct Shutdown {
     signal: CancellationToken,
-    tasks: TaskTracker,
+    tasks: Arc<Tasks>,
+}
+
+/// The tasks spawned on the drain that have not ended yet.
+#[derive(Default)]
+struct Tasks {
+    running: AtomicUsize,
+    /// Told when `running` drops to 0.
+    idle: Notify,
+}
+
+/// Held by each task on the drain: counts it as running until the task ends (or panics).
+struct Running(Arc<Tasks>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl Shutdown {
@@ -36,7 +58,12 @@ impl Shutdown {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.tasks.spawn(task)
+        self.tasks.running.fetch_add(1, Ordering::AcqRel);
+        let running = Running(self.tasks.clone());
+        tokio::spawn(async move {
+            let _running = running;
+            task.await
+        })
     }
 
     /// Resolves once shutdown has begun (at once if it has).
@@ -49,22 +76,34 @@ impl Shutdown {
         self.signal.is_cancelled()
     }
 
-    /// Begins the shutdown: every task sees the signal, and the drain can complete once the
-    /// tasks on it have ended.
+    /// Begins the shutdown: every task sees the signal.
     pub fn begin(&self) {
         self.signal.cancel();
-        self.tasks.close();
     }
 
     /// Waits until every task spawned on the drain has ended, or `grace` has passed. Returns
     /// whether all ended. Call after [`Shutdown::begin`].
     pub async fn drained(&self, grace: Duration) -> bool {
-        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.idle()).await.is_ok()
+    }
+
+    /// Resolves when no task on the drain is running.
+    async fn idle(&self) {
+        loop {
+            let idle = self.tasks.idle.notified();
+            tokio::pin!(idle);
+            // Registered before the count is read, so a task ending in between is not missed.
+            idle.as_mut().enable();
+            if self.running() == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// Tasks on the drain that have not ended yet.
     pub fn running(&self) -> usize {
-        self.tasks.len()
+        self.tasks.running.load(Ordering::Acquire)
     }
 }
 
@@ -93,5 +132,14 @@ mod tests {
         shutdown.begin();
         assert!(!shutdown.drained(Duration::from_secs(5)).await, "a task outlasting the grace is abandoned");
         assert_eq!(shutdown.running(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_panics_still_leaves_the_drain() {
+        let shutdown = Shutdown::new();
+        let task = shutdown.spawn(async { panic!("a bug") });
+        assert!(task.await.is_err());
+        shutdown.begin();
+        assert!(shutdown.drained(Duration::from_secs(1)).await);
     }
 }
