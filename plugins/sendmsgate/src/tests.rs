@@ -180,8 +180,8 @@ fn settings_are_checked() {
     assert!(e.message.contains("passwort"), "{}", e.message);
     assert!(err(json!({"password": "p"})).message.contains("username"));
     assert!(err(json!({"username": "u"})).message.contains("password"));
-    assert!(err(json!({"username": "u", "password": ""})).message.contains("`password` is empty"));
-    assert!(err(json!({"username": " ", "password": "p"})).message.contains("`username` is empty"));
+    assert!(err(json!({"username": "u", "password": ""})).message.contains("`password` must not be empty"));
+    assert!(err(json!({"username": " ", "password": "p"})).message.contains("`username` must not be empty"));
     let e = err(json!({"username": "u", "password": "p", "status_param": "id"}));
     assert!(e.message.contains("status_param") || e.message.contains("msgid"), "{}", e.message);
     // The password's value never appears, even in a type error.
