@@ -2,7 +2,7 @@
 //! byte, plus hostile ones, driven through the `Provider` trait the way the host drives it.
 
 use super::*;
-use notifyd_plugin::sdk::testing::{drive, init, ok, response as resp, send_input, status_input};
+use notifyd_plugin::sdk::testing::{self, drive, init, ok, response as resp, send_input, status_input};
 use notifyd_plugin::wire::{HttpRequest, HttpResponse};
 use proptest::prelude::*;
 use serde_json::json;
@@ -116,13 +116,11 @@ fn no_secret(message: &str) {
 
 #[test]
 fn describes_itself() {
-    let d = SendSmsGate::describe();
-    assert_eq!(d.name, "sendmsgate");
-    assert_eq!(d.version, env!("CARGO_PKG_VERSION"));
-    assert_eq!((d.max_recipients, d.max_status_refs), (15, 1));
-    assert_eq!(d.alphabet, "unicode");
-    assert_eq!(d.default_base_url.as_deref(), Some("https://cloud.sendmsgate.com"));
-    assert_eq!(SendSmsGate::CAPABILITIES, CAP_SEND | CAP_STATUS | CAP_BALANCE);
+    testing::assert_describes::<SendSmsGate>(
+        CAP_SEND | CAP_STATUS | CAP_BALANCE,
+        serde_json::json!({"name": "sendmsgate", "version": env!("CARGO_PKG_VERSION"), "max_recipients": 15,
+            "max_status_refs": 1, "alphabet": "unicode", "default_base_url": "https://cloud.sendmsgate.com"}),
+    );
 }
 
 #[test]

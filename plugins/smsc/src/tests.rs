@@ -8,8 +8,8 @@ use notifyd_plugin::sdk::testing::{
     http_step, ok, recipients, response as http, status_error, status_input, statuses, whole_error,
 };
 use notifyd_plugin::wire::{ERROR_CODES, HttpRequest, HttpResponse};
-use std::collections::BTreeMap;
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 
 const PASSWORD: &str = "s3cret-pw";
 const USERNAME: &str = "acme-login";
@@ -79,13 +79,11 @@ fn assert_error(e: &ProviderError, code: &str, retryable: bool, provider_code: O
 
 #[test]
 fn describes_itself_with_its_limits_and_capabilities() {
-    let d = Smsc::describe();
-    assert_eq!(d.name, "smsc");
-    assert_eq!(d.version, env!("CARGO_PKG_VERSION"));
-    assert_eq!((d.max_recipients, d.max_status_refs), (100, 100));
-    assert_eq!(d.alphabet, "unicode");
-    assert_eq!(d.default_base_url.as_deref(), Some("https://smsc.ru"));
-    assert_eq!(Smsc::CAPABILITIES, CAP_SEND | CAP_STATUS | CAP_BALANCE | CAP_SCHEDULE);
+    testing::assert_describes::<Smsc>(
+        CAP_SEND | CAP_STATUS | CAP_BALANCE | CAP_SCHEDULE,
+        serde_json::json!({"name": "smsc", "version": env!("CARGO_PKG_VERSION"), "max_recipients": 100,
+            "max_status_refs": 100, "alphabet": "unicode", "default_base_url": "https://smsc.ru"}),
+    );
 }
 
 #[test]

@@ -90,13 +90,11 @@ fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
 
 #[test]
 fn describe_states_the_documented_limits() {
-    let d = SmsClub::describe();
-    assert_eq!(d.name, "smsclub");
-    assert_eq!(d.version, env!("CARGO_PKG_VERSION"));
-    assert_eq!((d.max_recipients, d.max_status_refs), (100, 100));
-    assert_eq!(d.alphabet, "unicode");
-    assert_eq!(d.default_base_url.as_deref(), Some("https://im.smsclub.mobi"));
-    assert_eq!(SmsClub::CAPABILITIES, CAP_SEND | CAP_STATUS | CAP_BALANCE);
+    testing::assert_describes::<SmsClub>(
+        CAP_SEND | CAP_STATUS | CAP_BALANCE,
+        serde_json::json!({"name": "smsclub", "version": env!("CARGO_PKG_VERSION"), "max_recipients": 100,
+            "max_status_refs": 100, "alphabet": "unicode", "default_base_url": "https://im.smsclub.mobi"}),
+    );
 }
 
 #[test]

@@ -23,7 +23,7 @@
 //! assert_eq!(recipients(result)[0].provider_message_id.as_deref(), Some("id-1"));
 //! ```
 
-use super::OpResult;
+use super::{OpResult, Provider};
 use crate::wire::{
     BalanceResult, ERROR_CODES, Exchange, HttpRequest, HttpResponse, InstanceInit, MAX_EXCHANGES,
     ProviderError, RecipientResult, SendInput, SendResult, StatusInput, StatusResult, StatusUpdate, Step,
@@ -33,6 +33,19 @@ use std::fmt::Debug;
 
 /// The statuses a status update may carry (SPEC §2).
 pub const STATUSES: &[&str] = &["sent", "delivered", "undelivered", "expired", "rejected", "unknown"];
+
+/// Asserts what plugin `P` says about itself: its capability bits (as `P::CAPABILITIES` gives
+/// them, without the `CAP_SEND` the export adds) and its describe document, compared as the JSON
+/// the host reads (`v` is added).
+pub fn assert_describes<P: Provider>(capabilities: u64, describe: serde_json::Value) {
+    assert_eq!(P::CAPABILITIES, capabilities, "capability bits");
+    let mut expected = serde_json::json!({"v": WIRE_VERSION});
+    if let (Some(all), Some(given)) = (expected.as_object_mut(), describe.as_object()) {
+        all.extend(given.clone());
+    }
+    let found = serde_json::to_value(P::describe()).expect("a describe document encodes");
+    assert_eq!(found, expected, "the describe document");
+}
 
 /// The settings document of instance `name` (`settings` must be a JSON object, else it counts as
 /// empty).
