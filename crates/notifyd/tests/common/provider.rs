@@ -149,7 +149,7 @@ impl ProviderTest {
             if !i.settings.is_empty() {
                 text += "[providers.settings]\n";
                 for (key, value) in &i.settings {
-                    text += &format!("{} = {}\n", quoted(key), toml_value(value));
+                    text += &format!("{} = {}\n", key_name(key), toml_value(value));
                 }
             }
         }
@@ -203,6 +203,12 @@ fn quoted(s: &str) -> String {
     Value::from(s).to_string()
 }
 
+/// `key` bare where TOML allows it, else quoted.
+fn key_name(key: &str) -> String {
+    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare { key.to_owned() } else { quoted(key) }
+}
+
 /// A JSON value (no null) as a TOML value; objects become inline tables.
 fn toml_value(value: &Value) -> String {
     match value {
@@ -211,7 +217,7 @@ fn toml_value(value: &Value) -> String {
         Value::Array(items) => format!("[{}]", items.iter().map(toml_value).collect::<Vec<_>>().join(", ")),
         Value::Object(map) => {
             let fields: Vec<String> =
-                map.iter().map(|(k, v)| format!("{} = {}", quoted(k), toml_value(v))).collect();
+                map.iter().map(|(k, v)| format!("{} = {}", key_name(k), toml_value(v))).collect();
             format!("{{ {} }}", fields.join(", "))
         }
     }
