@@ -13,10 +13,18 @@
 
 use crate::wire::{
     BalanceResult, CallbackInput, CallbackResult, Describe, Exchange, HttpRequest, HttpResponse,
-    InstanceInit, ProviderError, SendInput, SendResult, StatusInput, StatusResult, Step,
+    InstanceInit, ProviderError, SendInput, SendResult, StatusInput, StatusResult, Step, WIRE_VERSION,
 };
 use serde::de::DeserializeOwned;
 use std::borrow::Cow;
+
+mod credentials;
+mod mapping;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use credentials::{Credentials, parse_settings_with_credentials};
+pub use mapping::ErrorRule;
 
 /// An operation's answer: one step, or an error (malformed input or state, bad settings).
 pub type OpResult<T> = Result<Step<T>, ProviderError>;
@@ -76,6 +84,65 @@ impl<T> Step<T> {
     pub fn http(http: HttpRequest, state: impl Into<String>) -> Self {
         Step::Http { http, state: state.into() }
     }
+}
+
+impl Describe {
+    /// A plugin's description: its `name` (the `plugin = "..."` value), its `version` (pass
+    /// `env!("CARGO_PKG_VERSION")`) and the most recipients one `send` takes. The rest starts at
+    /// the defaults: no `status` (`max_status_refs` 0), alphabet `"unicode"`, no default base URL.
+    pub fn new(name: &str, version: &str, max_recipients: u32) -> Self {
+        Describe {
+            v: WIRE_VERSION,
+            name: name.to_owned(),
+            version: version.to_owned(),
+            max_recipients,
+            max_status_refs: 0,
+            alphabet: "unicode".to_owned(),
+            default_base_url: None,
+        }
+    }
+
+    /// The most tracking references one `status` call takes (at least 1 with `CAP_STATUS`).
+    pub fn with_max_status_refs(mut self, max_status_refs: u32) -> Self {
+        self.max_status_refs = max_status_refs;
+        self
+    }
+
+    /// The texts the provider accepts: `"unicode"` (the default), `"gsm7"` or `"latin"`.
+    pub fn with_alphabet(mut self, alphabet: &str) -> Self {
+        self.alphabet = alphabet.to_owned();
+        self
+    }
+
+    /// The provider's production URL, which the plugin uses when an instance sets no `base_url`.
+    pub fn with_default_base_url(mut self, url: &str) -> Self {
+        self.default_base_url = Some(url.to_owned());
+        self
+    }
+}
+
+/// Checks that `exchange` answers the request that operation `op` asked for with `state`: the
+/// continuation of a one-exchange operation. Otherwise the error (`plugin_error`, answered as
+/// `NOTIFYD_ERROR`) says so and quotes a snippet of the state it got.
+pub fn expect_state(op: &str, exchange: &Exchange, state: &str) -> Result<(), ProviderError> {
+    if exchange.state == state { Ok(()) } else { Err(foreign_state(op, exchange)) }
+}
+
+/// The error for an exchange whose `state` operation `op` did not make (for plugins that read
+/// their state themselves; see [`expect_state`]).
+pub fn foreign_state(op: &str, exchange: &Exchange) -> ProviderError {
+    ProviderError::new(
+        "plugin_error",
+        format!("{op} was handed back an exchange state it did not make: {:?}", snippet(&exchange.state)),
+    )
+}
+
+/// Now, in unix seconds (0 before 1970), for plugins that compute a provider's schedule
+/// parameter. Take it as a parameter in the functions that use it, so tests can fix the time.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Deserializes an instance's settings into `T` (which should say `#[serde(deny_unknown_fields)]`),
@@ -679,6 +746,37 @@ mod tests {
         ] {
             assert_eq!(rfc3339_to_unix_ceil(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn describe_starts_at_the_defaults() {
+        let d = Describe::new("acme", "1.2.3", 50);
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"v":1,"name":"acme","version":"1.2.3","max_recipients":50,"max_status_refs":0,"alphabet":"unicode"}"#
+        );
+        let d =
+            d.with_max_status_refs(16).with_alphabet("latin").with_default_base_url("https://acme.example");
+        assert_eq!(
+            (d.max_status_refs, d.alphabet.as_str(), d.default_base_url.as_deref()),
+            (16, "latin", Some("https://acme.example"))
+        );
+    }
+
+    #[test]
+    fn a_foreign_state_is_refused_with_a_snippet_of_it() {
+        let ex = Exchange { state: "status:12".into(), response: response(200, &[], "") };
+        assert!(expect_state("status", &ex, "status:12").is_ok());
+        let e = expect_state("send", &ex, "send").unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("plugin_error", r#"send was handed back an exchange state it did not make: "status:12""#)
+        );
+    }
+
+    #[test]
+    fn now_is_after_2025() {
+        assert!(now_unix() > 1_735_689_600, "{}", now_unix());
     }
 
     #[test]

@@ -6,10 +6,10 @@
 
 mod common;
 
+use common::provider::{ProviderTest, Running, plugin};
 use common::{Daemon, Events, publish};
-use notifyd_testkit::{MockHttp, MockResponse, NatsServer, RecordedRequest, cargo_plugin, workspace_root};
+use notifyd_testkit::{MockHttp, MockResponse, NatsServer, RecordedRequest, workspace_root};
 use serde_json::json;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,10 +17,6 @@ use std::time::{Duration, Instant};
 
 const USER: &str = "acme";
 const PASSWORD: &str = "s3cret-intelli-pw";
-
-fn plugin() -> PathBuf {
-    cargo_plugin("notifyd-intellisoftware", "notifyd_intellisoftware")
-}
 
 /// The message id of the gateway's `n`-th accepted submission (20 digits, like the document's).
 fn message_id(n: usize) -> String {
@@ -99,44 +95,19 @@ fn gateway(
 }
 
 /// Two instances against `mock`: `intellisoftware` with the right credentials for every number,
-/// `intellisoftware-wrongpw` (a wrong password) for French numbers.
-fn config(mock: &MockHttp) -> String {
-    format!(
-        r#"
-[nats]
-url = "{{nats}}"
-[metrics]
-listen = "{{metrics}}"
-[intake]
-ack_wait = "2s"
-[retry]
-max_attempts = 2
-initial_backoff = "50ms"
-[[providers]]
-name = "intellisoftware"
-plugin = "{plugin}"
-base_url = "{url}/intelli"
-sender = "MyShop"
-[providers.settings]
-username = "{USER}"
-password = "{PASSWORD}"
-[[providers]]
-name = "intellisoftware-wrongpw"
-plugin = "{plugin}"
-base_url = "{url}/intelli/"
-[providers.settings]
-username = "{USER}"
-password = "not-the-password"
-[[routes]]
-prefixes = [""]
-providers = ["intellisoftware"]
-[[routes]]
-prefixes = ["33"]
-providers = ["intellisoftware-wrongpw"]
-"#,
-        plugin = plugin().display(),
-        url = mock.url(),
-    )
+/// `intellisoftware-wrongpw` (a wrong password) for French numbers. No status polling: the
+/// gateway pushes its reports.
+fn intellisoftware(mock: &MockHttp) -> ProviderTest {
+    ProviderTest::new("intellisoftware")
+        .base_url(mock, "/intelli")
+        .sender("MyShop")
+        .settings(json!({"username": USER, "password": PASSWORD}))
+        .route(&[""])
+        .instance("intellisoftware-wrongpw")
+        .base_url(mock, "/intelli/")
+        .settings(json!({"username": USER, "password": "not-the-password"}))
+        .route(&["33"])
+        .without("tracking")
 }
 
 struct Setup {
@@ -149,12 +120,9 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let nats = NatsServer::start();
     let throttled_at = Arc::new(Mutex::new(Vec::new()));
     let mock = MockHttp::start(gateway(Arc::new(AtomicUsize::new(0)), throttled_at.clone())).await;
-    let daemon = Daemon::start(&nats, &config(&mock));
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let events = Events::subscribe(&client).await;
+    let Running { nats, daemon, client, events, .. } = intellisoftware(&mock).start().await;
     Setup { _nats: nats, mock, daemon, client, events, throttled_at }
 }
 
@@ -281,7 +249,7 @@ async fn errors_end_as_the_mapping_says() {
 
 #[test]
 fn plugin_verify_says_it_conforms() {
-    let so = plugin();
+    let so = plugin("intellisoftware");
     let out =
         Command::new(env!("CARGO_BIN_EXE_notifyd")).arg("plugin").arg("verify").arg(&so).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -301,7 +269,7 @@ fn plugin_verify_says_it_conforms() {
 fn the_example_config_checks_out() {
     // `plugin = "intellisoftware"` is found next to the notifyd binary, where cargo puts the
     // library it built.
-    plugin();
+    plugin("intellisoftware");
     let example = workspace_root().join("config/examples/intellisoftware.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_notifyd"))
         .arg("check-config")

@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{Daemon, Events, publish};
-use notifyd_testkit::{MockHttp, MockResponse, NatsServer, RecordedRequest};
+use common::provider::{ProviderTest, Running, plugin};
+use common::publish;
+use notifyd_testkit::{MockHttp, MockResponse, RecordedRequest};
 use serde_json::json;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,10 +23,6 @@ const STOPPED: &str = "4915100000666";
 const THROTTLED: &str = "447700900429";
 /// 15 digits: valid for notifyd, refused by the gateway ("must be less than 15 characters").
 const TOO_LONG: &str = "491517111223344";
-
-fn plugin() -> PathBuf {
-    notifyd_testkit::cargo_plugin("notifyd-sendmsgate", "notifyd_sendmsgate")
-}
 
 /// What the status of part `part` (0-based) of the message to `number` is at its `poll`-th query
 /// (0-based).
@@ -135,39 +131,13 @@ async fn mock(gateway: &Arc<Gateway>) -> MockHttp {
     MockHttp::start(move |req| g.handle(req)).await
 }
 
-/// A config with one `sendmsgate` instance against `mock` (path prefix `/sms`), plus `extra`.
-fn config(mock: &MockHttp, settings: &str, extra: &str) -> String {
-    format!(
-        r#"
-[nats]
-url = "{{nats}}"
-[metrics]
-listen = "{{metrics}}"
-[intake]
-ack_wait = "2s"
-[tracking]
-first_poll = "100ms"
-max_interval = "500ms"
-[retry]
-max_attempts = 2
-initial_backoff = "50ms"
-[[providers]]
-name = "sendmsgate"
-plugin = "{plugin}"
-base_url = "{url}/sms"
-sender = "MyShop"
-[providers.settings]
-username = "{USER}"
-password = "{PASSWORD}"
-{settings}
-{extra}
-[[routes]]
-prefixes = [""]
-providers = ["sendmsgate"]
-"#,
-        plugin = plugin().display(),
-        url = mock.url(),
-    )
+/// One `sendmsgate` instance against `mock` (path prefix `/sms`), for every number.
+fn sendmsgate(mock: &MockHttp) -> ProviderTest {
+    ProviderTest::new("sendmsgate")
+        .base_url(mock, "/sms")
+        .sender("MyShop")
+        .settings(json!({"username": USER, "password": PASSWORD}))
+        .route(&[""])
 }
 
 fn requests_with(mock: &MockHttp, name: &str) -> Vec<RecordedRequest> {
@@ -176,7 +146,6 @@ fn requests_with(mock: &MockHttp, name: &str) -> Vec<RecordedRequest> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_to_one_and_to_several_recipients_and_tracks_every_part() {
-    let nats = NatsServer::start();
     // Each part answers `send` at its first query, then `deliver`; but the second part of the
     // message to B is never delivered.
     let gateway = Gateway::new("msgid", |number, part, poll| match (number, part, poll) {
@@ -185,9 +154,7 @@ async fn sends_to_one_and_to_several_recipients_and_tracks_every_part() {
         _ => "deliver",
     });
     let mock = mock(&gateway).await;
-    let daemon = Daemon::start(&nats, &config(&mock, "", ""));
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let mut events = Events::subscribe(&client).await;
+    let Running { nats: _nats, daemon, client, mut events, .. } = sendmsgate(&mock).start().await;
 
     // One recipient, one part.
     publish(&client, json!({"id": "one", "to": A, "text": "Your code is 1234"}).to_string()).await;
@@ -237,30 +204,16 @@ async fn sends_to_one_and_to_several_recipients_and_tracks_every_part() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_failure_invalid_numbers_and_throttling_end_as_mapped() {
-    let nats = NatsServer::start();
     let gateway = Gateway::new("msgid", |_, _, _| "send");
     let mock = mock(&gateway).await;
     // A second instance with a wrong password serves the numbers starting with 33.
-    let wrong = format!(
-        r#"
-[[providers]]
-name = "sendmsgate-wrong"
-plugin = "{plugin}"
-base_url = "{url}/sms"
-sender = "MyShop"
-[providers.settings]
-username = "{USER}"
-password = "not-the-password"
-[[routes]]
-prefixes = ["33"]
-providers = ["sendmsgate-wrong"]
-"#,
-        plugin = plugin().display(),
-        url = mock.url(),
-    );
-    let daemon = Daemon::start(&nats, &config(&mock, "", &wrong));
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let mut events = Events::subscribe(&client).await;
+    let wrong = sendmsgate(&mock)
+        .instance("sendmsgate-wrong")
+        .base_url(&mock, "/sms")
+        .sender("MyShop")
+        .settings(json!({"username": USER, "password": "not-the-password"}))
+        .route(&["33"]);
+    let Running { nats: _nats, daemon, client, mut events, .. } = wrong.start().await;
 
     // Wrong credentials: an account error, never retried; no provider left, so failed.
     publish(&client, json!({"id": "auth", "to": "33612345678", "text": "hi"}).to_string()).await;
@@ -326,16 +279,14 @@ providers = ["sendmsgate-wrong"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sibling_platforms_smsid_empty_while_queued_partly_deliver_and_read() {
-    let nats = NatsServer::start();
     let gateway = Gateway::new("smsid", |_, _, poll| match poll {
         0 => "",
         1 => "partly_deliver",
         _ => "read",
     });
     let mock = mock(&gateway).await;
-    let _daemon = Daemon::start(&nats, &config(&mock, "status_param = \"smsid\"", ""));
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let mut events = Events::subscribe(&client).await;
+    let sibling = sendmsgate(&mock).settings(json!({"status_param": "smsid"}));
+    let Running { nats: _nats, daemon: _daemon, client, mut events, .. } = sibling.start().await;
 
     publish(&client, json!({"id": "sib", "to": A, "text": "hi"}).to_string()).await;
     let sent = events.status("sib", Some(A), "sent").await;
@@ -355,7 +306,7 @@ async fn sibling_platforms_smsid_empty_while_queued_partly_deliver_and_read() {
 fn notifyd_plugin_verify_says_it_conforms() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
         .args(["plugin", "verify"])
-        .arg(plugin())
+        .arg(plugin("sendmsgate"))
         .env_remove("NOTIFYD_LOG")
         .output()
         .expect("run the notifyd binary");

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::provider::{ProviderTest, plugin};
 use common::{Daemon, Events, publish};
 use notifyd::config::Config;
 use notifyd::http::HttpClient;
@@ -12,10 +13,10 @@ use notifyd::metrics::Metrics;
 use notifyd::plugin::Op;
 use notifyd::provider::Providers;
 use notifyd_plugin::wire::BalanceResult;
-use notifyd_testkit::{MockHttp, MockResponse, NatsServer, RecordedRequest, cargo_plugin};
+use notifyd_testkit::{MockHttp, MockResponse, NatsServer, RecordedRequest};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,10 +28,6 @@ const INVALID: &str = "4915100000007";
 const BUSY: &str = "4915100000099";
 /// SMSC answers error 9 "duplicate request" for this number.
 const REPEATED: &str = "4915100000009";
-
-fn smsc_plugin() -> PathBuf {
-    cargo_plugin("notifyd-smsc", "notifyd_smsc")
-}
 
 /// What the mock SMSC remembers: every accepted (id, phone) and how often its status was asked.
 #[derive(Default)]
@@ -155,53 +152,23 @@ fn smsc_api(account: Arc<Mutex<Account>>) -> impl Fn(&RecordedRequest) -> MockRe
     }
 }
 
-/// A config for the SMSC plugin against `mock` with `password` (`{nats}` and `{metrics}` are
-/// filled in by `Daemon::start`).
-fn config(mock: &MockHttp, password: &str) -> String {
-    format!(
-        r#"
-[nats]
-url = "{{nats}}"
-[metrics]
-listen = "{{metrics}}"
-# The scheduling tests send for 2099.
-[limits]
-max_schedule_ahead = "100y"
-[intake]
-ack_wait = "2s"
-[tracking]
-first_poll = "100ms"
-max_interval = "500ms"
-[retry]
-max_attempts = 2
-initial_backoff = "50ms"
-[[providers]]
-name = "smsc"
-plugin = "{plugin}"
-base_url = "{url}/smsc"
-sender = "MyShop"
-[providers.settings]
-username = "{LOGIN}"
-password = "{password}"
-[[routes]]
-prefixes = [""]
-providers = ["smsc"]
-"#,
-        plugin = smsc_plugin().display(),
-        url = mock.url(),
-    )
+/// The SMSC plugin against `mock` (under `/smsc`) with `password`, for every number.
+fn smsc(mock: &MockHttp, password: &str) -> ProviderTest {
+    ProviderTest::new("smsc")
+        .base_url(mock, "/smsc")
+        .settings(json!({"username": LOGIN, "password": password}))
+        .route(&[""])
 }
 
 async fn start(
     password: &str,
 ) -> (NatsServer, MockHttp, Arc<Mutex<Account>>, Daemon, async_nats::Client, Events) {
-    let nats = NatsServer::start();
     let account = Arc::new(Mutex::new(Account::default()));
     let mock = MockHttp::start(smsc_api(account.clone())).await;
-    let daemon = Daemon::start(&nats, &config(&mock, password));
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let events = Events::subscribe(&client).await;
-    (nats, mock, account, daemon, client, events)
+    // The scheduling tests send for 2099.
+    let t =
+        smsc(&mock, password).sender("MyShop").extra("[limits]\nmax_schedule_ahead = \"100y\"").start().await;
+    (t.nats, mock, account, t.daemon, t.client, t.events)
 }
 
 /// The send requests the mock received whose `phones` include `number`.
@@ -372,14 +339,10 @@ async fn wrong_credentials_fail_without_retry() {
     assert!(!daemon.log().contains("wrong-password"), "no password in the log");
 }
 
-/// The providers of a config for the SMSC plugin at `base_url` with `password`, loaded as the
+/// The providers of a config for the SMSC plugin against `mock` with `password`, loaded as the
 /// daemon loads them.
-fn providers(base_url: &str, password: &str) -> Providers {
-    let text = format!(
-        "[[providers]]\nname = \"smsc\"\nplugin = {:?}\nbase_url = {base_url:?}\n[providers.settings]\n\
-         username = {LOGIN:?}\npassword = {password:?}\n\n[[routes]]\nprefixes = [\"\"]\nproviders = [\"smsc\"]\n",
-        smsc_plugin().display().to_string()
-    );
+fn providers(mock: &MockHttp, password: &str) -> Providers {
+    let text = smsc(mock, password).providers_toml();
     let config = Config::from_toml(&text, Path::new("/nonexistent")).expect("a valid config");
     Providers::load(&config, &HttpClient::new(), &Metrics::new()).expect("the plugin loads")
 }
@@ -388,16 +351,15 @@ fn providers(base_url: &str, password: &str) -> Providers {
 async fn balance_is_read_through_the_host() {
     let account = Arc::new(Mutex::new(Account::default()));
     let mock = MockHttp::start(smsc_api(account)).await;
-    let base = format!("{}/smsc", mock.url());
 
-    let p = providers(&base, PASSWORD);
+    let p = providers(&mock, PASSWORD);
     let balance: BalanceResult = p.get("smsc").unwrap().run(Op::Balance, &Value::Null).await.unwrap();
     assert_eq!(balance, BalanceResult::Balance { amount: 286.55, currency: "RUB".into() });
     let req = &mock.requests()[0];
     assert_eq!((req.method.as_str(), req.path.as_str()), ("GET", "/smsc/sys/balance.php"));
     assert_eq!(param(req, "fmt").as_deref(), Some("3"));
 
-    let p = providers(&base, "wrong-password");
+    let p = providers(&mock, "wrong-password");
     let refused: BalanceResult = p.get("smsc").unwrap().run(Op::Balance, &Value::Null).await.unwrap();
     let BalanceResult::Failed { error } = refused else { panic!("expected an error, got {refused:?}") };
     assert_eq!((error.code.as_str(), error.provider_code.as_deref()), ("auth", Some("2")));
@@ -407,7 +369,7 @@ async fn balance_is_read_through_the_host() {
 fn the_plugin_passes_notifyd_plugin_verify() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
         .args(["plugin", "verify"])
-        .arg(smsc_plugin())
+        .arg(plugin("smsc"))
         .env_remove("NOTIFYD_LOG")
         .output()
         .expect("run notifyd plugin verify");
@@ -424,7 +386,7 @@ fn the_plugin_passes_notifyd_plugin_verify() {
 #[test]
 fn the_example_config_checks_out() {
     // `plugin = "smsc"` is found next to the notifyd binary, where cargo puts the library it built.
-    smsc_plugin();
+    plugin("smsc");
     let example = notifyd_testkit::workspace_root().join("config/examples/smsc.toml");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
         .arg("check-config")

@@ -6,20 +6,16 @@
 
 mod common;
 
-use common::{Daemon, Events, publish};
-use notifyd_testkit::{MockHttp, MockResponse, NatsServer, RecordedRequest};
+use common::provider::{ProviderTest, Running, plugin};
+use common::publish;
+use notifyd_testkit::{MockHttp, MockResponse, RecordedRequest};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "club-token-7f3a9c";
 const REVOKED: &str = "club-token-revoked";
-
-fn smsclub_plugin() -> PathBuf {
-    notifyd_testkit::cargo_plugin("notifyd-smsclub", "notifyd_smsclub")
-}
 
 /// What the mock remembers: message ids by number, status polls per id, and when each
 /// throttled send arrived.
@@ -130,50 +126,25 @@ fn smsclub_api(club: Arc<Mutex<Club>>) -> impl Fn(&RecordedRequest) -> MockRespo
 
 /// Two instances of the plugin against `mock`: `smsclub` (the right token) for Ukrainian numbers,
 /// `smsclub-revoked` (a token the mock refuses) for Polish ones.
-fn config(mock: &MockHttp) -> String {
-    format!(
-        r#"
-[nats]
-url = "{{nats}}"
-[metrics]
-listen = "{{metrics}}"
-[intake]
-ack_wait = "2s"
-[retry]
-max_attempts = 2
-initial_backoff = "50ms"
-[tracking]
-first_poll = "100ms"
-max_interval = "500ms"
-[balance]
-interval = "0s"
+fn smsclub(mock: &MockHttp) -> ProviderTest {
+    ProviderTest::new("smsclub")
+        .base_url(mock, "/api")
+        .sender("VashZakaz")
+        .settings(json!({"token": TOKEN}))
+        .route(&["380"])
+        .instance("smsclub-revoked")
+        .base_url(mock, "/api/")
+        .sender("VashZakaz")
+        .settings(json!({"token": REVOKED}))
+        .route(&["48"])
+        .extra("[balance]\ninterval = \"0s\"")
+}
 
-[[providers]]
-name = "smsclub"
-plugin = "{plugin}"
-base_url = "{url}/api"
-sender = "VashZakaz"
-[providers.settings]
-token = "{TOKEN}"
-
-[[providers]]
-name = "smsclub-revoked"
-plugin = "{plugin}"
-base_url = "{url}/api/"
-sender = "VashZakaz"
-[providers.settings]
-token = "{REVOKED}"
-
-[[routes]]
-prefixes = ["380"]
-providers = ["smsclub"]
-[[routes]]
-prefixes = ["48"]
-providers = ["smsclub-revoked"]
-"#,
-        plugin = smsclub_plugin().display(),
-        url = mock.url(),
-    )
+/// The mock SMS Club and the daemon on [`smsclub`].
+async fn start() -> (Running, MockHttp, Arc<Mutex<Club>>) {
+    let club = Arc::new(Mutex::new(Club::default()));
+    let mock = MockHttp::start(smsclub_api(club.clone())).await;
+    (smsclub(&mock).start().await, mock, club)
 }
 
 fn sends(mock: &MockHttp) -> Vec<RecordedRequest> {
@@ -182,12 +153,7 @@ fn sends(mock: &MockHttp) -> Vec<RecordedRequest> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_to_one_and_to_several_then_polls_until_delivered() {
-    let nats = NatsServer::start();
-    let club = Arc::new(Mutex::new(Club::default()));
-    let mock = MockHttp::start(smsclub_api(club.clone())).await;
-    let daemon = Daemon::start(&nats, &config(&mock));
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let mut events = Events::subscribe(&client).await;
+    let (Running { nats: _nats, daemon, client, mut events, .. }, mock, club) = start().await;
 
     publish(&client, json!({"id": "one-1", "to": "+380 98 936 11 31", "text": "Ваш код 1234"}).to_string())
         .await;
@@ -245,12 +211,7 @@ async fn sends_to_one_and_to_several_then_polls_until_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_auth_throttling_and_duplicates_end_as_the_mapping_says() {
-    let nats = NatsServer::start();
-    let club = Arc::new(Mutex::new(Club::default()));
-    let mock = MockHttp::start(smsclub_api(club.clone())).await;
-    let daemon = Daemon::start(&nats, &config(&mock));
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let mut events = Events::subscribe(&client).await;
+    let (Running { nats: _nats, daemon, client, mut events, .. }, mock, club) = start().await;
 
     // A number SMS Club refuses inside its HTTP 200 answer: only that recipient is rejected.
     publish(
@@ -314,7 +275,7 @@ async fn refusals_auth_throttling_and_duplicates_end_as_the_mapping_says() {
 
 #[test]
 fn notifyd_plugin_verify_says_the_plugin_conforms() {
-    let plugin = smsclub_plugin();
+    let plugin = plugin("smsclub");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
         .args(["plugin", "verify"])
         .arg(&plugin)

@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{Daemon, Events, publish};
-use notifyd_testkit::{MockHttp, MockResponse, NatsServer, RecordedRequest, cargo_plugin};
+use common::provider::{ProviderTest, Running, plugin};
+use common::publish;
+use notifyd_testkit::{MockHttp, MockResponse, RecordedRequest};
 use serde_json::json;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,10 +23,6 @@ const PREFIX: &str = "/smsco";
 const BAD_NUMBER: &str = "995555000000";
 /// A number whose submissions the mock answers with HTTP 429 and `Retry-After: 1`.
 const THROTTLED_NUMBER: &str = "995599000429";
-
-fn plugin() -> PathBuf {
-    cargo_plugin("notifyd-smscoge", "notifyd_smscoge")
-}
 
 /// What the mock gateway remembers: the numbers of each message id, and how often each id's
 /// status was asked.
@@ -119,54 +115,19 @@ async fn start_gateway() -> (MockHttp, std::sync::Arc<Gateway>) {
 }
 
 /// Three instances of the plugin against the mock: `smscoge` (routed for 995), `smscoge-latin`
-/// (transliterates) and `smscoge-badpw` (a wrong password); `extra` is added at the top level.
-fn config(mock: &MockHttp, extra: &str) -> String {
-    let plugin = plugin();
-    let block = |name: &str, password: &str, more: &str| {
-        format!(
-            r#"
-[[providers]]
-name = "{name}"
-plugin = "{plugin}"
-base_url = "{url}{PREFIX}"
-sender = "notifyd"
-[providers.settings]
-username = "{USERNAME}"
-password = "{password}"
-{more}
-"#,
-            plugin = plugin.display(),
-            url = mock.url(),
-        )
+/// (transliterates) and `smscoge-badpw` (a wrong password).
+fn smscoge(mock: &MockHttp) -> ProviderTest {
+    let instance = |test: ProviderTest, password: &str| {
+        test.base_url(mock, PREFIX)
+            .sender("notifyd")
+            .settings(json!({"username": USERNAME, "password": password}))
     };
-    format!(
-        r#"
-[nats]
-url = "{{nats}}"
-[metrics]
-listen = "{{metrics}}"
-# The scheduling tests send for 2099.
-[limits]
-max_schedule_ahead = "100y"
-[intake]
-ack_wait = "2s"
-[tracking]
-first_poll = "100ms"
-max_interval = "500ms"
-[balance]
-interval = "0s"
-{extra}
-{a}
-{b}
-{c}
-[[routes]]
-prefixes = ["995"]
-providers = ["smscoge"]
-"#,
-        a = block("smscoge", PASSWORD, ""),
-        b = block("smscoge-latin", PASSWORD, "transliterate = true"),
-        c = block("smscoge-badpw", "wrong-pw", ""),
-    )
+    let test = instance(ProviderTest::new("smscoge"), PASSWORD).route(&["995"]);
+    let test = instance(test.instance("smscoge-latin"), PASSWORD).settings(json!({"transliterate": true}));
+    instance(test.instance("smscoge-badpw"), "wrong-pw")
+        // The scheduling tests send for 2099.
+        .extra("[limits]\nmax_schedule_ahead = \"100y\"")
+        .extra("[balance]\ninterval = \"0s\"")
 }
 
 fn sends(mock: &MockHttp) -> Vec<RecordedRequest> {
@@ -175,11 +136,10 @@ fn sends(mock: &MockHttp) -> Vec<RecordedRequest> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_to_one_and_several_then_polls_until_delivered() {
-    let nats = NatsServer::start();
     let (mock, gateway) = start_gateway().await;
-    let daemon = Daemon::start(&nats, &config(&mock, ""));
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let mut events = Events::subscribe(&client).await;
+    // The daemon's own retry policy.
+    let test = smscoge(&mock).without("retry");
+    let Running { nats: _nats, daemon, client, mut events, .. } = test.start().await;
 
     publish(
         &client,
@@ -249,11 +209,10 @@ async fn sends_to_one_and_several_then_polls_until_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_natively_transliterates_and_refuses_other_texts() {
-    let nats = NatsServer::start();
     let (mock, _gateway) = start_gateway().await;
-    let _daemon = Daemon::start(&nats, &config(&mock, ""));
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let mut events = Events::subscribe(&client).await;
+    // The daemon's own retry policy.
+    let test = smscoge(&mock).without("retry");
+    let Running { nats: _nats, daemon: _daemon, client, mut events, .. } = test.start().await;
 
     // send_at goes to the gateway as `schedule`, in Tbilisi time (UTC+4).
     let req =
@@ -288,12 +247,9 @@ async fn schedules_natively_transliterates_and_refuses_other_texts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_invalid_number_and_throttling_end_as_the_mapping_says() {
-    let nats = NatsServer::start();
     let (mock, _gateway) = start_gateway().await;
-    let extra = "[retry]\nmax_attempts = 2\ninitial_backoff = \"50ms\"";
-    let daemon = Daemon::start(&nats, &config(&mock, extra));
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let mut events = Events::subscribe(&client).await;
+    // The harness's [retry]: max_attempts = 2, initial_backoff = "50ms".
+    let Running { nats: _nats, daemon, client, mut events, .. } = smscoge(&mock).start().await;
 
     // 2905: an account error, not retried on this provider; with none left: failed.
     let req = json!({"id": "auth", "to": "995599445448", "text": "hi", "provider": "smscoge-badpw"});
@@ -345,7 +301,7 @@ async fn auth_invalid_number_and_throttling_end_as_the_mapping_says() {
 fn plugin_verify_passes() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
         .args(["plugin", "verify"])
-        .arg(plugin())
+        .arg(plugin("smscoge"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -18,26 +18,23 @@ mod tests;
 
 use notifyd_plugin::abi::{CAP_BALANCE, CAP_CALLBACK, CAP_SEND};
 use notifyd_plugin::sdk::{
-    OpResult, Provider, Secret, invalid_settings, parse_settings, require_string_settings,
+    Credentials, OpResult, Provider, expect_state, invalid_settings, parse_settings_with_credentials,
 };
 use notifyd_plugin::wire::{
     BalanceResult, CallbackInput, CallbackResult, Describe, Exchange, InstanceInit, ProviderError, SendInput,
-    SendResult, Step, WIRE_VERSION,
+    SendResult, Step,
 };
 use serde::Deserialize;
 
 /// The production gateway (the document's host, over https as it recommends).
 pub const DEFAULT_BASE_URL: &str = "https://www.intellisoftware.co.uk";
 
-/// The instance's settings (`[providers.settings]`). The host resolves `*_env` keys first, so
-/// `password_env = "VAR"` arrives as `password`.
+/// The instance's settings (`[providers.settings]`) besides the gateway account's `username` and
+/// `password`, which [`Credentials`] reads (both required, no default). The host resolves
+/// `*_env` keys first, so `password_env = "VAR"` arrives as `password`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
-    /// The gateway account's username. Required, no default.
-    username: String,
-    /// The gateway account's password. Required, no default (`password_env` names a variable).
-    password: Secret,
     /// How texts that are not GSM-7 are sent. Default `"hex"`.
     #[serde(default)]
     unicode: Unicode,
@@ -61,8 +58,7 @@ pub enum Unicode {
 pub struct Config {
     /// `InstanceInit.base_url`, default [`DEFAULT_BASE_URL`]; may carry a path prefix.
     pub base_url: String,
-    pub username: String,
-    pub password: Secret,
+    pub creds: Credentials,
     pub unicode: Unicode,
 }
 
@@ -75,16 +71,7 @@ pub struct IntelliSoftware {
 impl IntelliSoftware {
     /// The credentials, to be masked wherever a body is quoted.
     fn secrets(&self) -> [&str; 2] {
-        [self.config.username.as_str(), self.config.password.expose()]
-    }
-}
-
-/// The exchange must be the one this operation asked for.
-fn check_state(exchange: &Exchange, expected: &str) -> Result<(), ProviderError> {
-    if exchange.state == expected {
-        Ok(())
-    } else {
-        Err(ProviderError::new("plugin_error", "the exchange's state does not belong to this operation"))
+        self.config.creds.secrets()
     }
 }
 
@@ -92,28 +79,13 @@ impl Provider for IntelliSoftware {
     const CAPABILITIES: u64 = CAP_SEND | CAP_BALANCE | CAP_CALLBACK;
 
     fn describe() -> Describe {
-        Describe {
-            v: WIRE_VERSION,
-            name: "intellisoftware".to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            max_recipients: request::MAX_RECIPIENTS as u32,
-            // No polling endpoint: delivery reports are pushed (callback).
-            max_status_refs: 0,
-            alphabet: "unicode".to_owned(),
-            default_base_url: Some(DEFAULT_BASE_URL.to_owned()),
-        }
+        // No polling endpoint (no `max_status_refs`): delivery reports are pushed (callback).
+        Describe::new("intellisoftware", env!("CARGO_PKG_VERSION"), request::MAX_RECIPIENTS as u32)
+            .with_default_base_url(DEFAULT_BASE_URL)
     }
 
     fn new(init: InstanceInit) -> Result<Self, ProviderError> {
-        // Names the key, where serde's type error would not (neither quotes the value).
-        require_string_settings(&init, &["password"])?;
-        let settings: Settings = parse_settings(&init)?;
-        if settings.username.trim().is_empty() {
-            return Err(invalid_settings(&init, "`username` is empty"));
-        }
-        if settings.password.expose().is_empty() {
-            return Err(invalid_settings(&init, "`password` is empty"));
-        }
+        let (creds, settings) = parse_settings_with_credentials::<Settings>(&init)?;
         let base_url = init.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
         let scheme_ok = ["http://", "https://"].iter().any(|s| {
             base_url.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s)) && base_url.len() > s.len()
@@ -121,21 +93,14 @@ impl Provider for IntelliSoftware {
         if !scheme_ok {
             return Err(invalid_settings(&init, "`base_url` must be an absolute http:// or https:// URL"));
         }
-        Ok(IntelliSoftware {
-            config: Config {
-                base_url,
-                username: settings.username,
-                password: settings.password,
-                unicode: settings.unicode,
-            },
-        })
+        Ok(IntelliSoftware { config: Config { base_url, creds, unicode: settings.unicode } })
     }
 
     fn send(&self, input: &SendInput, exchange: Option<&Exchange>) -> OpResult<SendResult> {
         match exchange {
             None => Ok(Step::http(request::send(&self.config, input)?, request::SEND_STATE)),
             Some(ex) => {
-                check_state(ex, request::SEND_STATE)?;
+                expect_state("send", ex, request::SEND_STATE)?;
                 Ok(Step::done(response::send_result(input, &ex.response, &self.secrets())))
             }
         }
@@ -145,7 +110,7 @@ impl Provider for IntelliSoftware {
         match exchange {
             None => Ok(Step::http(request::balance(&self.config), request::BALANCE_STATE)),
             Some(ex) => {
-                check_state(ex, request::BALANCE_STATE)?;
+                expect_state("balance", ex, request::BALANCE_STATE)?;
                 Ok(Step::done(response::balance_result(&ex.response, &self.secrets())))
             }
         }

@@ -9,62 +9,51 @@
 
 use notifyd_plugin::wire::ProviderError;
 
-/// How one `ERR:<CODE>` answer is classified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErrorRule {
-    /// The provider's word after `ERR:`, upper case.
-    pub word: &'static str,
-    /// The normalised error code.
-    pub code: &'static str,
-    /// Whether the same provider may succeed later.
-    pub retryable: bool,
-    /// A sentence for people (completed with the word in the error message).
-    pub message: &'static str,
-}
-
-const fn rule(word: &'static str, code: &'static str, retryable: bool, message: &'static str) -> ErrorRule {
-    ErrorRule { word, code, retryable, message }
-}
+/// How one `ERR:<CODE>` answer is classified: `provider_code` is the provider's word after `ERR:`,
+/// upper case; the message is completed with the word in the error.
+pub type ErrorRule = notifyd_plugin::sdk::ErrorRule<&'static str>;
 
 /// Every `ERR:` word the provider documents (the `.txt` and the providers README).
 pub const ERRORS: &[ErrorRule] = &[
-    rule("LOGIN_INVALID", "auth", false, "the gateway refused the username or password"),
-    rule("INSUFFICIENT_CREDIT", "insufficient_funds", false, "the gateway account has too little credit"),
+    ErrorRule::new("LOGIN_INVALID", "auth", "the gateway refused the username or password"),
+    ErrorRule::new("INSUFFICIENT_CREDIT", "insufficient_funds", "the gateway account has too little credit"),
     // "Unable to route to the destination phone number": the host has already checked the number's
     // form, so this is the gateway's own verdict on the number; a recipient error, not resent.
-    rule("INVALID_NUMBER", "invalid_recipient", false, "the gateway cannot route to this number"),
-    rule("INVALID_REQUEST", "invalid_request", false, "the gateway found the request invalid"),
+    ErrorRule::new("INVALID_NUMBER", "invalid_recipient", "the gateway cannot route to this number"),
+    ErrorRule::new("INVALID_REQUEST", "invalid_request", "the gateway found the request invalid"),
     // Both are documented as "Unable to process request at this time": nothing was sent, so
     // the host may retry later (with its backoff; never a tight loop).
-    rule("GATEWAY_ERROR", "unavailable", true, "the gateway cannot process requests at this time"),
-    rule("INTERNAL_ERROR", "unavailable", true, "the gateway cannot process requests at this time"),
+    ErrorRule::new("GATEWAY_ERROR", "unavailable", "the gateway cannot process requests at this time")
+        .retryable(),
+    ErrorRule::new("INTERNAL_ERROR", "unavailable", "the gateway cannot process requests at this time")
+        .retryable(),
     // The plugin never sends more than 100 numbers (describe's max_recipients), so this means the
     // account's limit is lower: not retryable on this provider.
-    rule("TOO_MANY_NUMBERS", "invalid_request", false, "the gateway refused the number of recipients"),
+    ErrorRule::new("TOO_MANY_NUMBERS", "invalid_request", "the gateway refused the number of recipients"),
     // Belongs to the gateway's message-id operations; not expected from a send.
-    rule("MSGID_INVALID", "invalid_request", false, "the gateway refused the message id"),
-    rule("PARAMETER_MISSING", "invalid_request", false, "the gateway says a parameter is missing"),
-    rule("PARAMETER_INVALID", "invalid_request", false, "the gateway says a parameter is invalid"),
+    ErrorRule::new("MSGID_INVALID", "invalid_request", "the gateway refused the message id"),
+    ErrorRule::new("PARAMETER_MISSING", "invalid_request", "the gateway says a parameter is missing"),
+    ErrorRule::new("PARAMETER_INVALID", "invalid_request", "the gateway says a parameter is invalid"),
     // The `ERR:NO_<PARAM>` family for the two credentials: a configuration problem of the account,
     // like a wrong password (the settings refuse empty credentials, so it should never happen).
-    rule("NO_USERNAME", "auth", false, "the gateway received no username"),
-    rule("NO_PASSWORD", "auth", false, "the gateway received no password"),
+    ErrorRule::new("NO_USERNAME", "auth", "the gateway received no username"),
+    ErrorRule::new("NO_PASSWORD", "auth", "the gateway received no password"),
 ];
 
 /// The rest of the `ERR:NO_<PARAM>` family ("a mandatory parameter is missing").
 pub const MISSING_PARAMETER: ErrorRule =
-    rule("NO_*", "invalid_request", false, "the gateway says a mandatory parameter is missing");
+    ErrorRule::new("NO_*", "invalid_request", "the gateway says a mandatory parameter is missing");
 
 /// A word the provider does not document: the gateway refused *something*, but the plugin cannot
 /// tell what. `plugin_error` is never retried or resent, so an unknown answer can never cause a
 /// tight loop (e.g. against an undocumented IP block or duplicate check).
 pub const UNKNOWN_ERROR: ErrorRule =
-    rule("*", "plugin_error", false, "the gateway answered with an error word this plugin does not know");
+    ErrorRule::new("*", "plugin_error", "the gateway answered with an error word this plugin does not know");
 
 /// The rule for the word after `ERR:` (any case).
 pub fn error_rule(word: &str) -> ErrorRule {
     let upper = word.to_ascii_uppercase();
-    if let Some(rule) = ERRORS.iter().find(|r| r.word == upper) {
+    if let Some(rule) = ErrorRule::find(ERRORS, &upper.as_str()) {
         return *rule;
     }
     if upper.len() > 3 && upper.starts_with("NO_") { MISSING_PARAMETER } else { UNKNOWN_ERROR }
@@ -73,13 +62,7 @@ pub fn error_rule(word: &str) -> ErrorRule {
 /// The normalised error for `ERR:<word>`, `provider_code` = the word as the gateway wrote it.
 pub fn error_for(word: &str) -> ProviderError {
     let rule = error_rule(word);
-    ProviderError {
-        code: rule.code.to_owned(),
-        message: format!("{} (ERR:{word})", rule.message),
-        provider_code: Some(word.to_owned()),
-        retryable: rule.retryable,
-        retry_after_ms: None,
-    }
+    rule.to_error_saying(format!("{} (ERR:{word})", rule.message)).with_provider_code(word)
 }
 
 /// What one delivery-report status code means.
@@ -145,7 +128,7 @@ mod tests {
             assert!(["sent", "delivered", "undelivered", "expired", "rejected"].contains(&r.status), "{r:?}");
             assert!(r.error.is_none_or(|c| ERROR_CODES.contains(&c)), "{r:?}");
         }
-        let mut words: Vec<_> = ERRORS.iter().map(|r| r.word).collect();
+        let mut words: Vec<_> = ERRORS.iter().map(|r| r.provider_code).collect();
         words.sort_unstable();
         words.dedup();
         assert_eq!(words.len(), ERRORS.len());

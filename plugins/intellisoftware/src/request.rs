@@ -34,8 +34,8 @@ pub fn send(config: &Config, input: &SendInput) -> Result<HttpRequest, ProviderE
     let maxconcat = input.segments.max(1).to_string();
     let hex;
     let mut params: Vec<(&str, &str)> = vec![
-        ("username", config.username.as_str()),
-        ("password", config.password.expose()),
+        ("username", config.creds.username.as_str()),
+        ("password", config.creds.password.expose()),
         ("to", to.as_str()),
     ];
     if input.encoding != "gsm7" && config.unicode == Unicode::Hex {
@@ -53,7 +53,10 @@ pub fn send(config: &Config, input: &SendInput) -> Result<HttpRequest, ProviderE
 
 /// The request that asks for the account balance (`username`, `password`).
 pub fn balance(config: &Config) -> HttpRequest {
-    let body = form_encode([("username", config.username.as_str()), ("password", config.password.expose())]);
+    let body = form_encode([
+        ("username", config.creds.username.as_str()),
+        ("password", config.creds.password.expose()),
+    ]);
     post(join_url(&config.base_url, BALANCE_PATH), body)
 }
 

@@ -4,6 +4,9 @@
 
 use super::*;
 use crate::response::{Answer, Line, Outcome, form_pairs, parse_answer};
+use notifyd_plugin::sdk::testing::{
+    self, done, exchange, http_step, recipients, response, send_input as input, whole_error, with_header,
+};
 use notifyd_plugin::wire::{HttpRequest, HttpResponse, RecipientResult, StatusUpdate};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -12,12 +15,7 @@ const USER: &str = "acme-user";
 const PASSWORD: &str = "s3cret&pw=1";
 
 fn init(settings: serde_json::Value, base_url: Option<&str>) -> InstanceInit {
-    InstanceInit {
-        v: WIRE_VERSION,
-        name: "intellisoftware".into(),
-        base_url: base_url.map(str::to_owned),
-        settings: settings.as_object().cloned().unwrap_or_default(),
-    }
+    testing::init("intellisoftware", base_url, settings)
 }
 
 fn plugin_with(settings: serde_json::Value) -> IntelliSoftware {
@@ -28,36 +26,11 @@ fn plugin() -> IntelliSoftware {
     plugin_with(serde_json::json!({"username": USER, "password": PASSWORD}))
 }
 
-fn input(to: &[&str], text: &str) -> SendInput {
-    SendInput {
-        id: "req-1".into(),
-        to: to.iter().map(|s| s.to_string()).collect(),
-        text: text.into(),
-        from: None,
-        encoding: "gsm7".into(),
-        segments: 1,
-        send_at: None,
-    }
-}
-
-fn response(status: u16, body: &str) -> HttpResponse {
-    HttpResponse { status, headers: BTreeMap::new(), body: body.into() }
-}
-
-fn with_header(mut r: HttpResponse, name: &str, value: &str) -> HttpResponse {
-    r.headers.insert(name.into(), value.into());
-    r
-}
-
 /// The first step of a send: the request the plugin asks for.
 fn request_of(p: &IntelliSoftware, input: &SendInput) -> HttpRequest {
-    match p.send(input, None) {
-        Ok(Step::Http { http, state }) => {
-            assert_eq!(state, "send");
-            http
-        }
-        other => panic!("expected an HTTP step, got {other:?}"),
-    }
+    let (http, state) = http_step(p.send(input, None));
+    assert_eq!(state, "send");
+    http
 }
 
 /// The body's parameters, decoded, in order.
@@ -71,25 +44,7 @@ fn param(req: &HttpRequest, name: &str) -> Option<String> {
 
 /// The second step of a send: the result for `response`.
 fn answer(p: &IntelliSoftware, input: &SendInput, response: HttpResponse) -> SendResult {
-    let ex = Exchange { state: "send".into(), response };
-    match p.send(input, Some(&ex)) {
-        Ok(Step::Done { done }) => done,
-        other => panic!("expected a result, got {other:?}"),
-    }
-}
-
-fn recipients(result: SendResult) -> Vec<RecipientResult> {
-    match result {
-        SendResult::Recipients { recipients } => recipients,
-        SendResult::Failed { error } => panic!("expected per-recipient results, got {error:?}"),
-    }
-}
-
-fn whole_error(result: SendResult) -> ProviderError {
-    match result {
-        SendResult::Failed { error } => error,
-        SendResult::Recipients { recipients } => panic!("expected a whole-request error, got {recipients:?}"),
-    }
+    done(p.send(input, Some(&exchange("send", response))))
 }
 
 fn assert_sent(r: &RecipientResult, to: &str, id: &str) {
@@ -116,17 +71,13 @@ fn assert_no_secret(message: &str) {
 
 #[test]
 fn describe_names_the_plugin_and_its_limits() {
-    let d = IntelliSoftware::describe();
-    assert_eq!(d.name, "intellisoftware");
-    assert_eq!(d.version, env!("CARGO_PKG_VERSION"));
-    assert_eq!(d.max_recipients, 100);
-    assert_eq!(d.max_status_refs, 0, "no polling endpoint");
-    assert_eq!(d.alphabet, "unicode");
-    assert_eq!(d.default_base_url.as_deref(), Some("https://www.intellisoftware.co.uk"));
-    let caps = <IntelliSoftware as Provider>::CAPABILITIES;
-    assert_eq!(caps, CAP_SEND | CAP_BALANCE | CAP_CALLBACK);
-    assert_eq!(caps & notifyd_plugin::abi::CAP_STATUS, 0);
-    assert_eq!(caps & notifyd_plugin::abi::CAP_SCHEDULE, 0);
+    // No polling endpoint: max_status_refs 0, no CAP_STATUS.
+    testing::assert_describes::<IntelliSoftware>(
+        CAP_SEND | CAP_BALANCE | CAP_CALLBACK,
+        serde_json::json!({"name": "intellisoftware", "version": env!("CARGO_PKG_VERSION"),
+            "max_recipients": 100, "max_status_refs": 0, "alphabet": "unicode",
+            "default_base_url": "https://www.intellisoftware.co.uk"}),
+    );
 }
 
 #[test]

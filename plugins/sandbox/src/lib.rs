@@ -9,7 +9,7 @@ use notifyd_plugin::abi::{CAP_BALANCE, CAP_SEND, CAP_STATUS};
 use notifyd_plugin::sdk::{OpResult, Provider, parse_settings};
 use notifyd_plugin::wire::{
     BalanceResult, Describe, Exchange, InstanceInit, ProviderError, RecipientResult, SendInput, SendResult,
-    StatusInput, StatusResult, StatusUpdate, WIRE_VERSION,
+    StatusInput, StatusResult, StatusUpdate,
 };
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -58,15 +58,7 @@ impl Provider for Sandbox {
     const CAPABILITIES: u64 = CAP_SEND | CAP_STATUS | CAP_BALANCE;
 
     fn describe() -> Describe {
-        Describe {
-            v: WIRE_VERSION,
-            name: "sandbox".to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            max_recipients: 1000,
-            max_status_refs: 1000,
-            alphabet: "unicode".to_owned(),
-            default_base_url: None,
-        }
+        Describe::new("sandbox", env!("CARGO_PKG_VERSION"), 1000).with_max_status_refs(1000)
     }
 
     fn new(init: InstanceInit) -> Result<Self, ProviderError> {
@@ -139,27 +131,15 @@ notifyd_plugin::export_plugin!(Sandbox);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use notifyd_plugin::sdk::testing;
     use notifyd_plugin::wire::Step;
 
     fn sandbox(settings: serde_json::Value) -> Result<Sandbox, ProviderError> {
-        Sandbox::new(InstanceInit {
-            v: 1,
-            name: "sb".into(),
-            base_url: None,
-            settings: settings.as_object().cloned().unwrap_or_default(),
-        })
+        Sandbox::new(testing::init("sb", None, settings))
     }
 
     fn input(to: &[&str]) -> SendInput {
-        SendInput {
-            id: "r1".into(),
-            to: to.iter().map(|s| s.to_string()).collect(),
-            text: "hi".into(),
-            from: None,
-            encoding: "gsm7".into(),
-            segments: 1,
-            send_at: None,
-        }
+        SendInput { id: "r1".into(), ..testing::send_input(to, "hi") }
     }
 
     #[test]

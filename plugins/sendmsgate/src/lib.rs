@@ -17,12 +17,13 @@ mod tests;
 
 use mapping::{PartStatus, Scope};
 use notifyd_plugin::abi::{CAP_BALANCE, CAP_SEND, CAP_STATUS};
+pub use notifyd_plugin::sdk::Credentials;
 use notifyd_plugin::sdk::{
-    OpResult, Provider, Secret, invalid_settings, parse_settings, require_string_settings,
+    OpResult, Provider, expect_state, invalid_settings, parse_settings_with_credentials,
 };
 use notifyd_plugin::wire::{
     BalanceResult, Describe, Exchange, InstanceInit, MAX_EXCHANGES, ProviderError, RecipientResult,
-    SendInput, SendResult, StatusInput, StatusResult, StatusUpdate, Step, WIRE_VERSION,
+    SendInput, SendResult, StatusInput, StatusResult, StatusUpdate, Step,
 };
 use request::StatusParam;
 use serde::{Deserialize, Serialize};
@@ -40,32 +41,16 @@ pub const MAX_RECIPIENTS: u32 = MAX_EXCHANGES as u32 - 1;
 /// queries), so one reference per call keeps a call within the host's 16 exchanges.
 pub const MAX_STATUS_REFS: u32 = 1;
 
-/// The instance's `[providers.settings]`.
+/// The instance's `[providers.settings]` besides `username` (sent as `user`) and `password`
+/// (sent as `pwd`), which [`Credentials`] reads: both required, non-empty; or `username_env`,
+/// `password_env`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
-    /// The account login (`user`). Required, non-empty; or `username_env`.
-    username: String,
-    /// The account password (`pwd`). Required, non-empty; or `password_env`.
-    password: Secret,
     /// The status query's id parameter: `"msgid"` (default, as SendSMSGate documents it) or
     /// `"smsid"` (sibling platforms of the same white-label gateway).
     #[serde(default)]
     status_param: StatusParam,
-}
-
-/// The account's credentials, sent as `user` and `pwd` with every request.
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    pub username: String,
-    pub password: Secret,
-}
-
-impl Credentials {
-    /// What must never appear in an error message: the password and the username.
-    pub fn secrets(&self) -> [&str; 2] {
-        [self.password.expose(), self.username.as_str()]
-    }
 }
 
 /// One configured SendSMSGate account.
@@ -232,27 +217,13 @@ impl Provider for SendSmsGate {
     const CAPABILITIES: u64 = CAP_SEND | CAP_STATUS | CAP_BALANCE;
 
     fn describe() -> Describe {
-        Describe {
-            v: WIRE_VERSION,
-            name: "sendmsgate".to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            max_recipients: MAX_RECIPIENTS,
-            max_status_refs: MAX_STATUS_REFS,
-            alphabet: "unicode".to_owned(),
-            default_base_url: Some(DEFAULT_BASE_URL.to_owned()),
-        }
+        Describe::new("sendmsgate", env!("CARGO_PKG_VERSION"), MAX_RECIPIENTS)
+            .with_max_status_refs(MAX_STATUS_REFS)
+            .with_default_base_url(DEFAULT_BASE_URL)
     }
 
     fn new(init: InstanceInit) -> Result<Self, ProviderError> {
-        // Names the key, where serde's type error would not (neither quotes the value).
-        require_string_settings(&init, &["username", "password"])?;
-        let s: Settings = parse_settings(&init)?;
-        if s.username.trim().is_empty() {
-            return Err(invalid_settings(&init, "`username` is empty"));
-        }
-        if s.password.expose().is_empty() {
-            return Err(invalid_settings(&init, "`password` is empty"));
-        }
+        let (creds, s) = parse_settings_with_credentials::<Settings>(&init)?;
         let base_url = init.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
         let scheme_ok = base_url.starts_with("https://") || base_url.starts_with("http://");
         let host_ok =
@@ -267,11 +238,7 @@ impl Provider for SendSmsGate {
                 "`base_url` must be an absolute http:// or https:// URL without query or fragment",
             ));
         }
-        Ok(SendSmsGate {
-            base_url,
-            creds: Credentials { username: s.username, password: s.password },
-            status_param: s.status_param,
-        })
+        Ok(SendSmsGate { base_url, creds, status_param: s.status_param })
     }
 
     /// One request with every number the plugin does not refuse itself. If the gateway refuses it
@@ -372,9 +339,7 @@ impl Provider for SendSmsGate {
         let Some(exchange) = exchange else {
             return Ok(Step::http(request::balance(&self.base_url, &self.creds), "balance"));
         };
-        if exchange.state != "balance" {
-            return Err(bad_state());
-        }
+        expect_state("balance", exchange, "balance")?;
         Ok(Step::done(match response::balance(&exchange.response, &self.creds) {
             Ok((amount, currency)) => BalanceResult::Balance { amount, currency },
             Err(error) => BalanceResult::Failed { error },

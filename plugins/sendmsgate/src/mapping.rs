@@ -3,6 +3,7 @@
 //!
 //! The plugin's README prints both tables; keep them in step.
 
+use notifyd_plugin::sdk::ErrorRule;
 use notifyd_plugin::wire::ProviderError;
 
 /// Which recipients an error sentence concerns.
@@ -15,22 +16,11 @@ pub enum Scope {
     Request,
 }
 
-/// One error sentence the gateway answers instead of message ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErrorRow {
-    /// The sentence as the API document prints it; also the event's `provider_code`. Matched
-    /// case-insensitively, anywhere in the body, ignoring runs of whitespace and a final `.`.
-    pub sentence: &'static str,
-    /// The normalised error code (SPEC §2).
-    pub code: &'static str,
-    pub scope: Scope,
-    /// The event's `message`: a sentence for people.
-    pub message: &'static str,
-}
-
-const fn row(sentence: &'static str, code: &'static str, scope: Scope, message: &'static str) -> ErrorRow {
-    ErrorRow { sentence, code, scope, message }
-}
+/// One error sentence the gateway answers instead of message ids. `provider_code` is the sentence
+/// as the API document prints it (also the event's `provider_code`), matched case-insensitively,
+/// anywhere in the body, ignoring runs of whitespace and a final `.` (see [`find_error`]); `scope`
+/// says which recipients it concerns.
+pub type ErrorRow = ErrorRule<&'static str, Scope>;
 
 /// Every error sentence of the API document. None of them is retryable: each names a condition
 /// that the same request cannot outgrow by waiting (SPEC §2: only throttled, unavailable and
@@ -39,7 +29,7 @@ const fn row(sentence: &'static str, code: &'static str, scope: Scope, message: 
 pub const ERRORS: &[ErrorRow] = &[
     // The plugin always sends `user`, `pwd`, `dadr` and `text`; what is missing is most likely an
     // empty credential or the omitted `sadr`. Another provider may take the message: fail over.
-    row(
+    ErrorRule::scoped(
         "Not enough data to send.",
         "invalid_request",
         Scope::Request,
@@ -47,12 +37,27 @@ pub const ERRORS: &[ErrorRow] = &[
     ),
     // A blocked account (the gateway blocks accounts, e.g. after too many errors) is an account
     // error like bad credentials: never retried on this provider, failed over.
-    row("Your account is blocked", "auth", Scope::Request, "the gateway says the account is blocked"),
-    row("Wrong login or password", "auth", Scope::Request, "the gateway refused the credentials"),
+    ErrorRule::scoped(
+        "Your account is blocked",
+        "auth",
+        Scope::Request,
+        "the gateway says the account is blocked",
+    ),
+    ErrorRule::scoped(
+        "Wrong login or password",
+        "auth",
+        Scope::Request,
+        "the gateway refused the credentials",
+    ),
     // Only answered when `dadr` is empty or unreadable; the plugin never sends an empty one, so
     // the gateway found a number it could not read.
-    row("Enter a phone number.", "invalid_recipient", Scope::Number, "the gateway could not read the number"),
-    row(
+    ErrorRule::scoped(
+        "Enter a phone number.",
+        "invalid_recipient",
+        Scope::Number,
+        "the gateway could not read the number",
+    ),
+    ErrorRule::scoped(
         "The phone number is in the stop list.",
         "blocked_recipient",
         Scope::Number,
@@ -60,13 +65,13 @@ pub const ERRORS: &[ErrorRow] = &[
     ),
     // A closed direction is about the destination country/operator, not about the number: another
     // provider of the route may serve it, so `route_closed` (failover), not a rejection.
-    row(
+    ErrorRule::scoped(
         "This direction is closed to you.",
         "route_closed",
         Scope::Number,
         "the gateway does not serve this destination for this account",
     ),
-    row(
+    ErrorRule::scoped(
         "This direction is closed.",
         "route_closed",
         Scope::Number,
@@ -75,20 +80,25 @@ pub const ERRORS: &[ErrorRow] = &[
     // The gateway says the number itself is wrong (too long for it): the recipient is rejected
     // as an invalid number, as the gateway's own words have it. The plugin refuses such numbers
     // before sending (see `request.rs`); this row covers a gateway that counts differently.
-    row(
+    ErrorRule::scoped(
         "The phone number must be less than 15 characters.",
         "invalid_recipient",
         Scope::Number,
         "the gateway takes numbers of at most 14 digits",
     ),
-    row(
+    ErrorRule::scoped(
         "We have run out of SMS. To resolve the problem, contact the manager.",
         "insufficient_funds",
         Scope::Request,
         "the gateway account has run out of SMS",
     ),
-    row("Out of SMS", "insufficient_funds", Scope::Request, "the gateway account has run out of SMS"),
-    row(
+    ErrorRule::scoped(
+        "Out of SMS",
+        "insufficient_funds",
+        Scope::Request,
+        "the gateway account has run out of SMS",
+    ),
+    ErrorRule::scoped(
         "Text SMS rejected by the moderator.",
         "content_rejected",
         Scope::Request,
@@ -96,22 +106,32 @@ pub const ERRORS: &[ErrorRow] = &[
     ),
     // Answered when the instance has no `sender` and the request no `from` (the plugin then omits
     // `sadr`).
-    row("No sender.", "invalid_sender", Scope::Request, "the gateway requires a sender id (set `sender`)"),
-    row(
+    ErrorRule::scoped(
+        "No sender.",
+        "invalid_sender",
+        Scope::Request,
+        "the gateway requires a sender id (set `sender`)",
+    ),
+    ErrorRule::scoped(
         "The sender must not exceed 15 characters for digital numbers and 11 characters for alphanumeric.",
         "invalid_sender",
         Scope::Request,
         "the gateway refused the sender id's length",
     ),
     // notifyd never sends an empty text, so the gateway found nothing in it that it can carry.
-    row("No message text.", "content_rejected", Scope::Request, "the gateway found no text it can send"),
-    row(
+    ErrorRule::scoped(
+        "No message text.",
+        "content_rejected",
+        Scope::Request,
+        "the gateway found no text it can send",
+    ),
+    ErrorRule::scoped(
         "There is no such sender.",
         "invalid_sender",
         Scope::Request,
         "the sender id is not registered at the gateway",
     ),
-    row(
+    ErrorRule::scoped(
         "The sender did not pass moderation.",
         "invalid_sender",
         Scope::Request,
@@ -119,12 +139,9 @@ pub const ERRORS: &[ErrorRow] = &[
     ),
 ];
 
-impl ErrorRow {
-    /// The classified error this row stands for.
-    pub fn error(&self) -> ProviderError {
-        ProviderError::new(self.code, format!("SendSMSGate: {}", self.message))
-            .with_provider_code(self.sentence)
-    }
+/// The classified error a row stands for.
+pub fn error(row: &ErrorRow) -> ProviderError {
+    row.to_error_saying(format!("SendSMSGate: {}", row.message)).with_provider_code(row.provider_code)
 }
 
 /// Lower case, whitespace runs collapsed to one space, trimmed: the form sentences are matched in.
@@ -148,8 +165,8 @@ pub fn find_error(body: &str) -> Option<&'static ErrorRow> {
     }
     ERRORS
         .iter()
-        .filter(|row| body.contains(normalize(row.sentence).trim_end_matches('.')))
-        .max_by_key(|row| row.sentence.len())
+        .filter(|row| body.contains(normalize(row.provider_code).trim_end_matches('.')))
+        .max_by_key(|row| row.provider_code.len())
 }
 
 /// The delivery state of one part (one message id).
@@ -221,10 +238,16 @@ mod tests {
     #[test]
     fn every_sentence_finds_its_own_row() {
         for row in ERRORS {
-            assert_eq!(find_error(row.sentence).map(|r| r.sentence), Some(row.sentence));
-            assert_eq!(find_error(&row.sentence.to_uppercase()).map(|r| r.sentence), Some(row.sentence));
-            let bare = row.sentence.trim_end_matches('.');
-            assert_eq!(find_error(&format!("  {bare}\r\n")).map(|r| r.sentence), Some(row.sentence));
+            assert_eq!(find_error(row.provider_code).map(|r| r.provider_code), Some(row.provider_code));
+            assert_eq!(
+                find_error(&row.provider_code.to_uppercase()).map(|r| r.provider_code),
+                Some(row.provider_code)
+            );
+            let bare = row.provider_code.trim_end_matches('.');
+            assert_eq!(
+                find_error(&format!("  {bare}\r\n")).map(|r| r.provider_code),
+                Some(row.provider_code)
+            );
         }
     }
 
@@ -236,7 +259,7 @@ mod tests {
             ["throttled", "unavailable", "timeout", "duplicate", "expired", "plugin_error", "internal"];
         for row in ERRORS {
             assert!(ERROR_CODES.contains(&row.code) && !not_a_refusal.contains(&row.code), "{}", row.code);
-            assert!(!row.error().retryable);
+            assert!(!error(row).retryable);
         }
     }
 

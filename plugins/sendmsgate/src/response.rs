@@ -61,7 +61,7 @@ pub fn unexpected(response: &HttpResponse, creds: &Credentials, what: &str) -> P
 /// A failure every operation reads the same way: an error sentence or an HTTP error status.
 pub fn failure(response: &HttpResponse, creds: &Credentials) -> Option<(ProviderError, Scope)> {
     if let Some(row) = mapping::find_error(head(&response.body, SEARCH_LIMIT)) {
-        return Some((row.error(), row.scope));
+        return Some((mapping::error(row), row.scope));
     }
     if let Some(mut e) = http_status_error(response) {
         e.message = format!("SendSMSGate: {}: {}", e.message, quote(&response.body, creds));

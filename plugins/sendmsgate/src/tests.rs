@@ -2,6 +2,7 @@
 //! byte, plus hostile ones, driven through the `Provider` trait the way the host drives it.
 
 use super::*;
+use notifyd_plugin::sdk::testing::{self, drive, init, ok, response as resp, send_input, status_input};
 use notifyd_plugin::wire::{HttpRequest, HttpResponse};
 use proptest::prelude::*;
 use serde_json::json;
@@ -12,17 +13,8 @@ const A: &str = "4915171112233";
 const B: &str = "4915171112234";
 const C: &str = "4915171112235";
 
-fn init(base_url: Option<&str>, settings: serde_json::Value) -> InstanceInit {
-    InstanceInit {
-        v: 1,
-        name: "sendmsgate".into(),
-        base_url: base_url.map(str::to_owned),
-        settings: settings.as_object().cloned().unwrap_or_default(),
-    }
-}
-
 fn gate_with(settings: serde_json::Value) -> SendSmsGate {
-    SendSmsGate::new(init(None, settings)).expect("valid settings")
+    SendSmsGate::new(init("sendmsgate", None, settings)).expect("valid settings")
 }
 
 fn gate() -> SendSmsGate {
@@ -30,46 +22,7 @@ fn gate() -> SendSmsGate {
 }
 
 fn input(to: &[&str], text: &str) -> SendInput {
-    SendInput {
-        id: "req-1".into(),
-        to: to.iter().map(|s| s.to_string()).collect(),
-        text: text.into(),
-        from: Some("MyShop".into()),
-        encoding: "gsm7".into(),
-        segments: 1,
-        send_at: None,
-    }
-}
-
-fn resp(status: u16, body: &str) -> HttpResponse {
-    HttpResponse { status, headers: Default::default(), body: body.into() }
-}
-
-fn ok(body: &str) -> HttpResponse {
-    resp(200, body)
-}
-
-/// Drives one operation like the host does: calls again with each answer in turn (at most 16
-/// exchanges). Returns the requests asked for and the result.
-fn drive<T: std::fmt::Debug>(
-    mut call: impl FnMut(Option<&Exchange>) -> OpResult<T>,
-    answers: &[HttpResponse],
-) -> (Vec<HttpRequest>, T) {
-    let mut requests = Vec::new();
-    let mut exchange: Option<Exchange> = None;
-    for _ in 0..=MAX_EXCHANGES {
-        match call(exchange.as_ref()).expect("the operation answers a step") {
-            Step::Done { done } => return (requests, done),
-            Step::Http { http, state } => {
-                let response = answers.get(requests.len()).cloned().unwrap_or_else(|| {
-                    panic!("request #{} has no answer in the test: {http:?}", requests.len() + 1)
-                });
-                requests.push(http);
-                exchange = Some(Exchange { state, response });
-            }
-        }
-    }
-    panic!("more than {MAX_EXCHANGES} exchanges: {requests:#?}");
+    SendInput { from: Some("MyShop".into()), ..send_input(to, text) }
 }
 
 fn send(
@@ -87,7 +40,7 @@ fn send(
 }
 
 fn status(g: &SendSmsGate, refs: &[&str], answers: &[HttpResponse]) -> (Vec<HttpRequest>, StatusResult) {
-    let input = StatusInput { refs: refs.iter().map(|s| s.to_string()).collect() };
+    let input = status_input(refs);
     drive(|ex| g.status(&input, ex), answers)
 }
 
@@ -163,25 +116,25 @@ fn no_secret(message: &str) {
 
 #[test]
 fn describes_itself() {
-    let d = SendSmsGate::describe();
-    assert_eq!(d.name, "sendmsgate");
-    assert_eq!(d.version, env!("CARGO_PKG_VERSION"));
-    assert_eq!((d.max_recipients, d.max_status_refs), (15, 1));
-    assert_eq!(d.alphabet, "unicode");
-    assert_eq!(d.default_base_url.as_deref(), Some("https://cloud.sendmsgate.com"));
-    assert_eq!(SendSmsGate::CAPABILITIES, CAP_SEND | CAP_STATUS | CAP_BALANCE);
+    testing::assert_describes::<SendSmsGate>(
+        CAP_SEND | CAP_STATUS | CAP_BALANCE,
+        serde_json::json!({"name": "sendmsgate", "version": env!("CARGO_PKG_VERSION"), "max_recipients": 15,
+            "max_status_refs": 1, "alphabet": "unicode", "default_base_url": "https://cloud.sendmsgate.com"}),
+    );
 }
 
 #[test]
 fn settings_are_checked() {
-    let err = |settings: serde_json::Value| SendSmsGate::new(init(None, settings)).expect_err("refused");
+    let err = |settings: serde_json::Value| {
+        SendSmsGate::new(init("sendmsgate", None, settings)).expect_err("refused")
+    };
     let e = err(json!({"username": "u", "password": "p", "passwort": "x"}));
     assert_eq!(e.code, "invalid_settings");
     assert!(e.message.contains("passwort"), "{}", e.message);
     assert!(err(json!({"password": "p"})).message.contains("username"));
     assert!(err(json!({"username": "u"})).message.contains("password"));
-    assert!(err(json!({"username": "u", "password": ""})).message.contains("`password` is empty"));
-    assert!(err(json!({"username": " ", "password": "p"})).message.contains("`username` is empty"));
+    assert!(err(json!({"username": "u", "password": ""})).message.contains("`password` must not be empty"));
+    assert!(err(json!({"username": " ", "password": "p"})).message.contains("`username` must not be empty"));
     let e = err(json!({"username": "u", "password": "p", "status_param": "id"}));
     assert!(e.message.contains("status_param") || e.message.contains("msgid"), "{}", e.message);
     // The password's value never appears, even in a type error.
@@ -194,7 +147,8 @@ fn settings_are_checked() {
     let e = err(json!({"username": ["acme"], "password": "p"}));
     assert!(!e.message.contains("acme") && e.message.contains("`username`"), "{}", e.message);
     for bad in ["ftp://x", "cloud.sendmsgate.com", "https://", "https://x/?a=b", "https://x y"] {
-        let e = SendSmsGate::new(init(Some(bad), json!({"username": "u", "password": "p"}))).err();
+        let e =
+            SendSmsGate::new(init("sendmsgate", Some(bad), json!({"username": "u", "password": "p"}))).err();
         assert_eq!(e.map(|e| e.code), Some("invalid_settings".to_owned()), "{bad}");
     }
 }
@@ -238,6 +192,7 @@ fn send_request_carries_the_documented_parameters_encoded() {
 #[test]
 fn base_url_prefix_is_kept_and_sender_is_omitted_without_one() {
     let g = SendSmsGate::new(init(
+        "sendmsgate",
         Some("http://proxy.example/gw/"),
         json!({"username": USERNAME, "password": PASSWORD}),
     ))

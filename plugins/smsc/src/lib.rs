@@ -15,15 +15,12 @@ pub mod response;
 mod tests;
 
 use notifyd_plugin::abi::{CAP_BALANCE, CAP_SCHEDULE, CAP_SEND, CAP_STATUS};
-use notifyd_plugin::sdk::{
-    OpResult, Provider, Secret, invalid_settings, parse_settings, require_string_settings,
-};
+use notifyd_plugin::sdk::{Credentials, OpResult, Provider, expect_state, invalid_settings, now_unix};
 use notifyd_plugin::wire::{
     BalanceResult, Describe, Exchange, InstanceInit, ProviderError, SendInput, SendResult, StatusInput,
-    StatusResult, StatusUpdate, Step, WIRE_VERSION,
+    StatusResult, StatusUpdate, Step,
 };
-use request::{Credentials, TrackingRef};
-use serde::Deserialize;
+use request::TrackingRef;
 
 /// SMSC's production URL, used when the instance sets no `base_url`.
 pub const DEFAULT_BASE_URL: &str = "https://smsc.ru";
@@ -34,17 +31,6 @@ pub const MAX_RECIPIENTS: u32 = 100;
 
 /// Most tracking references per `status` call: SMSC takes comma lists of phones and ids.
 pub const MAX_STATUS_REFS: u32 = 100;
-
-/// The instance's settings (`[providers.settings]`); `base_url` comes from the provider block.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Settings {
-    /// The SMSC account's login (sent as `login`). Required, no default.
-    username: String,
-    /// The account's password (sent as `psw`); `password_env` names an environment variable that
-    /// holds it instead. Required, no default.
-    password: Secret,
-}
 
 /// One configured SMSC instance: where to send, and as whom.
 #[derive(Debug)]
@@ -58,36 +44,12 @@ const STATE_SEND: &str = "smsc-send";
 const STATE_STATUS: &str = "smsc-status";
 const STATE_BALANCE: &str = "smsc-balance";
 
-/// The error for an exchange whose state this plugin did not make.
-fn foreign_state(op: &str, exchange: &Exchange) -> ProviderError {
-    ProviderError::new(
-        "plugin_error",
-        format!(
-            "{op} was called with an exchange state it did not make: {:?}",
-            notifyd_plugin::sdk::snippet(&exchange.state)
-        ),
-    )
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl Smsc {
-    /// Creates an instance from `init`, with its settings checked: unknown keys, a missing or empty
-    /// `username` or `password`, and a `base_url` that is not an absolute http(s) URL are errors.
+    /// Creates an instance from `init`, with its settings checked: the settings are `username`
+    /// (sent as `login`) and `password` (sent as `psw`), both required (see [`Credentials`]), and
+    /// a `base_url` that is not an absolute http(s) URL is an error.
     pub fn from_init(init: &InstanceInit) -> Result<Self, ProviderError> {
-        // serde's type errors do not name the key; these do.
-        require_string_settings(init, &["username", "password"])?;
-        let s: Settings = parse_settings(init)?;
-        if s.username.trim().is_empty() {
-            return Err(invalid_settings(init, "`username` must not be empty"));
-        }
-        if s.password.expose().is_empty() {
-            return Err(invalid_settings(init, "`password` must not be empty"));
-        }
+        let creds = Credentials::from_settings(init)?;
         let base_url = init.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
         let host = base_url.strip_prefix("https://").or_else(|| base_url.strip_prefix("http://"));
         if !host.is_some_and(|h| !h.is_empty() && !h.starts_with('/') && !h.contains(['?', '#', ' '])) {
@@ -97,7 +59,6 @@ impl Smsc {
                 "`base_url` must be an absolute http:// or https:// URL without query or fragment",
             ));
         }
-        let creds = Credentials { login: s.username, psw: s.password };
         Ok(Smsc { base_url, creds })
     }
 
@@ -114,10 +75,10 @@ impl Smsc {
         }
         match exchange {
             None => Ok(Step::http(request::send(&self.base_url, &self.creds, input, now_unix)?, STATE_SEND)),
-            Some(ex) if ex.state == STATE_SEND => {
+            Some(ex) => {
+                expect_state("send", ex, STATE_SEND)?;
                 Ok(Step::done(response::send(&input.to, &ex.response, &self.creds.secrets())))
             }
-            Some(ex) => Err(foreign_state("send", ex)),
         }
     }
 }
@@ -126,15 +87,9 @@ impl Provider for Smsc {
     const CAPABILITIES: u64 = CAP_SEND | CAP_STATUS | CAP_BALANCE | CAP_SCHEDULE;
 
     fn describe() -> Describe {
-        Describe {
-            v: WIRE_VERSION,
-            name: "smsc".to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            max_recipients: MAX_RECIPIENTS,
-            max_status_refs: MAX_STATUS_REFS,
-            alphabet: "unicode".to_owned(),
-            default_base_url: Some(DEFAULT_BASE_URL.to_owned()),
-        }
+        Describe::new("smsc", env!("CARGO_PKG_VERSION"), MAX_RECIPIENTS)
+            .with_max_status_refs(MAX_STATUS_REFS)
+            .with_default_base_url(DEFAULT_BASE_URL)
     }
 
     fn new(init: InstanceInit) -> Result<Self, ProviderError> {
@@ -170,7 +125,8 @@ impl Provider for Smsc {
         }
         match exchange {
             None => Ok(Step::http(request::status(&self.base_url, &self.creds, &valid), STATE_STATUS)),
-            Some(ex) if ex.state == STATE_STATUS => {
+            Some(ex) => {
+                expect_state("status", ex, STATE_STATUS)?;
                 Ok(Step::done(match response::status(&valid, &ex.response, &self.creds.secrets()) {
                     StatusResult::Statuses { statuses: answered } => {
                         statuses.extend(answered);
@@ -179,17 +135,16 @@ impl Provider for Smsc {
                     failed => failed,
                 }))
             }
-            Some(ex) => Err(foreign_state("status", ex)),
         }
     }
 
     fn balance(&self, _input: &serde_json::Value, exchange: Option<&Exchange>) -> OpResult<BalanceResult> {
         match exchange {
             None => Ok(Step::http(request::balance(&self.base_url, &self.creds), STATE_BALANCE)),
-            Some(ex) if ex.state == STATE_BALANCE => {
+            Some(ex) => {
+                expect_state("balance", ex, STATE_BALANCE)?;
                 Ok(Step::done(response::balance(&ex.response, &self.creds.secrets())))
             }
-            Some(ex) => Err(foreign_state("balance", ex)),
         }
     }
 }

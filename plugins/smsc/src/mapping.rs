@@ -6,7 +6,7 @@
 //! what follows from a code (`crates/notifyd/src/dispatch.rs`, `classify`): recipient errors end
 //! the recipient, retryable ones are retried with backoff, account errors fail over.
 
-use notifyd_plugin::sdk::snippet;
+use notifyd_plugin::sdk::{ErrorRule, snippet};
 use notifyd_plugin::wire::ProviderError;
 
 /// The operation an answer belongs to: SMSC's error 9 means something different for each.
@@ -17,75 +17,55 @@ pub enum Op {
     Balance,
 }
 
-/// One SMSC error code and its normalised meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErrorRow {
-    /// SMSC's `error_code`.
-    pub code: i64,
-    /// The normalised error code (SPEC §2).
-    pub normalised: &'static str,
-    /// Whether the same provider may succeed later.
-    pub retryable: bool,
-    /// How long to wait before that retry, when SMSC implies a delay.
-    pub retry_after_ms: Option<u64>,
-    /// A sentence for people.
-    pub message: &'static str,
-}
-
-const fn row(code: i64, normalised: &'static str, message: &'static str) -> ErrorRow {
-    ErrorRow { code, normalised, retryable: false, retry_after_ms: None, message }
-}
+/// One SMSC error code (`error_code`) and its normalised meaning.
+pub type ErrorRow = ErrorRule<i64>;
 
 /// SMSC's error codes for `send.php` (the .txt's list). None of them is retryable as such: SMSC
 /// refuses an identical request for a minute, so resending the same request soon cannot succeed.
 pub const SEND_ERRORS: &[ErrorRow] = &[
     // A parameter SMSC did not accept (a plugin or account-setting problem): no retry here, fail
     // over to the next provider.
-    row(1, "invalid_request", "SMSC refused the request's parameters"),
+    ErrorRule::new(1, "invalid_request", "SMSC refused the request's parameters"),
     // Wrong login or password; SMSC also answers 2 for a request from an IP address outside the
     // account's allow list.
-    row(2, "auth", "SMSC refused the login or password"),
-    row(3, "insufficient_funds", "the SMSC account has not enough money"),
+    ErrorRule::new(2, "auth", "SMSC refused the login or password"),
+    ErrorRule::new(3, "insufficient_funds", "the SMSC account has not enough money"),
     // SMSC blocks an IP address for a while after too many erroneous requests. Every further
     // request prolongs the block, so it is an account error: never retried on this instance,
     // the host fails over.
-    row(4, "auth", "SMSC has temporarily blocked this IP address after too many erroneous requests"),
+    ErrorRule::new(
+        4,
+        "auth",
+        "SMSC has temporarily blocked this IP address after too many erroneous requests",
+    ),
     // Only `time` (native scheduling) carries a date: the scheduled time was refused.
-    row(5, "invalid_request", "SMSC refused the scheduled time's format"),
+    ErrorRule::new(5, "invalid_request", "SMSC refused the scheduled time's format"),
     // Refused for its text or its sender id (SMSC does not say which), or a mass or advertising
     // message from an account without a contract for it.
-    row(6, "content_rejected", "SMSC refused the message for its text or its sender id"),
-    row(7, "invalid_recipient", "SMSC says the phone number is invalid"),
+    ErrorRule::new(6, "content_rejected", "SMSC refused the message for its text or its sender id"),
+    ErrorRule::new(7, "invalid_recipient", "SMSC says the phone number is invalid"),
     // SMSC will not deliver to this number at all (a landline, a destination the account cannot
     // reach): retrying or resending elsewhere through SMSC cannot help.
-    row(8, "blocked_recipient", "SMSC cannot deliver a message to this number"),
+    ErrorRule::new(8, "blocked_recipient", "SMSC cannot deliver a message to this number"),
     // An identical request within a minute is refused "to protect against errors and loops"
     // (the .txt): the first one was most likely sent, so this recipient ends here and the host
     // never resends it. SMSC gives the same code for too many concurrent requests; that case is
     // recognised by its description and becomes `throttled` ([`CONCURRENCY`]).
-    row(9, "duplicate", "SMSC refused an identical request sent less than a minute ago"),
+    ErrorRule::new(9, "duplicate", "SMSC refused an identical request sent less than a minute ago"),
 ];
 
 /// Error 9 of `send.php` when its description speaks of concurrent requests: SMSC refuses a
 /// login's requests beyond a number in flight at once. That clears as soon as the others finish,
 /// so a short delay is enough; SMSC gives none (unconfirmed: chosen, 2 s).
-pub const CONCURRENCY: ErrorRow = ErrorRow {
-    code: 9,
-    normalised: "throttled",
-    retryable: true,
-    retry_after_ms: Some(2_000),
-    message: "SMSC refused the request: too many concurrent requests",
-};
+pub const CONCURRENCY: ErrorRow =
+    ErrorRule::new(9, "throttled", "SMSC refused the request: too many concurrent requests")
+        .retry_after_ms(2_000);
 
 /// Error 9 of `status.php` and `balance.php`: too many queries for the same message (or for the
 /// balance) within a minute. SMSC counts per minute, so the delay is that minute.
-pub const QUERY_LIMIT: ErrorRow = ErrorRow {
-    code: 9,
-    normalised: "throttled",
-    retryable: true,
-    retry_after_ms: Some(60_000),
-    message: "SMSC refused the query: too many queries within a minute",
-};
+pub const QUERY_LIMIT: ErrorRow =
+    ErrorRule::new(9, "throttled", "SMSC refused the query: too many queries within a minute")
+        .retry_after_ms(60_000);
 
 /// Words in error 9's description that mean "too many concurrent requests" rather than
 /// "duplicate" (English and Russian descriptions; matched case-insensitively).
@@ -101,7 +81,7 @@ pub fn error_row(op: Op, code: i64, description: &str) -> Option<ErrorRow> {
             Op::Status | Op::Balance => QUERY_LIMIT,
         });
     }
-    SEND_ERRORS.iter().find(|r| r.code == code).copied()
+    ErrorRule::find(SEND_ERRORS, &code).copied()
 }
 
 /// The normalised error for SMSC error `code` with its `description` (already free of
@@ -113,11 +93,7 @@ pub fn api_error(op: Op, code: i64, description: &str) -> ProviderError {
         format!(" (SMSC: {})", snippet(description.trim()))
     };
     let error = match error_row(op, code, description) {
-        Some(r) => ProviderError {
-            retryable: r.retryable,
-            retry_after_ms: r.retry_after_ms,
-            ..ProviderError::new(r.normalised, format!("{}{said}", r.message))
-        },
+        Some(r) => r.to_error_saying(format!("{}{said}", r.message)),
         None => {
             ProviderError::new("plugin_error", format!("SMSC answered the unknown error code {code}{said}"))
         }
@@ -203,7 +179,7 @@ mod tests {
     #[test]
     fn every_code_appears_once() {
         for (i, r) in SEND_ERRORS.iter().enumerate() {
-            assert_eq!(r.code, i as i64 + 1, "SEND_ERRORS is ordered by code and complete");
+            assert_eq!(r.provider_code, i as i64 + 1, "SEND_ERRORS is ordered by code and complete");
         }
         let mut codes: Vec<i64> = STATUSES.iter().map(|r| r.code).collect();
         codes.dedup();
@@ -221,14 +197,14 @@ mod tests {
     #[test]
     fn error_nine_depends_on_the_operation_and_its_description() {
         let dup = error_row(Op::Send, 9, "duplicate request, wait a minute").unwrap();
-        assert_eq!((dup.normalised, dup.retryable), ("duplicate", false));
+        assert_eq!((dup.code, dup.retryable), ("duplicate", false));
         let busy = error_row(Op::Send, 9, "Too many CONCURRENT requests").unwrap();
-        assert_eq!((busy.normalised, busy.retryable, busy.retry_after_ms), ("throttled", true, Some(2_000)));
+        assert_eq!((busy.code, busy.retryable, busy.retry_after_ms), ("throttled", true, Some(2_000)));
         let ru = error_row(Op::Send, 9, "Слишком много одновременных запросов").unwrap();
-        assert_eq!(ru.normalised, "throttled");
+        assert_eq!(ru.code, "throttled");
         for op in [Op::Status, Op::Balance] {
             let limit = error_row(op, 9, "duplicate request, wait a minute").unwrap();
-            assert_eq!((limit.normalised, limit.retry_after_ms), ("throttled", Some(60_000)));
+            assert_eq!((limit.code, limit.retry_after_ms), ("throttled", Some(60_000)));
         }
     }
 

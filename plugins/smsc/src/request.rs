@@ -8,7 +8,7 @@
 //! many messages); then they are POSTs with the same parameters in a form body, which SMSC accepts
 //! for every call.
 
-use notifyd_plugin::sdk::{Secret, form_encode, join_url, rfc3339_to_unix_ceil};
+use notifyd_plugin::sdk::{Credentials, form_encode, join_url, rfc3339_to_unix_ceil};
 use notifyd_plugin::wire::{HttpRequest, ProviderError, SendInput};
 
 /// SMSC's paths, appended to the base URL.
@@ -21,20 +21,6 @@ pub const BALANCE_PATH: &str = "sys/balance.php";
 pub const MAX_GET_QUERY: usize = 2000;
 
 const FORM: &str = "application/x-www-form-urlencoded";
-
-/// The account's credentials: `login` and `psw` in every request.
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    pub login: String,
-    pub psw: Secret,
-}
-
-impl Credentials {
-    /// What must never appear in an error message: the password and the login.
-    pub fn secrets(&self) -> [&str; 2] {
-        [self.psw.expose(), self.login.as_str()]
-    }
-}
 
 /// A message as SMSC identifies it for `status.php`: its id and the phone number it went to.
 /// One submission has one id for all its recipients, so the id alone is not enough.
@@ -98,8 +84,12 @@ pub fn send(
         None => None,
     };
     let phones = input.to.join(",");
-    let mut pairs: Vec<(&str, &str)> =
-        vec![("login", &creds.login), ("psw", creds.psw.expose()), ("phones", &phones), ("mes", &input.text)];
+    let mut pairs: Vec<(&str, &str)> = vec![
+        ("login", &creds.username),
+        ("psw", creds.password.expose()),
+        ("phones", &phones),
+        ("mes", &input.text),
+    ];
     if let Some(from) = input.from.as_deref().filter(|f| !f.is_empty()) {
         pairs.push(("sender", from));
     }
@@ -117,8 +107,8 @@ pub fn status(base_url: &str, creds: &Credentials, refs: &[TrackingRef]) -> Http
     let phones = refs.iter().map(|r| r.phone.as_str()).collect::<Vec<_>>().join(",");
     let ids = refs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(",");
     let query = form_encode([
-        ("login", creds.login.as_str()),
-        ("psw", creds.psw.expose()),
+        ("login", creds.username.as_str()),
+        ("psw", creds.password.expose()),
         ("phone", &phones),
         ("id", &ids),
         ("fmt", "3"),
@@ -130,8 +120,8 @@ pub fn status(base_url: &str, creds: &Credentials, refs: &[TrackingRef]) -> Http
 /// The balance query: JSON (`fmt=3`) with the account's currency (`cur=1`).
 pub fn balance(base_url: &str, creds: &Credentials) -> HttpRequest {
     let query = form_encode([
-        ("login", creds.login.as_str()),
-        ("psw", creds.psw.expose()),
+        ("login", creds.username.as_str()),
+        ("psw", creds.password.expose()),
         ("fmt", "3"),
         ("cur", "1"),
     ]);
@@ -158,6 +148,7 @@ fn get_or_post(url: String, query: String) -> HttpRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use notifyd_plugin::sdk::Secret;
 
     #[test]
     fn tracking_refs_round_trip_and_refuse_what_would_break_the_lists() {
@@ -173,7 +164,7 @@ mod tests {
 
     #[test]
     fn secrets_do_not_show_in_debug() {
-        let c = Credentials { login: "acme".into(), psw: Secret::new("s3cret-pw") };
+        let c = Credentials { username: "acme".into(), password: Secret::new("s3cret-pw") };
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret-pw") && shown.contains("***"), "{shown}");
     }

@@ -2,7 +2,12 @@
 //! exact requests it builds; its settings.
 
 use super::*;
-use notifyd_plugin::wire::{ERROR_CODES, HttpRequest, HttpResponse, RecipientResult};
+use notifyd_plugin::sdk::rfc3339_to_unix_ceil;
+use notifyd_plugin::sdk::testing::{
+    self, check_balance_result, check_send_result, check_status_result, done, exchange, form_params,
+    http_step, ok, recipients, response as http, status_error, status_input, statuses, whole_error,
+};
+use notifyd_plugin::wire::{ERROR_CODES, HttpRequest, HttpResponse};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -12,12 +17,7 @@ const USERNAME: &str = "acme-login";
 const NOW: i64 = 1_893_456_000;
 
 fn init(base_url: Option<&str>, settings: serde_json::Value) -> InstanceInit {
-    InstanceInit {
-        v: 1,
-        name: "smsc-main".into(),
-        base_url: base_url.map(str::to_owned),
-        settings: settings.as_object().cloned().unwrap_or_default(),
-    }
+    testing::init("smsc-main", base_url, settings)
 }
 
 fn smsc_at(base_url: Option<&str>) -> Smsc {
@@ -32,113 +32,35 @@ fn smsc() -> Smsc {
 fn input(to: &[&str]) -> SendInput {
     SendInput {
         id: "order-1234-otp".into(),
-        to: to.iter().map(|s| (*s).to_owned()).collect(),
-        text: "Код 1234 & more: 100%".into(),
         from: Some("MyShop".into()),
         encoding: "ucs2".into(),
-        segments: 1,
-        send_at: None,
+        ..testing::send_input(to, "Код 1234 & more: 100%")
     }
-}
-
-fn ok(body: &str) -> HttpResponse {
-    http(200, body)
-}
-
-fn http(status: u16, body: &str) -> HttpResponse {
-    HttpResponse { status, headers: BTreeMap::new(), body: body.into() }
-}
-
-fn exchange(state: &str, response: HttpResponse) -> Exchange {
-    Exchange { state: state.into(), response }
 }
 
 /// The request of a send's first step.
 fn send_request(p: &Smsc, input: &SendInput) -> HttpRequest {
-    match p.send_as_of(input, None, NOW) {
-        Ok(Step::Http { http, state }) => {
-            assert_eq!(state, STATE_SEND);
-            http
-        }
-        other => panic!("expected an HTTP step, got {other:?}"),
-    }
+    let (http, state) = http_step(p.send_as_of(input, None, NOW));
+    assert_eq!(state, STATE_SEND);
+    http
 }
 
 /// The result of a send whose exchange got `response`.
 fn send_result(to: &[&str], response: HttpResponse) -> SendResult {
-    match smsc().send_as_of(&input(to), Some(&exchange(STATE_SEND, response)), NOW) {
-        Ok(Step::Done { done }) => done,
-        other => panic!("expected a result, got {other:?}"),
-    }
-}
-
-fn recipients(result: SendResult) -> Vec<RecipientResult> {
-    match result {
-        SendResult::Recipients { recipients } => recipients,
-        SendResult::Failed { error } => panic!("expected recipients, got the error {error:?}"),
-    }
-}
-
-fn whole_error(result: SendResult) -> ProviderError {
-    match result {
-        SendResult::Failed { error } => error,
-        SendResult::Recipients { recipients } => panic!("expected a whole-request error, got {recipients:?}"),
-    }
+    done(smsc().send_as_of(&input(to), Some(&exchange(STATE_SEND, response)), NOW))
 }
 
 fn status_result(refs: &[&str], response: HttpResponse) -> StatusResult {
-    let input = StatusInput { refs: refs.iter().map(|s| (*s).to_owned()).collect() };
-    match smsc().status(&input, Some(&exchange(STATE_STATUS, response))) {
-        Ok(Step::Done { done }) => done,
-        other => panic!("expected a result, got {other:?}"),
-    }
-}
-
-fn statuses(result: StatusResult) -> Vec<StatusUpdate> {
-    match result {
-        StatusResult::Statuses { statuses } => statuses,
-        StatusResult::Failed { error } => panic!("expected statuses, got the error {error:?}"),
-    }
-}
-
-fn status_error(result: StatusResult) -> ProviderError {
-    match result {
-        StatusResult::Failed { error } => error,
-        StatusResult::Statuses { statuses } => panic!("expected an error, got {statuses:?}"),
-    }
+    done(smsc().status(&status_input(refs), Some(&exchange(STATE_STATUS, response))))
 }
 
 fn balance_result(response: HttpResponse) -> BalanceResult {
-    match smsc().balance(&serde_json::Value::Null, Some(&exchange(STATE_BALANCE, response))) {
-        Ok(Step::Done { done }) => done,
-        other => panic!("expected a result, got {other:?}"),
-    }
+    done(smsc().balance(&serde_json::Value::Null, Some(&exchange(STATE_BALANCE, response))))
 }
 
 /// The decoded `key=value` pairs of a form-encoded string.
 fn pairs(encoded: &str) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%' {
-                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).expect("valid escape"));
-                i += 3;
-            } else {
-                out.push(if b[i] == b'+' { b' ' } else { b[i] });
-                i += 1;
-            }
-        }
-        String::from_utf8(out).expect("UTF-8")
-    }
-    encoded
-        .split('&')
-        .map(|p| {
-            let (k, v) = p.split_once('=').expect("key=value");
-            (decode(k), decode(v))
-        })
-        .collect()
+    form_params(encoded)
 }
 
 fn owned(expected: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -157,13 +79,11 @@ fn assert_error(e: &ProviderError, code: &str, retryable: bool, provider_code: O
 
 #[test]
 fn describes_itself_with_its_limits_and_capabilities() {
-    let d = Smsc::describe();
-    assert_eq!(d.name, "smsc");
-    assert_eq!(d.version, env!("CARGO_PKG_VERSION"));
-    assert_eq!((d.max_recipients, d.max_status_refs), (100, 100));
-    assert_eq!(d.alphabet, "unicode");
-    assert_eq!(d.default_base_url.as_deref(), Some("https://smsc.ru"));
-    assert_eq!(Smsc::CAPABILITIES, CAP_SEND | CAP_STATUS | CAP_BALANCE | CAP_SCHEDULE);
+    testing::assert_describes::<Smsc>(
+        CAP_SEND | CAP_STATUS | CAP_BALANCE | CAP_SCHEDULE,
+        serde_json::json!({"name": "smsc", "version": env!("CARGO_PKG_VERSION"), "max_recipients": 100,
+            "max_status_refs": 100, "alphabet": "unicode", "default_base_url": "https://smsc.ru"}),
+    );
 }
 
 #[test]
@@ -783,17 +703,47 @@ proptest! {
     }
 
     #[test]
-    fn reading_arbitrary_bytes_never_panics(status in any::<u16>(), body in any::<Vec<u8>>()) {
+    fn reading_arbitrary_bytes_gives_well_formed_results(status in any::<u16>(), body in any::<Vec<u8>>()) {
         let body = String::from_utf8_lossy(&body).into_owned();
-        let _ = send_result(&["4915100000001"], http(status, &body));
-        let _ = status_result(&["9:4915100000001"], http(status, &body));
-        let _ = balance_result(http(status, &body));
+        let to = ["4915100000001"];
+        let sent = send_result(&to, http(status, &body));
+        prop_assert_eq!(check_send_result(&sent, &to), Ok(()));
+        let refs = ["9:4915100000001"];
+        let polled = status_result(&refs, http(status, &body));
+        prop_assert_eq!(check_status_result(&polled, &refs), Ok(()));
+        prop_assert_eq!(check_balance_result(&balance_result(http(status, &body))), Ok(()));
+        // Nothing the provider answers is quoted with the credentials in it.
+        let errors = [
+            match &sent { SendResult::Failed { error } => Some(error), SendResult::Recipients { recipients } => recipients[0].error.as_ref() },
+            match &polled { StatusResult::Failed { error } => Some(error), StatusResult::Statuses { .. } => None },
+        ];
+        for e in errors.into_iter().flatten() {
+            prop_assert!(!e.message.contains(PASSWORD), "{:?}", e);
+        }
     }
 
     #[test]
     fn any_send_at_is_either_refused_or_read(send_at in ".{0,40}") {
         let mut i = input(&["4915100000001"]);
+        let scheduled = rfc3339_to_unix_ceil(&send_at);
         i.send_at = Some(send_at);
-        let _ = smsc().send_as_of(&i, None, NOW);
+        match smsc().send_as_of(&i, None, NOW) {
+            // A time it reads goes out as SMSC's `time` (`0` + unix seconds) when it is ahead of
+            // now, and as an immediate send otherwise.
+            Ok(Step::Http { http: req, .. }) => {
+                let time = pairs(&req.body).into_iter().find(|(k, _)| k == "time").map(|(_, v)| v);
+                match scheduled {
+                    Some(at) if at > NOW => prop_assert_eq!(time, Some(format!("0{at}"))),
+                    Some(_) => prop_assert_eq!(time, None),
+                    None => prop_assert!(false, "an unreadable send_at was sent: {:?}", req),
+                }
+            }
+            // One it cannot read is a malformed input: refused, never sent without it.
+            Err(e) => {
+                prop_assert!(scheduled.is_none(), "a readable send_at was refused: {:?}", e);
+                prop_assert_eq!(e.code.as_str(), "plugin_error");
+            }
+            Ok(Step::Done { done }) => prop_assert!(false, "answered without a request: {:?}", done),
+        }
     }
 }

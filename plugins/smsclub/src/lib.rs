@@ -17,11 +17,12 @@ mod tests;
 
 use notifyd_plugin::abi::{CAP_BALANCE, CAP_SEND, CAP_STATUS};
 use notifyd_plugin::sdk::{
-    OpResult, Provider, Secret, invalid_settings, parse_settings, redact_secrets, require_string_settings,
+    OpResult, Provider, Secret, expect_state, invalid_settings, parse_settings, redact_secrets,
+    require_string_settings,
 };
 use notifyd_plugin::wire::{
     BalanceResult, Describe, Exchange, HttpResponse, InstanceInit, ProviderError, SendInput, SendResult,
-    StatusInput, StatusResult, Step, WIRE_VERSION,
+    StatusInput, StatusResult, Step,
 };
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -76,31 +77,13 @@ impl SmsClub {
     }
 }
 
-/// Checks that an exchange answers the request this operation asked for.
-fn expect_state(exchange: &Exchange, state: &str) -> Result<(), ProviderError> {
-    if exchange.state == state {
-        Ok(())
-    } else {
-        Err(ProviderError::new(
-            "plugin_error",
-            format!("the exchange state does not belong to this operation (expected {state:?})"),
-        ))
-    }
-}
-
 impl Provider for SmsClub {
     const CAPABILITIES: u64 = CAP_SEND | CAP_STATUS | CAP_BALANCE;
 
     fn describe() -> Describe {
-        Describe {
-            v: WIRE_VERSION,
-            name: "smsclub".to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            max_recipients: request::MAX_RECIPIENTS as u32,
-            max_status_refs: request::MAX_STATUS_IDS as u32,
-            alphabet: "unicode".to_owned(),
-            default_base_url: Some(DEFAULT_BASE_URL.to_owned()),
-        }
+        Describe::new("smsclub", env!("CARGO_PKG_VERSION"), request::MAX_RECIPIENTS as u32)
+            .with_max_status_refs(request::MAX_STATUS_IDS as u32)
+            .with_default_base_url(DEFAULT_BASE_URL)
     }
 
     fn new(init: InstanceInit) -> Result<Self, ProviderError> {
@@ -134,7 +117,7 @@ impl Provider for SmsClub {
                 Err(error) => SendResult::Failed { error },
             },
             Some(exchange) => {
-                expect_state(exchange, STATE_SEND)?;
+                expect_state("send", exchange, STATE_SEND)?;
                 response::send(&input.to, &self.masked(&exchange.response))
             }
         };
@@ -149,7 +132,7 @@ impl Provider for SmsClub {
                 Err(error) => StatusResult::Failed { error },
             },
             Some(exchange) => {
-                expect_state(exchange, STATE_STATUS)?;
+                expect_state("status", exchange, STATE_STATUS)?;
                 response::status(&input.refs, &self.masked(&exchange.response))
             }
         };
@@ -160,7 +143,7 @@ impl Provider for SmsClub {
         match exchange {
             None => Ok(Step::http(request::balance(&self.base_url, &self.token), STATE_BALANCE)),
             Some(exchange) => {
-                expect_state(exchange, STATE_BALANCE)?;
+                expect_state("balance", exchange, STATE_BALANCE)?;
                 Ok(Step::done(response::balance(&self.masked(&exchange.response))))
             }
         }

@@ -2,6 +2,10 @@
 //! in `smsclub.txt` and the providers README (byte for byte, in `fixtures/`), and hostile answers.
 
 use super::*;
+use notifyd_plugin::sdk::testing::{
+    self, check_balance_result, check_send_result, check_status_result, done, exchange, http_step, response,
+    status_input, with_header,
+};
 use notifyd_plugin::wire::{ERROR_CODES, HttpRequest, HttpResponse, RecipientResult, StatusUpdate};
 use proptest::prelude::*;
 use serde_json::json;
@@ -17,12 +21,7 @@ const TXT_BALANCE_RESPONSE: &str = include_str!("../fixtures/txt_balance_respons
 const TXT_ORIGINATOR_RESPONSE: &str = include_str!("../fixtures/txt_originator_response.json");
 
 fn init(base_url: Option<&str>, settings: serde_json::Value) -> InstanceInit {
-    InstanceInit {
-        v: WIRE_VERSION,
-        name: "club".into(),
-        base_url: base_url.map(str::to_owned),
-        settings: settings.as_object().cloned().unwrap_or_default(),
-    }
+    testing::init("club", base_url, settings)
 }
 
 fn club() -> SmsClub {
@@ -30,87 +29,42 @@ fn club() -> SmsClub {
 }
 
 fn input(to: &[&str]) -> SendInput {
-    SendInput {
-        id: "req-1".into(),
-        to: to.iter().map(|s| s.to_string()).collect(),
-        text: "test text".into(),
-        from: Some("VashZakaz".into()),
-        encoding: "gsm7".into(),
-        segments: 1,
-        send_at: None,
-    }
-}
-
-fn response(status: u16, body: &str) -> HttpResponse {
-    HttpResponse { status, headers: Default::default(), body: body.into() }
-}
-
-fn with_header(mut r: HttpResponse, name: &str, value: &str) -> HttpResponse {
-    r.headers.insert(name.into(), value.into());
-    r
-}
-
-fn exchange(state: &str, response: HttpResponse) -> Exchange {
-    Exchange { state: state.into(), response }
+    SendInput { from: Some("VashZakaz".into()), ..testing::send_input(to, "test text") }
 }
 
 /// The first step of `send`: the HTTP request.
 fn send_request(club: &SmsClub, input: &SendInput) -> HttpRequest {
-    match club.send(input, None) {
-        Ok(Step::Http { http, state }) => {
-            assert_eq!(state, STATE_SEND);
-            http
-        }
-        other => panic!("expected an HTTP step, got {other:?}"),
-    }
+    let (http, state) = http_step(club.send(input, None));
+    assert_eq!(state, STATE_SEND);
+    http
 }
 
 /// The result of `send` for `to` after `response`.
 fn send_result(to: &[&str], response: HttpResponse) -> SendResult {
-    match club().send(&input(to), Some(&exchange(STATE_SEND, response))) {
-        Ok(Step::Done { done }) => done,
-        other => panic!("expected a result, got {other:?}"),
-    }
+    done(club().send(&input(to), Some(&exchange(STATE_SEND, response))))
 }
 
 fn recipients(to: &[&str], response: HttpResponse) -> Vec<RecipientResult> {
-    match send_result(to, response) {
-        SendResult::Recipients { recipients } => {
-            let order: Vec<&str> = recipients.iter().map(|r| r.to.as_str()).collect();
-            assert_eq!(order, to, "one result per recipient, in order");
-            recipients
-        }
-        SendResult::Failed { error } => panic!("expected per-recipient results, got {error:?}"),
-    }
+    let recipients = testing::recipients(send_result(to, response));
+    let order: Vec<&str> = recipients.iter().map(|r| r.to.as_str()).collect();
+    assert_eq!(order, to, "one result per recipient, in order");
+    recipients
 }
 
 fn whole_error(to: &[&str], response: HttpResponse) -> ProviderError {
-    match send_result(to, response) {
-        SendResult::Failed { error } => error,
-        other => panic!("expected a whole-request error, got {other:?}"),
-    }
+    testing::whole_error(send_result(to, response))
 }
 
 fn status_result(refs: &[&str], response: HttpResponse) -> StatusResult {
-    let input = StatusInput { refs: refs.iter().map(|s| s.to_string()).collect() };
-    match club().status(&input, Some(&exchange(STATE_STATUS, response))) {
-        Ok(Step::Done { done }) => done,
-        other => panic!("expected a result, got {other:?}"),
-    }
+    done(club().status(&status_input(refs), Some(&exchange(STATE_STATUS, response))))
 }
 
 fn statuses(refs: &[&str], response: HttpResponse) -> Vec<StatusUpdate> {
-    match status_result(refs, response) {
-        StatusResult::Statuses { statuses } => statuses,
-        StatusResult::Failed { error } => panic!("expected statuses, got {error:?}"),
-    }
+    testing::statuses(status_result(refs, response))
 }
 
 fn balance_result(response: HttpResponse) -> BalanceResult {
-    match club().balance(&json!({}), Some(&exchange(STATE_BALANCE, response))) {
-        Ok(Step::Done { done }) => done,
-        other => panic!("expected a result, got {other:?}"),
-    }
+    done(club().balance(&json!({}), Some(&exchange(STATE_BALANCE, response))))
 }
 
 fn sent_id(r: &RecipientResult) -> (&str, &str) {
@@ -136,13 +90,11 @@ fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
 
 #[test]
 fn describe_states_the_documented_limits() {
-    let d = SmsClub::describe();
-    assert_eq!(d.name, "smsclub");
-    assert_eq!(d.version, env!("CARGO_PKG_VERSION"));
-    assert_eq!((d.max_recipients, d.max_status_refs), (100, 100));
-    assert_eq!(d.alphabet, "unicode");
-    assert_eq!(d.default_base_url.as_deref(), Some("https://im.smsclub.mobi"));
-    assert_eq!(SmsClub::CAPABILITIES, CAP_SEND | CAP_STATUS | CAP_BALANCE);
+    testing::assert_describes::<SmsClub>(
+        CAP_SEND | CAP_STATUS | CAP_BALANCE,
+        serde_json::json!({"name": "smsclub", "version": env!("CARGO_PKG_VERSION"), "max_recipients": 100,
+            "max_status_refs": 100, "alphabet": "unicode", "default_base_url": "https://im.smsclub.mobi"}),
+    );
 }
 
 #[test]
@@ -766,9 +718,11 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_text_never_panics(status in any::<u16>(), body in any::<String>()) {
-        let _ = send_result(&["380989361131"], response(status, &body));
-        let _ = status_result(&["106"], response(status, &body));
-        let _ = balance_result(response(status, &body));
+    fn arbitrary_text_gives_well_formed_results(status in any::<u16>(), body in any::<String>()) {
+        let sent = send_result(&["380989361131"], response(status, &body));
+        prop_assert_eq!(check_send_result(&sent, &["380989361131"]), Ok(()));
+        let polled = status_result(&["106"], response(status, &body));
+        prop_assert_eq!(check_status_result(&polled, &["106"]), Ok(()));
+        prop_assert_eq!(check_balance_result(&balance_result(response(status, &body))), Ok(()));
     }
 }

@@ -17,10 +17,13 @@ pub mod response;
 mod tests;
 
 use notifyd_plugin::abi::{CAP_BALANCE, CAP_SCHEDULE, CAP_SEND, CAP_STATUS};
-use notifyd_plugin::sdk::{OpResult, Provider, Secret, invalid_settings, parse_settings};
+use notifyd_plugin::sdk::{
+    Credentials, OpResult, Provider, expect_state, foreign_state, invalid_settings, now_unix,
+    parse_settings_with_credentials,
+};
 use notifyd_plugin::wire::{
     BalanceResult, Describe, Exchange, InstanceInit, MAX_EXCHANGES, ProviderError, RecipientResult,
-    SendInput, SendResult, StatusInput, StatusResult, StatusUpdate, Step, WIRE_VERSION,
+    SendInput, SendResult, StatusInput, StatusResult, StatusUpdate, Step,
 };
 use response::StatusAnswer;
 use serde::Deserialize;
@@ -46,16 +49,13 @@ const BALANCE_STATE: &str = "balance";
 /// message id queried: the status digit, or `x` for an answer that leaves it unchanged.
 const STATUS_STATE: &str = "status:";
 
-/// The instance's `[providers.settings]`. `base_url` is not a setting: it comes from the provider
-/// block (default [`DEFAULT_BASE_URL`]).
+/// The instance's `[providers.settings]` besides the account's `username` and `password`, which
+/// [`Credentials`] reads (both required and non-empty; the password usually given as
+/// `password_env`, which the host resolves). `base_url` is not a setting: it comes from the
+/// provider block (default [`DEFAULT_BASE_URL`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
-    /// The smsco.ge account name. Required, non-empty (`username_env` works too).
-    username: String,
-    /// The account password. Required, non-empty; usually given as `password_env`, which the host
-    /// resolves.
-    password: Secret,
     /// Transliterate texts to Latin (Georgian, Cyrillic, accented letters, typographic signs)
     /// before checking them against the gateway's alphabet. Default `false`: a text with any
     /// other character is refused with `content_rejected`.
@@ -87,8 +87,7 @@ const RESERVED_PARAMS: &[&str] =
 #[derive(Debug)]
 pub struct Smscoge {
     base_url: String,
-    username: String,
-    password: Secret,
+    creds: Credentials,
     transliterate: bool,
     /// `None` when the sender id is never sent.
     sender_param: Option<String>,
@@ -130,7 +129,7 @@ impl Smscoge {
     /// What must never appear in an error message: the password (a provider's error page may echo
     /// the request's query string).
     fn secrets(&self) -> [&str; 1] {
-        [self.password.expose()]
+        [self.creds.password.expose()]
     }
 
     /// Rejects every recipient with `error`.
@@ -224,36 +223,18 @@ fn not_a_number() -> ProviderError {
     ProviderError::new("invalid_recipient", "not an international number of 8 to 15 digits")
 }
 
-/// Now, in unix seconds (the plugin reads the clock, never the network).
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl Provider for Smscoge {
     const CAPABILITIES: u64 = CAP_SEND | CAP_STATUS | CAP_BALANCE | CAP_SCHEDULE;
 
     fn describe() -> Describe {
-        Describe {
-            v: WIRE_VERSION,
-            name: "smscoge".to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            max_recipients: MAX_RECIPIENTS,
-            max_status_refs: MAX_STATUS_REFS,
-            alphabet: "latin".to_owned(),
-            default_base_url: Some(DEFAULT_BASE_URL.to_owned()),
-        }
+        Describe::new("smscoge", env!("CARGO_PKG_VERSION"), MAX_RECIPIENTS)
+            .with_max_status_refs(MAX_STATUS_REFS)
+            .with_alphabet("latin")
+            .with_default_base_url(DEFAULT_BASE_URL)
     }
 
     fn new(init: InstanceInit) -> Result<Self, ProviderError> {
-        let s: Settings = parse_settings(&init)?;
-        if s.username.trim().is_empty() {
-            return Err(invalid_settings(&init, "`username` must not be empty"));
-        }
-        if s.password.expose().is_empty() {
-            return Err(invalid_settings(&init, "`password` must not be empty"));
-        }
+        let (creds, s) = parse_settings_with_credentials::<Settings>(&init)?;
         let sender_param = match s.sender_param.as_str() {
             "" => None,
             p if RESERVED_PARAMS.contains(&p) => {
@@ -280,14 +261,7 @@ impl Provider for Smscoge {
                 "`base_url` must be an absolute http:// or https:// URL without a query",
             ));
         }
-        Ok(Smscoge {
-            base_url,
-            username: s.username,
-            password: s.password,
-            transliterate: s.transliterate,
-            sender_param,
-            schedule_offset_minutes,
-        })
+        Ok(Smscoge { base_url, creds, transliterate: s.transliterate, sender_param, schedule_offset_minutes })
     }
 
     fn send(&self, input: &SendInput, exchange: Option<&Exchange>) -> OpResult<SendResult> {
@@ -299,8 +273,10 @@ impl Provider for Smscoge {
         }
         match exchange {
             None => self.send_request(input),
-            Some(ex) if ex.state == SEND_STATE => Ok(Step::done(self.send_result(input, ex))),
-            Some(_) => Err(plugin_error("send was handed back a state this plugin did not produce")),
+            Some(ex) => {
+                expect_state("send", ex, SEND_STATE)?;
+                Ok(Step::done(self.send_result(input, ex)))
+            }
         }
     }
 
@@ -323,9 +299,7 @@ impl Provider for Smscoge {
                     .filter(|a| {
                         a.len() < ids.len() && a.bytes().all(|c| c == b'x' || (b'0'..=b'7').contains(&c))
                     })
-                    .ok_or_else(|| {
-                        plugin_error("status was handed back a state this plugin did not produce")
-                    })?;
+                    .ok_or_else(|| foreign_state("status", ex))?;
                 let mut answers = answers.to_owned();
                 match response::status(&ex.response, &self.secrets()) {
                     Ok(StatusAnswer::Known(row)) => answers.push(char::from(b'0' + row.code)),
@@ -353,7 +327,8 @@ impl Provider for Smscoge {
     fn balance(&self, _input: &serde_json::Value, exchange: Option<&Exchange>) -> OpResult<BalanceResult> {
         match exchange {
             None => Ok(Step::http(request::balance(self), BALANCE_STATE)),
-            Some(ex) if ex.state == BALANCE_STATE => {
+            Some(ex) => {
+                expect_state("balance", ex, BALANCE_STATE)?;
                 Ok(Step::done(match response::balance(&ex.response, &self.secrets()) {
                     // The document does not say in which unit the balance is (the send answer
                     // counts tetri): reported as credits.
@@ -361,7 +336,6 @@ impl Provider for Smscoge {
                     Err(error) => BalanceResult::Failed { error },
                 }))
             }
-            Some(_) => Err(plugin_error("balance was handed back a state this plugin did not produce")),
         }
     }
 }

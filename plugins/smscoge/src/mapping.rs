@@ -6,6 +6,7 @@
 //! `insufficient_funds`, 408 `timeout`, 429 `throttled`, 5xx `unavailable`); the provider's
 //! document does not mention HTTP statuses at all, so those rows are the usual web semantics.
 
+use notifyd_plugin::sdk::ErrorRule;
 use notifyd_plugin::wire::ProviderError;
 
 /// Whether an error code concerns the account (every call will fail alike) or only one call.
@@ -17,21 +18,10 @@ pub enum Scope {
     Call,
 }
 
-/// One documented error code of smsco.ge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErrorRow {
-    /// The bare number smsco.ge answers, e.g. `2905`.
-    pub code: u16,
-    /// The provider's own description of it (from its API document).
-    pub word: &'static str,
-    /// The normalised error code (SPEC §2).
-    pub normalised: &'static str,
-    /// Whether the same provider may succeed later.
-    pub retryable: bool,
-    pub scope: Scope,
-    /// A sentence for people (never with credentials).
-    pub message: &'static str,
-}
+/// One documented error code of smsco.ge: `provider_code` is the bare number smsco.ge answers
+/// (e.g. `2905`; the provider's own description of it is in the row's comment and its message);
+/// `scope` whether it concerns the account or only this call.
+pub type ErrorRow = ErrorRule<u16, Scope>;
 
 /// Every error code of the API document, "Получение ответа услуги".
 pub const ERRORS: &[ErrorRow] = &[
@@ -39,124 +29,88 @@ pub const ERRORS: &[ErrorRow] = &[
     // The gateway being down has its own code (2907) and our own requests are checked before
     // they leave (text alphabet, sender, number format), so what is left is the numbers: they are
     // refused (`rejected`) rather than resent to smsco.ge or to another provider in a loop.
-    ErrorRow {
-        code: 2904,
-        word: "SMS Sending Failed",
-        normalised: "invalid_recipient",
-        retryable: false,
-        scope: Scope::Call,
-        message: "smsco.ge could not send to any number of this submission (2904 SMS Sending Failed)",
-    },
-    ErrorRow {
-        code: 2905,
-        word: "Invalid username/password combination",
-        normalised: "auth",
-        retryable: false,
-        scope: Scope::Account,
-        message: "smsco.ge refused the username/password combination (2905)",
-    },
-    ErrorRow {
-        code: 2906,
-        word: "Credit exhausted",
-        normalised: "insufficient_funds",
-        retryable: false,
-        scope: Scope::Account,
-        message: "the smsco.ge account has no credit left (2906 Credit exhausted)",
-    },
-    ErrorRow {
-        code: 2907,
-        word: "Gateway unavailable",
-        normalised: "unavailable",
-        retryable: true,
-        scope: Scope::Account,
-        message: "the smsco.ge gateway is unavailable (2907)",
-    },
+    // 2904 "SMS Sending Failed"
+    ErrorRule::scoped(
+        2904,
+        "invalid_recipient",
+        Scope::Call,
+        "smsco.ge could not send to any number of this submission (2904 SMS Sending Failed)",
+    ),
+    // 2905 "Invalid username/password combination"
+    ErrorRule::scoped(
+        2905,
+        "auth",
+        Scope::Account,
+        "smsco.ge refused the username/password combination (2905)",
+    ),
+    // 2906 "Credit exhausted"
+    ErrorRule::scoped(
+        2906,
+        "insufficient_funds",
+        Scope::Account,
+        "the smsco.ge account has no credit left (2906 Credit exhausted)",
+    ),
+    // 2907 "Gateway unavailable"
+    ErrorRule::scoped(2907, "unavailable", Scope::Account, "the smsco.ge gateway is unavailable (2907)")
+        .retryable(),
     // The plugin writes the date itself, so this means that the gateway reads it differently:
     // another provider (or notifyd's own scheduling) may still send the message.
-    ErrorRow {
-        code: 2908,
-        word: "Invalid schedule date format",
-        normalised: "invalid_request",
-        retryable: false,
-        scope: Scope::Call,
-        message: "smsco.ge refused the schedule date format (2908)",
-    },
-    ErrorRow {
-        code: 2909,
-        word: "Unable to schedule",
-        normalised: "invalid_request",
-        retryable: false,
-        scope: Scope::Call,
-        message: "smsco.ge could not schedule the message for send_at (2909 Unable to schedule)",
-    },
+    // 2908 "Invalid schedule date format"
+    ErrorRule::scoped(
+        2908,
+        "invalid_request",
+        Scope::Call,
+        "smsco.ge refused the schedule date format (2908)",
+    ),
+    // 2909 "Unable to schedule"
+    ErrorRule::scoped(
+        2909,
+        "invalid_request",
+        Scope::Call,
+        "smsco.ge could not schedule the message for send_at (2909 Unable to schedule)",
+    ),
     // The plugin refuses empty credentials at start-up, so these mean that the gateway lost them
     // on the way (e.g. a proxy in base_url dropping the query): a configuration problem.
-    ErrorRow {
-        code: 2910,
-        word: "Username is empty",
-        normalised: "auth",
-        retryable: false,
-        scope: Scope::Account,
-        message: "smsco.ge received no username (2910 Username is empty)",
-    },
-    ErrorRow {
-        code: 2911,
-        word: "Password is empty",
-        normalised: "auth",
-        retryable: false,
-        scope: Scope::Account,
-        message: "smsco.ge received no password (2911 Password is empty)",
-    },
+    // 2910 "Username is empty"
+    ErrorRule::scoped(2910, "auth", Scope::Account, "smsco.ge received no username (2910 Username is empty)"),
+    // 2911 "Password is empty"
+    ErrorRule::scoped(2911, "auth", Scope::Account, "smsco.ge received no password (2911 Password is empty)"),
     // notifyd never sends without a recipient or a text: the request did not arrive as sent.
-    ErrorRow {
-        code: 2912,
-        word: "Recipient is empty",
-        normalised: "invalid_request",
-        retryable: false,
-        scope: Scope::Call,
-        message: "smsco.ge received no recipient (2912 Recipient is empty)",
-    },
-    ErrorRow {
-        code: 2913,
-        word: "Message is empty",
-        normalised: "invalid_request",
-        retryable: false,
-        scope: Scope::Call,
-        message: "smsco.ge received no message text (2913 Message is empty)",
-    },
+    // 2912 "Recipient is empty"
+    ErrorRule::scoped(
+        2912,
+        "invalid_request",
+        Scope::Call,
+        "smsco.ge received no recipient (2912 Recipient is empty)",
+    ),
+    // 2913 "Message is empty"
+    ErrorRule::scoped(
+        2913,
+        "invalid_request",
+        Scope::Call,
+        "smsco.ge received no message text (2913 Message is empty)",
+    ),
     // The account needs a sender id (agreed with smsco.ge beforehand) and none was given.
-    ErrorRow {
-        code: 2914,
-        word: "Sender is empty",
-        normalised: "invalid_sender",
-        retryable: false,
-        scope: Scope::Call,
-        message: "smsco.ge needs a sender id (2914 Sender is empty): set `sender` on the provider \
+    // 2914 "Sender is empty"
+    ErrorRule::scoped(
+        2914,
+        "invalid_sender",
+        Scope::Call,
+        "smsco.ge needs a sender id (2914 Sender is empty): set `sender` on the provider \
                   instance or `from` in the request",
-    },
-    ErrorRow {
-        code: 2915,
-        word: "One or more required fields are empty",
-        normalised: "invalid_request",
-        retryable: false,
-        scope: Scope::Call,
-        message: "smsco.ge found a required field empty (2915)",
-    },
+    ),
+    // 2915 "One or more required fields are empty"
+    ErrorRule::scoped(2915, "invalid_request", Scope::Call, "smsco.ge found a required field empty (2915)"),
 ];
 
 /// The row of a documented error code.
 pub fn error_row(code: u16) -> Option<&'static ErrorRow> {
-    ERRORS.iter().find(|row| row.code == code)
+    ErrorRule::find(ERRORS, &code)
 }
 
-impl ErrorRow {
-    /// The normalised error, `provider_code` = the number.
-    pub fn to_error(&self) -> ProviderError {
-        ProviderError {
-            retryable: self.retryable,
-            ..ProviderError::new(self.normalised, self.message).with_provider_code(self.code.to_string())
-        }
-    }
+/// The normalised error of a row, `provider_code` = the number.
+pub fn error(row: &ErrorRow) -> ProviderError {
+    row.to_error().with_provider_code(row.provider_code.to_string())
 }
 
 /// One documented delivery status of `getstatus.php`.
@@ -212,7 +166,7 @@ mod tests {
 
     #[test]
     fn every_documented_code_has_one_row() {
-        let codes: Vec<u16> = ERRORS.iter().map(|r| r.code).collect();
+        let codes: Vec<u16> = ERRORS.iter().map(|r| r.provider_code).collect();
         assert_eq!(codes, (2904..=2915).collect::<Vec<_>>());
         let statuses: Vec<u8> = STATUSES.iter().map(|r| r.code).collect();
         assert_eq!(statuses, (0..=7).collect::<Vec<_>>());
@@ -220,7 +174,7 @@ mod tests {
 
     #[test]
     fn only_the_gateway_being_down_is_retryable() {
-        let retryable: Vec<u16> = ERRORS.iter().filter(|r| r.retryable).map(|r| r.code).collect();
+        let retryable: Vec<u16> = ERRORS.iter().filter(|r| r.retryable).map(|r| r.provider_code).collect();
         assert_eq!(retryable, [2907]);
     }
 
@@ -235,8 +189,8 @@ mod tests {
             "unavailable",
         ];
         for row in ERRORS {
-            assert!(CODES.contains(&row.normalised), "{row:?}");
-            assert!(row.message.contains(&row.code.to_string()), "{row:?}");
+            assert!(CODES.contains(&row.code), "{row:?}");
+            assert!(row.message.contains(&row.provider_code.to_string()), "{row:?}");
         }
         for row in STATUSES {
             assert!(["sent", "delivered", "undelivered", "expired", "rejected"].contains(&row.status));

@@ -145,7 +145,7 @@ pub struct Submission<'a> {
 
 /// A `GET` on `path` with the credentials first, then `params`.
 fn get(p: &Smscoge, path: &str, params: &[(&str, &str)]) -> HttpRequest {
-    let auth = [("username", p.username.as_str()), ("password", p.password.expose())];
+    let auth = [("username", p.creds.username.as_str()), ("password", p.creds.password.expose())];
     let query = form_encode(auth.iter().chain(params).copied());
     HttpRequest {
         method: "GET".to_owned(),

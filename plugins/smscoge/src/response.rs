@@ -84,7 +84,7 @@ impl<T> Answer<T> {
         match self {
             Answer::Ok(v) => Ok(v),
             Answer::Error(row) => {
-                let mut e = row.to_error();
+                let mut e = mapping::error(row);
                 if e.retryable {
                     e.retry_after_ms = retry_after_ms(response);
                 }
@@ -201,10 +201,10 @@ mod tests {
 
     #[test]
     fn error_codes_with_or_without_words() {
-        assert_eq!(error_code("2905").map(|r| r.code), Some(2905));
-        assert_eq!(error_code(" 2906\r\n").map(|r| r.code), Some(2906));
-        assert_eq!(error_code("2907=Gateway unavailable").map(|r| r.code), Some(2907));
-        assert_eq!(error_code("2908 Invalid schedule date format").map(|r| r.code), Some(2908));
+        assert_eq!(error_code("2905").map(|r| r.provider_code), Some(2905));
+        assert_eq!(error_code(" 2906\r\n").map(|r| r.provider_code), Some(2906));
+        assert_eq!(error_code("2907=Gateway unavailable").map(|r| r.provider_code), Some(2907));
+        assert_eq!(error_code("2908 Invalid schedule date format").map(|r| r.provider_code), Some(2908));
         for other in ["2903", "2916", "29050", "2905.5", "2905abc", "12905", "", "OK 4 2905"] {
             assert_eq!(error_code(other), None, "{other}");
         }

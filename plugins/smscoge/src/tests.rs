@@ -2,6 +2,7 @@
 //! document (and of `shared/providers/README.md`), byte for byte, plus hostile ones.
 
 use super::*;
+use notifyd_plugin::sdk::testing::{self, form_params, response, send_input as input};
 use notifyd_plugin::wire::{HttpRequest, HttpResponse};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -9,12 +10,7 @@ use std::collections::BTreeMap;
 const PASSWORD: &str = "s3cr&t pw";
 
 fn init(base_url: Option<&str>, settings: serde_json::Value) -> InstanceInit {
-    InstanceInit {
-        v: 1,
-        name: "smscoge".into(),
-        base_url: base_url.map(str::to_owned),
-        settings: settings.as_object().cloned().unwrap_or_default(),
-    }
+    testing::init("smscoge", base_url, settings)
 }
 
 fn provider_with(extra: serde_json::Value) -> Smscoge {
@@ -29,48 +25,9 @@ fn provider() -> Smscoge {
     provider_with(serde_json::json!({}))
 }
 
-fn input(to: &[&str], text: &str) -> SendInput {
-    SendInput {
-        id: "req-1".into(),
-        to: to.iter().map(|s| s.to_string()).collect(),
-        text: text.into(),
-        from: None,
-        encoding: "gsm7".into(),
-        segments: 1,
-        send_at: None,
-    }
-}
-
-fn response(status: u16, body: &str) -> HttpResponse {
-    HttpResponse { status, headers: BTreeMap::new(), body: body.into() }
-}
-
 /// The query parameters of a request's URL, decoded, in order.
 fn params(http: &HttpRequest) -> Vec<(String, String)> {
-    let query = http.url.split_once('?').map(|(_, q)| q).unwrap_or_default();
-    query
-        .split('&')
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap();
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
+    form_params(&http.url)
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -79,19 +36,13 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// The first step of a send: the request and its state.
 fn first(p: &Smscoge, input: &SendInput) -> (HttpRequest, String) {
-    match p.send(input, None) {
-        Ok(Step::Http { http, state }) => (http, state),
-        other => panic!("expected an HTTP step, got {other:?}"),
-    }
+    testing::http_step(p.send(input, None))
 }
 
 /// A send's result after the gateway answered `response`.
 fn answered(p: &Smscoge, input: &SendInput, response: HttpResponse) -> SendResult {
     let (_, state) = first(p, input);
-    match p.send(input, Some(&Exchange { state, response })) {
-        Ok(Step::Done { done }) => done,
-        other => panic!("expected a result, got {other:?}"),
-    }
+    testing::done(p.send(input, Some(&Exchange { state, response })))
 }
 
 /// The error of every recipient (they must all have the same one).
@@ -119,13 +70,11 @@ fn assert_no_secret(e: &ProviderError) {
 
 #[test]
 fn describes_itself() {
-    let d = Smscoge::describe();
-    assert_eq!(d.name, "smscoge");
-    assert_eq!(d.version, env!("CARGO_PKG_VERSION"));
-    assert_eq!((d.max_recipients, d.max_status_refs), (100, 16));
-    assert_eq!(d.alphabet, "latin");
-    assert_eq!(d.default_base_url.as_deref(), Some("http://smsco.ge"));
-    assert_eq!(Smscoge::CAPABILITIES, CAP_SEND | CAP_STATUS | CAP_BALANCE | CAP_SCHEDULE);
+    testing::assert_describes::<Smscoge>(
+        CAP_SEND | CAP_STATUS | CAP_BALANCE | CAP_SCHEDULE,
+        serde_json::json!({"name": "smscoge", "version": env!("CARGO_PKG_VERSION"), "max_recipients": 100,
+            "max_status_refs": 16, "alphabet": "latin", "default_base_url": "http://smsco.ge"}),
+    );
 }
 
 #[test]
@@ -440,7 +389,7 @@ fn hostile_answers_are_plugin_errors_with_a_short_snippet() {
 /// Runs a status call to its end, answering the request for `mes_id` with `answer(mes_id)`;
 /// returns the result and the ids asked, in order.
 fn poll(p: &Smscoge, refs: &[&str], answer: impl Fn(&str) -> HttpResponse) -> (StatusResult, Vec<String>) {
-    let input = StatusInput { refs: refs.iter().map(|s| s.to_string()).collect() };
+    let input = testing::status_input(refs);
     let mut asked = Vec::new();
     let mut exchange = None;
     for _ in 0..=16 {
@@ -666,10 +615,14 @@ proptest! {
                 if let Some(e) = &rr.error { assert_no_secret(e); }
             }
         }
-        let _ = balance_of(&p, r.clone());
+        prop_assert_eq!(testing::check_send_result(&result, &i.to.iter().map(String::as_str).collect::<Vec<_>>()), Ok(()));
+        let balance = balance_of(&p, r.clone());
+        prop_assert_eq!(testing::check_balance_result(&balance), Ok(()));
+        if let BalanceResult::Failed { error } = &balance { assert_no_secret(error); }
         let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
         let (status, asked) = poll(&p, &refs, |_| r.clone());
         prop_assert!(asked.len() <= 16);
+        prop_assert_eq!(testing::check_status_result(&status, &refs), Ok(()));
         if let StatusResult::Statuses { statuses } = status {
             prop_assert_eq!(statuses.len(), refs.len());
         }

@@ -2,6 +2,8 @@
 //! real nats-server, and a subscriber that collects status events.
 #![allow(dead_code)]
 
+pub mod provider;
+
 use futures::StreamExt;
 use notifyd_testkit::NatsServer;
 use serde_json::Value;
