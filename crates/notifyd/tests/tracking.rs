@@ -210,11 +210,20 @@ async fn tracking_survives_kill_9_and_continues_on_another_replica() {
     for i in 0..20 {
         events.status(&format!("k-{i}"), None, "sent").await;
     }
+    // A `sent` event is published just before its tracking entry: wait until the entries are
+    // stored (milliseconds), so the kill below does not fall between the two. (Had it, the entry
+    // would come with the redelivery of the unacknowledged request; this test is about entries
+    // that outlive their replica.)
+    let js = async_nats::jetstream::new(client.clone());
+    let mut tracking_stream = js.get_stream("NOTIFY_SMS_TRACKING").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while tracking_stream.info().await.unwrap().state.messages < 20 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     first.kill();
     assert!(status_calls(&mock).is_empty(), "the first replica died before its first poll");
     // What tracking costs in NATS: the entries wait in the tracking stream.
-    let js = async_nats::jetstream::new(client.clone());
-    let state = js.get_stream("NOTIFY_SMS_TRACKING").await.unwrap().info().await.unwrap().state.clone();
+    let state = tracking_stream.info().await.unwrap().state.clone();
     assert_eq!(state.messages, 20, "one tracking entry per sent recipient");
     println!("tracking storage: {} bytes per tracked message", state.bytes / state.messages);
 
