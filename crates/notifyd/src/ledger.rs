@@ -102,6 +102,10 @@ pub struct Claim {
 }
 
 /// What [`Ledger::begin`] found for a delivery of a request.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per delivery and destructured at once; boxing the claim would add an allocation per request"
+)]
 pub enum Begin {
     /// Go ahead: send `send` (their `begun` is recorded); `decided` were decided by earlier
     /// deliveries (or ended here: an interrupted attempt with `on_ambiguous = "fail"`), and their

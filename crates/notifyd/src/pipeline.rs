@@ -144,9 +144,7 @@ impl Pipeline {
     async fn store_dead_letter(&self, payload: &Bytes, reason: &str, key: &str) {
         let subject = crate::nats::dead_subject(&self.prefix);
         let reason: String = reason.chars().take(1000).collect();
-        let room = usize::try_from(self.client.server_info().max_payload)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(DEAD_LETTER_HEADROOM);
+        let room = self.client.server_info().max_payload.saturating_sub(DEAD_LETTER_HEADROOM);
         let (payload, reason) = if payload.len() > room {
             (
                 payload.slice(..room),

@@ -217,7 +217,8 @@ async fn tracking_survives_kill_9_and_continues_on_another_replica() {
     let js = async_nats::jetstream::new(client.clone());
     let mut tracking_stream = js.get_stream("NOTIFY_SMS_TRACKING").await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-    while tracking_stream.info().await.unwrap().state.messages < 20 && tokio::time::Instant::now() < deadline {
+    while tracking_stream.info().await.unwrap().state.messages < 20 && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     first.kill();
