@@ -6,7 +6,7 @@
 //! [`ledger`] → [`dispatch`] (through [`provider`], [`plugin`] and [`http`]) → [`events`] →
 //! [`track`], with [`pipeline`] holding one request's path together. [`nats`] owns the connection
 //! and every stream and bucket. [`run`] wires them up.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod balance;
 pub mod breaker;
@@ -20,7 +20,6 @@ pub mod ledger;
 pub mod metrics;
 pub mod nats;
 pub mod pipeline;
-pub mod plugin;
 pub mod provider;
 pub mod ratelimit;
 pub mod retry;
@@ -29,6 +28,10 @@ pub mod shutdown;
 pub mod track;
 pub mod validate;
 pub mod verify;
+
+/// The plugin loader, `notifyd-loader`: the daemon's only `unsafe` lives in that crate so this one
+/// can forbid it. Re-exported under its old name, so `notifyd::plugin::…` paths keep working.
+pub use notifyd_loader as plugin;
 
 use config::{Config, IntakeMode};
 use metrics::{Metrics, Readiness};

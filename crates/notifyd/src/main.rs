@@ -1,5 +1,6 @@
 //! The `notifyd` command: parses the command line, then hands over to the subcommand in
 //! [`cli`] (the daemon itself is `notifyd::run`, called by [`cli::run`]).
+#![forbid(unsafe_code)]
 
 mod cli;
 

@@ -1,9 +1,20 @@
 //! The plugin loader: finds a plugin library, checks its ABI, and calls into it.
 //!
-//! This is one of the two places in notifyd where `unsafe` lives (the other is the SDK's export
-//! macro). Everything above this module sees safe types: [`PluginLibrary`] (a loaded library and
-//! what it describes) and [`PluginInstance`] (a provider instance created from settings), whose
-//! [`PluginInstance::call`] moves JSON documents in and out. Libraries are never unloaded.
+//! This crate is one of the two places in notifyd where `unsafe` lives (the other is the SDK's
+//! export module in `notifyd-plugin`); it is a crate of its own so that the daemon crate can say
+//! `#![forbid(unsafe_code)]`. The daemon re-exports it as `notifyd::plugin`. Everything above it
+//! sees safe types: [`PluginLibrary`] (a loaded library and what it describes) and
+//! [`PluginInstance`] (a provider instance created from settings), whose [`PluginInstance::call`]
+//! moves JSON documents in and out. Libraries are never unloaded.
+//!
+//! The safety argument, which every `// SAFETY:` comment below applies to one call: plugins are
+//! trusted code the operator chose, like any shared library the daemon links; the C ABI
+//! (`include/notifyd_plugin.h`, mirrored by `notifyd_plugin::abi`) fixes every symbol's type and
+//! who owns each buffer; the host checks what it can check (the ABI major version, the table's
+//! size, that required entries are not NULL) before it calls anything.
+// The workspace denies `unsafe_code`; this crate is the host's one exception (docs/architecture.md,
+// "Where `unsafe` lives"). Clippy's `undocumented_unsafe_blocks` still asks every block for its
+// `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
 use notifyd_plugin::abi::{self, Buf, Instance, OpFn, PluginVTable};
