@@ -8,6 +8,7 @@
 //! cargo run --release -p notifyd-bench -- --suite quick                # 10k and 100k matrix
 //! cargo run --release -p notifyd-bench -- --suite full                 # + 1M
 //! ```
+#![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand, ValueEnum};
 use notifyd_bench::ceilings::{self, Kind};

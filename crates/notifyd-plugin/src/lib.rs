@@ -7,6 +7,8 @@
 //!
 //! `unsafe` in this crate lives only in the export machinery ([`sdk::export`]) that the macro calls.
 
+// `deny`, not `forbid`: the export module needs `#[allow(unsafe_code)]`, and an `allow` cannot
+// relax a `forbid`. Everything else in the crate is held to the deny.
 #![deny(unsafe_code)]
 
 pub mod abi;

@@ -394,6 +394,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 /// The FFI glue behind [`export_plugin!`](crate::export_plugin). Not for direct use.
+// The crate denies `unsafe_code` (lib.rs); this module is its one exception.
 #[doc(hidden)]
 #[allow(unsafe_code)]
 pub mod export {
@@ -583,11 +584,17 @@ pub mod export {
 
 /// Exports a [`Provider`] as a notifyd plugin: generates the `notifyd_plugin_v1` entry symbol and
 /// its static function table. Call it once, in the plugin crate's root.
+///
+/// The expansion lands in the plugin crate, and a plugin crate may say `#![forbid(unsafe_code)]`:
+/// its one unsafe construct, `#[unsafe(no_mangle)]`, is written here, and rustc reports the
+/// `unsafe_code` lint only for code the crate itself wrote, never inside another crate's macro.
+/// So the expansion carries no `#[allow(unsafe_code)]` (under `forbid`, an `allow` is an error,
+/// E0453). The workspace's plugins all forbid `unsafe_code`, so a compiler that changed this rule
+/// would fail their build rather than pass silently.
 #[macro_export]
 macro_rules! export_plugin {
     ($provider:ty) => {
         /// The notifyd plugin entry point (ABI v1).
-        #[allow(unsafe_code)]
         #[unsafe(no_mangle)]
         pub extern "C" fn notifyd_plugin_v1() -> *const $crate::abi::PluginVTable {
             static TABLE: $crate::abi::PluginVTable = $crate::sdk::export::vtable::<$provider>();

@@ -8,7 +8,7 @@
 //! `toaddr`). The gateway has no status-polling endpoint, so the plugin describes no `status`
 //! capability. Request building is in `request.rs`, answer parsing in `response.rs`, and the
 //! status and error mapping table in `mapping.rs`; see `plugins/intellisoftware/README.md`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod mapping;
 mod request;

@@ -3,7 +3,7 @@
 //! `send` answers at once (no HTTP exchange) with a deterministic message id per recipient;
 //! `status` reports every message `delivered`; `balance` reports the configured amount. Settings
 //! make chosen recipients fail, for tests and demos. See `plugins/sandbox/README.md`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use notifyd_plugin::abi::{CAP_BALANCE, CAP_SEND, CAP_STATUS};
 use notifyd_plugin::sdk::{OpResult, Provider, parse_settings};

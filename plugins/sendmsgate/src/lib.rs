@@ -6,7 +6,7 @@
 //! carries all of its part ids, and its status is their combination (delivered only when every
 //! part is). Requests are built in [`request`], answers read in [`response`], and what each answer
 //! means is the data of [`mapping`]. See `plugins/sendmsgate/README.md`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod mapping;
 pub mod request;

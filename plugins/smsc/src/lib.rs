@@ -6,7 +6,7 @@
 //! Like every notifyd plugin it only translates: [`request`] builds each HTTP request,
 //! [`response`] reads each answer, [`mapping`] holds the status and error tables; the host performs
 //! the exchanges and decides about retries and failover. See `plugins/smsc/README.md`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod mapping;
 pub mod request;

@@ -6,7 +6,7 @@
 //! `balance` operations into those calls ([`request`]) and their answers back into normalised
 //! results ([`response`]) through one mapping table ([`mapping`]); the host performs the HTTP
 //! exchanges. See `plugins/smsclub/README.md` for the settings and the full mapping.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod mapping;
 pub mod request;

@@ -7,7 +7,7 @@
 //! against the only alphabet the gateway accepts (Latin letters, digits, space, newline and
 //! `. _ - "`) before anything is sent, and transliterated first when the instance says so. Like
 //! every notifyd plugin it does no I/O itself: the host performs the exchanges it describes.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod mapping;
 pub mod request;
