@@ -16,6 +16,7 @@
 // "Where `unsafe` lives"). Clippy's `undocumented_unsafe_blocks` still asks every block for its
 // `// SAFETY:` comment.
 #![allow(unsafe_code)]
+#![warn(missing_docs)]
 
 use notifyd_plugin::abi::{self, Buf, Instance, OpFn, PluginVTable};
 use notifyd_plugin::wire::{Describe, ErrorDoc, InstanceInit, ProviderError, WIRE_VERSION};
@@ -27,35 +28,80 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Why a plugin could not be found, loaded or instantiated.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
+    /// No file for the plugin name in any search directory.
     #[error("plugin `{name}` not found: looked for {file} in {searched}")]
-    NotFound { name: String, file: String, searched: String },
+    NotFound {
+        /// The plugin name asked for.
+        name: String,
+        /// The file name it maps to ([`file_name`]).
+        file: String,
+        /// The directories searched, comma-separated.
+        searched: String,
+    },
+    /// The file exists but the dynamic loader refused it.
     #[error("{path}: cannot be loaded as a shared library: {reason}")]
-    Open { path: String, reason: String },
+    Open {
+        /// The library's path as given.
+        path: String,
+        /// The loader's (or the file system's) error.
+        reason: String,
+    },
+    /// The library lacks the entry symbol.
     #[error("{path}: not a notifyd plugin (it exports no `notifyd_plugin_v1` symbol)")]
-    NoEntry { path: String },
+    NoEntry {
+        /// The library's path as given.
+        path: String,
+    },
+    /// The plugin was built against another ABI major version.
     #[error(
         "{path}: plugin ABI {major}.{minor} is not supported; this notifyd supports ABI {}.x (up to {}.{}); rebuild the plugin against include/notifyd_plugin.h of this version",
         abi::ABI_MAJOR,
         abi::ABI_MAJOR,
         abi::ABI_MINOR
     )]
-    AbiMismatch { path: String, major: u16, minor: u16 },
+    AbiMismatch {
+        /// The library's path as given.
+        path: String,
+        /// The plugin's ABI major version.
+        major: u16,
+        /// The plugin's ABI minor version.
+        minor: u16,
+    },
+    /// The table or the describe document breaks an ABI rule.
     #[error("{path}: malformed plugin: {reason}")]
-    Malformed { path: String, reason: String },
+    Malformed {
+        /// The library's path as given.
+        path: String,
+        /// Which rule, in words.
+        reason: String,
+    },
+    /// `instance_new` refused a provider's settings.
     #[error("plugin `{plugin}` refused the settings of provider `{instance}`: {message}")]
-    Settings { plugin: String, instance: String, message: String },
+    Settings {
+        /// The plugin's name (from its describe document).
+        plugin: String,
+        /// The provider instance's name in the config.
+        instance: String,
+        /// The plugin's error message.
+        message: String,
+    },
 }
 
 /// A plugin operation that takes an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
+    /// Send a text (every plugin has it).
     Send,
+    /// Poll delivery statuses (`CAP_STATUS`).
     Status,
+    /// Read the account balance (`CAP_BALANCE`).
     Balance,
+    /// Read a pushed delivery report (`CAP_CALLBACK`).
     Callback,
 }
 
 impl Op {
+    /// The operation's name, as in logs and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Op::Send => "send",
@@ -68,6 +114,7 @@ impl Op {
 
 /// A loaded plugin library.
 pub struct PluginLibrary {
+    /// The canonical path it was loaded from.
     pub path: PathBuf,
     /// The table as far as the plugin provides it; later fields are `None`.
     table: PluginVTable,
@@ -161,6 +208,7 @@ impl PluginLibrary {
         format!("{}.{}", self.table.abi_major, self.table.abi_minor)
     }
 
+    /// The `CAP_*` bits of the plugin's table.
     pub fn capabilities(&self) -> u64 {
         self.table.capabilities
     }
@@ -244,12 +292,12 @@ fn read_table(raw: *const PluginVTable, path: &str) -> Result<PluginVTable, Plug
     }
     let mut table = std::mem::MaybeUninit::<PluginVTable>::zeroed();
     let n = size.min(size_of::<PluginVTable>());
-    // SAFETY: the plugin promises `struct_size` readable bytes; we copy at most that many into a
-    // zeroed table, and an all-zero table is valid (integers 0, function pointers None).
-    let table = unsafe {
-        std::ptr::copy_nonoverlapping(raw.cast::<u8>(), table.as_mut_ptr().cast::<u8>(), n);
-        table.assume_init()
-    };
+    // SAFETY: the plugin promises `struct_size` readable bytes; we copy at most that many, and
+    // never more than the host table holds, into that table.
+    unsafe { std::ptr::copy_nonoverlapping(raw.cast::<u8>(), table.as_mut_ptr().cast::<u8>(), n) };
+    // SAFETY: the table was zeroed, and an all-zero table is valid (integers 0, function pointers
+    // None); the bytes copied over it came from a table of the same layout.
+    let table = unsafe { table.assume_init() };
     let missing = [
         ("free_buf", table.free_buf.is_none()),
         ("describe", table.describe.is_none()),
@@ -316,11 +364,14 @@ unsafe impl Sync for PluginInstance {}
 
 /// The raw answer of one call.
 pub struct Answer {
+    /// The return code (`RC_OK`, `RC_ERROR`, `RC_PANIC`).
     pub rc: i32,
+    /// The answer document (empty if the plugin returned none).
     pub body: Vec<u8>,
 }
 
 impl PluginInstance {
+    /// The library the instance lives in.
     pub fn library(&self) -> &Arc<PluginLibrary> {
         &self.lib
     }
