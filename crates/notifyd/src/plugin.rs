@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 use notifyd_plugin::abi::{self, Buf, Instance, OpFn, PluginVTable};
-use notifyd_plugin::wire::{Describe, ErrorDoc, InstanceInit, ProviderError, WIRE_VERSION};
+use notifyd_plugin::wire::{Describe, ErrorCode, ErrorDoc, InstanceInit, ProviderError, WIRE_VERSION};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -318,7 +318,7 @@ impl PluginInstance {
     pub fn call(&self, op: Op, input: &[u8]) -> Result<Answer, ProviderError> {
         let f = self.lib.op_fn(op).ok_or_else(|| {
             ProviderError::new(
-                "plugin_error",
+                ErrorCode::PluginError,
                 format!("plugin `{}` does not support {}", self.lib.describe.name, op.as_str()),
             )
         })?;

@@ -8,8 +8,8 @@ use crate::metrics::Metrics;
 use crate::plugin::{self, Op, PluginError, PluginInstance, PluginLibrary};
 use notifyd_plugin::abi;
 use notifyd_plugin::wire::{
-    BalanceResult, CallbackResult, Describe, ErrorDoc, Exchange, InstanceInit, MAX_EXCHANGES, OpOutput,
-    ProviderError, SendResult, StatusResult, Step, WIRE_VERSION,
+    BalanceResult, CallbackResult, Describe, ErrorCode, ErrorDoc, Exchange, InstanceInit, MAX_EXCHANGES,
+    OpOutput, ProviderError, SendResult, StatusResult, Step, WIRE_VERSION,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -32,18 +32,18 @@ impl OpError {
         match self {
             OpError::Plugin(e) => e.clone(),
             OpError::Transport(t @ TransportError::Timeout(_)) => {
-                ProviderError::retryable("timeout", t.to_string())
+                ProviderError::retryable(ErrorCode::Timeout, t.to_string())
             }
             OpError::Transport(t @ TransportError::Invalid(_)) => {
-                ProviderError::new("plugin_error", t.to_string())
+                ProviderError::new(ErrorCode::PluginError, t.to_string())
             }
-            OpError::Transport(t) => ProviderError::retryable("unavailable", t.to_string()),
+            OpError::Transport(t) => ProviderError::retryable(ErrorCode::Unavailable, t.to_string()),
         }
     }
 }
 
 fn plugin_error(message: impl Into<String>) -> OpError {
-    OpError::Plugin(ProviderError::new("plugin_error", message))
+    OpError::Plugin(ProviderError::new(ErrorCode::PluginError, message))
 }
 
 /// One configured provider instance.
@@ -91,8 +91,8 @@ impl Provider {
             return result;
         }
         let label = match &result {
-            Ok(r) => r.error_code().unwrap_or("ok").to_owned(),
-            Err(e) => e.to_provider_error().code,
+            Ok(r) => r.error_code().map_or("ok", ErrorCode::as_str).to_owned(),
+            Err(e) => e.to_provider_error().code.to_string(),
         };
         self.metrics.provider_requests.with_label_values(&[&self.name, op.as_str(), &label]).inc();
         self.metrics
@@ -173,11 +173,11 @@ impl Provider {
 /// What the `result` label of `notifyd_provider_requests_total` says about an operation's result:
 /// the error code of a whole-call failure, else `ok`.
 pub trait OpResultKind {
-    fn error_code(&self) -> Option<&str>;
+    fn error_code(&self) -> Option<&ErrorCode>;
 }
 
 impl OpResultKind for SendResult {
-    fn error_code(&self) -> Option<&str> {
+    fn error_code(&self) -> Option<&ErrorCode> {
         match self {
             SendResult::Failed { error } => Some(&error.code),
             SendResult::Recipients { .. } => None,
@@ -186,7 +186,7 @@ impl OpResultKind for SendResult {
 }
 
 impl OpResultKind for StatusResult {
-    fn error_code(&self) -> Option<&str> {
+    fn error_code(&self) -> Option<&ErrorCode> {
         match self {
             StatusResult::Failed { error } => Some(&error.code),
             StatusResult::Statuses { .. } => None,
@@ -195,7 +195,7 @@ impl OpResultKind for StatusResult {
 }
 
 impl OpResultKind for BalanceResult {
-    fn error_code(&self) -> Option<&str> {
+    fn error_code(&self) -> Option<&ErrorCode> {
         match self {
             BalanceResult::Failed { error } => Some(&error.code),
             BalanceResult::Balance { .. } => None,
@@ -204,7 +204,7 @@ impl OpResultKind for BalanceResult {
 }
 
 impl OpResultKind for CallbackResult {
-    fn error_code(&self) -> Option<&str> {
+    fn error_code(&self) -> Option<&ErrorCode> {
         None
     }
 }

@@ -11,7 +11,7 @@
 
 use super::Backoff;
 use crate::config::{OnAmbiguous, RetryConfig};
-use notifyd_plugin::wire::ProviderError;
+use notifyd_plugin::wire::{ErrorCode, ProviderError};
 use std::time::Duration;
 
 /// What the host does with a classified error.
@@ -27,18 +27,35 @@ pub enum Action {
     Fail,
 }
 
-/// The host's classification of a provider error.
+/// The host's classification of a provider error. Exhaustive over [`ErrorCode`]: a new code
+/// needs a decision here.
 pub fn classify(error: &ProviderError, ambiguous: bool, on_ambiguous: OnAmbiguous) -> Action {
-    match error.code.as_str() {
-        "invalid_recipient" | "blocked_recipient" | "content_rejected" | "invalid_sender" | "duplicate" => {
-            Action::Reject
-        }
+    match error.code {
+        ErrorCode::InvalidRecipient
+        | ErrorCode::BlockedRecipient
+        | ErrorCode::ContentRejected
+        | ErrorCode::InvalidSender
+        | ErrorCode::Duplicate => Action::Reject,
         // A plugin that failed or could not read the answer: the provider may have acted on the
         // request, so it is neither retried nor sent elsewhere.
-        "expired" | "plugin_error" | "internal" => Action::Fail,
-        _ if ambiguous && on_ambiguous == OnAmbiguous::Fail => Action::Fail,
-        _ if error.retryable => Action::Retry { after: error.retry_after_ms.map(Duration::from_millis) },
-        _ => Action::Failover,
+        ErrorCode::Expired | ErrorCode::PluginError | ErrorCode::Internal => Action::Fail,
+        ErrorCode::InvalidSettings
+        | ErrorCode::Unrecognised(_)
+        | ErrorCode::InvalidRequest
+        | ErrorCode::Auth
+        | ErrorCode::InsufficientFunds
+        | ErrorCode::Throttled
+        | ErrorCode::Unavailable
+        | ErrorCode::Timeout
+        | ErrorCode::RouteClosed => {
+            if ambiguous && on_ambiguous == OnAmbiguous::Fail {
+                Action::Fail
+            } else if error.retryable {
+                Action::Retry { after: error.retry_after_ms.map(Duration::from_millis) }
+            } else {
+                Action::Failover
+            }
+        }
     }
 }
 
@@ -97,7 +114,7 @@ impl Policy {
         match self.config.on_ambiguous {
             OnAmbiguous::Resend => Ok(()),
             OnAmbiguous::Fail => Err(ProviderError::new(
-                "timeout",
+                ErrorCode::Timeout,
                 "an earlier attempt was interrupted before its outcome was recorded; not resending",
             )),
         }
@@ -113,7 +130,7 @@ impl Policy {
 /// must not be sent twice.
 fn not_resent(mut error: ProviderError) -> ProviderError {
     error.message = format!("not resent after an ambiguous attempt: {}", error.message);
-    error.code = "timeout".to_owned();
+    error.code = ErrorCode::Timeout;
     error.retryable = false;
     error
 }
@@ -123,7 +140,7 @@ mod tests {
     use super::*;
 
     fn err(code: &str, retryable: bool) -> ProviderError {
-        ProviderError { retryable, ..ProviderError::new(code, "x") }
+        ProviderError { retryable, ..ProviderError::new(ErrorCode::parse(code), "x") }
     }
 
     fn policy(on_ambiguous: OnAmbiguous) -> Policy {
@@ -159,7 +176,16 @@ mod tests {
 
     #[test]
     fn plugin_failures_are_not_resent_anywhere() {
-        assert_eq!(classify(&err("plugin_error", false), false, OnAmbiguous::Resend), Action::Fail);
+        for code in ["plugin_error", "internal", "expired"] {
+            for retryable in [false, true] {
+                let e = err(code, retryable);
+                assert_eq!(classify(&e, false, OnAmbiguous::Resend), Action::Fail, "{code}");
+                assert!(
+                    matches!(policy(OnAmbiguous::Resend).decide(e, false, 1), Decision::Fail(_)),
+                    "{code}"
+                );
+            }
+        }
     }
 
     #[test]
