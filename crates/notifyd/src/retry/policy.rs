@@ -3,11 +3,12 @@
 //!
 //! A recipient error ends the recipient; a retryable error retries on the same provider with
 //! exponential backoff and jitter (honouring the provider's delay up to `retry.max_backoff`), up to
-//! `retry.max_attempts` tries; a plugin failure (`plugin_error`, `internal`: the provider may
-//! have acted) ends the recipient `failed`; anything else fails over to the next provider of the
-//! route. An **ambiguous** attempt (a timeout or a broken connection after the request was sent,
-//! or an attempt interrupted by a crash before its outcome was recorded in the ledger) is resent
-//! or ended `failed`/`timeout` as `retry.on_ambiguous` says ([`Policy::ambiguous`]).
+//! `retry.max_attempts` tries; a plugin failure (`plugin_error`, `internal`, or a code the host
+//! does not know: the provider may have acted) ends the recipient `failed`; anything else fails
+//! over to the next provider of the route. An **ambiguous** attempt (a timeout or a broken
+//! connection after the request was sent, or an attempt interrupted by a crash before its outcome
+//! was recorded in the ledger) is resent or ended `failed`/`timeout` as `retry.on_ambiguous` says
+//! ([`Policy::ambiguous`]).
 
 use super::Backoff;
 use crate::config::{OnAmbiguous, RetryConfig};
@@ -37,11 +38,15 @@ pub fn classify(error: &ProviderError, ambiguous: bool, on_ambiguous: OnAmbiguou
         | ErrorCode::InvalidSender
         | ErrorCode::Duplicate => Action::Reject,
         // A plugin that failed or could not read the answer: the provider may have acted on the
-        // request, so it is neither retried nor sent elsewhere.
-        ErrorCode::Expired | ErrorCode::PluginError | ErrorCode::Internal => Action::Fail,
-        ErrorCode::InvalidSettings
-        | ErrorCode::Unrecognised(_)
-        | ErrorCode::InvalidRequest
+        // request, so it is neither retried nor sent elsewhere. A code the host does not know
+        // (or `invalid_settings`, which belongs to `instance_new`) says as little: the provider
+        // module normally turns it into `plugin_error` first.
+        ErrorCode::Expired
+        | ErrorCode::PluginError
+        | ErrorCode::Internal
+        | ErrorCode::InvalidSettings
+        | ErrorCode::Unrecognised(_) => Action::Fail,
+        ErrorCode::InvalidRequest
         | ErrorCode::Auth
         | ErrorCode::InsufficientFunds
         | ErrorCode::Throttled
@@ -176,7 +181,7 @@ mod tests {
 
     #[test]
     fn plugin_failures_are_not_resent_anywhere() {
-        for code in ["plugin_error", "internal", "expired"] {
+        for code in ["plugin_error", "internal", "expired", "invalid_settings", "plugin_eror"] {
             for retryable in [false, true] {
                 let e = err(code, retryable);
                 assert_eq!(classify(&e, false, OnAmbiguous::Resend), Action::Fail, "{code}");
