@@ -292,18 +292,27 @@ impl Serialize for ErrorCode {
 
 impl<'de> Deserialize<'de> for ErrorCode {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Word;
-        impl serde::de::Visitor<'_> for Word {
-            type Value = ErrorCode;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an error code word")
-            }
-            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<ErrorCode, E> {
-                Ok(ErrorCode::parse(word))
-            }
-        }
-        deserializer.deserialize_str(Word)
+        deserialize_word(deserializer, ErrorCode::parse)
     }
+}
+
+/// Decodes a JSON string into a `T` through `parse`, which takes any word (the unknown ones
+/// included), without copying the string first.
+fn deserialize_word<'de, D: serde::Deserializer<'de>, T>(
+    deserializer: D,
+    parse: fn(&str) -> T,
+) -> Result<T, D::Error> {
+    struct Word<T>(fn(&str) -> T);
+    impl<T> serde::de::Visitor<'_> for Word<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a word (a string)")
+        }
+        fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<T, E> {
+            Ok((self.0)(word))
+        }
+    }
+    deserializer.deserialize_str(Word(parse))
 }
 
 /// The normalised statuses (SPEC §2): the status of a message in an event, and the status a
@@ -433,20 +442,10 @@ impl Serialize for ReportedStatus {
 
 impl<'de> Deserialize<'de> for ReportedStatus {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Word;
-        impl serde::de::Visitor<'_> for Word {
-            type Value = ReportedStatus;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a status word")
-            }
-            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<ReportedStatus, E> {
-                Ok(match Status::parse(word) {
-                    Some(status) => ReportedStatus::Known(status),
-                    None => ReportedStatus::Unrecognised(word.to_owned()),
-                })
-            }
-        }
-        deserializer.deserialize_str(Word)
+        deserialize_word(deserializer, |word| match Status::parse(word) {
+            Some(status) => ReportedStatus::Known(status),
+            None => ReportedStatus::Unrecognised(word.to_owned()),
+        })
     }
 }
 
