@@ -19,7 +19,7 @@
 #![warn(missing_docs)]
 
 use notifyd_plugin::abi::{self, Buf, Instance, OpFn, PluginVTable};
-use notifyd_plugin::wire::{Describe, ErrorDoc, InstanceInit, ProviderError, WIRE_VERSION};
+use notifyd_plugin::wire::{Describe, ErrorCode, ErrorDoc, InstanceInit, ProviderError, WIRE_VERSION};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -380,7 +380,7 @@ impl PluginInstance {
     pub fn call(&self, op: Op, input: &[u8]) -> Result<Answer, ProviderError> {
         let f = self.lib.op_fn(op).ok_or_else(|| {
             ProviderError::new(
-                "plugin_error",
+                ErrorCode::PluginError,
                 format!("plugin `{}` does not support {}", self.lib.describe.name, op.as_str()),
             )
         })?;

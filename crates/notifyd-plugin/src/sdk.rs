@@ -12,7 +12,7 @@
 //! every panic and turns it into an error result.
 
 use crate::wire::{
-    BalanceResult, CallbackInput, CallbackResult, Describe, Exchange, HttpRequest, HttpResponse,
+    BalanceResult, CallbackInput, CallbackResult, Describe, ErrorCode, Exchange, HttpRequest, HttpResponse,
     InstanceInit, ProviderError, SendInput, SendResult, StatusInput, StatusResult, Step, WIRE_VERSION,
 };
 use serde::de::DeserializeOwned;
@@ -63,7 +63,7 @@ pub trait Provider: Sized + Send + Sync + 'static {
 }
 
 fn unsupported(op: &str) -> ProviderError {
-    ProviderError::new("plugin_error", format!("this plugin does not support the {op} operation"))
+    ProviderError::new(ErrorCode::PluginError, format!("this plugin does not support the {op} operation"))
 }
 
 impl<T> Step<T> {
@@ -132,7 +132,7 @@ pub fn expect_state(op: &str, exchange: &Exchange, state: &str) -> Result<(), Pr
 /// their state themselves; see [`expect_state`]).
 pub fn foreign_state(op: &str, exchange: &Exchange) -> ProviderError {
     ProviderError::new(
-        "plugin_error",
+        ErrorCode::PluginError,
         format!("{op} was handed back an exchange state it did not make: {:?}", snippet(&exchange.state)),
     )
 }
@@ -151,7 +151,10 @@ pub fn parse_settings<T: DeserializeOwned>(init: &InstanceInit) -> Result<T, Pro
     let value = serde_json::Value::Object(init.settings.clone());
     serde_json::from_value(value).map_err(|e| {
         let message = redact_values(&e.to_string());
-        ProviderError::new("invalid_settings", format!("invalid settings for `{}`: {message}", init.name))
+        ProviderError::new(
+            ErrorCode::InvalidSettings,
+            format!("invalid settings for `{}`: {message}", init.name),
+        )
     })
 }
 
@@ -175,7 +178,7 @@ pub fn redact_values(message: &str) -> String {
 /// [`parse_settings`] uses: ``invalid settings for `<instance>`: <what>``. `what` names the key
 /// and never quotes a secret's value.
 pub fn invalid_settings(init: &InstanceInit, what: &str) -> ProviderError {
-    ProviderError::new("invalid_settings", format!("invalid settings for `{}`: {what}", init.name))
+    ProviderError::new(ErrorCode::InvalidSettings, format!("invalid settings for `{}`: {what}", init.name))
 }
 
 /// Refuses settings in which one of `keys` is present but not a string, with an `invalid_settings`
@@ -267,16 +270,19 @@ pub fn retry_after_ms(response: &HttpResponse) -> Option<u64> {
 pub fn http_status_error(response: &HttpResponse) -> Option<ProviderError> {
     let status = response.status;
     let error = match status {
-        401 | 403 => ProviderError::new("auth", "the provider refused the credentials"),
-        402 => ProviderError::new("insufficient_funds", "the provider account has no funds left"),
-        408 => ProviderError::retryable("timeout", "the provider timed out handling the request"),
+        401 | 403 => ProviderError::new(ErrorCode::Auth, "the provider refused the credentials"),
+        402 => ProviderError::new(ErrorCode::InsufficientFunds, "the provider account has no funds left"),
+        408 => ProviderError::retryable(ErrorCode::Timeout, "the provider timed out handling the request"),
         429 => ProviderError {
             retry_after_ms: retry_after_ms(response),
-            ..ProviderError::retryable("throttled", "the provider asks to slow down (HTTP 429)")
+            ..ProviderError::retryable(ErrorCode::Throttled, "the provider asks to slow down (HTTP 429)")
         },
         500..=599 => ProviderError {
             retry_after_ms: retry_after_ms(response),
-            ..ProviderError::retryable("unavailable", format!("the provider is unavailable (HTTP {status})"))
+            ..ProviderError::retryable(
+                ErrorCode::Unavailable,
+                format!("the provider is unavailable (HTTP {status})"),
+            )
         },
         _ => return None,
     };
@@ -290,7 +296,7 @@ pub fn unexpected_answer(response: &HttpResponse) -> ProviderError {
     let body =
         if response.body.trim().is_empty() { "an empty body".to_owned() } else { snippet(&response.body) };
     ProviderError::new(
-        "plugin_error",
+        ErrorCode::PluginError,
         format!("unexpected answer from the provider (HTTP {}): {body}", response.status),
     )
 }
@@ -400,7 +406,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 pub mod export {
     use super::Provider;
     use crate::abi::{self, Buf, Instance, PluginVTable};
-    use crate::wire::{ErrorDoc, Exchange, OpInput, OpOutput, ProviderError, WIRE_VERSION};
+    use crate::wire::{ErrorCode, ErrorDoc, Exchange, OpInput, OpOutput, ProviderError, WIRE_VERSION};
     use serde::Serialize;
     use serde::de::DeserializeOwned;
     use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -448,7 +454,8 @@ pub mod export {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic".to_owned());
-                let error = ProviderError::new("plugin_error", format!("the plugin panicked: {what}"));
+                let error =
+                    ProviderError::new(ErrorCode::PluginError, format!("the plugin panicked: {what}"));
                 (abi::RC_PANIC, catch_unwind(|| error_bytes(error)).unwrap_or_default())
             }
         };
@@ -480,10 +487,16 @@ pub mod export {
         let input = unsafe { input_slice(settings, len) };
         guard(out, || {
             if instance.is_null() {
-                return Err(ProviderError::new("plugin_error", "instance_new called without an out pointer"));
+                return Err(ProviderError::new(
+                    ErrorCode::PluginError,
+                    "instance_new called without an out pointer",
+                ));
             }
             let init = serde_json::from_slice(input).map_err(|e| {
-                ProviderError::new("invalid_settings", format!("the settings document is malformed: {e}"))
+                ProviderError::new(
+                    ErrorCode::InvalidSettings,
+                    format!("the settings document is malformed: {e}"),
+                )
             })?;
             let provider = T::new(init)?;
             // SAFETY: checked non-null above; the host provides a writable pointer slot.
@@ -513,7 +526,7 @@ pub mod export {
     fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ProviderError> {
         let mut out = Vec::with_capacity(512);
         serde_json::to_writer(&mut out, value).map(|()| out).map_err(|e| {
-            ProviderError::new("plugin_error", format!("the plugin's answer cannot be encoded: {e}"))
+            ProviderError::new(ErrorCode::PluginError, format!("the plugin's answer cannot be encoded: {e}"))
         })
     }
 
@@ -534,12 +547,18 @@ pub mod export {
         let input = unsafe { input_slice(input, len) };
         guard(out, || {
             if instance.is_null() {
-                return Err(ProviderError::new("plugin_error", "operation called without an instance"));
+                return Err(ProviderError::new(
+                    ErrorCode::PluginError,
+                    "operation called without an instance",
+                ));
             }
             // SAFETY: a non-null instance was made by `instance_new::<T>` and outlives the call.
             let provider = unsafe { &*instance.cast::<T>() };
             let doc: OpInput<I> = serde_json::from_slice(input).map_err(|e| {
-                ProviderError::new("plugin_error", format!("the host's input document is malformed: {e}"))
+                ProviderError::new(
+                    ErrorCode::PluginError,
+                    format!("the host's input document is malformed: {e}"),
+                )
             })?;
             let step = call(provider, &doc.input, doc.exchange.as_ref())?;
             to_json(&OpOutput { v: WIRE_VERSION, step })

@@ -155,30 +155,305 @@ pub struct ErrorDoc {
     pub error: ProviderError,
 }
 
-/// The normalised error codes (SPEC §2); `ProviderError::code` is one of them.
-pub const ERROR_CODES: &[&str] = &[
-    "invalid_request",
-    "invalid_recipient",
-    "blocked_recipient",
-    "invalid_sender",
-    "content_rejected",
-    "auth",
-    "insufficient_funds",
-    "throttled",
-    "duplicate",
-    "unavailable",
-    "timeout",
-    "route_closed",
-    "expired",
-    "plugin_error",
-    "internal",
-];
+/// A normalised error code (SPEC §2): what a provider's answer means in notifyd's terms. The host
+/// decides what follows from it (`classify` in the daemon's retry policy), so every code is a
+/// variant and a new one forces a decision there.
+///
+/// On the wire it is the code's word (`"invalid_recipient"`, `"plugin_error"`, ...), exactly as
+/// [`ErrorCode::as_str`] spells it. A word not in the list decodes as
+/// [`ErrorCode::Unrecognised`], keeping the plugin's word, rather than failing the whole answer:
+/// the host then treats it like `plugin_error` (docs/plugin-authors.md, "Errors").
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// `invalid_request`: the provider says the request is malformed.
+    InvalidRequest,
+    /// `invalid_recipient`: the provider says the number is invalid or does not exist.
+    InvalidRecipient,
+    /// `blocked_recipient`: the number is on a stop list or opted out.
+    BlockedRecipient,
+    /// `invalid_sender`: the sender id is refused.
+    InvalidSender,
+    /// `content_rejected`: the text is refused.
+    ContentRejected,
+    /// `auth`: the credentials are refused.
+    Auth,
+    /// `insufficient_funds`: the account is out of money or credits.
+    InsufficientFunds,
+    /// `throttled`: rate-limited (retryable).
+    Throttled,
+    /// `duplicate`: the provider refuses it as a duplicate.
+    Duplicate,
+    /// `unavailable`: the provider is down or overloaded (retryable).
+    Unavailable,
+    /// `timeout`: the provider (or the host, for an ambiguous attempt) reports a timeout.
+    Timeout,
+    /// `route_closed`: the provider cannot deliver to this destination.
+    RouteClosed,
+    /// `expired`: the message's validity ran out.
+    Expired,
+    /// `plugin_error`: the plugin failed or cannot understand the answer; the provider may have
+    /// acted on the request.
+    PluginError,
+    /// `internal`: anything else that is the plugin's fault.
+    Internal,
+    /// `invalid_settings`: an instance's settings are refused. Only from `instance_new`; in an
+    /// operation's result the host treats it as unrecognised.
+    InvalidSettings,
+    /// A word that is none of the above, as the plugin wrote it. Never built by the SDK; the host
+    /// turns it into `plugin_error` (keeping the word in the message) and logs it once per
+    /// plugin and word.
+    Unrecognised(String),
+}
+
+impl ErrorCode {
+    /// The normalised codes an operation's result may carry, in SPEC order (without
+    /// `invalid_settings`, which belongs to `instance_new`).
+    pub const ALL: [ErrorCode; 15] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidRecipient,
+        ErrorCode::BlockedRecipient,
+        ErrorCode::InvalidSender,
+        ErrorCode::ContentRejected,
+        ErrorCode::Auth,
+        ErrorCode::InsufficientFunds,
+        ErrorCode::Throttled,
+        ErrorCode::Duplicate,
+        ErrorCode::Unavailable,
+        ErrorCode::Timeout,
+        ErrorCode::RouteClosed,
+        ErrorCode::Expired,
+        ErrorCode::PluginError,
+        ErrorCode::Internal,
+    ];
+
+    /// The word on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidRecipient => "invalid_recipient",
+            ErrorCode::BlockedRecipient => "blocked_recipient",
+            ErrorCode::InvalidSender => "invalid_sender",
+            ErrorCode::ContentRejected => "content_rejected",
+            ErrorCode::Auth => "auth",
+            ErrorCode::InsufficientFunds => "insufficient_funds",
+            ErrorCode::Throttled => "throttled",
+            ErrorCode::Duplicate => "duplicate",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::RouteClosed => "route_closed",
+            ErrorCode::Expired => "expired",
+            ErrorCode::PluginError => "plugin_error",
+            ErrorCode::Internal => "internal",
+            ErrorCode::InvalidSettings => "invalid_settings",
+            ErrorCode::Unrecognised(word) => word.as_str(),
+        }
+    }
+
+    /// The code a word names; [`ErrorCode::Unrecognised`] for any other word.
+    pub fn parse(word: &str) -> ErrorCode {
+        if word == "invalid_settings" {
+            return ErrorCode::InvalidSettings;
+        }
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == word)
+            .unwrap_or_else(|| ErrorCode::Unrecognised(word.to_owned()))
+    }
+
+    /// Whether this is one of [`ErrorCode::ALL`], the codes an operation's result may carry.
+    pub fn is_operation_code(&self) -> bool {
+        !matches!(self, ErrorCode::InvalidSettings | ErrorCode::Unrecognised(_))
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_word(deserializer, ErrorCode::parse)
+    }
+}
+
+/// Decodes a JSON string into a `T` through `parse`, which takes any word (the unknown ones
+/// included), without copying the string first.
+fn deserialize_word<'de, D: serde::Deserializer<'de>, T>(
+    deserializer: D,
+    parse: fn(&str) -> T,
+) -> Result<T, D::Error> {
+    struct Word<T>(fn(&str) -> T);
+    impl<T> serde::de::Visitor<'_> for Word<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a word (a string)")
+        }
+        fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<T, E> {
+            Ok((self.0)(word))
+        }
+    }
+    deserializer.deserialize_str(Word(parse))
+}
+
+/// The normalised statuses (SPEC §2): the status of a message in an event, and the status a
+/// plugin reports in a `status` or `callback` answer ([`StatusUpdate::status`]). On the wire it is
+/// the lower-case word ([`Status::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Accepted,
+    Rejected,
+    Sent,
+    Delivered,
+    Undelivered,
+    Expired,
+    Failed,
+    Unknown,
+}
+
+impl Status {
+    /// Every status, at its [`Status::index`].
+    pub const ALL: [Status; 8] = [
+        Status::Accepted,
+        Status::Rejected,
+        Status::Sent,
+        Status::Delivered,
+        Status::Undelivered,
+        Status::Expired,
+        Status::Failed,
+        Status::Unknown,
+    ];
+
+    /// The position in [`Status::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            Status::Accepted => 0,
+            Status::Rejected => 1,
+            Status::Sent => 2,
+            Status::Delivered => 3,
+            Status::Undelivered => 4,
+            Status::Expired => 5,
+            Status::Failed => 6,
+            Status::Unknown => 7,
+        }
+    }
+
+    /// The word on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Rejected => "rejected",
+            Status::Sent => "sent",
+            Status::Delivered => "delivered",
+            Status::Undelivered => "undelivered",
+            Status::Expired => "expired",
+            Status::Failed => "failed",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    /// The status a word names, if any.
+    pub fn parse(word: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == word)
+    }
+
+    /// Whether no other status follows this one (all but `accepted` and `sent`).
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Accepted | Status::Sent)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The status word of a [`StatusUpdate`]: a [`Status`], or a word that is none, kept as the
+/// plugin wrote it. The host ignores an update with an unrecognised word (the message stays
+/// pending; tracking ends it `unknown` when its window closes) and logs the word once per plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportedStatus {
+    Known(Status),
+    Unrecognised(String),
+}
+
+impl ReportedStatus {
+    /// The status, unless the word was unrecognised.
+    pub fn known(&self) -> Option<Status> {
+        match self {
+            ReportedStatus::Known(status) => Some(*status),
+            ReportedStatus::Unrecognised(_) => None,
+        }
+    }
+
+    /// The word on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ReportedStatus::Known(status) => status.as_str(),
+            ReportedStatus::Unrecognised(word) => word.as_str(),
+        }
+    }
+}
+
+impl From<Status> for ReportedStatus {
+    fn from(status: Status) -> Self {
+        ReportedStatus::Known(status)
+    }
+}
+
+impl PartialEq<&str> for ReportedStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<Status> for ReportedStatus {
+    fn eq(&self, other: &Status) -> bool {
+        self.known() == Some(*other)
+    }
+}
+
+impl Serialize for ReportedStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ReportedStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_word(deserializer, |word| match Status::parse(word) {
+            Some(status) => ReportedStatus::Known(status),
+            None => ReportedStatus::Unrecognised(word.to_owned()),
+        })
+    }
+}
 
 /// A classified error: the normalised code, a sentence for people, and the provider's own code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderError {
-    /// One of the normalised error codes (`invalid_recipient`, `auth`, `throttled`, ...).
-    pub code: String,
+    /// The normalised error code.
+    pub code: ErrorCode,
     /// A sentence for people. Never contains credentials.
     pub message: String,
     /// The provider's own code or word.
@@ -193,18 +468,12 @@ pub struct ProviderError {
 }
 
 impl ProviderError {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Self {
-            code: code.to_owned(),
-            message: message.into(),
-            provider_code: None,
-            retryable: false,
-            retry_after_ms: None,
-        }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), provider_code: None, retryable: false, retry_after_ms: None }
     }
 
     /// A retryable error (`retryable = true`).
-    pub fn retryable(code: &str, message: impl Into<String>) -> Self {
+    pub fn retryable(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { retryable: true, ..Self::new(code, message) }
     }
 
@@ -335,7 +604,7 @@ pub struct StatusUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
     /// `sent` (still pending), `delivered`, `undelivered`, `expired`, `rejected` or `unknown`.
-    pub status: String,
+    pub status: ReportedStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ProviderError>,
 }
@@ -422,8 +691,73 @@ mod tests {
     }
 
     #[test]
+    fn every_code_and_status_is_its_word_on_the_wire() {
+        let codes = [
+            "invalid_request",
+            "invalid_recipient",
+            "blocked_recipient",
+            "invalid_sender",
+            "content_rejected",
+            "auth",
+            "insufficient_funds",
+            "throttled",
+            "duplicate",
+            "unavailable",
+            "timeout",
+            "route_closed",
+            "expired",
+            "plugin_error",
+            "internal",
+        ];
+        assert_eq!(ErrorCode::ALL.map(|c| c.as_str().to_owned()), codes.map(str::to_owned));
+        for (code, word) in ErrorCode::ALL
+            .iter()
+            .chain([&ErrorCode::InvalidSettings])
+            .zip(codes.iter().chain(&["invalid_settings"]))
+        {
+            let json = format!("\"{word}\"");
+            assert_eq!(serde_json::to_string(code).unwrap(), json);
+            assert_eq!(&serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+            assert!(code.is_operation_code() == (*code != ErrorCode::InvalidSettings), "{code}");
+        }
+        let statuses =
+            ["accepted", "rejected", "sent", "delivered", "undelivered", "expired", "failed", "unknown"];
+        for (status, word) in Status::ALL.iter().zip(statuses) {
+            let json = format!("\"{word}\"");
+            assert_eq!(serde_json::to_string(status).unwrap(), json);
+            assert_eq!(&serde_json::from_str::<Status>(&json).unwrap(), status);
+            assert_eq!(Status::parse(word), Some(*status));
+            assert_eq!(
+                serde_json::from_str::<ReportedStatus>(&json).unwrap(),
+                ReportedStatus::Known(*status)
+            );
+            assert_eq!(serde_json::to_string(&ReportedStatus::from(*status)).unwrap(), json);
+        }
+        assert!(Status::parse("DELIVRD").is_none());
+        assert!(!Status::Sent.is_final() && !Status::Accepted.is_final() && Status::Delivered.is_final());
+    }
+
+    #[test]
+    fn unrecognised_words_decode_and_encode_unchanged() {
+        let e: ProviderError =
+            serde_json::from_str(r#"{"code":"plugin_eror","message":"m","provider_code":"7"}"#).unwrap();
+        assert_eq!(e.code, ErrorCode::Unrecognised("plugin_eror".to_owned()));
+        assert!(!e.code.is_operation_code());
+        assert_eq!(serde_json::to_string(&e.code).unwrap(), r#""plugin_eror""#);
+        let escaped: ErrorCode = serde_json::from_str(r#""a\u0075th""#).unwrap();
+        assert_eq!(escaped, ErrorCode::Auth, "an escaped word is the same word");
+        assert!(serde_json::from_str::<ErrorCode>("7").is_err(), "a code is a string");
+
+        let u: StatusUpdate = serde_json::from_str(r#"{"ref":"r","status":"DELIVRD"}"#).unwrap();
+        assert_eq!(u.status, ReportedStatus::Unrecognised("DELIVRD".to_owned()));
+        assert_eq!(u.status.known(), None);
+        assert_eq!(serde_json::to_string(&u).unwrap(), r#"{"ref":"r","status":"DELIVRD"}"#);
+        assert!(serde_json::from_str::<Status>(r#""DELIVRD""#).is_err(), "`Status` itself is strict");
+    }
+
+    #[test]
     fn results_encode_as_before() {
-        let r = SendResult::Failed { error: ProviderError::new("auth", "no") };
+        let r = SendResult::Failed { error: ProviderError::new(ErrorCode::Auth, "no") };
         let json = serde_json::to_string(&OpOutput { v: 1, step: Step::Done { done: r } }).unwrap();
         assert!(json.starts_with(r#"{"v":1,"done":{"error":{"code":"auth""#), "{json}");
     }

@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::{Provider, Providers};
 use crate::shutdown::Shutdown;
-use notifyd_plugin::wire::{BalanceResult, ProviderError};
+use notifyd_plugin::wire::{BalanceResult, ErrorCode, ProviderError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ pub async fn query(provider: &Provider) -> Result<(f64, String), ProviderError> 
     match provider.run::<_, BalanceResult>(Op::Balance, &serde_json::json!({})).await {
         Ok(BalanceResult::Balance { amount, currency }) if amount.is_finite() => Ok((amount, currency)),
         Ok(BalanceResult::Balance { .. }) => {
-            Err(ProviderError::new("plugin_error", "the balance is not a number"))
+            Err(ProviderError::new(ErrorCode::PluginError, "the balance is not a number"))
         }
         Ok(BalanceResult::Failed { error }) => Err(error),
         Err(e) => Err(e.to_provider_error()),

@@ -19,7 +19,7 @@ use crate::ratelimit::TokenBucket;
 use crate::retry::policy::{Decision, Policy};
 use crate::route::Route;
 use crate::validate::Request;
-use notifyd_plugin::wire::{ProviderError, RecipientResult, SendInput, SendResult};
+use notifyd_plugin::wire::{ErrorCode, ProviderError, RecipientResult, SendInput, SendResult};
 use notifyd_sms::PhoneNumber;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -194,7 +194,7 @@ impl Dispatcher {
                     let chunk: Vec<Pending> = pending.drain(..max.min(pending.len())).collect();
                     if !self.admit(index).await {
                         let open = ProviderError::retryable(
-                            "unavailable",
+                            ErrorCode::Unavailable,
                             format!("the circuit breaker of provider `{}` is open", provider.name),
                         );
                         for mut p in chunk {
@@ -271,9 +271,10 @@ impl Dispatcher {
         for p in pending {
             let provider = route.last().copied().filter(|_| p.attempts > 0);
             let error = if expired(req) {
-                ProviderError::new("expired", "expires_at passed before the message could be sent")
+                ProviderError::new(ErrorCode::Expired, "expires_at passed before the message could be sent")
             } else {
-                p.last_error.unwrap_or_else(|| ProviderError::new("internal", "no provider could be tried"))
+                p.last_error
+                    .unwrap_or_else(|| ProviderError::new(ErrorCode::Internal, "no provider could be tried"))
             };
             decided.push((p.number, Outcome::Failed { provider, error, attempt: p.attempts }));
         }
@@ -312,14 +313,14 @@ impl Dispatcher {
                             Some(RecipientResult { error: Some(e), .. }) => Err((e, false)),
                             Some(_) => Err((
                                 ProviderError::new(
-                                    "plugin_error",
+                                    ErrorCode::PluginError,
                                     "the plugin reported neither a message id nor an error",
                                 ),
                                 false,
                             )),
                             None => Err((
                                 ProviderError::new(
-                                    "plugin_error",
+                                    ErrorCode::PluginError,
                                     "the plugin's answer did not mention this recipient",
                                 ),
                                 false,

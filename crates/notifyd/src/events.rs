@@ -11,91 +11,21 @@ use crate::retry::nats::{Operation, Retry, emit};
 use crate::validate::Tags;
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
-use notifyd_plugin::wire::ProviderError;
+use notifyd_plugin::wire::{ErrorCode, ProviderError};
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use time::OffsetDateTime;
 
-/// The normalised statuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Accepted,
-    Rejected,
-    Sent,
-    Delivered,
-    Undelivered,
-    Expired,
-    Failed,
-    Unknown,
-}
-
-impl Status {
-    /// Every status, at its [`Status::index`].
-    pub const ALL: [Status; 8] = [
-        Status::Accepted,
-        Status::Rejected,
-        Status::Sent,
-        Status::Delivered,
-        Status::Undelivered,
-        Status::Expired,
-        Status::Failed,
-        Status::Unknown,
-    ];
-
-    /// The position in [`Status::ALL`].
-    pub const fn index(self) -> usize {
-        match self {
-            Status::Accepted => 0,
-            Status::Rejected => 1,
-            Status::Sent => 2,
-            Status::Delivered => 3,
-            Status::Undelivered => 4,
-            Status::Expired => 5,
-            Status::Failed => 6,
-            Status::Unknown => 7,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Accepted => "accepted",
-            Status::Rejected => "rejected",
-            Status::Sent => "sent",
-            Status::Delivered => "delivered",
-            Status::Undelivered => "undelivered",
-            Status::Expired => "expired",
-            Status::Failed => "failed",
-            Status::Unknown => "unknown",
-        }
-    }
-
-    /// Parses a status word from a plugin's `status`/`callback` answer.
-    pub fn parse(s: &str) -> Option<Status> {
-        Some(match s {
-            "accepted" => Status::Accepted,
-            "rejected" => Status::Rejected,
-            "sent" => Status::Sent,
-            "delivered" => Status::Delivered,
-            "undelivered" => Status::Undelivered,
-            "expired" => Status::Expired,
-            "failed" => Status::Failed,
-            "unknown" => Status::Unknown,
-            _ => return None,
-        })
-    }
-
-    pub fn is_final(self) -> bool {
-        !matches!(self, Status::Accepted | Status::Sent)
-    }
-}
+/// The normalised statuses: the wire crate's, so an event's status and a plugin's report are
+/// one type.
+pub use notifyd_plugin::wire::Status;
 
 /// The `error` object of an event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventError {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider_code: Option<String>,
@@ -114,8 +44,8 @@ impl From<&ProviderError> for EventError {
 }
 
 impl EventError {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
-        EventError { code: code.to_owned(), message: message.into(), provider_code: None, retryable: false }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        EventError { code, message: message.into(), provider_code: None, retryable: false }
     }
 }
 
@@ -437,12 +367,13 @@ mod tests {
     }
 
     #[test]
-    fn status_words_round_trip() {
-        for s in ["accepted", "rejected", "sent", "delivered", "undelivered", "expired", "failed", "unknown"]
-        {
-            assert_eq!(Status::parse(s).unwrap().as_str(), s);
-        }
-        assert!(Status::parse("DELIVRD").is_none());
-        assert!(!Status::Sent.is_final() && Status::Delivered.is_final());
+    fn event_errors_encode_their_code_as_the_word() {
+        let mut e = Event::new("r1", Status::Failed);
+        e.at = "2026-11-21T21:00:00.123Z".into();
+        e.error = Some(EventError::new(ErrorCode::PluginError, "m"));
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"id":"r1","status":"failed","at":"2026-11-21T21:00:00.123Z","error":{"code":"plugin_error","message":"m","retryable":false}}"#
+        );
     }
 }

@@ -17,6 +17,7 @@ use crate::shutdown::Shutdown;
 use crate::validate::Decoded;
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures::{FutureExt, StreamExt};
+use notifyd_plugin::wire::ErrorCode;
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -349,7 +350,7 @@ fn reply_body(verdict: &Verdict) -> Vec<u8> {
         // Validation alone never answers busy; a busy request is still accepted.
         Verdict::Busy { .. } => serde_json::json!({"status": "accepted"}),
         Verdict::Dead => serde_json::json!({"status": "rejected", "error": {
-            "code": "invalid_request", "message": "the payload is not a JSON object"}}),
+            "code": ErrorCode::InvalidRequest, "message": "the payload is not a JSON object"}}),
     };
     serde_json::to_vec(&v).expect("replies encode as JSON")
 }

@@ -28,7 +28,7 @@ use crate::retry::{Backoff, policy::Policy};
 use crate::route::Route;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use notifyd_plugin::wire::ProviderError;
+use notifyd_plugin::wire::{ErrorCode, ProviderError};
 use notifyd_sms::PhoneNumber;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -54,7 +54,7 @@ pub enum State {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         provider: Option<String>,
         attempt: u32,
-        code: String,
+        code: ErrorCode,
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         provider_code: Option<String>,
@@ -375,5 +375,38 @@ mod tests {
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains(r#""s":"begun""#) && json.contains(r#""s":"sent""#), "{json}");
         assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn records_written_before_typed_codes_decode_and_encode_unchanged() {
+        // As the ledger stored them when `code` was a string; the last one holds a word from a
+        // plugin that is not a normalised code (stored as the last error of a failover).
+        let stored = [
+            r#"{"v":1,"r":{"4915171112233":{"s":"done","status":"rejected","provider":"p","attempt":1,"code":"invalid_recipient","message":"m","provider_code":"7","retryable":false}}}"#,
+            r#"{"v":1,"r":{"4915171112233":{"s":"done","status":"failed","attempt":0,"code":"route_closed","message":"m","retryable":false}}}"#,
+            r#"{"v":1,"r":{"4915171112233":{"s":"done","status":"failed","provider":"p","attempt":2,"code":"timeout","message":"not resent","retryable":false}}}"#,
+            r#"{"v":1,"r":{"4915171112233":{"s":"done","status":"failed","provider":"p","attempt":1,"code":"gateway_said_no","message":"m","retryable":true}}}"#,
+        ];
+        for json in stored {
+            let record: Record = serde_json::from_str(json).unwrap();
+            assert_eq!(serde_json::to_string(&record).unwrap(), json);
+        }
+        let record: Record = serde_json::from_str(stored[0]).unwrap();
+        let State::Done { code, .. } = &record.r["4915171112233"] else { panic!("{record:?}") };
+        assert_eq!(*code, ErrorCode::InvalidRecipient);
+        // An older record may lack `retryable` (it has a default).
+        let old = r#"{"v":1,"r":{"1":{"s":"done","status":"failed","attempt":1,"code":"plugin_error","message":"m"}}}"#;
+        let record: Record = serde_json::from_str(old).unwrap();
+        assert!(matches!(&record.r["1"], State::Done { code: ErrorCode::PluginError, retryable: false, .. }));
+    }
+
+    #[test]
+    fn done_state_stores_the_code_word() {
+        let error = ProviderError::new(ErrorCode::BlockedRecipient, "m");
+        let state = done_state(Status::Rejected, Some("p".into()), 1, &error);
+        assert_eq!(
+            serde_json::to_string(&state).unwrap(),
+            r#"{"s":"done","status":"rejected","provider":"p","attempt":1,"code":"blocked_recipient","message":"m","retryable":false}"#
+        );
     }
 }

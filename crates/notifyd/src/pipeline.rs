@@ -14,7 +14,7 @@ use crate::route::{Route, Router};
 use crate::track;
 use crate::validate::{self, Decoded, Limits, Recipient, Rejection, Request};
 use bytes::Bytes;
-use notifyd_plugin::wire::ProviderError;
+use notifyd_plugin::wire::{ErrorCode, ProviderError};
 use notifyd_sms::PhoneNumber;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +67,7 @@ pub enum Verdict {
     },
     Rejected {
         id: String,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
     Dead,
@@ -120,7 +120,7 @@ impl Pipeline {
             Decoded::Dead(_) => Verdict::Dead,
             Decoded::Rejected(r) => Verdict::Rejected {
                 id: r.id.clone().unwrap_or_default(),
-                code: r.code,
+                code: r.code.clone(),
                 message: r.message.clone(),
             },
             Decoded::Valid(req) => Verdict::Accepted { id: req.id.clone() },
@@ -189,7 +189,7 @@ impl Pipeline {
         };
         tracing::error!(request = ?id, panic = ?panic, "a request's task panicked (a bug); ending the request failed/internal");
         let error = ProviderError::new(
-            "internal",
+            ErrorCode::Internal,
             "notifyd failed internally while handling this request; it was stopped and its payload kept in \
              the dead-letter stream",
         );
@@ -243,9 +243,9 @@ impl Pipeline {
         self.metrics.requests.with_label_values(&["rejected"]).inc();
         // `validate` gave a request without a usable id the generated one.
         let id = r.id.clone().unwrap_or_default();
-        tracing::info!(request = %id, code = r.code, "rejected a request: {}", r.message);
+        tracing::info!(request = %id, code = %r.code, "rejected a request: {}", r.message);
         let mut ev = Event::new(&id, Status::Rejected);
-        ev.error = Some(EventError::new(r.code, r.message.clone()));
+        ev.error = Some(EventError::new(r.code.clone(), r.message.clone()));
         ev.tags = r.tags.as_ref();
         let mut batch = self.events.batch();
         batch.publish(&ev, format!("{id}/-/rejected")).await;
@@ -275,8 +275,10 @@ impl Pipeline {
                     match route {
                         Some(r) => routed.push((n.clone(), r)),
                         None => {
-                            let error =
-                                ProviderError::new("route_closed", "no route is configured for this number");
+                            let error = ProviderError::new(
+                                ErrorCode::RouteClosed,
+                                "no route is configured for this number",
+                            );
                             self.publish_final(&mut batch, &req, n.as_str(), Status::Failed, None, 0, &error)
                                 .await;
                         }
@@ -286,7 +288,7 @@ impl Pipeline {
                     let mut ev = self.recipient_event(&req, Status::Rejected);
                     ev.to = Some(given);
                     ev.error = Some(EventError::new(
-                        "invalid_recipient",
+                        ErrorCode::InvalidRecipient,
                         format!("the number is invalid: {reason}"),
                     ));
                     batch.publish(&ev, format!("{id}/#{position}/rejected")).await;
@@ -295,7 +297,8 @@ impl Pipeline {
             }
         }
         if req.expires_at.is_some_and(|t| t <= OffsetDateTime::now_utc()) {
-            let error = ProviderError::new("expired", "expires_at passed before the message could be sent");
+            let error =
+                ProviderError::new(ErrorCode::Expired, "expires_at passed before the message could be sent");
             for (n, _) in routed.drain(..) {
                 self.publish_final(&mut batch, &req, n.as_str(), Status::Failed, None, 0, &error).await;
             }
@@ -408,7 +411,7 @@ impl Pipeline {
                 let error = ProviderError {
                     provider_code: provider_code.clone(),
                     retryable: *retryable,
-                    ..ProviderError::new(code, message.clone())
+                    ..ProviderError::new(code.clone(), message.clone())
                 };
                 self.publish_final(batch, req, to, status, provider.as_deref(), *attempt, &error).await;
             }

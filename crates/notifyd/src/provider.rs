@@ -8,13 +8,13 @@ use crate::metrics::Metrics;
 use crate::plugin::{self, Op, PluginError, PluginInstance, PluginLibrary};
 use notifyd_plugin::abi;
 use notifyd_plugin::wire::{
-    BalanceResult, CallbackResult, Describe, ErrorDoc, Exchange, InstanceInit, MAX_EXCHANGES, OpOutput,
-    ProviderError, SendResult, StatusResult, Step, WIRE_VERSION,
+    BalanceResult, CallbackResult, Describe, ErrorCode, ErrorDoc, Exchange, InstanceInit, MAX_EXCHANGES,
+    OpOutput, ProviderError, ReportedStatus, SendResult, StatusResult, Step, WIRE_VERSION,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Why an operation gave no result.
@@ -32,18 +32,18 @@ impl OpError {
         match self {
             OpError::Plugin(e) => e.clone(),
             OpError::Transport(t @ TransportError::Timeout(_)) => {
-                ProviderError::retryable("timeout", t.to_string())
+                ProviderError::retryable(ErrorCode::Timeout, t.to_string())
             }
             OpError::Transport(t @ TransportError::Invalid(_)) => {
-                ProviderError::new("plugin_error", t.to_string())
+                ProviderError::new(ErrorCode::PluginError, t.to_string())
             }
-            OpError::Transport(t) => ProviderError::retryable("unavailable", t.to_string()),
+            OpError::Transport(t) => ProviderError::retryable(ErrorCode::Unavailable, t.to_string()),
         }
     }
 }
 
 fn plugin_error(message: impl Into<String>) -> OpError {
-    OpError::Plugin(ProviderError::new("plugin_error", message))
+    OpError::Plugin(ProviderError::new(ErrorCode::PluginError, message))
 }
 
 /// One configured provider instance.
@@ -56,6 +56,8 @@ pub struct Provider {
     pub timeout: Duration,
     http: HttpClient,
     metrics: Metrics,
+    /// The unrecognised words already logged, shared by every instance (see [`Unrecognised`]).
+    unrecognised: Arc<Unrecognised>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -84,15 +86,18 @@ impl Provider {
         input: &I,
     ) -> Result<R, OpError> {
         let started = Instant::now();
-        let result = self.drive::<I, R>(op, input).await;
+        let mut result = self.drive::<I, R>(op, input).await;
+        if let Ok(r) = &mut result {
+            r.check_words(&mut |word| self.unrecognised.check(&self.describe().name, &self.name, word));
+        }
         // A callback is inbound (a provider's report), counted by `notifyd_callbacks_total`:
         // these metrics count only the operations notifyd calls on providers.
         if op == Op::Callback {
             return result;
         }
         let label = match &result {
-            Ok(r) => r.error_code().unwrap_or("ok").to_owned(),
-            Err(e) => e.to_provider_error().code,
+            Ok(r) => r.error_code().map_or("ok", ErrorCode::as_str).to_owned(),
+            Err(e) => e.to_provider_error().code.to_string(),
         };
         self.metrics.provider_requests.with_label_values(&[&self.name, op.as_str(), &label]).inc();
         self.metrics
@@ -170,42 +175,152 @@ impl Provider {
     }
 }
 
-/// What the `result` label of `notifyd_provider_requests_total` says about an operation's result:
-/// the error code of a whole-call failure, else `ok`.
+/// A word in a plugin's answer that is not in the wire list: an error code other than the
+/// normalised ones, or a status word other than the normalised statuses.
+pub enum Word<'a> {
+    Code(&'a mut ProviderError),
+    Status(&'a ReportedStatus),
+}
+
+/// The words plugins answered that notifyd does not know, logged once per plugin and word.
+///
+/// The rule (docs/plugin-authors.md, "Errors"): an error code that is not one of
+/// [`ErrorCode::ALL`] (including `invalid_settings`, which belongs to `instance_new`) is treated
+/// like `plugin_error`: the host cannot tell whether the provider acted, so the recipient ends
+/// `failed` with no retry and no failover. The error keeps the plugin's word in its message. An
+/// unrecognised status word is ignored, as before (tracking ends the message `unknown` when its
+/// window closes).
+#[derive(Debug, Default)]
+pub struct Unrecognised {
+    /// `(plugin, word)` pairs already logged; at most [`Unrecognised::MAX_LOGGED`].
+    logged: Mutex<HashSet<(String, String)>>,
+}
+
+impl Unrecognised {
+    /// Most distinct words remembered (and so logged): a plugin that echoes a provider's varying
+    /// text as its code must not grow the set without bound.
+    pub const MAX_LOGGED: usize = 256;
+
+    /// Applies the rule to `word` from plugin `plugin` (instance `provider`), logging a word the
+    /// first time this plugin answers it.
+    pub fn check(&self, plugin: &str, provider: &str, word: Word<'_>) {
+        match word {
+            Word::Code(error) if !error.code.is_operation_code() => {
+                let code = notifyd_plugin::sdk::snippet(error.code.as_str());
+                if self.first(plugin, &code) {
+                    tracing::warn!(
+                        plugin,
+                        provider,
+                        code = %code,
+                        "a plugin answered an error code notifyd does not know; it is treated as \
+                         plugin_error (the recipient ends failed, without retry or failover). \
+                         Logged once per plugin and code"
+                    );
+                }
+                error.message =
+                    format!("the plugin answered the unknown error code `{code}`: {}", error.message);
+                error.code = ErrorCode::PluginError;
+                error.retryable = false;
+                error.retry_after_ms = None;
+            }
+            Word::Status(ReportedStatus::Unrecognised(status)) => {
+                let status = notifyd_plugin::sdk::snippet(status);
+                if self.first(plugin, &status) {
+                    tracing::warn!(
+                        plugin,
+                        provider,
+                        status = %status,
+                        "a plugin reported a status word notifyd does not know; such updates are \
+                         ignored. Logged once per plugin and word"
+                    );
+                }
+            }
+            Word::Code(_) | Word::Status(ReportedStatus::Known(_)) => {}
+        }
+    }
+
+    /// Whether `word` is new for `plugin` (and so to be logged); remembers it.
+    fn first(&self, plugin: &str, word: &str) -> bool {
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        logged.len() < Self::MAX_LOGGED && logged.insert((plugin.to_owned(), word.to_owned()))
+    }
+}
+
+/// What the host reads from an operation's result: the error code of a whole-call failure (the
+/// `result` label of `notifyd_provider_requests_total`, else `ok`), and every error code and status
+/// word in it, for [`Unrecognised`].
 pub trait OpResultKind {
-    fn error_code(&self) -> Option<&str>;
+    fn error_code(&self) -> Option<&ErrorCode>;
+
+    /// Calls `check` with every error and status word of the result.
+    fn check_words(&mut self, check: &mut dyn FnMut(Word<'_>));
+}
+
+fn check_updates(updates: &mut [notifyd_plugin::wire::StatusUpdate], check: &mut dyn FnMut(Word<'_>)) {
+    for update in updates {
+        check(Word::Status(&update.status));
+        if let Some(error) = &mut update.error {
+            check(Word::Code(error));
+        }
+    }
 }
 
 impl OpResultKind for SendResult {
-    fn error_code(&self) -> Option<&str> {
+    fn error_code(&self) -> Option<&ErrorCode> {
         match self {
             SendResult::Failed { error } => Some(&error.code),
             SendResult::Recipients { .. } => None,
         }
     }
+
+    fn check_words(&mut self, check: &mut dyn FnMut(Word<'_>)) {
+        match self {
+            SendResult::Failed { error } => check(Word::Code(error)),
+            SendResult::Recipients { recipients } => {
+                recipients.iter_mut().filter_map(|r| r.error.as_mut()).for_each(|e| check(Word::Code(e)))
+            }
+        }
+    }
 }
 
 impl OpResultKind for StatusResult {
-    fn error_code(&self) -> Option<&str> {
+    fn error_code(&self) -> Option<&ErrorCode> {
         match self {
             StatusResult::Failed { error } => Some(&error.code),
             StatusResult::Statuses { .. } => None,
         }
     }
+
+    fn check_words(&mut self, check: &mut dyn FnMut(Word<'_>)) {
+        match self {
+            StatusResult::Failed { error } => check(Word::Code(error)),
+            StatusResult::Statuses { statuses } => check_updates(statuses, check),
+        }
+    }
 }
 
 impl OpResultKind for BalanceResult {
-    fn error_code(&self) -> Option<&str> {
+    fn error_code(&self) -> Option<&ErrorCode> {
         match self {
             BalanceResult::Failed { error } => Some(&error.code),
             BalanceResult::Balance { .. } => None,
         }
     }
+
+    fn check_words(&mut self, check: &mut dyn FnMut(Word<'_>)) {
+        if let BalanceResult::Failed { error } = self {
+            check(Word::Code(error));
+        }
+    }
 }
 
 impl OpResultKind for CallbackResult {
-    fn error_code(&self) -> Option<&str> {
+    fn error_code(&self) -> Option<&ErrorCode> {
         None
+    }
+
+    fn check_words(&mut self, check: &mut dyn FnMut(Word<'_>)) {
+        check_updates(&mut self.updates, check);
     }
 }
 
@@ -225,8 +340,9 @@ impl Providers {
     ) -> Result<Providers, Vec<PluginError>> {
         let mut providers = Providers::default();
         let mut errors = Vec::new();
+        let unrecognised = Arc::new(Unrecognised::default());
         for pc in &config.providers {
-            match load_one(pc, config, http, metrics) {
+            match load_one(pc, config, http, metrics, &unrecognised) {
                 Ok(p) => {
                     providers.by_name.insert(p.name.clone(), providers.list.len());
                     providers.list.push(Arc::new(p));
@@ -251,6 +367,7 @@ fn load_one(
     config: &Config,
     http: &HttpClient,
     metrics: &Metrics,
+    unrecognised: &Arc<Unrecognised>,
 ) -> Result<Provider, PluginError> {
     let path = plugin::find(&pc.plugin, &config.plugins.dirs)?;
     let lib = PluginLibrary::load(&path)?;
@@ -270,5 +387,119 @@ fn load_one(
         timeout: pc.timeout(),
         http: http.clone(),
         metrics: metrics.clone(),
+        unrecognised: unrecognised.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{OnAmbiguous, RetryConfig};
+    use crate::retry::policy::{Decision, Policy};
+    use std::io::Write;
+
+    /// The log lines written while `f` runs.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let out = sink.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn check(seen: &Unrecognised, plugin: &str, result: &mut SendResult) {
+        result.check_words(&mut |word| seen.check(plugin, "sms-a", word));
+    }
+
+    #[test]
+    fn an_unknown_code_ends_the_recipient_failed_like_plugin_error_and_is_logged_once() {
+        // As a C plugin writes it: a misspelt code, retryable, with a delay.
+        let answer = r#"{"recipients":[
+            {"to":"1","error":{"code":"invalid_recipent","message":"no such number","provider_code":"7","retryable":true,"retry_after_ms":100}},
+            {"to":"2","error":{"code":"invalid_recipent","message":"no such number","retryable":false}},
+            {"to":"3","error":{"code":"auth","message":"refused","retryable":false}}]}"#;
+        let seen = Unrecognised::default();
+        let mut result: SendResult = serde_json::from_str(answer).unwrap();
+        let log = logged(|| check(&seen, "acme", &mut result));
+        assert_eq!(log.matches("notifyd does not know").count(), 1, "{log}");
+        assert!(log.contains("invalid_recipent") && log.contains("acme"), "{log}");
+
+        let SendResult::Recipients { recipients } = result else { panic!() };
+        let errors: Vec<&ProviderError> = recipients.iter().map(|r| r.error.as_ref().unwrap()).collect();
+        assert_eq!(
+            *errors[0],
+            ProviderError {
+                code: ErrorCode::PluginError,
+                message: "the plugin answered the unknown error code `invalid_recipent`: no such number"
+                    .into(),
+                provider_code: Some("7".into()),
+                retryable: false,
+                retry_after_ms: None,
+            }
+        );
+        assert_eq!(errors[1].code, ErrorCode::PluginError);
+        assert_eq!(*errors[2], ProviderError::new(ErrorCode::Auth, "refused"), "known codes are untouched");
+
+        // Ends `failed`: no retry, no failover.
+        let policy = Policy::new(RetryConfig {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            on_ambiguous: OnAmbiguous::Resend,
+        });
+        assert!(matches!(policy.decide(errors[0].clone(), false, 1), Decision::Fail(e) if e == *errors[0]));
+
+        // The same word again from the same plugin is not logged; from another plugin it is.
+        let mut again: SendResult = serde_json::from_str(answer).unwrap();
+        assert_eq!(logged(|| check(&seen, "acme", &mut again)), "");
+        let mut other: SendResult = serde_json::from_str(answer).unwrap();
+        assert_eq!(logged(|| check(&seen, "other", &mut other)).matches("notifyd does not know").count(), 1);
+    }
+
+    #[test]
+    fn invalid_settings_in_an_operation_counts_as_unknown() {
+        let seen = Unrecognised::default();
+        let mut result = SendResult::Failed { error: ProviderError::new(ErrorCode::InvalidSettings, "x") };
+        check(&seen, "acme", &mut result);
+        let SendResult::Failed { error } = result else { panic!() };
+        assert_eq!(error.code, ErrorCode::PluginError);
+        assert!(error.message.contains("`invalid_settings`"), "{}", error.message);
+    }
+
+    #[test]
+    fn an_unknown_status_word_is_kept_ignored_and_logged_once() {
+        let answer = r#"{"statuses":[{"ref":"a","status":"DELIVRD"},{"ref":"b","status":"DELIVRD"},
+            {"ref":"c","status":"delivered","error":{"code":"nope","message":"m"}}]}"#;
+        let seen = Unrecognised::default();
+        let mut result: StatusResult = serde_json::from_str(answer).unwrap();
+        let log = logged(|| result.check_words(&mut |word| seen.check("acme", "sms-a", word)));
+        assert_eq!(log.matches("status word notifyd does not know").count(), 1, "{log}");
+        assert_eq!(log.matches("error code notifyd does not know").count(), 1, "{log}");
+        let StatusResult::Statuses { statuses } = result else { panic!() };
+        assert_eq!(statuses[0].status, ReportedStatus::Unrecognised("DELIVRD".into()));
+        assert_eq!(statuses[0].status.known(), None, "tracking ignores it, as before");
+        assert_eq!(statuses[2].error.as_ref().unwrap().code, ErrorCode::PluginError);
+    }
+
+    #[test]
+    fn the_set_of_logged_words_is_bounded() {
+        let seen = Unrecognised::default();
+        for i in 0..Unrecognised::MAX_LOGGED {
+            assert!(seen.first("acme", &format!("w{i}")));
+        }
+        assert!(!seen.first("acme", "one more"), "not remembered, so not logged");
+    }
 }

@@ -5,6 +5,7 @@
 //! a valid [`Request`] whose recipients are each either a normalised number or a per-number
 //! rejection.
 
+use notifyd_plugin::wire::ErrorCode;
 use notifyd_sms::{Encoding, PhoneNumber, TextInfo};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -75,7 +76,7 @@ pub enum Recipient {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
     /// `invalid_request` or `invalid_sender`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// The request's id when it could be recovered and is valid.
     pub id: Option<String>,
@@ -140,7 +141,12 @@ fn classify_undecodable(payload: &[u8], err: serde_json::Error) -> Decoded {
         .get("tags")
         .and_then(|v| serde_json::from_value::<Tags>(v.clone()).ok())
         .filter(|t| check_tags(t).is_ok());
-    Decoded::Rejected(Rejection { code: "invalid_request", message: describe_serde_error(&err), id, tags })
+    Decoded::Rejected(Rejection {
+        code: ErrorCode::InvalidRequest,
+        message: describe_serde_error(&err),
+        id,
+        tags,
+    })
 }
 
 /// serde's message, phrased for the request's author.
@@ -215,8 +221,8 @@ fn check(wire: Wire, limits: &Limits, known_provider: &dyn Fn(&str) -> bool) -> 
     let id = if id_problem.is_none() { wire.id.clone() } else { None };
     let tags = if tags_problem.is_none() { wire.tags.clone() } else { None };
     let reject =
-        |code: &'static str, message: String| Rejection { code, message, id: id.clone(), tags: tags.clone() };
-    let invalid = |message: String| reject("invalid_request", message);
+        |code: ErrorCode, message: String| Rejection { code, message, id: id.clone(), tags: tags.clone() };
+    let invalid = |message: String| reject(ErrorCode::InvalidRequest, message);
 
     if let Some(p) = id_problem {
         return Err(invalid(p));
@@ -256,7 +262,7 @@ fn check(wire: Wire, limits: &Limits, known_provider: &dyn Fn(&str) -> bool) -> 
         None => None,
         Some(f) => match notifyd_sms::validate_sender(&f) {
             Ok(f) => Some(f),
-            Err(e) => return Err(reject("invalid_sender", format!("`from`: {e}"))),
+            Err(e) => return Err(reject(ErrorCode::InvalidSender, format!("`from`: {e}"))),
         },
     };
     if let Some(p) = &wire.provider {

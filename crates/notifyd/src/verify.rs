@@ -10,7 +10,8 @@
 use crate::plugin::{Op, PluginInstance, PluginLibrary};
 use notifyd_plugin::abi;
 use notifyd_plugin::wire::{
-    Exchange, HttpRequest, HttpResponse, InstanceInit, OpOutput, SendInput, SendResult, Step, WIRE_VERSION,
+    ErrorCode, Exchange, HttpRequest, HttpResponse, InstanceInit, OpOutput, SendInput, SendResult, Step,
+    WIRE_VERSION,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -141,14 +142,14 @@ fn parse_send(rc: i32, body: &[u8]) -> Result<Step<SendResult>, String> {
             let out: OpOutput<SendResult> =
                 serde_json::from_slice(body).map_err(|e| format!("malformed answer document: {e}"))?;
             if let Step::Done { done } = &out.step {
-                let codes: Vec<&str> = match done {
+                let codes: Vec<&ErrorCode> = match done {
                     SendResult::Recipients { recipients } => {
-                        recipients.iter().filter_map(|r| r.error.as_ref().map(|e| e.code.as_str())).collect()
+                        recipients.iter().filter_map(|r| r.error.as_ref().map(|e| &e.code)).collect()
                     }
-                    SendResult::Failed { error } => vec![error.code.as_str()],
+                    SendResult::Failed { error } => vec![&error.code],
                 };
-                if let Some(bad) = codes.iter().find(|c| !notifyd_plugin::wire::ERROR_CODES.contains(c)) {
-                    return Err(format!("unknown error code {bad:?}"));
+                if let Some(bad) = codes.iter().find(|c| !c.is_operation_code()) {
+                    return Err(format!("unknown error code {:?}", bad.as_str()));
                 }
             }
             Ok(out.step)

@@ -20,6 +20,7 @@ use notifyd_plugin::abi::{CAP_BALANCE, CAP_CALLBACK, CAP_SEND};
 use notifyd_plugin::sdk::{
     Credentials, OpResult, Provider, expect_state, invalid_settings, parse_settings_with_credentials,
 };
+use notifyd_plugin::wire::ErrorCode;
 use notifyd_plugin::wire::{
     BalanceResult, CallbackInput, CallbackResult, Describe, Exchange, InstanceInit, ProviderError, SendInput,
     SendResult, Step,
@@ -118,7 +119,10 @@ impl Provider for IntelliSoftware {
 
     fn callback(&self, input: &CallbackInput, exchange: Option<&Exchange>) -> OpResult<CallbackResult> {
         if exchange.is_some() {
-            return Err(ProviderError::new("plugin_error", "a delivery report needs no HTTP exchange"));
+            return Err(ProviderError::new(
+                ErrorCode::PluginError,
+                "a delivery report needs no HTTP exchange",
+            ));
         }
         Ok(Step::done(response::delivery_report(input)?))
     }

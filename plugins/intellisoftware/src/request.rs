@@ -7,6 +7,7 @@
 
 use crate::{Config, Unicode};
 use notifyd_plugin::sdk::{form_encode, join_url};
+use notifyd_plugin::wire::ErrorCode;
 use notifyd_plugin::wire::{HttpRequest, ProviderError, SendInput};
 
 /// The send endpoint, relative to the base URL (which may carry a path prefix).
@@ -74,13 +75,13 @@ fn post(url: String, body: String) -> HttpRequest {
 fn check_recipients(to: &[String]) -> Result<(), ProviderError> {
     if to.is_empty() || to.len() > MAX_RECIPIENTS {
         return Err(ProviderError::new(
-            "plugin_error",
+            ErrorCode::PluginError,
             format!("a send takes 1 to {MAX_RECIPIENTS} recipients, not {}", to.len()),
         ));
     }
     if let Some(pos) = to.iter().position(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit())) {
         return Err(ProviderError::new(
-            "plugin_error",
+            ErrorCode::PluginError,
             format!("recipient #{pos} is not in normal form (digits only)"),
         ));
     }

@@ -10,6 +10,7 @@
 
 use crate::mapping;
 use notifyd_plugin::sdk::{http_status_error, redact_secrets, retry_after_ms, snippet};
+use notifyd_plugin::wire::ErrorCode;
 use notifyd_plugin::wire::{
     BalanceResult, CallbackInput, CallbackResult, HttpResponse, ProviderError, RecipientResult, SendInput,
     SendResult, StatusUpdate,
@@ -123,7 +124,7 @@ pub fn send_result(input: &SendInput, response: &HttpResponse, secrets: &[&str])
                     None => RecipientResult::failed(
                         to,
                         ProviderError::new(
-                            "plugin_error",
+                            ErrorCode::PluginError,
                             "the gateway's answer has no line for this recipient; it may or may not \
                              have been sent",
                         ),
@@ -153,7 +154,7 @@ fn refused(word: &str, response: &HttpResponse) -> ProviderError {
 /// HTTP 429: the gateway documents no throttling answer of its own, so the HTTP status is read
 /// the usual way: `throttled`, retryable, after `Retry-After` when given.
 fn throttled(response: &HttpResponse) -> ProviderError {
-    http_status_error(response).unwrap_or_else(|| ProviderError::retryable("throttled", "HTTP 429"))
+    http_status_error(response).unwrap_or_else(|| ProviderError::retryable(ErrorCode::Throttled, "HTTP 429"))
 }
 
 /// Which answer line belongs to which recipient (by position in `to`).
@@ -206,7 +207,7 @@ pub fn unreadable(response: &HttpResponse, secrets: &[&str]) -> ProviderError {
             error
         }
         None => ProviderError::new(
-            "plugin_error",
+            ErrorCode::PluginError,
             format!("unexpected answer from the gateway (HTTP {}): {quoted}", response.status),
         ),
     }
@@ -254,7 +255,10 @@ pub fn delivery_report(input: &CallbackInput) -> Result<CallbackResult, Provider
     let field =
         |name: &str| fields.iter().find(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim());
     let garbage = |why: &str| {
-        ProviderError::new("invalid_request", format!("not an IntelliSoftware delivery report: {why}"))
+        ProviderError::new(
+            ErrorCode::InvalidRequest,
+            format!("not an IntelliSoftware delivery report: {why}"),
+        )
     };
     let msgid = field("msgid").ok_or_else(|| garbage("no msgid field"))?;
     let id_ok = (1..=MAX_TOKEN).contains(&msgid.len())
@@ -274,7 +278,7 @@ pub fn delivery_report(input: &CallbackInput) -> Result<CallbackResult, Provider
     let update = StatusUpdate {
         reference: msgid.to_owned(),
         to: field("toaddr").and_then(normalise_number),
-        status: rule.status.to_owned(),
+        status: rule.status.into(),
         error,
     };
     Ok(CallbackResult { updates: vec![update], response_status: 200, response_body: "OK".to_owned() })

@@ -11,6 +11,7 @@ use notifyd_plugin::wire::{
     BalanceResult, Describe, Exchange, InstanceInit, ProviderError, RecipientResult, SendInput, SendResult,
     StatusInput, StatusResult, StatusUpdate,
 };
+use notifyd_plugin::wire::{ErrorCode, Status};
 use serde::Deserialize;
 use std::collections::HashSet;
 
@@ -83,7 +84,7 @@ impl Provider for Sandbox {
                     RecipientResult::failed(
                         to,
                         ProviderError::new(
-                            "invalid_recipient",
+                            ErrorCode::InvalidRecipient,
                             "the sandbox is configured to reject this number",
                         )
                         .with_provider_code("SANDBOX_REJECT"),
@@ -106,13 +107,9 @@ impl Provider for Sandbox {
             .iter()
             .map(|reference| {
                 let to = reference.split_once(':').map(|(_, to)| to).unwrap_or_default();
-                let status = if self.undeliverable.contains(to) { "undelivered" } else { "delivered" };
-                StatusUpdate {
-                    reference: reference.clone(),
-                    to: None,
-                    status: status.to_owned(),
-                    error: None,
-                }
+                let status =
+                    if self.undeliverable.contains(to) { Status::Undelivered } else { Status::Delivered };
+                StatusUpdate { reference: reference.clone(), to: None, status: status.into(), error: None }
             })
             .collect();
         Ok(notifyd_plugin::wire::Step::done(StatusResult::Statuses { statuses }))

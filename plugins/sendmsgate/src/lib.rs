@@ -25,6 +25,7 @@ use notifyd_plugin::wire::{
     BalanceResult, Describe, Exchange, InstanceInit, MAX_EXCHANGES, ProviderError, RecipientResult,
     SendInput, SendResult, StatusInput, StatusResult, StatusUpdate, Step,
 };
+use notifyd_plugin::wire::{ErrorCode, Status};
 use request::StatusParam;
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +63,7 @@ pub struct SendSmsGate {
 }
 
 fn bad_state() -> ProviderError {
-    ProviderError::new("plugin_error", "the exchange state does not belong to this operation's input")
+    ProviderError::new(ErrorCode::PluginError, "the exchange state does not belong to this operation's input")
 }
 
 /// What a send call has learnt so far, carried in the exchange `state`.
@@ -162,7 +163,7 @@ impl SendSmsGate {
                 Some(Outcome::Error(e)) => RecipientResult::failed(to, e),
                 None => RecipientResult::failed(
                     to,
-                    ProviderError::new("plugin_error", "the plugin lost track of this recipient"),
+                    ProviderError::new(ErrorCode::PluginError, "the plugin lost track of this recipient"),
                 ),
             })
             .collect();
@@ -189,9 +190,9 @@ impl SendSmsGate {
                 state.updates.push(StatusUpdate {
                     reference: reference.clone(),
                     to: None,
-                    status: "unknown".to_owned(),
+                    status: Status::Unknown.into(),
                     error: Some(ProviderError::new(
-                        "plugin_error",
+                        ErrorCode::PluginError,
                         "the tracking reference is not a list of SendSMSGate message ids",
                     )),
                 });
@@ -288,7 +289,7 @@ impl Provider for SendSmsGate {
                         // tried again.
                         let rest = if e.code == "plugin_error" {
                             ProviderError::retryable(
-                                "unavailable",
+                                ErrorCode::Unavailable,
                                 "not sent: the gateway's answer for another number of the same request was unreadable",
                             )
                         } else {
@@ -328,7 +329,7 @@ impl Provider for SendSmsGate {
             state.updates.push(StatusUpdate {
                 reference: reference.clone(),
                 to: None,
-                status: status.as_status().to_owned(),
+                status: status.as_status().into(),
                 error: None,
             });
         }

@@ -5,6 +5,7 @@
 
 use notifyd_plugin::sdk::ErrorRule;
 use notifyd_plugin::wire::ProviderError;
+use notifyd_plugin::wire::{ErrorCode, Status};
 
 /// Which recipients an error sentence concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +32,7 @@ pub const ERRORS: &[ErrorRow] = &[
     // empty credential or the omitted `sadr`. Another provider may take the message: fail over.
     ErrorRule::scoped(
         "Not enough data to send.",
-        "invalid_request",
+        ErrorCode::InvalidRequest,
         Scope::Request,
         "the gateway says the request lacks data (is a credential or the sender empty?)",
     ),
@@ -39,13 +40,13 @@ pub const ERRORS: &[ErrorRow] = &[
     // error like bad credentials: never retried on this provider, failed over.
     ErrorRule::scoped(
         "Your account is blocked",
-        "auth",
+        ErrorCode::Auth,
         Scope::Request,
         "the gateway says the account is blocked",
     ),
     ErrorRule::scoped(
         "Wrong login or password",
-        "auth",
+        ErrorCode::Auth,
         Scope::Request,
         "the gateway refused the credentials",
     ),
@@ -53,13 +54,13 @@ pub const ERRORS: &[ErrorRow] = &[
     // the gateway found a number it could not read.
     ErrorRule::scoped(
         "Enter a phone number.",
-        "invalid_recipient",
+        ErrorCode::InvalidRecipient,
         Scope::Number,
         "the gateway could not read the number",
     ),
     ErrorRule::scoped(
         "The phone number is in the stop list.",
-        "blocked_recipient",
+        ErrorCode::BlockedRecipient,
         Scope::Number,
         "the number is on the gateway's stop list",
     ),
@@ -67,13 +68,13 @@ pub const ERRORS: &[ErrorRow] = &[
     // provider of the route may serve it, so `route_closed` (failover), not a rejection.
     ErrorRule::scoped(
         "This direction is closed to you.",
-        "route_closed",
+        ErrorCode::RouteClosed,
         Scope::Number,
         "the gateway does not serve this destination for this account",
     ),
     ErrorRule::scoped(
         "This direction is closed.",
-        "route_closed",
+        ErrorCode::RouteClosed,
         Scope::Number,
         "the gateway does not serve this destination",
     ),
@@ -82,25 +83,25 @@ pub const ERRORS: &[ErrorRow] = &[
     // before sending (see `request.rs`); this row covers a gateway that counts differently.
     ErrorRule::scoped(
         "The phone number must be less than 15 characters.",
-        "invalid_recipient",
+        ErrorCode::InvalidRecipient,
         Scope::Number,
         "the gateway takes numbers of at most 14 digits",
     ),
     ErrorRule::scoped(
         "We have run out of SMS. To resolve the problem, contact the manager.",
-        "insufficient_funds",
+        ErrorCode::InsufficientFunds,
         Scope::Request,
         "the gateway account has run out of SMS",
     ),
     ErrorRule::scoped(
         "Out of SMS",
-        "insufficient_funds",
+        ErrorCode::InsufficientFunds,
         Scope::Request,
         "the gateway account has run out of SMS",
     ),
     ErrorRule::scoped(
         "Text SMS rejected by the moderator.",
-        "content_rejected",
+        ErrorCode::ContentRejected,
         Scope::Request,
         "the gateway's moderator rejected the text",
     ),
@@ -108,32 +109,32 @@ pub const ERRORS: &[ErrorRow] = &[
     // `sadr`).
     ErrorRule::scoped(
         "No sender.",
-        "invalid_sender",
+        ErrorCode::InvalidSender,
         Scope::Request,
         "the gateway requires a sender id (set `sender`)",
     ),
     ErrorRule::scoped(
         "The sender must not exceed 15 characters for digital numbers and 11 characters for alphanumeric.",
-        "invalid_sender",
+        ErrorCode::InvalidSender,
         Scope::Request,
         "the gateway refused the sender id's length",
     ),
     // notifyd never sends an empty text, so the gateway found nothing in it that it can carry.
     ErrorRule::scoped(
         "No message text.",
-        "content_rejected",
+        ErrorCode::ContentRejected,
         Scope::Request,
         "the gateway found no text it can send",
     ),
     ErrorRule::scoped(
         "There is no such sender.",
-        "invalid_sender",
+        ErrorCode::InvalidSender,
         Scope::Request,
         "the sender id is not registered at the gateway",
     ),
     ErrorRule::scoped(
         "The sender did not pass moderation.",
-        "invalid_sender",
+        ErrorCode::InvalidSender,
         Scope::Request,
         "the sender id did not pass the gateway's moderation",
     ),
@@ -181,13 +182,13 @@ pub enum PartStatus {
 }
 
 impl PartStatus {
-    /// The notifyd status word (`StatusUpdate::status`).
-    pub fn as_status(self) -> &'static str {
+    /// The notifyd status (`StatusUpdate::status`).
+    pub fn as_status(self) -> Status {
         match self {
-            PartStatus::Pending => "sent",
-            PartStatus::Delivered => "delivered",
-            PartStatus::Undelivered => "undelivered",
-            PartStatus::Expired => "expired",
+            PartStatus::Pending => Status::Sent,
+            PartStatus::Delivered => Status::Delivered,
+            PartStatus::Undelivered => Status::Undelivered,
+            PartStatus::Expired => Status::Expired,
         }
     }
 }
@@ -233,7 +234,6 @@ pub fn combine(parts: impl IntoIterator<Item = PartStatus>) -> Option<PartStatus
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notifyd_plugin::wire::ERROR_CODES;
 
     #[test]
     fn every_sentence_finds_its_own_row() {
@@ -255,10 +255,17 @@ mod tests {
     fn codes_are_normalised_ones() {
         // Each sentence is a refusal: never a reason to retry (throttled, unavailable, timeout),
         // a duplicate, an expiry, or a fault of the plugin or the host.
-        let not_a_refusal =
-            ["throttled", "unavailable", "timeout", "duplicate", "expired", "plugin_error", "internal"];
+        let not_a_refusal = [
+            ErrorCode::Throttled,
+            ErrorCode::Unavailable,
+            ErrorCode::Timeout,
+            ErrorCode::Duplicate,
+            ErrorCode::Expired,
+            ErrorCode::PluginError,
+            ErrorCode::Internal,
+        ];
         for row in ERRORS {
-            assert!(ERROR_CODES.contains(&row.code) && !not_a_refusal.contains(&row.code), "{}", row.code);
+            assert!(row.code.is_operation_code() && !not_a_refusal.contains(&row.code), "{}", row.code);
             assert!(!error(row).retryable);
         }
     }

@@ -4,6 +4,7 @@
 
 use crate::Credentials;
 use notifyd_plugin::sdk::{form_encode, join_url};
+use notifyd_plugin::wire::ErrorCode;
 use notifyd_plugin::wire::{HttpRequest, ProviderError};
 
 /// The one documented path; `base_url` may carry a prefix in front of it.
@@ -81,13 +82,13 @@ pub fn check_number(number: &str) -> Option<ProviderError> {
         // The host hands over numbers in normal form; anything else is a host bug, but it must
         // not reach the gateway's comma-separated list.
         return Some(ProviderError::new(
-            "invalid_recipient",
+            ErrorCode::InvalidRecipient,
             "the number is not in normal form (digits only)",
         ));
     }
     if number.len() > MAX_NUMBER_LEN {
         return Some(ProviderError::new(
-            "invalid_recipient",
+            ErrorCode::InvalidRecipient,
             format!(
                 "SendSMSGate takes numbers of at most {MAX_NUMBER_LEN} digits; this one has {}",
                 number.len()

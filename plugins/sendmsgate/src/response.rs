@@ -9,6 +9,7 @@
 use crate::Credentials;
 use crate::mapping::{self, PartStatus, Scope};
 use notifyd_plugin::sdk::{http_status_error, redact_secrets, snippet};
+use notifyd_plugin::wire::ErrorCode;
 use notifyd_plugin::wire::{HttpResponse, ProviderError};
 
 /// How much of a body is searched for an error sentence: the sentences are short and come first;
@@ -49,7 +50,7 @@ pub fn quote(body: &str, creds: &Credentials) -> String {
 /// have acted on the request), quoting the body.
 pub fn unexpected(response: &HttpResponse, creds: &Credentials, what: &str) -> ProviderError {
     let mut e = ProviderError::new(
-        "plugin_error",
+        ErrorCode::PluginError,
         format!("SendSMSGate answered {what} (HTTP {}): {}", response.status, quote(&response.body, creds)),
     );
     if !(200..300).contains(&response.status) {

@@ -3,7 +3,7 @@
 
 use super::*;
 use notifyd_plugin::sdk::testing::{self, drive, init, ok, response as resp, send_input, status_input};
-use notifyd_plugin::wire::{HttpRequest, HttpResponse};
+use notifyd_plugin::wire::{ErrorCode, HttpRequest, HttpResponse};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -47,7 +47,7 @@ fn status(g: &SendSmsGate, refs: &[&str], answers: &[HttpResponse]) -> (Vec<Http
 fn statuses(result: StatusResult) -> Vec<(String, String)> {
     match result {
         StatusResult::Statuses { statuses } => {
-            statuses.into_iter().map(|s| (s.reference, s.status)).collect()
+            statuses.into_iter().map(|s| (s.reference, s.status.as_str().to_owned())).collect()
         }
         StatusResult::Failed { error } => panic!("expected statuses, got {error:?}"),
     }
@@ -149,7 +149,7 @@ fn settings_are_checked() {
     for bad in ["ftp://x", "cloud.sendmsgate.com", "https://", "https://x/?a=b", "https://x y"] {
         let e =
             SendSmsGate::new(init("sendmsgate", Some(bad), json!({"username": "u", "password": "p"}))).err();
-        assert_eq!(e.map(|e| e.code), Some("invalid_settings".to_owned()), "{bad}");
+        assert_eq!(e.map(|e| e.code), Some(ErrorCode::InvalidSettings), "{bad}");
     }
 }
 
@@ -636,7 +636,7 @@ fn a_malformed_reference_ends_unknown_without_a_request() {
     assert_eq!(statuses.len(), 3);
     for s in statuses {
         assert_eq!(s.status, "unknown");
-        assert_eq!(s.error.map(|e| e.code).as_deref(), Some("plugin_error"));
+        assert_eq!(s.error.map(|e| e.code), Some(ErrorCode::PluginError));
     }
 }
 

@@ -20,6 +20,7 @@ use notifyd_plugin::wire::{
     BalanceResult, Describe, Exchange, InstanceInit, ProviderError, SendInput, SendResult, StatusInput,
     StatusResult, StatusUpdate, Step,
 };
+use notifyd_plugin::wire::{ErrorCode, Status};
 use request::TrackingRef;
 
 /// SMSC's production URL, used when the instance sets no `base_url`.
@@ -113,9 +114,9 @@ impl Provider for Smsc {
             .map(|(reference, _)| StatusUpdate {
                 reference: reference.clone(),
                 to: None,
-                status: "unknown".into(),
+                status: Status::Unknown.into(),
                 error: Some(ProviderError::new(
-                    "plugin_error",
+                    ErrorCode::PluginError,
                     "the tracking reference is not one this plugin made (`<id>:<phone>`)",
                 )),
             })

@@ -9,6 +9,7 @@
 //! for every call.
 
 use notifyd_plugin::sdk::{Credentials, form_encode, join_url, rfc3339_to_unix_ceil};
+use notifyd_plugin::wire::ErrorCode;
 use notifyd_plugin::wire::{HttpRequest, ProviderError, SendInput};
 
 /// SMSC's paths, appended to the base URL.
@@ -52,7 +53,7 @@ pub fn is_phone(s: &str) -> bool {
 }
 
 fn plugin_error(message: impl Into<String>) -> ProviderError {
-    ProviderError::new("plugin_error", message)
+    ProviderError::new(ErrorCode::PluginError, message)
 }
 
 /// The send request: `phones` joined by `,`, the text as UTF-8 (`charset=utf-8`), JSON answers

@@ -14,6 +14,7 @@ use notifyd_plugin::sdk::{http_status_error, redact_secrets, snippet};
 use notifyd_plugin::wire::{
     BalanceResult, HttpResponse, ProviderError, RecipientResult, SendResult, StatusResult, StatusUpdate,
 };
+use notifyd_plugin::wire::{ErrorCode, Status};
 use serde_json::{Map, Value};
 
 /// A short single-line excerpt of `body` for an error message, with the account's credentials cut
@@ -25,7 +26,7 @@ fn quote(body: &str, secrets: &[&str]) -> String {
 /// An answer that is not what SMSC documents.
 fn unexpected(response: &HttpResponse, secrets: &[&str]) -> ProviderError {
     ProviderError::new(
-        "plugin_error",
+        ErrorCode::PluginError,
         format!("unexpected answer from SMSC (HTTP {}): {}", response.status, quote(&response.body, secrets)),
     )
 }
@@ -205,14 +206,14 @@ fn number_error(entry: &Map<String, Value>) -> Option<ProviderError> {
             Some(row) => mapping::status_error(row, err),
             None => Some(
                 ProviderError::new(
-                    "plugin_error",
+                    ErrorCode::PluginError,
                     format!("SMSC reports the unknown status {code} for this number"),
                 )
                 .with_provider_code(code.to_string()),
             ),
         },
         None => err.map(|e| {
-            ProviderError::new("plugin_error", format!("SMSC reports error {e} for this number"))
+            ProviderError::new(ErrorCode::PluginError, format!("SMSC reports error {e} for this number"))
                 .with_provider_code(e.to_string())
         }),
     }
@@ -273,14 +274,14 @@ fn update(reference: String, obj: &Map<String, Value>) -> StatusUpdate {
     let pending = |error: ProviderError| StatusUpdate {
         reference: reference.clone(),
         to: None,
-        status: "sent".into(),
+        status: Status::Sent.into(),
         error: Some(error),
     };
     let Some(code) = obj.get("status").and_then(int) else {
         return match obj.get("error_code").and_then(int) {
             Some(code) => pending(mapping::api_error(Op::Status, code, &text(obj.get("error")))),
             None => pending(ProviderError::new(
-                "plugin_error",
+                ErrorCode::PluginError,
                 "SMSC's answer gives no readable status for this message",
             )),
         };
@@ -293,8 +294,11 @@ fn update(reference: String, obj: &Map<String, Value>) -> StatusUpdate {
             error: mapping::status_error(row, obj.get("err").and_then(int)),
         },
         None => pending(
-            ProviderError::new("plugin_error", format!("SMSC answered the unknown status code {code}"))
-                .with_provider_code(code.to_string()),
+            ProviderError::new(
+                ErrorCode::PluginError,
+                format!("SMSC answered the unknown status code {code}"),
+            )
+            .with_provider_code(code.to_string()),
         ),
     }
 }

@@ -7,7 +7,7 @@ use notifyd_plugin::sdk::testing::{
     self, check_balance_result, check_send_result, check_status_result, done, exchange, form_params,
     http_step, ok, recipients, response as http, status_error, status_input, statuses, whole_error,
 };
-use notifyd_plugin::wire::{ERROR_CODES, HttpRequest, HttpResponse};
+use notifyd_plugin::wire::{HttpRequest, HttpResponse, Status};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -397,7 +397,7 @@ fn documented_single_status_answer() {
         vec![StatusUpdate {
             reference: "9:4915100000001".into(),
             to: None,
-            status: "delivered".into(),
+            status: Status::Delivered.into(),
             error: None
         }]
     );
@@ -671,7 +671,7 @@ fn smsc_like() -> impl Strategy<Value = String> {
 }
 
 fn codes_are_known(e: &ProviderError) -> bool {
-    ERROR_CODES.contains(&e.code.as_str())
+    e.code.is_operation_code()
 }
 
 proptest! {

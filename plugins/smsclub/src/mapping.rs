@@ -5,6 +5,7 @@
 //! line by line. The reasons behind the non-obvious rows are in the row's comment.
 
 use notifyd_plugin::sdk::retry_after_ms;
+use notifyd_plugin::wire::{ErrorCode, Status};
 use notifyd_plugin::wire::{HttpResponse, ProviderError};
 
 /// The delay asked of the host after HTTP 429 when the answer has no usable `Retry-After`.
@@ -35,22 +36,23 @@ pub fn http_class(response: &HttpResponse) -> HttpClass {
         400 => return HttpClass::Validation,
         // 401 "User authentication error": a wrong or revoked token. Not retryable: the same
         // token keeps failing, and repeated failures can get the account blocked.
-        401 => ProviderError::new("auth", "SMS Club refused the API token (HTTP 401)"),
+        401 => ProviderError::new(ErrorCode::Auth, "SMS Club refused the API token (HTTP 401)"),
         // 403 is not in the .txt; a gateway answers it for a blocked IP or account: an account
         // error, never retried.
-        403 => {
-            ProviderError::new("auth", "SMS Club refused access for this account or IP address (HTTP 403)")
-        }
+        403 => ProviderError::new(
+            ErrorCode::Auth,
+            "SMS Club refused access for this account or IP address (HTTP 403)",
+        ),
         // Not in the .txt: some gateways answer 402 when the balance is exhausted.
         402 => ProviderError::new(
-            "insufficient_funds",
+            ErrorCode::InsufficientFunds,
             "SMS Club reports that the balance is exhausted (HTTP 402)",
         ),
         // 429 "Too many requests per unit of time": retry later, never at once.
         429 => ProviderError {
             retry_after_ms: Some(throttle_delay_ms(response)),
             ..ProviderError::retryable(
-                "throttled",
+                ErrorCode::Throttled,
                 "SMS Club asks to slow down: too many requests (HTTP 429)",
             )
         },
@@ -59,7 +61,7 @@ pub fn http_class(response: &HttpResponse) -> HttpClass {
         // after an ambiguous timeout, say). Sending it again would be the duplicate the provider
         // guards against, so it is final and not retryable.
         453 => ProviderError::new(
-            "duplicate",
+            ErrorCode::Duplicate,
             "SMS Club refused the message as a duplicate of one sent less than 2 minutes ago \
              (HTTP 453); it was most likely sent already, so it is not sent again",
         ),
@@ -67,13 +69,16 @@ pub fn http_class(response: &HttpResponse) -> HttpClass {
         500..=599 => ProviderError {
             retry_after_ms: retry_after_ms(response),
             ..ProviderError::retryable(
-                "unavailable",
+                ErrorCode::Unavailable,
                 format!("SMS Club is temporarily unavailable (HTTP {status})"),
             )
         },
         // Anything else (a redirect, 404 for a wrong base_url, 405...) is not part of the API:
         // the plugin cannot tell what happened, so the host must not resend (`plugin_error`).
-        _ => ProviderError::new("plugin_error", format!("unexpected HTTP status {status} from SMS Club")),
+        _ => ProviderError::new(
+            ErrorCode::PluginError,
+            format!("unexpected HTTP status {status} from SMS Club"),
+        ),
     };
     HttpClass::Error(error.with_provider_code(status.to_string()))
 }
@@ -86,26 +91,26 @@ pub fn throttle_delay_ms(response: &HttpResponse) -> u64 {
 
 /// Delivery status words (`/sms/status` → `info`), the SMPP `stat` words, to notifyd statuses.
 /// A word is matched without regard to case or surrounding spaces.
-pub const STATUS_WORDS: &[(&str, &str)] = &[
+pub const STATUS_WORDS: &[(&str, Status)] = &[
     // "message sent": on its way, not final.
-    ("ENROUTE", "sent"),
-    ("DELIVRD", "delivered"),
+    ("ENROUTE", Status::Sent),
+    ("DELIVRD", Status::Delivered),
     // "expired, message not delivered".
-    ("EXPIRED", "expired"),
-    ("UNDELIV", "undelivered"),
+    ("EXPIRED", Status::Expired),
+    ("UNDELIV", Status::Undelivered),
     // "message rejected by the system".
-    ("REJECTD", "rejected"),
+    ("REJECTD", Status::Rejected),
     // Not in the .txt: the remaining SMPP v3.4 `stat` words, which an SMPP-backed gateway passes
     // through. ACCEPTD and UNKNOWN are not final: tracking goes on (and ends `unknown` after the
     // window if nothing else comes).
-    ("ACCEPTD", "sent"),
-    ("UNKNOWN", "sent"),
+    ("ACCEPTD", Status::Sent),
+    ("UNKNOWN", Status::Sent),
     // Deleted at the SMSC before delivery: it will not arrive.
-    ("DELETED", "undelivered"),
+    ("DELETED", Status::Undelivered),
 ];
 
 /// The notifyd status for a delivery status word, `None` for a word not in [`STATUS_WORDS`].
-pub fn status_word(word: &str) -> Option<&'static str> {
+pub fn status_word(word: &str) -> Option<Status> {
     let word = word.trim();
     STATUS_WORDS.iter().find(|(w, _)| w.eq_ignore_ascii_case(word)).map(|(_, status)| *status)
 }
@@ -119,7 +124,7 @@ pub fn status_error(word: &str) -> Option<ProviderError> {
         // the sender. `content_rejected` is the closest code (unconfirmed); the word is kept.
         "REJECTD" => Some(
             ProviderError::new(
-                "content_rejected",
+                ErrorCode::ContentRejected,
                 "SMS Club's system rejected the message (REJECTD) without giving a reason",
             )
             .with_provider_code(word),
@@ -130,30 +135,30 @@ pub fn status_error(word: &str) -> Option<ProviderError> {
 
 /// Request fields that SMS Club's validation (`add_info`, keyed by field) can name, and the
 /// error each means for the recipients of that request.
-pub const FIELD_ERRORS: &[(&str, &str)] = &[
+pub const FIELD_ERRORS: &[(&str, ErrorCode)] = &[
     // The alpha name is not one of the account's active names (see `/sms/originator`).
-    ("src_addr", "invalid_sender"),
+    ("src_addr", ErrorCode::InvalidSender),
     // The text itself was refused (empty, too long, forbidden content): another try or another
     // provider with the same text would not fare better in the provider's eyes.
-    ("message", "content_rejected"),
+    ("message", ErrorCode::ContentRejected),
     // Not confirmed by the .txt: the referral id is wrong; the message could go elsewhere.
-    ("integration_id", "invalid_request"),
+    ("integration_id", ErrorCode::InvalidRequest),
     // One of the numbers, but the answer does not say which: with one recipient it is that one
     // (`number_error`, see `response::send_refused`); with several, none is blamed and they fail
     // over (not retryable: the same request would be refused again).
-    ("phone", "invalid_request"),
+    ("phone", ErrorCode::InvalidRequest),
 ];
 
 /// The error for a validation message about `field` that is not a recipient's number. `reason`
 /// is the provider's text (for the message and the funds check).
 pub fn field_error(field: &str, reason: &str) -> ProviderError {
     let code = if mentions_funds(reason) || mentions_funds(field) {
-        "insufficient_funds"
+        ErrorCode::InsufficientFunds
     } else {
         FIELD_ERRORS
             .iter()
             .find(|(f, _)| f.eq_ignore_ascii_case(field.trim()))
-            .map_or("invalid_request", |(_, c)| c)
+            .map_or(ErrorCode::InvalidRequest, |(_, c)| c.clone())
     };
     ProviderError::new(code, format!("SMS Club refused the request: {field}: {reason}"))
         .with_provider_code(field.to_owned())
@@ -166,11 +171,11 @@ pub fn field_error(field: &str, reason: &str) -> ProviderError {
 /// anything else `invalid_recipient`. `provider_code` is the reason itself.
 pub fn number_error(reason: &str) -> ProviderError {
     let code = if mentions_funds(reason) {
-        "insufficient_funds"
+        ErrorCode::InsufficientFunds
     } else if mentions_block(reason) {
-        "blocked_recipient"
+        ErrorCode::BlockedRecipient
     } else {
-        "invalid_recipient"
+        ErrorCode::InvalidRecipient
     };
     ProviderError::new(code, format!("SMS Club refused this number: {reason}"))
         .with_provider_code(reason.to_owned())
@@ -210,8 +215,8 @@ fn mentions_funds(text: &str) -> bool {
 /// unconfirmed for SMS Club): `base` is what the HTTP status means; the text refines a validation
 /// error about money into `insufficient_funds` and is quoted in the message.
 pub fn named_error(base: ProviderError, name: &str, message: &str) -> ProviderError {
-    let refine = base.code == "invalid_request" && mentions_funds(message);
-    let code = if refine { "insufficient_funds" } else { base.code.as_str() };
+    let refine = base.code == ErrorCode::InvalidRequest && mentions_funds(message);
+    let code = if refine { ErrorCode::InsufficientFunds } else { base.code.clone() };
     let what = if message.is_empty() { name } else { message };
-    ProviderError { code: code.to_owned(), message: format!("{} ({what})", base.message), ..base }
+    ProviderError { code, message: format!("{} ({what})", base.message), ..base }
 }

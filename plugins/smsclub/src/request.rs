@@ -3,6 +3,7 @@
 
 use crate::IntegrationId;
 use notifyd_plugin::sdk::{Secret, join_url};
+use notifyd_plugin::wire::ErrorCode;
 use notifyd_plugin::wire::{HttpRequest, ProviderError, SendInput};
 use serde::Serialize;
 
@@ -52,8 +53,9 @@ fn post(base_url: &str, path: &str, token: &Secret, body: String) -> HttpRequest
 }
 
 fn encode<T: Serialize>(body: &T) -> Result<String, ProviderError> {
-    serde_json::to_string(body)
-        .map_err(|e| ProviderError::new("plugin_error", format!("cannot encode the request body: {e}")))
+    serde_json::to_string(body).map_err(|e| {
+        ProviderError::new(ErrorCode::PluginError, format!("cannot encode the request body: {e}"))
+    })
 }
 
 /// The `/sms/send` request for `input`. `Err` for input the host should never send: no
@@ -67,13 +69,13 @@ pub fn send(
 ) -> Result<HttpRequest, ProviderError> {
     if input.to.is_empty() || input.to.len() > MAX_RECIPIENTS {
         return Err(ProviderError::new(
-            "plugin_error",
+            ErrorCode::PluginError,
             format!("SMS Club takes 1 to {MAX_RECIPIENTS} numbers per call, not {}", input.to.len()),
         ));
     }
     let Some(src_addr) = input.from.as_deref().filter(|s| !s.trim().is_empty()) else {
         return Err(ProviderError::new(
-            "invalid_sender",
+            ErrorCode::InvalidSender,
             "SMS Club needs a sender (one of the account's alpha names): set `sender` on the \
              provider instance or `from` in the request",
         ));
@@ -86,7 +88,7 @@ pub fn send(
 pub fn status(base_url: &str, token: &Secret, refs: &[String]) -> Result<HttpRequest, ProviderError> {
     if refs.is_empty() || refs.len() > MAX_STATUS_IDS {
         return Err(ProviderError::new(
-            "plugin_error",
+            ErrorCode::PluginError,
             format!("SMS Club takes 1 to {MAX_STATUS_IDS} message ids per status call, not {}", refs.len()),
         ));
     }

@@ -14,6 +14,7 @@ use notifyd_plugin::sdk::{snippet, unexpected_answer};
 use notifyd_plugin::wire::{
     BalanceResult, HttpResponse, ProviderError, RecipientResult, SendResult, StatusResult, StatusUpdate,
 };
+use notifyd_plugin::wire::{ErrorCode, Status};
 use serde_json::{Map, Value};
 
 /// The currency assumed when a balance answer names none: SMS Club bills Ukrainian accounts in
@@ -113,8 +114,9 @@ fn with_body(error: ProviderError, response: &HttpResponse) -> ProviderError {
 /// The whole-request error of an HTTP 400 (validation) answer: the first refused field in
 /// `add_info`, else the error document's text, else a snippet.
 fn validation_error(response: &HttpResponse) -> ProviderError {
-    let base = ProviderError::new("invalid_request", "SMS Club refused the request as invalid (HTTP 400)")
-        .with_provider_code("400");
+    let base =
+        ProviderError::new(ErrorCode::InvalidRequest, "SMS Club refused the request as invalid (HTTP 400)")
+            .with_provider_code("400");
     if let Some((field, reason)) =
         read_answer(&response.body).and_then(|a| a.refusals.into_iter().find(|(k, _)| !is_number_key(k)))
     {
@@ -156,7 +158,7 @@ fn send_answered(to: &[String], response: &HttpResponse) -> SendResult {
     }
     let otherwise = field_refusal(to, &answer.refusals).unwrap_or_else(|| {
         ProviderError::new(
-            "plugin_error",
+            ErrorCode::PluginError,
             "SMS Club's answer does not mention this number, so its fate is unknown",
         )
     });
@@ -184,7 +186,7 @@ fn send_refused(to: &[String], response: &HttpResponse) -> SendResult {
     let others = match field_refusal(to, &answer.refusals) {
         Some(error) => error,
         None if numbers => ProviderError::retryable(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "SMS Club refused the whole request because of another number in it; nothing was sent",
         )
         .with_provider_code("400"),
@@ -270,12 +272,13 @@ fn status_update(reference: &str, value: &Value) -> StatusUpdate {
                 Some(w) => w.to_owned(),
                 None => value.to_string(),
             });
-            let error = ProviderError::new("plugin_error", format!("unknown status from SMS Club: {shown}"))
-                .with_provider_code(shown);
-            ("sent", Some(error))
+            let error =
+                ProviderError::new(ErrorCode::PluginError, format!("unknown status from SMS Club: {shown}"))
+                    .with_provider_code(shown);
+            (Status::Sent, Some(error))
         }
     };
-    StatusUpdate { reference: reference.to_owned(), to: None, status: status.to_owned(), error }
+    StatusUpdate { reference: reference.to_owned(), to: None, status: status.into(), error }
 }
 
 /// Reads the answer to `/sms/balance`: `info` is `{"money": "8111.1700", "currency": "UAH"}`

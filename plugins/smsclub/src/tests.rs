@@ -6,7 +6,7 @@ use notifyd_plugin::sdk::testing::{
     self, check_balance_result, check_send_result, check_status_result, done, exchange, http_step, response,
     status_input, with_header,
 };
-use notifyd_plugin::wire::{ERROR_CODES, HttpRequest, HttpResponse, RecipientResult, StatusUpdate};
+use notifyd_plugin::wire::{HttpRequest, HttpResponse, RecipientResult, StatusUpdate};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -438,7 +438,12 @@ fn documented_status_answer_is_still_pending() {
     let s = statuses(&["106"], response(200, TXT_STATUS_RESPONSE));
     assert_eq!(
         s,
-        vec![StatusUpdate { reference: "106".into(), to: None, status: "sent".into(), error: None }]
+        vec![StatusUpdate {
+            reference: "106".into(),
+            to: None,
+            status: notifyd_plugin::wire::Status::Sent.into(),
+            error: None
+        }]
     );
 }
 
@@ -694,12 +699,12 @@ proptest! {
                 for r in &recipients {
                     prop_assert!(r.error.is_some() != r.provider_message_id.is_some(), "{:?}", r);
                     if let Some(e) = &r.error {
-                        prop_assert!(ERROR_CODES.contains(&e.code.as_str()), "{:?}", e);
+                        prop_assert!(e.code.is_operation_code(), "{:?}", e);
                     }
                 }
             }
             SendResult::Failed { error } => {
-                prop_assert!(ERROR_CODES.contains(&error.code.as_str()), "{:?}", error);
+                prop_assert!(error.code.is_operation_code(), "{:?}", error);
                 prop_assert!(error.message.chars().count() < 300);
             }
         }
@@ -710,7 +715,7 @@ proptest! {
                     prop_assert!(known.contains(&s.status.as_str()), "{:?}", s);
                 }
             }
-            StatusResult::Failed { error } => prop_assert!(ERROR_CODES.contains(&error.code.as_str())),
+            StatusResult::Failed { error } => prop_assert!(error.code.is_operation_code()),
         }
         if let BalanceResult::Balance { amount, .. } = balance_result(response(status, &body)) {
             prop_assert!(amount.is_finite());

@@ -25,6 +25,7 @@ use notifyd_plugin::wire::{
     BalanceResult, Describe, Exchange, InstanceInit, MAX_EXCHANGES, ProviderError, RecipientResult,
     SendInput, SendResult, StatusInput, StatusResult, StatusUpdate, Step,
 };
+use notifyd_plugin::wire::{ErrorCode, Status};
 use response::StatusAnswer;
 use serde::Deserialize;
 
@@ -96,7 +97,7 @@ pub struct Smscoge {
 }
 
 fn plugin_error(message: impl Into<String>) -> ProviderError {
-    ProviderError::new("plugin_error", message)
+    ProviderError::new(ErrorCode::PluginError, message)
 }
 
 /// Whether `url` can serve as a base URL: absolute `http(s)://` with a host, no query or fragment
@@ -196,7 +197,7 @@ impl Smscoge {
                     return StatusUpdate {
                         reference: reference.clone(),
                         to: None,
-                        status: "unknown".to_owned(),
+                        status: Status::Unknown.into(),
                         error: Some(plugin_error("not a smsco.ge tracking reference")),
                     };
                 };
@@ -209,7 +210,7 @@ impl Smscoge {
                 StatusUpdate {
                     reference: reference.clone(),
                     to: None,
-                    status: row.map_or("sent", |r| r.status).to_owned(),
+                    status: row.map_or(Status::Sent, |r| r.status).into(),
                     error: row.and_then(mapping::status_error),
                 }
             })
@@ -220,7 +221,7 @@ impl Smscoge {
 
 /// The error of a recipient that is not a number in normal form (the host sends only those).
 fn not_a_number() -> ProviderError {
-    ProviderError::new("invalid_recipient", "not an international number of 8 to 15 digits")
+    ProviderError::new(ErrorCode::InvalidRecipient, "not an international number of 8 to 15 digits")
 }
 
 impl Provider for Smscoge {

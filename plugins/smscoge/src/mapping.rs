@@ -7,7 +7,7 @@
 //! document does not mention HTTP statuses at all, so those rows are the usual web semantics.
 
 use notifyd_plugin::sdk::ErrorRule;
-use notifyd_plugin::wire::ProviderError;
+use notifyd_plugin::wire::{ErrorCode, ProviderError, Status};
 
 /// Whether an error code concerns the account (every call will fail alike) or only one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,61 +32,76 @@ pub const ERRORS: &[ErrorRow] = &[
     // 2904 "SMS Sending Failed"
     ErrorRule::scoped(
         2904,
-        "invalid_recipient",
+        ErrorCode::InvalidRecipient,
         Scope::Call,
         "smsco.ge could not send to any number of this submission (2904 SMS Sending Failed)",
     ),
     // 2905 "Invalid username/password combination"
     ErrorRule::scoped(
         2905,
-        "auth",
+        ErrorCode::Auth,
         Scope::Account,
         "smsco.ge refused the username/password combination (2905)",
     ),
     // 2906 "Credit exhausted"
     ErrorRule::scoped(
         2906,
-        "insufficient_funds",
+        ErrorCode::InsufficientFunds,
         Scope::Account,
         "the smsco.ge account has no credit left (2906 Credit exhausted)",
     ),
     // 2907 "Gateway unavailable"
-    ErrorRule::scoped(2907, "unavailable", Scope::Account, "the smsco.ge gateway is unavailable (2907)")
-        .retryable(),
+    ErrorRule::scoped(
+        2907,
+        ErrorCode::Unavailable,
+        Scope::Account,
+        "the smsco.ge gateway is unavailable (2907)",
+    )
+    .retryable(),
     // The plugin writes the date itself, so this means that the gateway reads it differently:
     // another provider (or notifyd's own scheduling) may still send the message.
     // 2908 "Invalid schedule date format"
     ErrorRule::scoped(
         2908,
-        "invalid_request",
+        ErrorCode::InvalidRequest,
         Scope::Call,
         "smsco.ge refused the schedule date format (2908)",
     ),
     // 2909 "Unable to schedule"
     ErrorRule::scoped(
         2909,
-        "invalid_request",
+        ErrorCode::InvalidRequest,
         Scope::Call,
         "smsco.ge could not schedule the message for send_at (2909 Unable to schedule)",
     ),
     // The plugin refuses empty credentials at start-up, so these mean that the gateway lost them
     // on the way (e.g. a proxy in base_url dropping the query): a configuration problem.
     // 2910 "Username is empty"
-    ErrorRule::scoped(2910, "auth", Scope::Account, "smsco.ge received no username (2910 Username is empty)"),
+    ErrorRule::scoped(
+        2910,
+        ErrorCode::Auth,
+        Scope::Account,
+        "smsco.ge received no username (2910 Username is empty)",
+    ),
     // 2911 "Password is empty"
-    ErrorRule::scoped(2911, "auth", Scope::Account, "smsco.ge received no password (2911 Password is empty)"),
+    ErrorRule::scoped(
+        2911,
+        ErrorCode::Auth,
+        Scope::Account,
+        "smsco.ge received no password (2911 Password is empty)",
+    ),
     // notifyd never sends without a recipient or a text: the request did not arrive as sent.
     // 2912 "Recipient is empty"
     ErrorRule::scoped(
         2912,
-        "invalid_request",
+        ErrorCode::InvalidRequest,
         Scope::Call,
         "smsco.ge received no recipient (2912 Recipient is empty)",
     ),
     // 2913 "Message is empty"
     ErrorRule::scoped(
         2913,
-        "invalid_request",
+        ErrorCode::InvalidRequest,
         Scope::Call,
         "smsco.ge received no message text (2913 Message is empty)",
     ),
@@ -94,13 +109,18 @@ pub const ERRORS: &[ErrorRow] = &[
     // 2914 "Sender is empty"
     ErrorRule::scoped(
         2914,
-        "invalid_sender",
+        ErrorCode::InvalidSender,
         Scope::Call,
         "smsco.ge needs a sender id (2914 Sender is empty): set `sender` on the provider \
                   instance or `from` in the request",
     ),
     // 2915 "One or more required fields are empty"
-    ErrorRule::scoped(2915, "invalid_request", Scope::Call, "smsco.ge found a required field empty (2915)"),
+    ErrorRule::scoped(
+        2915,
+        ErrorCode::InvalidRequest,
+        Scope::Call,
+        "smsco.ge found a required field empty (2915)",
+    ),
 ];
 
 /// The row of a documented error code.
@@ -122,24 +142,24 @@ pub struct StatusRow {
     pub word: &'static str,
     /// The notifyd status word: `sent` (still pending), `delivered`, `undelivered`, `expired` or
     /// `rejected`.
-    pub status: &'static str,
+    pub status: Status,
 }
 
 /// Every status of the API document, "Услуга возвращает статусы сообщения".
 pub const STATUSES: &[StatusRow] = &[
     // "Передано оператору абонента": handed to the carrier, not yet on the handset.
-    StatusRow { code: 0, word: "Sent", status: "sent" },
-    StatusRow { code: 1, word: "Delivered", status: "delivered" },
-    StatusRow { code: 2, word: "In process", status: "sent" },
+    StatusRow { code: 0, word: "Sent", status: Status::Sent },
+    StatusRow { code: 1, word: "Delivered", status: Status::Delivered },
+    StatusRow { code: 2, word: "In process", status: Status::Sent },
     // "Невозможно отправить оператором абонента": the carrier could not deliver it.
-    StatusRow { code: 3, word: "Failed", status: "undelivered" },
+    StatusRow { code: 3, word: "Failed", status: Status::Undelivered },
     // Deleted by the carrier before it reached the handset.
-    StatusRow { code: 4, word: "Deleted", status: "undelivered" },
-    StatusRow { code: 5, word: "Expired", status: "expired" },
+    StatusRow { code: 4, word: "Deleted", status: Status::Undelivered },
+    StatusRow { code: 5, word: "Expired", status: Status::Expired },
     // "Отклонен оператором абонента": the carrier refused this recipient.
-    StatusRow { code: 6, word: "Rejected", status: "rejected" },
+    StatusRow { code: 6, word: "Rejected", status: Status::Rejected },
     // Cancelled by the carrier: it will not be delivered.
-    StatusRow { code: 7, word: "Canceled", status: "undelivered" },
+    StatusRow { code: 7, word: "Canceled", status: Status::Undelivered },
 ];
 
 /// The row of a documented status code.
@@ -153,7 +173,7 @@ pub fn status_row(code: u8) -> Option<&'static StatusRow> {
 pub fn status_error(row: &StatusRow) -> Option<ProviderError> {
     let code = match row.status {
         // The carrier refused the number: the same as a provider refusing it at submission.
-        "rejected" => "blocked_recipient",
+        Status::Rejected => ErrorCode::BlockedRecipient,
         _ => return None,
     };
     let message = format!("the recipient's carrier reported {} ({})", row.word, row.code);
@@ -180,20 +200,23 @@ mod tests {
 
     #[test]
     fn rows_use_normalised_codes_and_words() {
-        const CODES: &[&str] = &[
-            "invalid_request",
-            "invalid_recipient",
-            "invalid_sender",
-            "auth",
-            "insufficient_funds",
-            "unavailable",
+        const CODES: &[ErrorCode] = &[
+            ErrorCode::InvalidRequest,
+            ErrorCode::InvalidRecipient,
+            ErrorCode::InvalidSender,
+            ErrorCode::Auth,
+            ErrorCode::InsufficientFunds,
+            ErrorCode::Unavailable,
         ];
         for row in ERRORS {
             assert!(CODES.contains(&row.code), "{row:?}");
             assert!(row.message.contains(&row.provider_code.to_string()), "{row:?}");
         }
         for row in STATUSES {
-            assert!(["sent", "delivered", "undelivered", "expired", "rejected"].contains(&row.status));
+            assert!(
+                [Status::Sent, Status::Delivered, Status::Undelivered, Status::Expired, Status::Rejected]
+                    .contains(&row.status)
+            );
         }
     }
 

@@ -10,6 +10,7 @@
 
 use crate::Smscoge;
 use notifyd_plugin::sdk::{form_encode, join_url, rfc3339_to_unix_ceil};
+use notifyd_plugin::wire::ErrorCode;
 use notifyd_plugin::wire::{HttpRequest, ProviderError};
 
 /// The send and balance script, relative to the base URL.
@@ -42,7 +43,7 @@ pub fn prepare_text(text: &str, transliterate: bool) -> Result<String, ProviderE
             };
             let hint = if transliterate { "" } else { " (or set `transliterate = true`)" };
             Err(ProviderError::new(
-                "content_rejected",
+                ErrorCode::ContentRejected,
                 format!(
                     "smsco.ge accepts only Latin letters, digits, space, newline and . _ - \" in a message; \
                      the text has {why} at position {}{hint}",
@@ -57,7 +58,7 @@ pub fn prepare_text(text: &str, transliterate: bool) -> Result<String, ProviderE
 pub fn check_sender(from: Option<&str>) -> Result<(), ProviderError> {
     match from {
         Some(s) if s.chars().count() > MAX_SENDER_LEN => Err(ProviderError::new(
-            "invalid_sender",
+            ErrorCode::InvalidSender,
             format!(
                 "smsco.ge takes sender ids of at most {MAX_SENDER_LEN} characters; this one has {}",
                 s.chars().count()
@@ -78,8 +79,9 @@ pub fn valid_recipient(to: &str) -> bool {
 /// fractional second rounded up so the message never goes out before `send_at`. `None` when
 /// `send_at` is not later than `now` (unix seconds): the message is due, so it is sent at once.
 pub fn schedule(send_at: &str, offset_minutes: i32, now: i64) -> Result<Option<String>, ProviderError> {
-    let at = rfc3339_to_unix_ceil(send_at)
-        .ok_or_else(|| ProviderError::new("invalid_request", "send_at is not an RFC 3339 date and time"))?;
+    let at = rfc3339_to_unix_ceil(send_at).ok_or_else(|| {
+        ProviderError::new(ErrorCode::InvalidRequest, "send_at is not an RFC 3339 date and time")
+    })?;
     if at <= now {
         return Ok(None);
     }
@@ -87,7 +89,7 @@ pub fn schedule(send_at: &str, offset_minutes: i32, now: i64) -> Result<Option<S
     let (days, secs) = (local.div_euclid(86_400), local.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
     if !(1..=9999).contains(&y) {
-        return Err(ProviderError::new("invalid_request", "send_at is out of range"));
+        return Err(ProviderError::new(ErrorCode::InvalidRequest, "send_at is out of range"));
     }
     Ok(Some(format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)))
 }

@@ -414,7 +414,9 @@ fn statuses(result: &StatusResult) -> Vec<(String, String, Option<String>)> {
     let StatusResult::Statuses { statuses } = result else { panic!("expected statuses, got {result:?}") };
     statuses
         .iter()
-        .map(|s| (s.reference.clone(), s.status.clone(), s.error.as_ref().map(|e| e.code.clone())))
+        .map(|s| {
+            (s.reference.clone(), s.status.as_str().to_owned(), s.error.as_ref().map(|e| e.code.to_string()))
+        })
         .collect()
 }
 

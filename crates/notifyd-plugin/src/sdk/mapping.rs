@@ -2,7 +2,7 @@
 //! error codes (SPEC §2), as data. Each plugin keeps one table of [`ErrorRule`]s, which its README
 //! prints for people, and looks answers up in it.
 
-use crate::wire::ProviderError;
+use crate::wire::{ErrorCode, ProviderError};
 
 /// One row of a provider's error table: what the provider's `provider_code` means in notifyd's
 /// terms. `K` is the provider's code (an `i64`, a `u16`, a `&'static str` word or sentence); `S`
@@ -13,23 +13,26 @@ use crate::wire::ProviderError;
 ///
 /// ```
 /// use notifyd_plugin::sdk::ErrorRule;
+/// use notifyd_plugin::wire::ErrorCode;
 ///
 /// const ERRORS: &[ErrorRule<i64>] = &[
-///     ErrorRule::new(2, "auth", "the provider refused the credentials"),
-///     ErrorRule::new(7, "invalid_recipient", "the provider says the number is invalid"),
-///     ErrorRule::new(9, "throttled", "too many requests").retry_after_ms(60_000),
+///     ErrorRule::new(2, ErrorCode::Auth, "the provider refused the credentials"),
+///     ErrorRule::new(7, ErrorCode::InvalidRecipient, "the provider says the number is invalid"),
+///     ErrorRule::new(9, ErrorCode::Throttled, "too many requests").retry_after_ms(60_000),
 /// ];
 /// let row = ErrorRule::find(ERRORS, &7).unwrap();
 /// let error = row.to_error().with_provider_code("7");
-/// assert_eq!((error.code.as_str(), error.retryable), ("invalid_recipient", false));
+/// assert_eq!((error.code, error.retryable), (ErrorCode::InvalidRecipient, false));
 /// assert_eq!(ErrorRule::find(ERRORS, &9).unwrap().to_error().retry_after_ms, Some(60_000));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// The code is an [`ErrorCode`], so a misspelt code does not compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorRule<K: 'static, S: 'static = ()> {
     /// The provider's code, word or sentence, as its API document gives it.
     pub provider_code: K,
-    /// The normalised error code (SPEC §2, [`crate::wire::ERROR_CODES`]).
-    pub code: &'static str,
+    /// The normalised error code (SPEC §2).
+    pub code: ErrorCode,
     /// Whether the same provider may succeed later (the host retries with backoff). Default false.
     pub retryable: bool,
     /// How long to wait before that retry, when the provider implies a delay. Default none.
@@ -42,14 +45,14 @@ pub struct ErrorRule<K: 'static, S: 'static = ()> {
 
 impl<K> ErrorRule<K> {
     /// A row that is not retryable and has no scope.
-    pub const fn new(provider_code: K, code: &'static str, message: &'static str) -> Self {
+    pub const fn new(provider_code: K, code: ErrorCode, message: &'static str) -> Self {
         ErrorRule { provider_code, code, retryable: false, retry_after_ms: None, scope: (), message }
     }
 }
 
 impl<K, S> ErrorRule<K, S> {
     /// A row that is not retryable, with a scope.
-    pub const fn scoped(provider_code: K, code: &'static str, scope: S, message: &'static str) -> Self {
+    pub const fn scoped(provider_code: K, code: ErrorCode, scope: S, message: &'static str) -> Self {
         ErrorRule { provider_code, code, retryable: false, retry_after_ms: None, scope, message }
     }
 
@@ -88,7 +91,7 @@ impl<K, S> ErrorRule<K, S> {
         ProviderError {
             retryable: self.retryable,
             retry_after_ms: self.retry_after_ms,
-            ..ProviderError::new(self.code, message)
+            ..ProviderError::new(self.code.clone(), message)
         }
     }
 }
@@ -104,8 +107,8 @@ mod tests {
     }
 
     const WORDS: &[ErrorRule<&str, Scope>] = &[
-        ErrorRule::scoped("BLOCKED", "blocked_recipient", Scope::Number, "the number is blocked"),
-        ErrorRule::scoped("DOWN", "unavailable", Scope::Account, "the gateway is down").retryable(),
+        ErrorRule::scoped("BLOCKED", ErrorCode::BlockedRecipient, Scope::Number, "the number is blocked"),
+        ErrorRule::scoped("DOWN", ErrorCode::Unavailable, Scope::Account, "the gateway is down").retryable(),
     ];
 
     #[test]
@@ -128,9 +131,10 @@ mod tests {
 
     #[test]
     fn a_delay_makes_a_row_retryable() {
-        const ROW: ErrorRule<i64> = ErrorRule::new(9, "throttled", "slow down").retry_after_ms(2_000);
+        const ROW: ErrorRule<i64> =
+            ErrorRule::new(9, ErrorCode::Throttled, "slow down").retry_after_ms(2_000);
         let e = ROW.to_error();
         assert_eq!((e.retryable, e.retry_after_ms), (true, Some(2_000)));
-        assert!(!ErrorRule::new(1, "auth", "x").to_error().retryable);
+        assert!(!ErrorRule::new(1, ErrorCode::Auth, "x").to_error().retryable);
     }
 }

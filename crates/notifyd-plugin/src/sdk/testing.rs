@@ -25,14 +25,21 @@
 
 use super::{OpResult, Provider};
 use crate::wire::{
-    BalanceResult, ERROR_CODES, Exchange, HttpRequest, HttpResponse, InstanceInit, MAX_EXCHANGES,
-    ProviderError, RecipientResult, SendInput, SendResult, StatusInput, StatusResult, StatusUpdate, Step,
+    BalanceResult, Exchange, HttpRequest, HttpResponse, InstanceInit, MAX_EXCHANGES, ProviderError,
+    RecipientResult, SendInput, SendResult, Status, StatusInput, StatusResult, StatusUpdate, Step,
     WIRE_VERSION,
 };
 use std::fmt::Debug;
 
 /// The statuses a status update may carry (SPEC §2).
-pub const STATUSES: &[&str] = &["sent", "delivered", "undelivered", "expired", "rejected", "unknown"];
+pub const STATUSES: &[Status] = &[
+    Status::Sent,
+    Status::Delivered,
+    Status::Undelivered,
+    Status::Expired,
+    Status::Rejected,
+    Status::Unknown,
+];
 
 /// Asserts what plugin `P` says about itself: its capability bits (as `P::CAPABILITIES` gives
 /// them, without the `CAP_SEND` the export adds) and its describe document, compared as the JSON
@@ -233,7 +240,7 @@ fn percent_decode(s: &str) -> String {
 /// Checks what the host requires of an error, whatever the answer was: a known code and a
 /// message.
 pub fn check_error(error: &ProviderError) -> Result<(), String> {
-    if !ERROR_CODES.contains(&error.code.as_str()) {
+    if !error.code.is_operation_code() {
         return Err(format!("unknown error code in {error:?}"));
     }
     if error.message.trim().is_empty() {
@@ -275,7 +282,7 @@ pub fn check_status_result(result: &StatusResult, refs: &[&str]) -> Result<(), S
                 if !refs.contains(&s.reference.as_str()) {
                     return Err(format!("an update for a reference not asked: {s:?}"));
                 }
-                if !STATUSES.contains(&s.status.as_str()) {
+                if !s.status.known().is_some_and(|status| STATUSES.contains(&status)) {
                     return Err(format!("an unknown status: {s:?}"));
                 }
                 if let Some(error) = &s.error {
@@ -299,6 +306,7 @@ pub fn check_balance_result(result: &BalanceResult) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{ErrorCode, ReportedStatus};
 
     #[test]
     fn forms_and_queries_are_decoded_in_order() {
@@ -344,26 +352,31 @@ mod tests {
     #[test]
     fn checks_find_what_the_host_would_refuse() {
         let sent = RecipientResult::sent("1", "id");
-        let failed = RecipientResult::failed("2", ProviderError::new("auth", "no"));
+        let failed = RecipientResult::failed("2", ProviderError::new(ErrorCode::Auth, "no"));
         let good = SendResult::Recipients { recipients: vec![sent.clone(), failed.clone()] };
         assert_eq!(check_send_result(&good, &["1", "2"]), Ok(()));
         assert!(check_send_result(&good, &["2", "1"]).is_err());
         let bad = SendResult::Recipients {
-            recipients: vec![RecipientResult::failed("1", ProviderError::new("oops", "no"))],
+            recipients: vec![RecipientResult::failed(
+                "1",
+                ProviderError::new(ErrorCode::Unrecognised("oops".into()), "no"),
+            )],
         };
         assert!(check_send_result(&bad, &["1"]).is_err());
         let neither = RecipientResult { provider_message_id: None, ..sent };
         assert!(check_send_result(&SendResult::Recipients { recipients: vec![neither] }, &["1"]).is_err());
-        let update = |reference: &str, status: &str| StatusUpdate {
+        let update = |reference: &str, status: ReportedStatus| StatusUpdate {
             reference: reference.into(),
             to: None,
-            status: status.into(),
+            status,
             error: None,
         };
-        let ok_statuses = StatusResult::Statuses { statuses: vec![update("a", "delivered")] };
+        let ok_statuses = StatusResult::Statuses { statuses: vec![update("a", Status::Delivered.into())] };
         assert_eq!(check_status_result(&ok_statuses, &["a", "b"]), Ok(()));
         assert!(check_status_result(&ok_statuses, &["b"]).is_err());
-        let odd = StatusResult::Statuses { statuses: vec![update("a", "gone")] };
+        let odd = StatusResult::Statuses {
+            statuses: vec![update("a", ReportedStatus::Unrecognised("gone".into()))],
+        };
         assert!(check_status_result(&odd, &["a"]).is_err());
         assert!(
             check_balance_result(&BalanceResult::Balance { amount: f64::NAN, currency: "x".into() }).is_err()
@@ -372,6 +385,6 @@ mod tests {
             check_balance_result(&BalanceResult::Balance { amount: 1.5, currency: "EUR".into() }),
             Ok(())
         );
-        assert!(check_error(&ProviderError::new("auth", " ")).is_err());
+        assert!(check_error(&ProviderError::new(ErrorCode::Auth, " ")).is_err());
     }
 }

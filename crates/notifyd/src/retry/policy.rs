@@ -3,15 +3,16 @@
 //!
 //! A recipient error ends the recipient; a retryable error retries on the same provider with
 //! exponential backoff and jitter (honouring the provider's delay up to `retry.max_backoff`), up to
-//! `retry.max_attempts` tries; a plugin failure (`plugin_error`, `internal`: the provider may
-//! have acted) ends the recipient `failed`; anything else fails over to the next provider of the
-//! route. An **ambiguous** attempt (a timeout or a broken connection after the request was sent,
-//! or an attempt interrupted by a crash before its outcome was recorded in the ledger) is resent
-//! or ended `failed`/`timeout` as `retry.on_ambiguous` says ([`Policy::ambiguous`]).
+//! `retry.max_attempts` tries; a plugin failure (`plugin_error`, `internal`, or a code the host
+//! does not know: the provider may have acted) ends the recipient `failed`; anything else fails
+//! over to the next provider of the route. An **ambiguous** attempt (a timeout or a broken
+//! connection after the request was sent, or an attempt interrupted by a crash before its outcome
+//! was recorded in the ledger) is resent or ended `failed`/`timeout` as `retry.on_ambiguous` says
+//! ([`Policy::ambiguous`]).
 
 use super::Backoff;
 use crate::config::{OnAmbiguous, RetryConfig};
-use notifyd_plugin::wire::ProviderError;
+use notifyd_plugin::wire::{ErrorCode, ProviderError};
 use std::time::Duration;
 
 /// What the host does with a classified error.
@@ -27,18 +28,39 @@ pub enum Action {
     Fail,
 }
 
-/// The host's classification of a provider error.
+/// The host's classification of a provider error. Exhaustive over [`ErrorCode`]: a new code
+/// needs a decision here.
 pub fn classify(error: &ProviderError, ambiguous: bool, on_ambiguous: OnAmbiguous) -> Action {
-    match error.code.as_str() {
-        "invalid_recipient" | "blocked_recipient" | "content_rejected" | "invalid_sender" | "duplicate" => {
-            Action::Reject
-        }
+    match error.code {
+        ErrorCode::InvalidRecipient
+        | ErrorCode::BlockedRecipient
+        | ErrorCode::ContentRejected
+        | ErrorCode::InvalidSender
+        | ErrorCode::Duplicate => Action::Reject,
         // A plugin that failed or could not read the answer: the provider may have acted on the
-        // request, so it is neither retried nor sent elsewhere.
-        "expired" | "plugin_error" | "internal" => Action::Fail,
-        _ if ambiguous && on_ambiguous == OnAmbiguous::Fail => Action::Fail,
-        _ if error.retryable => Action::Retry { after: error.retry_after_ms.map(Duration::from_millis) },
-        _ => Action::Failover,
+        // request, so it is neither retried nor sent elsewhere. A code the host does not know
+        // (or `invalid_settings`, which belongs to `instance_new`) says as little: the provider
+        // module normally turns it into `plugin_error` first.
+        ErrorCode::Expired
+        | ErrorCode::PluginError
+        | ErrorCode::Internal
+        | ErrorCode::InvalidSettings
+        | ErrorCode::Unrecognised(_) => Action::Fail,
+        ErrorCode::InvalidRequest
+        | ErrorCode::Auth
+        | ErrorCode::InsufficientFunds
+        | ErrorCode::Throttled
+        | ErrorCode::Unavailable
+        | ErrorCode::Timeout
+        | ErrorCode::RouteClosed => {
+            if ambiguous && on_ambiguous == OnAmbiguous::Fail {
+                Action::Fail
+            } else if error.retryable {
+                Action::Retry { after: error.retry_after_ms.map(Duration::from_millis) }
+            } else {
+                Action::Failover
+            }
+        }
     }
 }
 
@@ -97,7 +119,7 @@ impl Policy {
         match self.config.on_ambiguous {
             OnAmbiguous::Resend => Ok(()),
             OnAmbiguous::Fail => Err(ProviderError::new(
-                "timeout",
+                ErrorCode::Timeout,
                 "an earlier attempt was interrupted before its outcome was recorded; not resending",
             )),
         }
@@ -113,7 +135,7 @@ impl Policy {
 /// must not be sent twice.
 fn not_resent(mut error: ProviderError) -> ProviderError {
     error.message = format!("not resent after an ambiguous attempt: {}", error.message);
-    error.code = "timeout".to_owned();
+    error.code = ErrorCode::Timeout;
     error.retryable = false;
     error
 }
@@ -123,7 +145,7 @@ mod tests {
     use super::*;
 
     fn err(code: &str, retryable: bool) -> ProviderError {
-        ProviderError { retryable, ..ProviderError::new(code, "x") }
+        ProviderError { retryable, ..ProviderError::new(ErrorCode::parse(code), "x") }
     }
 
     fn policy(on_ambiguous: OnAmbiguous) -> Policy {
@@ -159,7 +181,16 @@ mod tests {
 
     #[test]
     fn plugin_failures_are_not_resent_anywhere() {
-        assert_eq!(classify(&err("plugin_error", false), false, OnAmbiguous::Resend), Action::Fail);
+        for code in ["plugin_error", "internal", "expired", "invalid_settings", "plugin_eror"] {
+            for retryable in [false, true] {
+                let e = err(code, retryable);
+                assert_eq!(classify(&e, false, OnAmbiguous::Resend), Action::Fail, "{code}");
+                assert!(
+                    matches!(policy(OnAmbiguous::Resend).decide(e, false, 1), Decision::Fail(_)),
+                    "{code}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -454,7 +454,7 @@ impl Index {
         update: &StatusUpdate,
     ) -> Result<Option<Applied>, IndexError> {
         let key = sent_key(provider, &update.reference);
-        let status = Status::parse(&update.status);
+        let status = update.status.known();
         loop {
             let (mut sent, rev): (Sent, u64) = self.read(&key).await?;
             let targets: Vec<Entry> = sent

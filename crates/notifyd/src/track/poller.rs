@@ -301,7 +301,7 @@ impl Poller {
                 let asks: Vec<Option<(Entry, Status)>> = chunk
                     .iter()
                     .map(|(_, entry)| {
-                        let polled = statuses.get(&entry.reference).and_then(|u| Status::parse(&u.status));
+                        let polled = statuses.get(&entry.reference).and_then(|u| u.status.known());
                         let polled_final = polled.filter(|s| s.is_final())?;
                         self.index_for(entry).map(|_| (entry.clone(), polled_final))
                     })
@@ -316,7 +316,7 @@ impl Poller {
                     .await;
                 for ((msg, entry), verdict) in chunk.into_iter().zip(verdicts) {
                     let update = statuses.remove(&entry.reference);
-                    let status = update.as_ref().and_then(|u| Status::parse(&u.status));
+                    let status = update.as_ref().and_then(|u| u.status.known());
                     match status {
                         Some(s) if s.is_final() => {
                             let mut status = s;
