@@ -264,10 +264,15 @@ async fn serve_connection<H, F>(
     let io = hyper_util::rt::TokioIo::new(Tracked { inner: stream, state: state.clone() });
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
     tokio::pin!(conn);
-    let mut closing = false;
+    // Set at the shutdown signal: the request in flight has until then to be answered.
+    let mut closing: Option<tokio::time::Instant> = None;
     loop {
+        if closing.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
+            tracing::debug!(listener = what, "connection closed at shutdown");
+            return;
+        }
         let wait = match state.check(limits) {
-            Check::Wait(d) => d,
+            Check::Wait(d) => d.min(CLOSING_GRACE),
             Check::Expired(timeout) => {
                 // Dropping the connection closes the socket.
                 count_timeout(&metrics, what, timeout);
@@ -277,10 +282,15 @@ async fn serve_connection<H, F>(
         };
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = shutdown.signalled(), if !closing => {
-                // Answer the request in flight, if any, then close.
+            _ = shutdown.signalled(), if closing.is_none() => {
+                // A connection without a request in flight closes at once (whatever a slow peer
+                // is sending); one with a request has a few seconds to answer it, so a peer
+                // cannot hold the daemon's drain for the whole grace period.
+                if !state.busy.load(Ordering::Relaxed) {
+                    return;
+                }
                 conn.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some(tokio::time::Instant::now() + CLOSING_GRACE.min(limits.request_timeout));
             }
             _ = tokio::time::sleep(wait) => {}
             _ = state.evict.notified() => {
@@ -293,6 +303,9 @@ async fn serve_connection<H, F>(
         }
     }
 }
+
+/// How long a connection with a request in flight may take to answer it once shutdown begins.
+const CLOSING_GRACE: Duration = Duration::from_secs(5);
 
 fn count_timeout(metrics: &Option<Metrics>, what: &str, timeout: &str) {
     if let Some(m) = metrics {

@@ -124,13 +124,13 @@ pub async fn run(
     let policy = retry::policy::Policy::new(config.retry.clone());
     let ledger =
         ledger::Ledger::new(objects.ledger.clone(), policy.clone(), config.intake.ack_wait, metrics.clone());
-    drain.spawn(metrics::probe(
-        client.clone(),
-        objects.ledger.clone(),
-        metrics.clone(),
-        ready.clone(),
-        drain.clone(),
-    ));
+    {
+        let (client, kv, metrics, ready, stop) =
+            (client.clone(), objects.ledger.clone(), metrics.clone(), ready.clone(), drain.clone());
+        drain.spawn(supervised("the readiness probe", drain.clone(), move || {
+            metrics::probe(client.clone(), kv.clone(), metrics.clone(), ready.clone(), stop.clone())
+        }));
+    }
     let router = route::Router::new(&config.routes, &providers);
     let callback_index = match (&config.callbacks.listen, objects.callbacks.take()) {
         (Some(addr), Some(callback_objects)) => {

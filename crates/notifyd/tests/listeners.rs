@@ -253,3 +253,35 @@ async fn an_endless_request_body_is_cut_off() {
     assert_eq!(healthz(&daemon), Some(200));
     still_sends(&nats, "after-endless-body").await;
 }
+
+/// A slow or hostile peer cannot hold the shutdown: at SIGTERM a connection without a request in
+/// flight closes at once (a head still trickling in), and one with a request (a body that never
+/// ends) gets a few seconds, not the whole grace period (default timeouts: header 10 s, request
+/// 30 s; grace 20 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_peers_do_not_hold_the_shutdown() {
+    let nats = NatsServer::start();
+    let port = free_port();
+    let config = config(port)
+        .replace("header_timeout = \"1s\"\nidle_timeout = \"4s\"\nrequest_timeout = \"2s\"\n", "");
+    let mut daemon = Daemon::start(&nats, &config);
+
+    let mut slow_head = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    slow_head.write_all(b"POST /callbacks/intelli HTTP/1.1\r\nHost: x\r\nX-Slow: a").await.unwrap();
+    let mut endless_body = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    endless_body
+        .write_all(
+            b"POST /callbacks/intelli HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let status =
+        tokio::task::spawn_blocking(move || daemon.terminate(Duration::from_secs(15))).await.unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(9), "SIGTERM took {took:?} with two slow peers connected");
+    drop((slow_head, endless_body));
+}

@@ -332,7 +332,7 @@ impl Index {
             return;
         }
         let index = self.clone();
-        self.drain.spawn(async move {
+        self.in_background(async move {
             let mut by_id: BTreeMap<(String, String), Vec<Entry>> = BTreeMap::new();
             for entry in entries {
                 by_id
@@ -355,6 +355,19 @@ impl Index {
                         }
                     }
                 }
+            }
+        });
+    }
+
+    /// Runs best-effort index work on the drain, cut off as soon as shutdown begins: what it
+    /// leaves undone is redone by the tracking poller (registrations) or costs at most a repeated
+    /// event that the stream folds (published marks), so a slow index never holds the shutdown.
+    fn in_background(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let drain = self.drain.clone();
+        self.drain.spawn(async move {
+            tokio::select! {
+                _ = work => {}
+                _ = drain.signalled() => {}
             }
         });
     }
@@ -399,7 +412,7 @@ impl Index {
             return;
         }
         let index = self.clone();
-        self.drain.spawn(async move {
+        self.in_background(async move {
             for attempt in 1..=MARK_ATTEMPTS {
                 MARK_BACKOFF.sleep(attempt).await;
                 match index.mark_published(&key, &marks).await {
