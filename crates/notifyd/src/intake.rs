@@ -138,10 +138,12 @@ pub async fn run_jetstream(
             let slots = slots.clone();
             shutdown.spawn(async move {
                 let seq = msg.info().map_or(0, |i| i.stream_sequence);
-                let work = AssertUnwindSafe(handle_jetstream(&pipeline, &msg, created, ack_wait));
+                // Both futures are boxed: the task's own future stays a few pointers, so spawning
+                // it does not copy kilobytes (docs/benchmarks.md, "large futures").
+                let work = AssertUnwindSafe(Box::pin(handle_jetstream(&pipeline, &msg, created, ack_wait)));
                 if let Err(panic) = work.catch_unwind().await {
                     let what = panic_message(&*panic);
-                    contain(&pipeline, &msg.payload, &format!("js-{created}-{seq}"), what).await;
+                    Box::pin(contain(&pipeline, &msg.payload, &format!("js-{created}-{seq}"), what)).await;
                     if let Err(e) = msg.ack().await {
                         tracing::warn!(error = %e, "could not ack a request ended after a panic");
                     }
@@ -274,10 +276,11 @@ pub async fn run_core(
         let client = client.clone();
         shutdown.spawn(async move {
             let generated = format!("core-{}", nuid::next());
-            let work = AssertUnwindSafe(handle_core(&pipeline, &client, &msg, &generated));
+            // Boxed, as in run_jetstream: a small task future is cheap to spawn.
+            let work = AssertUnwindSafe(Box::pin(handle_core(&pipeline, &client, &msg, &generated)));
             if let Err(panic) = work.catch_unwind().await {
                 let what = panic_message(&*panic);
-                contain(&pipeline, &msg.payload, &generated, what).await;
+                Box::pin(contain(&pipeline, &msg.payload, &generated, what)).await;
             }
             slots.done(permit);
         });
