@@ -19,6 +19,11 @@ async fn gateway() -> MockHttp {
     .await
 }
 
+/// The callback index's key for provider message id `pmid` of instance `intelli`.
+fn index_key(pmid: &str) -> String {
+    format!("m.intelli.{}", pmid.bytes().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
 /// Waits until the callback index holds `n` recipients for provider message id `pmid` of instance
 /// `intelli`: the pipeline registers sent recipients in the background, so a report posted right
 /// after the `sent` event may otherwise find none yet (and count `unmatched`, to be applied a
@@ -26,7 +31,7 @@ async fn gateway() -> MockHttp {
 async fn wait_indexed(client: &async_nats::Client, pmid: &str, n: usize) {
     let js = async_nats::jetstream::new(client.clone());
     let kv = js.get_key_value("notifyd_ledger_callbacks").await.unwrap();
-    let key = format!("m.intelli.{}", pmid.bytes().map(|b| format!("{b:02x}")).collect::<String>());
+    let key = index_key(pmid);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(Some(v)) = kv.get(&key).await {
@@ -210,12 +215,9 @@ async fn stored_finals(client: &async_nats::Client, id: &str, to: &str) -> Vec<S
     finals
 }
 
-/// The value of a counter line `<series> <value>` in a metrics page (0 when absent).
+/// The value of a counter in a metrics page (0 when absent).
 fn counter(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
-        .unwrap_or(0)
+    common::metric_value(metrics, series).unwrap_or(0.0) as u64
 }
 
 /// Issue 12 item 9: with a token, only `/callbacks/<instance>/<token>` is accepted; without one,
@@ -753,7 +755,7 @@ async fn a_final_status_claimed_but_never_published_is_published_by_the_poller()
     // report's error, and no published mark.
     let js = async_nats::jetstream::new(client.clone());
     let kv = js.get_key_value("notifyd_ledger_callbacks").await.unwrap();
-    let key = format!("m.intelli.{}", "77001".bytes().map(|b| format!("{b:02x}")).collect::<String>());
+    let key = index_key("77001");
     let mut record: serde_json::Value =
         serde_json::from_slice(&kv.get(&key).await.unwrap().unwrap()).unwrap();
     let at = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 - 10_000;

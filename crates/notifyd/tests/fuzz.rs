@@ -116,7 +116,7 @@ fn payload(n: usize) -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn counter(metrics: &str, series: &str) -> u64 {
-    metrics.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)
+    common::metric_value(metrics, series).unwrap_or(0.0) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

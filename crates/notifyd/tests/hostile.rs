@@ -28,10 +28,6 @@ async fn intake_settles(consumer: &mut PullConsumer, within: Duration) -> bool {
     false
 }
 
-fn gauge(metrics: &str, name: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_character_in_the_id_is_rejected_and_acked() {
     let nats = NatsServer::start();
@@ -57,7 +53,7 @@ async fn a_control_character_in_the_id_is_rejected_and_acked() {
         assert_eq!(ev["error"]["code"], "invalid_request", "{ev}");
     }
     assert!(intake_settles(&mut consumer, Duration::from_secs(5)).await, "every such request is acked");
-    assert_eq!(gauge(&daemon.metrics(), "notifyd_in_flight_messages"), Some(0.0));
+    assert_eq!(common::metric_value(&daemon.metrics(), "notifyd_in_flight_messages"), Some(0.0));
     let log = daemon.log();
     assert!(!log.contains("crlf\nX"), "no raw line break from an id reaches the log");
 
@@ -89,7 +85,7 @@ async fn a_panicking_request_ends_failed_internal_is_acked_and_kept_as_a_dead_le
         "the request is acked, not redelivered"
     );
     let m = daemon.metrics();
-    assert_eq!(gauge(&m, "notifyd_in_flight_messages"), Some(0.0), "the slot is given back");
+    assert_eq!(common::metric_value(&m, "notifyd_in_flight_messages"), Some(0.0), "the slot is given back");
     assert!(m.contains(r#"notifyd_requests_total{outcome="internal_error"} 1"#), "{m}");
 
     // The payload is kept for the operator, with the reason.

@@ -89,15 +89,6 @@ async fn slowloris(port: u16, limit: Duration) -> Option<Duration> {
     None
 }
 
-fn metric(daemon: &Daemon, line_start: &str) -> f64 {
-    let text = daemon.metrics();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {line_start} in:\n{text}"))
-}
-
 fn healthz(daemon: &Daemon) -> Option<u16> {
     http_get(daemon.metrics_port, "/healthz").map(|(status, _)| status)
 }
@@ -130,8 +121,8 @@ async fn slowloris_connections_are_closed_after_the_header_timeout() {
             "slowloris connection {i} was held {held:?} (None: still open after 15s)"
         );
     }
-    assert!(metric(&daemon, "notifyd_http_timeouts_total{listener=\"callbacks\",timeout=\"header\"}") >= 8.0);
-    assert!(metric(&daemon, "notifyd_http_timeouts_total{listener=\"metrics\",timeout=\"header\"}") >= 8.0);
+    assert!(daemon.metric("notifyd_http_timeouts_total{listener=\"callbacks\",timeout=\"header\"}") >= 8.0);
+    assert!(daemon.metric("notifyd_http_timeouts_total{listener=\"metrics\",timeout=\"header\"}") >= 8.0);
     assert_eq!(healthz(&daemon), Some(200));
     still_sends(&nats, "after-slowloris").await;
 }
@@ -161,9 +152,9 @@ async fn at_the_cap_the_most_idle_connection_makes_room_and_busy_ones_are_kept()
             assert!(answer.is_none(), "connection {i}, the newest, stays open: {answer:?}");
         }
     }
-    assert_eq!(metric(&daemon, "notifyd_http_connections{listener=\"callbacks\"}"), CAP as f64);
+    assert_eq!(daemon.metric("notifyd_http_connections{listener=\"callbacks\"}"), CAP as f64);
     assert!(
-        metric(&daemon, "notifyd_http_timeouts_total{listener=\"callbacks\",timeout=\"evicted\"}")
+        daemon.metric("notifyd_http_timeouts_total{listener=\"callbacks\",timeout=\"evicted\"}")
             >= CAP as f64
     );
 
@@ -195,7 +186,7 @@ async fn at_the_cap_the_most_idle_connection_makes_room_and_busy_ones_are_kept()
     let mut over = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let (answer, _) = read_until_closed(&mut over, Duration::from_secs(3)).await.expect("refused at once");
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
-    assert!(metric(&daemon, "notifyd_http_connections_rejected_total{listener=\"callbacks\"}") >= 1.0);
+    assert!(daemon.metric("notifyd_http_connections_rejected_total{listener=\"callbacks\"}") >= 1.0);
     drop(busy);
 
     // An idle flood on the metrics listener cannot lock out health checks either.
@@ -246,10 +237,7 @@ async fn an_endless_request_body_is_cut_off() {
     assert!(closed, "the endless body was still being taken after {:?}", start.elapsed());
     assert!(start.elapsed() < Duration::from_secs(10), "cut off only after {:?}", start.elapsed());
     assert!(answer.starts_with("HTTP/1.1 408"), "answer to the endless body: {answer:?}");
-    assert_eq!(
-        metric(&daemon, "notifyd_http_timeouts_total{listener=\"callbacks\",timeout=\"request\"}"),
-        1.0
-    );
+    assert_eq!(daemon.metric("notifyd_http_timeouts_total{listener=\"callbacks\",timeout=\"request\"}"), 1.0);
     assert_eq!(healthz(&daemon), Some(200));
     still_sends(&nats, "after-endless-body").await;
 }

@@ -59,14 +59,6 @@ async fn wait_readyz(daemon: &Daemon, want: u16, within: Duration) {
     }
 }
 
-fn metric(daemon: &Daemon, name: &str) -> f64 {
-    let text = daemon.metrics();
-    text.lines()
-        .find(|l| l.split(' ').next() == Some(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
-}
-
 async fn still_sends(nats: &NatsServer, id: &str) {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let mut events = Events::subscribe(&client).await;
@@ -82,13 +74,13 @@ async fn readyz_is_503_while_nats_server_is_paused() {
     let paused = Paused(nats_pids(&nats));
     signal(&paused.0, "STOP");
     wait_readyz(&daemon, 503, Duration::from_secs(25)).await;
-    assert_eq!(metric(&daemon, "notifyd_nats_connected"), 0.0);
-    assert_eq!(metric(&daemon, "notifyd_ready"), 0.0);
+    assert_eq!(daemon.metric("notifyd_nats_connected"), 0.0);
+    assert_eq!(daemon.metric("notifyd_ready"), 0.0);
 
     drop(paused);
     wait_readyz(&daemon, 200, Duration::from_secs(15)).await;
-    assert_eq!(metric(&daemon, "notifyd_nats_connected"), 1.0);
-    assert_eq!(metric(&daemon, "notifyd_ready"), 1.0);
+    assert_eq!(daemon.metric("notifyd_nats_connected"), 1.0);
+    assert_eq!(daemon.metric("notifyd_ready"), 1.0);
     still_sends(&nats, "after-pause").await;
 }
 
@@ -122,11 +114,11 @@ async fn readyz_is_503_while_the_jetstream_store_is_full() {
     }
     assert!(full, "the store did not fill up");
     wait_readyz(&daemon, 503, Duration::from_secs(25)).await;
-    assert_eq!(metric(&daemon, "notifyd_jetstream_writable"), 0.0);
-    assert_eq!(metric(&daemon, "notifyd_nats_connected"), 1.0);
+    assert_eq!(daemon.metric("notifyd_jetstream_writable"), 0.0);
+    assert_eq!(daemon.metric("notifyd_nats_connected"), 1.0);
 
     js.delete_stream("FILL").await.unwrap();
     wait_readyz(&daemon, 200, Duration::from_secs(15)).await;
-    assert_eq!(metric(&daemon, "notifyd_jetstream_writable"), 1.0);
+    assert_eq!(daemon.metric("notifyd_jetstream_writable"), 1.0);
     still_sends(&nats, "after-full").await;
 }

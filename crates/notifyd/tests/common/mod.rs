@@ -122,6 +122,18 @@ impl Daemon {
     pub fn metrics(&self) -> String {
         http_get(self.metrics_port, "/metrics").map(|(_, body)| body).unwrap_or_default()
     }
+
+    /// The value of one series (`name` or `name{labels}`, labels as rendered) scraped now; panics
+    /// with the whole page when it is absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics();
+        metric_value(&text, series).unwrap_or_else(|| panic!("no metric {series} in:\n{text}"))
+    }
+}
+
+/// The value of the line `<series> <value>` of a metrics page, if there is one.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 impl Drop for Daemon {
