@@ -58,6 +58,7 @@ pub struct Config {
     pub tracking: TrackingConfig,
     pub balance: BalanceConfig,
     pub shutdown: ShutdownConfig,
+    pub scheduling: SchedulingConfig,
     pub providers: Vec<ProviderConfig>,
     pub routes: Vec<RouteConfig>,
     /// The directory relative paths are resolved against (the config file's).
@@ -150,6 +151,9 @@ pub struct IntakeConfig {
     pub ack_wait: Duration,
     /// Requests in flight per replica. Default 1000.
     pub max_in_flight: usize,
+    /// Stream of the providers' queues (`<prefix>.sms.queue.<provider>.<class>`). Default
+    /// `NOTIFY_SMS_QUEUE`.
+    pub queue_stream: String,
 }
 
 impl Default for IntakeConfig {
@@ -165,6 +169,7 @@ impl Default for IntakeConfig {
             held_stream: "NOTIFY_SMS_HELD".into(),
             ack_wait: Duration::from_secs(30),
             max_in_flight: 1000,
+            queue_stream: "NOTIFY_SMS_QUEUE".into(),
         }
     }
 }
@@ -372,6 +377,22 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// `[scheduling]`: how a provider's capacity is shared between classes (docs/scheduling.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulingConfig {
+    /// Share of `normal` against `bulk` when both wait. Default 4.
+    pub normal_weight: u32,
+    /// Share of `bulk` against `normal` when both wait. Default 1.
+    pub bulk_weight: u32,
+}
+
+impl Default for SchedulingConfig {
+    fn default() -> Self {
+        SchedulingConfig { normal_weight: 4, bulk_weight: 1 }
+    }
+}
+
 /// `[[providers]]`: one provider instance.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -391,6 +412,11 @@ pub struct ProviderConfig {
     pub rate_per_second: Option<f64>,
     /// Token bucket size. Default `rate_per_second`.
     pub burst: Option<u32>,
+    /// Calls in flight to this provider at once, per replica. Default unlimited.
+    pub max_concurrency: Option<usize>,
+    /// Requests waiting in this provider's queue, per class; beyond it, intake holds requests
+    /// back. Default 1,000,000.
+    pub max_queued: Option<u64>,
     /// Low-balance alert threshold.
     pub low_balance: Option<f64>,
     /// Shared secret in the callback path (or `callback_token_env`).
@@ -415,6 +441,8 @@ pub struct RouteConfig {
     pub prefixes: Vec<String>,
     /// Provider instance names, in failover order.
     pub providers: Vec<String>,
+    /// The class of a request routed here that states none. Default `normal`.
+    pub priority: Option<crate::class::Class>,
 }
 
 const SECTIONS: &[&str] = &[
@@ -429,6 +457,7 @@ const SECTIONS: &[&str] = &[
     "tracking",
     "balance",
     "shutdown",
+    "scheduling",
     "providers",
     "routes",
 ];
@@ -517,6 +546,7 @@ impl Config {
             tracking: table!("tracking", TrackingConfig),
             balance: table!("balance", BalanceConfig),
             shutdown: table!("shutdown", ShutdownConfig),
+            scheduling: table!("scheduling", SchedulingConfig),
             providers: Vec::new(),
             routes: Vec::new(),
             base_dir,

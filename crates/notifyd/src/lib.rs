@@ -10,6 +10,7 @@
 
 pub mod balance;
 pub mod breaker;
+pub mod class;
 pub mod config;
 pub mod dispatch;
 pub mod events;

@@ -59,6 +59,8 @@ pub struct Request {
     pub send_at: Option<OffsetDateTime>,
     pub expires_at: Option<OffsetDateTime>,
     pub tags: Option<Arc<Tags>>,
+    /// The traffic class (the `priority` field, else the intake subject's, else the route's).
+    pub class: crate::class::Class,
 }
 
 /// One entry of `to`.
@@ -308,6 +310,7 @@ fn check(wire: Wire, limits: &Limits, known_provider: &dyn Fn(&str) -> bool) -> 
         send_at,
         expires_at,
         tags: tags.map(Arc::new),
+        class: crate::class::Class::Normal,
     })
 }
 
