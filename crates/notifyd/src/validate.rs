@@ -59,8 +59,9 @@ pub struct Request {
     pub send_at: Option<OffsetDateTime>,
     pub expires_at: Option<OffsetDateTime>,
     pub tags: Option<Arc<Tags>>,
-    /// The traffic class (the `priority` field, else the intake subject's, else the route's).
-    pub class: crate::class::Class,
+    /// The traffic class the request states (its `priority` field, else its intake subject's
+    /// suffix); `None`: its route's `priority`, else `normal`.
+    pub class: Option<crate::class::Class>,
 }
 
 /// One entry of `to`.
@@ -310,7 +311,7 @@ fn check(wire: Wire, limits: &Limits, known_provider: &dyn Fn(&str) -> bool) -> 
         send_at,
         expires_at,
         tags: tags.map(Arc::new),
-        class: crate::class::Class::Normal,
+        class: None,
     })
 }
 
