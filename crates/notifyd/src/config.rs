@@ -769,9 +769,10 @@ impl Config {
         }
     }
 
-    /// The subject requests arrive on: `<prefix>.sms.send`.
+    /// The subject requests arrive on: `<prefix>.sms.send` (and `<prefix>.sms.send.<class>`, see
+    /// [`crate::nats::send_subjects`]).
     pub fn send_subject(&self) -> String {
-        format!("{}.sms.send", self.nats.subject_prefix)
+        crate::nats::send_subject(&self.nats.subject_prefix)
     }
 }
 

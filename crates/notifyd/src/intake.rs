@@ -10,6 +10,7 @@
 //! taking new requests when shutdown begins. Each request runs in a task on the daemon's drain
 //! ([`crate::shutdown`]), which waits for the ones in flight.
 
+use crate::class::Class;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Verdict};
 use crate::retry::nats::{Operation, Retry, emit};
@@ -143,7 +144,9 @@ pub async fn run_jetstream(
                 let work = AssertUnwindSafe(Box::pin(handle_jetstream(&pipeline, &msg, created, ack_wait)));
                 if let Err(panic) = work.catch_unwind().await {
                     let what = panic_message(&*panic);
-                    Box::pin(contain(&pipeline, &msg.payload, &format!("js-{created}-{seq}"), what)).await;
+                    let class = crate::nats::subject_class(&pipeline.prefix, &msg.subject);
+                    let generated = format!("js-{created}-{seq}");
+                    Box::pin(contain(&pipeline, &msg.payload, class, &generated, what)).await;
                     if let Err(e) = msg.ack().await {
                         tracing::warn!(error = %e, "could not ack a request ended after a panic");
                     }
@@ -156,8 +159,14 @@ pub async fn run_jetstream(
 
 /// Ends a request whose task panicked (see [`Pipeline::end_after_panic`]); a panic while doing so
 /// is logged and swallowed, so one payload can never take the intake down or come back forever.
-async fn contain(pipeline: &Pipeline, payload: &bytes::Bytes, generated_id: &str, what: String) {
-    let ending = AssertUnwindSafe(pipeline.end_after_panic(payload, generated_id, &what));
+async fn contain(
+    pipeline: &Pipeline,
+    payload: &bytes::Bytes,
+    class: Option<Class>,
+    generated_id: &str,
+    what: String,
+) {
+    let ending = AssertUnwindSafe(pipeline.end_after_panic(payload, class, generated_id, &what));
     if let Err(again) = ending.catch_unwind().await {
         tracing::error!(panic = ?panic_message(&*again), "ending a request after a panic panicked too; acking it");
     }
@@ -186,7 +195,10 @@ async fn handle_jetstream(pipeline: &Pipeline, msg: &jetstream::Message, created
         Err(_) => (0, 1),
     };
     let generated = move || format!("js-{created}-{seq}");
-    let decoded = pipeline.validate(&msg.payload, &generated);
+    // The class the subject states: the intake stream's per-class subjects; `None` for the plain
+    // send subject and for the held stream (a held request carries its class in `priority`).
+    let class = crate::nats::subject_class(&pipeline.prefix, &msg.subject);
+    let decoded = pipeline.validate(&msg.payload, class, &generated);
     // A request due later, for a route whose providers cannot schedule it, is handed back to
     // JetStream until it is due: it takes no worker and no memory while it waits.
     if let Decoded::Valid(req) = &decoded {
@@ -280,7 +292,8 @@ pub async fn run_core(
             let work = AssertUnwindSafe(Box::pin(handle_core(&pipeline, &client, &msg, &generated)));
             if let Err(panic) = work.catch_unwind().await {
                 let what = panic_message(&*panic);
-                Box::pin(contain(&pipeline, &msg.payload, &generated, what)).await;
+                let class = crate::nats::subject_class(&pipeline.prefix, &msg.subject);
+                Box::pin(contain(&pipeline, &msg.payload, class, &generated, what)).await;
             }
             slots.done(permit);
         });
@@ -296,7 +309,8 @@ async fn handle_core(
     generated: &str,
 ) {
     let generated_id = || generated.to_owned();
-    let decoded = pipeline.validate(&msg.payload, &generated_id);
+    let class = crate::nats::subject_class(&pipeline.prefix, &msg.subject);
+    let decoded = pipeline.validate(&msg.payload, class, &generated_id);
     if let Some(reply) = &msg.reply {
         let answer = reply_body(&Pipeline::verdict(&decoded));
         let _ = client.publish(reply.clone(), answer.into()).await;
@@ -321,7 +335,7 @@ async fn handle_core(
     while let Verdict::Busy { retry_in } = verdict {
         tokio::time::sleep(busy_delay(looks, retry_in)).await;
         looks += 1;
-        let decoded = pipeline.validate(&msg.payload, &generated_id);
+        let decoded = pipeline.validate(&msg.payload, class, &generated_id);
         verdict = pipeline.finish(&msg.payload, decoded, generated, &owner).await;
     }
 }

@@ -4,6 +4,7 @@
 //! intake can answer right after it; [`Pipeline::execute`] does the rest and returns once every
 //! event is stored.
 
+use crate::class::Class;
 use crate::dispatch::Dispatcher;
 use crate::events::{Batch, Event, EventError, Events, Status};
 use crate::ledger::{Begin, Ledger, State, done_state};
@@ -78,11 +79,17 @@ pub enum Verdict {
 }
 
 impl Pipeline {
-    /// Decodes and validates a payload; `generated_id` gives the id of a request without a valid
-    /// one.
-    pub fn validate(&self, payload: &[u8], generated_id: &dyn Fn() -> String) -> Decoded {
-        let mut decoded =
-            validate::decode(payload, &self.limits, |p| self.providers.index(p).is_some(), generated_id);
+    /// Decodes and validates a payload; `subject_class` is the class of the subject it arrived on
+    /// (`<prefix>.sms.send.<class>`, see [`crate::nats::subject_class`]; `None` for
+    /// `<prefix>.sms.send`); `generated_id` gives the id of a request without a valid one.
+    pub fn validate(
+        &self,
+        payload: &[u8],
+        subject_class: Option<Class>,
+        generated_id: &dyn Fn() -> String,
+    ) -> Decoded {
+        let known = |p: &str| self.providers.index(p).is_some();
+        let mut decoded = validate::decode(payload, &self.limits, subject_class, known, generated_id);
         if let Decoded::Rejected(r) = &mut decoded {
             r.id.get_or_insert_with(generated_id);
         }
@@ -90,8 +97,14 @@ impl Pipeline {
     }
 
     /// Handles a payload end to end; `owner` names this delivery (see [`crate::ledger`]).
-    pub async fn handle(&self, payload: &Bytes, generated_id: &dyn Fn() -> String, owner: &str) -> Verdict {
-        let decoded = self.validate(payload, generated_id);
+    pub async fn handle(
+        &self,
+        payload: &Bytes,
+        subject_class: Option<Class>,
+        generated_id: &dyn Fn() -> String,
+        owner: &str,
+    ) -> Verdict {
+        let decoded = self.validate(payload, subject_class, generated_id);
         self.finish(payload, decoded, &generated_id(), owner).await
     }
 
@@ -165,11 +178,18 @@ impl Pipeline {
     /// gets a `failed` event with code `internal` (the whole request gets one when none can be
     /// read), and the payload is kept in the dead-letter stream with the panic's message, so an
     /// operator can see it and send it again. The caller then acknowledges the message: a
-    /// payload that panics once would panic on every redelivery.
-    pub async fn end_after_panic(&self, payload: &Bytes, generated_id: &str, panic: &str) {
+    /// payload that panics once would panic on every redelivery. `subject_class` as for
+    /// [`Pipeline::validate`].
+    pub async fn end_after_panic(
+        &self,
+        payload: &Bytes,
+        subject_class: Option<Class>,
+        generated_id: &str,
+        panic: &str,
+    ) {
         self.metrics.requests.with_label_values(&["internal_error"]).inc();
         let generated = || generated_id.to_owned();
-        let decoded = self.validate(payload, &generated);
+        let decoded = self.validate(payload, subject_class, &generated);
         let (id, numbers, tags): (String, Vec<String>, Option<Arc<crate::validate::Tags>>) = match &decoded {
             Decoded::Valid(req) => (
                 req.id.to_string(),

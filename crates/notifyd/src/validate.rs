@@ -5,6 +5,7 @@
 //! a valid [`Request`] whose recipients are each either a normalised number or a per-number
 //! rejection.
 
+use crate::class::Class;
 use notifyd_plugin::wire::ErrorCode;
 use notifyd_sms::{Encoding, PhoneNumber, TextInfo};
 use serde::Deserialize;
@@ -37,6 +38,9 @@ struct Wire {
     send_at: Option<String>,
     expires_at: Option<String>,
     tags: Option<Tags>,
+    /// Any JSON value, so a wrong type gets the message naming the allowed values, not serde's.
+    /// `null` is absent.
+    priority: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -61,7 +65,7 @@ pub struct Request {
     pub tags: Option<Arc<Tags>>,
     /// The traffic class the request states (its `priority` field, else its intake subject's
     /// suffix); `None`: its route's `priority`, else `normal`.
-    pub class: Option<crate::class::Class>,
+    pub class: Option<Class>,
 }
 
 /// One entry of `to`.
@@ -96,11 +100,14 @@ pub enum Decoded {
     Dead(String),
 }
 
-/// Decodes and validates one payload. `generated_id` supplies the id when the request has none
-/// (or an invalid one); `known_provider` says whether a pinned provider exists.
+/// Decodes and validates one payload. `subject_class` is the class the subject it arrived on
+/// states (`<prefix>.sms.send.<class>`; `None` for `<prefix>.sms.send`); `generated_id` supplies
+/// the id when the request has none (or an invalid one); `known_provider` says whether a pinned
+/// provider exists.
 pub fn decode(
     payload: &[u8],
     limits: &Limits,
+    subject_class: Option<Class>,
     known_provider: impl Fn(&str) -> bool,
     generated_id: &dyn Fn() -> String,
 ) -> Decoded {
@@ -108,7 +115,7 @@ pub fn decode(
         Ok(w) => w,
         Err(e) => return classify_undecodable(payload, e),
     };
-    match check(wire, limits, &known_provider) {
+    match check(wire, limits, subject_class, &known_provider) {
         Ok(mut req) => {
             if req.id.is_empty() {
                 req.id = generated_id().into();
@@ -217,7 +224,44 @@ fn cut(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
-fn check(wire: Wire, limits: &Limits, known_provider: &dyn Fn(&str) -> bool) -> Result<Request, Rejection> {
+/// The request's class: its `priority` field when given, else the class of the subject it was
+/// published on (`subject`), else none (its route's default applies). A `priority` that is not
+/// one of the class names, or that contradicts the subject, is a problem.
+fn class(priority: Option<serde_json::Value>, subject: Option<Class>) -> Result<Option<Class>, String> {
+    const ALLOWED: &str = "\"urgent\", \"normal\" or \"bulk\" (lower case)";
+    let stated = match priority {
+        None => None,
+        Some(serde_json::Value::String(s)) => match Class::parse(&s) {
+            Some(c) => Some(c),
+            // Quoted with `{:?}`: control characters are escaped, never written out, and only
+            // the first 16 characters are shown.
+            None => return Err(format!("`priority` must be {ALLOWED}, not {:?}", cut(&s, 16))),
+        },
+        Some(other) => {
+            let kind = match other {
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Bool(_) => "a boolean",
+                serde_json::Value::Array(_) => "an array",
+                _ => "an object",
+            };
+            return Err(format!("`priority` must be a string, {ALLOWED}, not {kind}"));
+        }
+    };
+    match (stated, subject) {
+        (Some(field), Some(subject)) if field != subject => Err(format!(
+            "the priority field says \"{field}\" but the request was published on \
+             <prefix>.sms.send.{subject}; make them agree, or leave one of them out"
+        )),
+        (stated, subject) => Ok(stated.or(subject)),
+    }
+}
+
+fn check(
+    wire: Wire,
+    limits: &Limits,
+    subject_class: Option<Class>,
+    known_provider: &dyn Fn(&str) -> bool,
+) -> Result<Request, Rejection> {
     // Id and tags first: a rejection for any other reason still carries them.
     let id_problem = wire.id.as_deref().map(check_id).transpose().err();
     let tags_problem = wire.tags.as_ref().map(check_tags).transpose().err();
@@ -276,6 +320,7 @@ fn check(wire: Wire, limits: &Limits, known_provider: &dyn Fn(&str) -> bool) -> 
             )));
         }
     }
+    let class = class(wire.priority, subject_class).map_err(&invalid)?;
     let send_at = timestamp("send_at", wire.send_at).map_err(&invalid)?;
     let expires_at = timestamp("expires_at", wire.expires_at).map_err(&invalid)?;
     if let Some(at) = send_at {
@@ -311,7 +356,7 @@ fn check(wire: Wire, limits: &Limits, known_provider: &dyn Fn(&str) -> bool) -> 
         send_at,
         expires_at,
         tags: tags.map(Arc::new),
-        class: None,
+        class,
     })
 }
 
@@ -334,7 +379,12 @@ mod tests {
     }
 
     fn run(payload: &str) -> Decoded {
-        decode(payload.as_bytes(), &limits(), |p| p == "sms-a", &|| "js-1-7".to_owned())
+        run_on(payload, None)
+    }
+
+    /// `payload` as published on the subject of `subject_class`.
+    fn run_on(payload: &str, subject_class: Option<Class>) -> Decoded {
+        decode(payload.as_bytes(), &limits(), subject_class, |p| p == "sms-a", &|| "js-1-7".to_owned())
     }
 
     fn rejected(payload: &str) -> Rejection {
@@ -370,7 +420,7 @@ mod tests {
         assert!(matches!(run("[1,2]"), Decoded::Dead(r) if r.contains("an array")));
         assert!(matches!(run("hello"), Decoded::Dead(r) if r.contains("not JSON")));
         assert!(matches!(run("\"s\""), Decoded::Dead(r) if r.contains("a string")));
-        let bad_utf8 = decode(b"{\"to\":\"\xff\"}", &limits(), |_| true, &String::new);
+        let bad_utf8 = decode(b"{\"to\":\"\xff\"}", &limits(), None, |_| true, &String::new);
         assert!(matches!(bad_utf8, Decoded::Dead(r) if r.contains("UTF-8")));
     }
 
@@ -443,10 +493,99 @@ mod tests {
         assert_eq!(r.expires_at.unwrap().unix_timestamp(), 1_795_295_100);
     }
 
+    #[test]
+    fn the_priority_field_wins_else_the_subject_else_none() {
+        use Class::*;
+        let class = |priority: &str, subject: Option<Class>| {
+            let payload = format!(r#"{{"id":"p","to":"4915171112233","text":"hi"{priority}}}"#);
+            match run_on(&payload, subject) {
+                Decoded::Valid(r) => r.class,
+                other => panic!("{payload} on {subject:?}: {other:?}"),
+            }
+        };
+        // Neither: none, so the route's default applies later. `null` is absent.
+        assert_eq!(class("", None), None);
+        assert_eq!(class(r#","priority":null"#, None), None);
+        // The field alone.
+        assert_eq!(class(r#","priority":"urgent""#, None), Some(Urgent));
+        assert_eq!(class(r#","priority":"normal""#, None), Some(Normal));
+        assert_eq!(class(r#","priority":"bulk""#, None), Some(Bulk));
+        // The subject alone.
+        for c in Class::ALL {
+            assert_eq!(class("", Some(c)), Some(c));
+            assert_eq!(class(r#","priority":null"#, Some(c)), Some(c));
+        }
+        // Both, agreeing.
+        assert_eq!(class(r#","priority":"bulk""#, Some(Bulk)), Some(Bulk));
+    }
+
+    #[test]
+    fn a_priority_that_contradicts_the_subject_is_rejected() {
+        let r = match run_on(
+            r#"{"id":"p-1","to":"4915171112233","text":"hi","priority":"bulk"}"#,
+            Some(Class::Urgent),
+        ) {
+            Decoded::Rejected(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(r.code, "invalid_request");
+        assert_eq!(r.id.as_deref(), Some("p-1"));
+        assert!(r.message.contains("says \"bulk\""), "{}", r.message);
+        assert!(r.message.contains("published on <prefix>.sms.send.urgent"), "{}", r.message);
+        for (field, subject) in [("urgent", Class::Normal), ("normal", Class::Bulk), ("bulk", Class::Normal)]
+        {
+            let payload = format!(r#"{{"to":"4915171112233","text":"hi","priority":"{field}"}}"#);
+            assert!(matches!(run_on(&payload, Some(subject)), Decoded::Rejected(_)), "{field} on {subject}");
+        }
+    }
+
+    #[test]
+    fn a_priority_that_is_not_a_class_name_is_rejected_naming_the_allowed_values() {
+        let long = format!("\\u001b[31m{}", "x".repeat(500));
+        let cases = [
+            r#""URGENT""#,
+            r#""Urgent""#,
+            r#""high""#,
+            r#""""#,
+            r#"" urgent""#,
+            r#""urgent\n""#,
+            r#""\u001b[2Jurgent""#,
+            r#""a\u2028b""#,
+            r#""\u202eevil""#,
+            "1",
+            "0.5",
+            "true",
+            r#"["urgent"]"#,
+            r#"{"class":"urgent"}"#,
+        ];
+        for value in cases.iter().map(|v| v.to_string()).chain([format!("\"{long}\"")]) {
+            let payload = format!(r#"{{"id":"p-2","to":"4915171112233","text":"hi","priority":{value}}}"#);
+            for subject in [None, Some(Class::Urgent)] {
+                let r = match run_on(&payload, subject) {
+                    Decoded::Rejected(r) => r,
+                    other => panic!("{value}: {other:?}"),
+                };
+                assert_eq!(r.code, "invalid_request", "{value}");
+                assert_eq!(r.id.as_deref(), Some("p-2"), "{value}");
+                assert!(r.message.contains(r#""urgent", "normal" or "bulk""#), "{value}: {}", r.message);
+                assert!(
+                    !r.message.chars().any(|c| c.is_control() || ('\u{2028}'..='\u{202e}').contains(&c)),
+                    "{value}: a control character leaks: {:?}",
+                    r.message
+                );
+                assert!(r.message.len() < 200, "{value}: the value is cut: {}", r.message);
+            }
+        }
+        let r = rejected(r#"{"to":"4915171112233","text":"hi","priority":"HIGH"}"#);
+        assert!(r.message.ends_with(r#"not "HIGH""#), "{}", r.message);
+        let r = rejected(r#"{"to":"4915171112233","text":"hi","priority":7}"#);
+        assert!(r.message.ends_with("not a number"), "{}", r.message);
+    }
+
     proptest::proptest! {
         #[test]
         fn decoding_never_panics_on_arbitrary_bytes(payload in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-            let _ = decode(&payload, &limits(), |_| true, &|| "js-1-1".to_owned());
+            let _ = decode(&payload, &limits(), None, |_| true, &|| "js-1-1".to_owned());
         }
 
         #[test]
@@ -462,7 +601,7 @@ mod tests {
             if let Some(from) = from { v["from"] = from.into(); }
             if let Some(at) = at { v["send_at"] = at.into(); }
             let payload = serde_json::to_vec(&v).unwrap();
-            match decode(&payload, &limits(), |_| true, &|| "js-1-1".to_owned()) {
+            match decode(&payload, &limits(), None, |_| true, &|| "js-1-1".to_owned()) {
                 Decoded::Valid(r) => proptest::prop_assert!(!r.id.is_empty()),
                 Decoded::Rejected(r) => proptest::prop_assert!(!r.message.is_empty()),
                 Decoded::Dead(_) => proptest::prop_assert!(false, "a JSON object is never a dead letter"),

@@ -34,7 +34,7 @@ async fn every_bad_request_ends_clearly_and_the_daemon_keeps_serving() {
         ("r-1001", json!({"id": "r-1001", "to": many, "text": "hi"}), "invalid_request"),
         (
             "r-field",
-            json!({"id": "r-field", "to": "4915171112233", "text": "hi", "priority": 1}),
+            json!({"id": "r-field", "to": "4915171112233", "text": "hi", "urgency": 1}),
             "invalid_request",
         ),
         (

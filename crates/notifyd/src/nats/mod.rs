@@ -23,10 +23,33 @@ pub use objects::{
 };
 
 use crate::Error;
+use crate::class::Class;
 use crate::config::NatsConfig;
 use crate::metrics::{Metrics, Readiness};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+/// The subject requests arrive on: `<prefix>.sms.send`.
+pub fn send_subject(prefix: &str) -> String {
+    format!("{prefix}.sms.send")
+}
+
+/// The subject requests of one traffic class may arrive on: `<prefix>.sms.send.<class>`.
+pub fn class_subject(prefix: &str, class: Class) -> String {
+    format!("{prefix}.sms.send.{class}")
+}
+
+/// Every subject requests arrive on: `<prefix>.sms.send`, then one per class, most urgent first.
+pub fn send_subjects(prefix: &str) -> Vec<String> {
+    std::iter::once(send_subject(prefix)).chain(Class::ALL.map(|c| class_subject(prefix, c))).collect()
+}
+
+/// The class a request's subject states: `Some` for `<prefix>.sms.send.<class>`, `None` for
+/// `<prefix>.sms.send` and any other subject (the held stream's, say).
+pub fn subject_class(prefix: &str, subject: &str) -> Option<Class> {
+    let suffix = subject.strip_prefix(prefix)?.strip_prefix(".sms.send.")?;
+    Class::parse(suffix)
+}
 
 /// The subject status events are published to: `<prefix>.sms.status.<status>`.
 pub fn status_subject(prefix: &str, status: &str) -> String {
@@ -163,6 +186,23 @@ mod tests {
         assert!(super::server_version_supported("v2.15.1"));
         assert!(super::server_version_supported("3.0.0"));
         assert!(!super::server_version_supported("2.9.10"));
+    }
+
+    #[test]
+    fn the_class_of_a_subject_is_its_suffix() {
+        use crate::class::Class;
+        assert_eq!(super::subject_class("notify", "notify.sms.send"), None);
+        assert_eq!(super::subject_class("notify", "notify.sms.send.urgent"), Some(Class::Urgent));
+        assert_eq!(super::subject_class("notify", "notify.sms.send.normal"), Some(Class::Normal));
+        assert_eq!(super::subject_class("a.b", "a.b.sms.send.bulk"), Some(Class::Bulk));
+        assert_eq!(super::subject_class("notify", "notify.sms.send.URGENT"), None);
+        assert_eq!(super::subject_class("notify", "notify.sms.send.urgent.x"), None);
+        assert_eq!(super::subject_class("notify", "other.sms.send.urgent"), None);
+        assert_eq!(super::subject_class("notify", "notify.sms.held"), None);
+        assert_eq!(
+            super::send_subjects("notify"),
+            ["notify.sms.send", "notify.sms.send.urgent", "notify.sms.send.normal", "notify.sms.send.bulk"]
+        );
     }
 
     #[test]
