@@ -664,7 +664,8 @@ def check_streams_script(path):
     for key, value in defaults.items():
         if value not in script:
             problem(path, f"does not use notifyd's default {key} {value}")
-    for subject in ("$PREFIX.sms.send", "$PREFIX.sms.status.>", "$PREFIX.sms.track", "$PREFIX.sms.dead", "$PREFIX.sms.held"):
+    for subject in ("$PREFIX.sms.send", "$PREFIX.sms.send.urgent", "$PREFIX.sms.send.normal", "$PREFIX.sms.send.bulk",
+                    "$PREFIX.sms.status.>", "$PREFIX.sms.track", "$PREFIX.sms.dead", "$PREFIX.sms.held"):
         if subject not in script:
             problem(path, f"does not create a stream on {subject}")
 

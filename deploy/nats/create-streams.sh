@@ -7,8 +7,9 @@
 #   ./create-streams.sh scale      # streams that already exist (created by notifyd): edit to 3 replicas
 #
 # Needs the `nats` CLI. The names and subjects are notifyd's defaults; set the variables below if
-# your [nats] subject_prefix or [intake] names differ. The consumers (notifyd, notifyd_tracking)
-# are created by notifyd and inherit the stream's replicas.
+# your [nats] subject_prefix or [intake] names differ. The consumers (notifyd, notifyd_urgent,
+# notifyd_normal, notifyd_bulk, notifyd_tracking) are created by notifyd and inherit the stream's
+# replicas.
 set -eu
 
 PREFIX=${PREFIX:-notify}                        # [nats] subject_prefix
@@ -25,8 +26,10 @@ REPLICAS=${REPLICAS:-3}
 
 case "${1:-create}" in
 create)
-    # Requests: work queue, kept until acknowledged.
-    nats stream add "$STREAM" --subjects "$PREFIX.sms.send" --storage file --retention work \
+    # Requests: work queue, kept until acknowledged; the plain subject and one per traffic class.
+    nats stream add "$STREAM" \
+        --subjects "$PREFIX.sms.send,$PREFIX.sms.send.urgent,$PREFIX.sms.send.normal,$PREFIX.sms.send.bulk" \
+        --storage file --retention work \
         --discard old --dupe-window 2m --replicas "$REPLICAS" --defaults
     # Status events: kept 7 days for replay.
     nats stream add "$STATUS_STREAM" --subjects "$PREFIX.sms.status.>" --storage file --retention limits \

@@ -1,14 +1,18 @@
 //! Intake: where requests come from (SPEC §2), and how many are worked on at once.
 //!
-//! - **JetStream** (default): a work-queue stream and one durable pull consumer shared by every
-//!   replica. A request is acked only after all its events are stored; while it is worked on, the
-//!   message is kept alive with in-progress acks, so a long retry is not redelivered elsewhere.
+//! - **JetStream** (default): a work-queue stream and four durable pull consumers shared by every
+//!   replica, one per subject (`<prefix>.sms.send` and `<prefix>.sms.send.<class>`), each served
+//!   by its own [`run_jetstream`] loop. A request is acked only after all its events are stored;
+//!   while it is worked on, the message is kept alive with in-progress acks, so a long retry is
+//!   not redelivered elsewhere.
 //! - **Core**: a queue-group subscription; a request with a reply subject is answered right after
 //!   validation. At-most-once.
 //!
 //! Both bound the requests in flight with a semaphore of `intake.max_in_flight` permits, and stop
-//! taking new requests when shutdown begins. Each request runs in a task on the daemon's drain
-//! ([`crate::shutdown`]), which waits for the ones in flight.
+//! taking new requests when shutdown begins. In JetStream mode the urgent lane has its own
+//! ([`urgent_slots`]), so an urgent request never waits for a slot behind normal and bulk ones.
+//! Each request runs in a task on the daemon's drain ([`crate::shutdown`]), which waits for the
+//! ones in flight.
 
 use crate::class::Class;
 use crate::metrics::Metrics;
@@ -31,25 +35,47 @@ use tokio::sync::Semaphore;
 /// clock that jumps is noticed within a day.
 pub const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
 
-/// Every 5 s, reads the consumers' backlog into `notifyd_intake_pending_messages`,
-/// `notifyd_intake_unacked_messages` and `notifyd_tracking_backlog_messages`.
+/// Slots of the urgent lane in JetStream mode: a tenth of `intake.max_in_flight`, at least 16,
+/// on top of `max_in_flight` (which the other lanes share).
+pub fn urgent_slots(max_in_flight: usize) -> usize {
+    (max_in_flight / 10).max(16)
+}
+
+/// Every 5 s, reads the consumers' backlog into `notifyd_intake_pending_messages{class}`,
+/// `notifyd_intake_unacked_messages{class}` and `notifyd_tracking_backlog_messages`.
 pub async fn observe_backlog(
-    intake: Option<consumer::PullConsumer>,
+    intake: Option<crate::nats::IntakeConsumers>,
     mut tracking: consumer::PullConsumer,
     metrics: Metrics,
     shutdown: Shutdown,
 ) {
-    let mut intake = intake;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = shutdown.signalled() => return,
             _ = tick.tick() => {}
         }
-        if let Some(c) = intake.as_mut() {
-            if let Ok(info) = c.info().await {
-                metrics.intake_pending.set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
-                metrics.intake_unacked.set(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
+        if let Some(intake) = &intake {
+            // Per class; the plain subject's requests count as `normal` (their class is decided
+            // later, by their route). A class whose consumer cannot be read keeps its last value.
+            let mut pending = [Some(0u64); 3];
+            let mut unacked = [Some(0u64); 3];
+            for (lane, consumer) in intake.lanes() {
+                let i = lane.unwrap_or(Class::Normal).index();
+                match consumer.clone().info().await {
+                    Ok(info) => {
+                        pending[i] = pending[i].map(|n| n.saturating_add(info.num_pending));
+                        unacked[i] = unacked[i].map(|n| n.saturating_add(info.num_ack_pending as u64));
+                    }
+                    Err(_) => (pending[i], unacked[i]) = (None, None),
+                }
+            }
+            for class in Class::ALL {
+                let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                if let (Some(p), Some(u)) = (pending[class.index()], unacked[class.index()]) {
+                    metrics.intake_pending.with_label_values(&[class.as_str()]).set(gauge(p));
+                    metrics.intake_unacked.with_label_values(&[class.as_str()]).set(gauge(u));
+                }
             }
         }
         if let Ok(info) = tracking.info().await {
@@ -101,6 +127,8 @@ pub async fn run_jetstream(
     // Pulled messages wait in the client until a slot is free, with their ack timer running: keep
     // that queue short.
     let batch = slots.size.clamp(1, 64);
+    // A message first, then a slot: the loops of the other consumers share `slots`, and one
+    // waiting for a message must not hold room that another's messages could use.
     'outer: loop {
         let mut messages = match consumer.stream().max_messages_per_batch(batch).messages().await {
             Ok(m) => m,
@@ -114,25 +142,22 @@ pub async fn run_jetstream(
             }
         };
         loop {
-            let permit = tokio::select! {
-                _ = shutdown.signalled() => break 'outer,
-                p = slots.acquire() => p,
-            };
             let next = tokio::select! {
-                _ = shutdown.signalled() => { drop(permit); break 'outer; }
+                _ = shutdown.signalled() => break 'outer,
                 m = messages.next() => m,
             };
             let msg = match next {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
-                    drop(permit);
                     tracing::warn!(error = %e, "intake consumer error");
                     continue;
                 }
-                None => {
-                    drop(permit);
-                    continue 'outer;
-                }
+                None => continue 'outer,
+            };
+            // Unacked, the message goes to another replica `ack_wait` after this one stops.
+            let permit = tokio::select! {
+                _ = shutdown.signalled() => break 'outer,
+                p = room_for(&slots, &msg, ack_wait) => p,
             };
             let permit = slots.start(permit);
             let pipeline = pipeline.clone();
@@ -153,6 +178,26 @@ pub async fn run_jetstream(
                 }
                 slots.done(permit);
             });
+        }
+    }
+}
+
+/// Waits for a slot for `msg`, keeping it alive meanwhile with in-progress acks every
+/// `ack_wait / 3`, so a wait for room is never taken for a dead replica.
+async fn room_for(
+    slots: &Slots,
+    msg: &jetstream::Message,
+    ack_wait: Duration,
+) -> tokio::sync::OwnedSemaphorePermit {
+    if let Ok(permit) = slots.sem.clone().try_acquire_owned() {
+        return permit;
+    }
+    let mut acquire = std::pin::pin!(slots.acquire());
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + ack_wait / 3, ack_wait / 3);
+    loop {
+        tokio::select! {
+            p = &mut acquire => return p,
+            _ = keepalive.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
         }
     }
 }

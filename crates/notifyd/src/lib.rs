@@ -215,16 +215,23 @@ pub async fn run(
 
     let slots = intake::Slots::new(config.intake.max_in_flight, metrics.clone());
     match (config.intake.mode, objects.intake) {
-        (IntakeMode::Jetstream, Some(consumer)) => {
+        (IntakeMode::Jetstream, Some(consumers)) => {
             ready.intake.store(true, Ordering::Relaxed);
-            drain.spawn(intake::run_jetstream(
-                consumer,
-                pipeline.clone(),
-                slots.clone(),
-                objects.intake_created,
-                config.intake.ack_wait,
-                drain.clone(),
-            ));
+            // One loop per consumer. The urgent one has slots of its own, so an urgent request never
+            // waits behind the others for room; they share `max_in_flight`.
+            let urgent =
+                intake::Slots::new(intake::urgent_slots(config.intake.max_in_flight), metrics.clone());
+            for (lane, consumer) in consumers.lanes() {
+                let slots = if lane == Some(class::Class::Urgent) { urgent.clone() } else { slots.clone() };
+                drain.spawn(intake::run_jetstream(
+                    consumer.clone(),
+                    pipeline.clone(),
+                    slots,
+                    objects.intake_created,
+                    config.intake.ack_wait,
+                    drain.clone(),
+                ));
+            }
         }
         _ => {
             let core = intake::run_core(

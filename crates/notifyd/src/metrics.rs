@@ -40,8 +40,10 @@ pub struct Metrics {
     pub plugin_info: GaugeVec,
     pub nats_connected: IntGauge,
     pub nats_reconnects: prometheus::IntCounter,
-    pub intake_pending: IntGauge,
-    pub intake_unacked: IntGauge,
+    /// `notifyd_intake_pending_messages{class}`: each intake consumer's backlog.
+    pub intake_pending: IntGaugeVec,
+    /// `notifyd_intake_unacked_messages{class}`: each intake consumer's unacked requests.
+    pub intake_unacked: IntGaugeVec,
     pub tracking_backlog: IntGauge,
     pub build_info: GaugeVec,
     pub tracking_polls: Histogram,
@@ -102,13 +104,21 @@ impl Metrics {
             r.register(Box::new(g.clone())).expect("unique metric");
             g
         };
-        let intake_pending = int_gauge(
+        let int_gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let intake_pending = int_gauge_vec(
             "notifyd_intake_pending_messages",
-            "Requests in the intake stream not yet delivered to any replica (consumer backlog).",
+            "Requests in the intake stream not yet delivered to any replica, per class (the backlog of \
+             its consumer; class normal includes requests on the plain send subject).",
+            &["class"],
         );
-        let intake_unacked = int_gauge(
+        let intake_unacked = int_gauge_vec(
             "notifyd_intake_unacked_messages",
-            "Requests delivered to replicas and not yet acknowledged (all replicas).",
+            "Requests delivered to replicas and not yet acknowledged (all replicas), per class.",
+            &["class"],
         );
         let tracking_backlog = int_gauge(
             "notifyd_tracking_backlog_messages",
@@ -263,6 +273,10 @@ impl Metrics {
         m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
         for operation in crate::retry::nats::Operation::ALL {
             m.nats_retries.with_label_values(&[operation.as_str()]).inc_by(0);
+        }
+        for class in crate::class::Class::ALL {
+            m.intake_pending.with_label_values(&[class.as_str()]).set(0);
+            m.intake_unacked.with_label_values(&[class.as_str()]).set(0);
         }
         m
     }

@@ -3,11 +3,12 @@
 //! [`connect`] opens the connection as `[nats]` says and keeps `notifyd_nats_connected` and
 //! readiness current. [`set_up`] ensures each stage's JetStream objects at start-up, creating
 //! the ones that are missing (an existing one is used as it is, never updated to the config,
-//! except for the callback index bucket's old byte cap):
+//! except for the callback index bucket's old byte cap, and the per-class subjects and filters
+//! an older notifyd's intake stream and consumer lack):
 //!
 //! | stage | objects (default names) |
 //! |---|---|
-//! | intake | stream `NOTIFY_SMS` on `<prefix>.sms.send` + consumer `notifyd` (JetStream mode); stream `NOTIFY_SMS_HELD` on `<prefix>.sms.held` (core mode) |
+//! | intake | stream `NOTIFY_SMS` on `<prefix>.sms.send` and `<prefix>.sms.send.<class>` + consumers `notifyd` (the plain subject), `notifyd_urgent`, `notifyd_normal`, `notifyd_bulk` (JetStream mode); stream `NOTIFY_SMS_HELD` on `<prefix>.sms.held` (core mode) |
 //! | events | stream `NOTIFY_SMS_STATUS` on `<prefix>.sms.status.>`; stream `NOTIFY_SMS_DEAD` on `<prefix>.sms.dead` |
 //! | ledger | bucket `notifyd_ledger` |
 //! | track | stream `NOTIFY_SMS_TRACK` on `<prefix>.sms.track` + consumer `notifyd_tracking`; with the callback listener, bucket `notifyd_ledger_callbacks` and stream `notifyd_ledger_callbacks_unmatched` |
@@ -18,8 +19,8 @@ mod objects;
 
 pub use objects::{
     CallbackObjects, DEAD_LETTERS_MAX_AGE, DEAD_LETTERS_MAX_BYTES, DEAD_LETTERS_MAX_MESSAGES,
-    LEDGER_RETENTION, ObjectKind, Objects, SetupError, SetupErrorKind, dead_letter_stream, set_up,
-    status_stream, unmatched_stream, work_queue,
+    IntakeConsumers, LEDGER_RETENTION, ObjectKind, Objects, SetupError, SetupErrorKind, dead_letter_stream,
+    intake_consumer_name, intake_queue, set_up, status_stream, unmatched_stream, work_queue,
 };
 
 use crate::Error;

@@ -1,5 +1,6 @@
 //! The JetStream streams, consumers and buckets of every stage, and their setup at start-up.
 
+use crate::class::Class;
 use crate::config::{Config, IntakeMode};
 use async_nats::jetstream::{self, consumer, kv, stream};
 use std::time::Duration;
@@ -42,6 +43,9 @@ pub enum SetupErrorKind {
     Create,
     /// Reading its information failed.
     Read,
+    /// Updating one made by an older notifyd failed (the intake stream's subjects, the intake
+    /// consumer's filter).
+    Update,
 }
 
 /// A stream, consumer or bucket that could not be set up at start-up.
@@ -49,6 +53,7 @@ pub enum SetupErrorKind {
 #[error("cannot {} the JetStream {object} {name}: {reason}", match .kind {
     SetupErrorKind::Create => "set up",
     SetupErrorKind::Read => "read",
+    SetupErrorKind::Update => "update",
 })]
 pub struct SetupError {
     kind: SetupErrorKind,
@@ -82,8 +87,8 @@ impl SetupError {
 pub struct Objects {
     /// The intake stream's creation time (unix seconds), part of generated request ids.
     pub intake_created: i64,
-    /// The intake consumer (JetStream mode).
-    pub intake: Option<consumer::PullConsumer>,
+    /// The intake consumers, one per lane (JetStream mode).
+    pub intake: Option<IntakeConsumers>,
     /// Core mode: the stream holding requests whose `send_at` lies ahead, and its creation time.
     pub held: Option<(consumer::PullConsumer, i64)>,
     /// The shared consumer of the tracking stream.
@@ -92,6 +97,47 @@ pub struct Objects {
     pub ledger: kv::Store,
     /// The callback index and the unmatched reports, when `[callbacks] listen` is set.
     pub callbacks: Option<CallbackObjects>,
+}
+
+/// The durable pull consumers of the intake stream, shared by every replica, one per subject
+/// (lane). Each has its own intake loop, so urgent requests never queue behind the others (see
+/// [`crate::intake`]).
+///
+/// One subject each: NATS 2.10 (2.10.26 tested) does not deliver the messages on `X` to a
+/// consumer filtering `[X, X.normal]`, so `<prefix>.sms.send` and `.normal` cannot share one.
+#[derive(Clone)]
+pub struct IntakeConsumers {
+    /// `<intake.consumer>`: `<prefix>.sms.send` (requests that state their class, if any, in
+    /// `priority`).
+    pub main: consumer::PullConsumer,
+    /// `<intake.consumer>_urgent`: `<prefix>.sms.send.urgent`.
+    pub urgent: consumer::PullConsumer,
+    /// `<intake.consumer>_normal`: `<prefix>.sms.send.normal`.
+    pub normal: consumer::PullConsumer,
+    /// `<intake.consumer>_bulk`: `<prefix>.sms.send.bulk`.
+    pub bulk: consumer::PullConsumer,
+}
+
+impl IntakeConsumers {
+    /// Each consumer with the class of its subject (`None`: `<prefix>.sms.send`), most urgent
+    /// first.
+    pub fn lanes(&self) -> [(Option<Class>, &consumer::PullConsumer); 4] {
+        [
+            (Some(Class::Urgent), &self.urgent),
+            (None, &self.main),
+            (Some(Class::Normal), &self.normal),
+            (Some(Class::Bulk), &self.bulk),
+        ]
+    }
+}
+
+/// The name of the intake consumer of the subject of `lane` (see [`IntakeConsumers`]):
+/// `<consumer>` for `<prefix>.sms.send`, `<consumer>_<class>` for `<prefix>.sms.send.<class>`.
+pub fn intake_consumer_name(consumer: &str, lane: Option<Class>) -> String {
+    match lane {
+        None => consumer.to_owned(),
+        Some(class) => format!("{consumer}_{class}"),
+    }
 }
 
 /// The objects of the callback index (see [`crate::track::callbacks`]).
@@ -137,6 +183,19 @@ pub fn status_stream(name: &str, prefix: &str) -> stream::Config {
     }
 }
 
+/// The durable pull consumer settings of every work queue: explicit acks, redelivered `ack_wait`
+/// after a replica dies, for ever, with no cap on unacked messages.
+fn pull_config(name: &str, ack_wait: Duration) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(name.to_owned()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait,
+        max_deliver: -1,
+        max_ack_pending: -1,
+        ..Default::default()
+    }
+}
+
 /// A file-backed work-queue stream on `subject` and its durable pull consumer, shared by every
 /// replica: each message goes to one replica and is redelivered `ack_wait` after one dies.
 pub async fn work_queue(
@@ -158,20 +217,110 @@ pub async fn work_queue(
         .await
         .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, name, e))?;
     let consumer = stream
-        .get_or_create_consumer(
-            consumer,
-            consumer::pull::Config {
-                durable_name: Some(consumer.to_owned()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait,
-                max_deliver: -1,
-                max_ack_pending: -1,
-                ..Default::default()
-            },
-        )
+        .get_or_create_consumer(consumer, pull_config(consumer, ack_wait))
         .await
         .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Consumer, consumer, e))?;
     Ok((stream, consumer))
+}
+
+/// The intake stream `name` (a file-backed work queue on [`super::send_subjects`]) and its four
+/// consumers ([`IntakeConsumers`]).
+///
+/// An older notifyd made the stream with `<prefix>.sms.send` alone and one consumer without a
+/// filter: the stream gets the per-class subjects it lacks and keeps its other settings, and the
+/// consumer gets its filter, in place, so the requests waiting in them are kept. (Any replica of
+/// the older version still running then takes only `<prefix>.sms.send`.)
+pub async fn intake_queue(
+    js: &jetstream::Context,
+    name: &str,
+    prefix: &str,
+    consumer: &str,
+    ack_wait: Duration,
+) -> Result<(stream::Stream, IntakeConsumers), SetupError> {
+    let subjects = super::send_subjects(prefix);
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: name.to_owned(),
+            subjects: subjects.clone(),
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::WorkQueue,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, name, e))?;
+    let mut config = stream.cached_info().config.clone();
+    let missing: Vec<String> = subjects
+        .into_iter()
+        .filter(|s| !config.subjects.iter().any(|have| subject_covers(have, s)))
+        .collect();
+    if !missing.is_empty() {
+        config.subjects.extend(missing.iter().cloned());
+        js.update_stream(&config)
+            .await
+            .map_err(|e| SetupError::new(SetupErrorKind::Update, ObjectKind::Stream, name, e))?;
+        tracing::info!(stream = name, added = ?missing, "added the per-class subjects to the intake stream");
+    }
+    // The main consumer first: an older notifyd's takes every subject, and a work queue refuses
+    // consumers whose subjects overlap, so it gets its filter before the others are created.
+    let lane = |lane: Option<Class>| {
+        let name = intake_consumer_name(consumer, lane);
+        let subject = match lane {
+            None => super::send_subject(prefix),
+            Some(class) => super::class_subject(prefix, class),
+        };
+        intake_consumer(&stream, name, subject, ack_wait)
+    };
+    let main = lane(None).await?;
+    let urgent = lane(Some(Class::Urgent)).await?;
+    let normal = lane(Some(Class::Normal)).await?;
+    let bulk = lane(Some(Class::Bulk)).await?;
+    Ok((stream, IntakeConsumers { main, urgent, normal, bulk }))
+}
+
+/// The durable consumer `name` of the intake stream, taking `subject`: created when missing, its
+/// filter set in place when it has another (or none).
+async fn intake_consumer(
+    stream: &stream::Stream,
+    name: String,
+    subject: String,
+    ack_wait: Duration,
+) -> Result<consumer::PullConsumer, SetupError> {
+    let error = |kind, e: &dyn std::fmt::Display| SetupError::new(kind, ObjectKind::Consumer, &name, e);
+    let config = consumer::pull::Config { filter_subject: subject.clone(), ..pull_config(&name, ack_wait) };
+    let existing = stream
+        .get_or_create_consumer::<consumer::pull::Config>(&name, config)
+        .await
+        .map_err(|e| error(SetupErrorKind::Create, &e))?;
+    let have = &existing.cached_info().config;
+    if have.filter_subject == subject && have.filter_subjects.is_empty() {
+        return Ok(existing);
+    }
+    let was: Vec<&String> = std::iter::once(&have.filter_subject)
+        .filter(|s| !s.is_empty())
+        .chain(&have.filter_subjects)
+        .collect();
+    tracing::info!(consumer = %name, ?was, now = %subject, "setting the intake consumer's filter");
+    let mut config = have.clone();
+    config.filter_subject = subject;
+    config.filter_subjects = Vec::new();
+    stream.update_consumer(config).await.map_err(|e| error(SetupErrorKind::Update, &e))?;
+    stream.get_consumer(&name).await.map_err(|e| error(SetupErrorKind::Read, &e))
+}
+
+/// Whether the stream subject `pattern` (with NATS wildcards `*` and `>`) takes every message on
+/// the literal subject `subject`.
+fn subject_covers(pattern: &str, subject: &str) -> bool {
+    let mut subject = subject.split('.');
+    for token in pattern.split('.') {
+        match (token, subject.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (t, Some(s)) if t == s => {}
+            _ => return false,
+        }
+    }
+    subject.next().is_none()
 }
 
 /// The name of the stream of unmatched reports that goes with the index bucket `bucket`.
@@ -220,8 +369,7 @@ pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, Se
         (0, None, Some((held, held_created)))
     } else {
         let (stream, intake) =
-            work_queue(js, &cfg.intake.stream, cfg.send_subject(), &cfg.intake.consumer, cfg.intake.ack_wait)
-                .await?;
+            intake_queue(js, &cfg.intake.stream, prefix, &cfg.intake.consumer, cfg.intake.ack_wait).await?;
         (created(stream, cfg.intake.stream.clone()).await?, Some(intake), None)
     };
     let ledger = ledger_bucket(js, &cfg.intake.ledger_bucket).await?;
@@ -352,6 +500,27 @@ async fn lift_byte_cap(js: &jetstream::Context, bucket: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_subjects_cover_literal_subjects() {
+        assert!(subject_covers("notify.sms.send", "notify.sms.send"));
+        assert!(!subject_covers("notify.sms.send", "notify.sms.send.urgent"));
+        assert!(subject_covers("notify.sms.send.*", "notify.sms.send.urgent"));
+        assert!(!subject_covers("notify.sms.send.*", "notify.sms.send"));
+        assert!(subject_covers("notify.sms.>", "notify.sms.send.bulk"));
+        assert!(subject_covers("notify.>", "notify.sms.send"));
+        assert!(!subject_covers("notify.sms.send.>", "notify.sms.send"));
+        assert!(subject_covers("*.sms.send.bulk", "notify.sms.send.bulk"));
+        assert!(!subject_covers("notify.sms.status.>", "notify.sms.send.bulk"));
+    }
+
+    #[test]
+    fn intake_consumers_are_named_for_their_subject() {
+        assert_eq!(intake_consumer_name("notifyd", None), "notifyd");
+        assert_eq!(intake_consumer_name("notifyd", Some(Class::Urgent)), "notifyd_urgent");
+        assert_eq!(intake_consumer_name("notifyd", Some(Class::Normal)), "notifyd_normal");
+        assert_eq!(intake_consumer_name("notifyd", Some(Class::Bulk)), "notifyd_bulk");
+    }
 
     #[test]
     fn setup_errors_name_the_object() {
