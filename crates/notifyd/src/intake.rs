@@ -5,12 +5,12 @@
 //!   by its own [`run_jetstream`] loop. A request is acked only after all its events are stored;
 //!   while it is worked on, the message is kept alive with in-progress acks, so a long retry is
 //!   not redelivered elsewhere.
-//! - **Core**: a queue-group subscription; a request with a reply subject is answered right after
-//!   validation. At-most-once.
+//! - **Core**: a queue-group subscription on each of the same subjects; a request with a reply
+//!   subject is answered right after validation. At-most-once.
 //!
 //! Both bound the requests in flight with a semaphore of `intake.max_in_flight` permits, and stop
-//! taking new requests when shutdown begins. In JetStream mode the urgent lane has its own
-//! ([`urgent_slots`]), so an urgent request never waits for a slot behind normal and bulk ones.
+//! taking new requests when shutdown begins. The urgent subject has its own ([`urgent_slots`]),
+//! so an urgent request never waits for a slot behind normal and bulk ones.
 //! Each request runs in a task on the daemon's drain ([`crate::shutdown`]), which waits for the
 //! ones in flight.
 
@@ -35,8 +35,8 @@ use tokio::sync::Semaphore;
 /// clock that jumps is noticed within a day.
 pub const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
 
-/// Slots of the urgent lane in JetStream mode: a tenth of `intake.max_in_flight`, at least 16,
-/// on top of `max_in_flight` (which the other lanes share).
+/// Slots of the urgent lane (`<prefix>.sms.send.urgent`): a tenth of `intake.max_in_flight`, at
+/// least 16, on top of `max_in_flight` (which the other lanes share).
 pub fn urgent_slots(max_in_flight: usize) -> usize {
     (max_in_flight / 10).max(16)
 }
@@ -297,35 +297,53 @@ fn hold_for(pipeline: &Pipeline, req: &crate::validate::Request) -> Option<Durat
     (!native).then(|| Duration::try_from(ahead).unwrap_or_default().min(MAX_HOLD))
 }
 
-/// Serves the core intake until shutdown begins. A request whose `send_at` lies ahead is
-/// answered, then put in the held stream (`held`, a JetStream work queue that
-/// [`run_jetstream`] serves like the intake stream), so it waits durably and takes no slot.
+/// Serves the core intake until shutdown begins: a queue-group subscription (group `queue`) on
+/// each subject of `lanes`, served with its slots (as in JetStream mode, the urgent subject has
+/// its own). A request whose `send_at` lies ahead is answered, then put in the held stream
+/// (`held`, a JetStream work queue that [`run_jetstream`] serves like the intake stream), so it
+/// waits durably and takes no slot.
 pub async fn run_core(
     client: async_nats::Client,
-    subject: String,
+    lanes: Vec<(String, Slots)>,
     queue: String,
     pipeline: Arc<Pipeline>,
-    slots: Slots,
     ready: Arc<crate::metrics::Readiness>,
     shutdown: Shutdown,
 ) -> Result<(), String> {
-    let mut sub = client
-        .queue_subscribe(subject.clone(), queue)
-        .await
-        .map_err(|e| format!("cannot subscribe to {subject}: {e}"))?;
+    let mut subscriptions = Vec::with_capacity(lanes.len());
+    for (subject, slots) in lanes {
+        let sub = client
+            .queue_subscribe(subject.clone(), queue.clone())
+            .await
+            .map_err(|e| format!("cannot subscribe to {subject}: {e}"))?;
+        subscriptions.push((sub, slots));
+    }
     ready.intake.store(true, std::sync::atomic::Ordering::Relaxed);
+    let serving = subscriptions
+        .into_iter()
+        .map(|(sub, slots)| serve_core(client.clone(), sub, pipeline.clone(), slots, shutdown.clone()));
+    futures::future::join_all(serving).await;
+    Ok(())
+}
+
+/// Serves one core subscription until shutdown begins or it ends.
+async fn serve_core(
+    client: async_nats::Client,
+    mut sub: async_nats::Subscriber,
+    pipeline: Arc<Pipeline>,
+    slots: Slots,
+    shutdown: Shutdown,
+) {
+    // A message first, then a slot, as in run_jetstream: the lanes share slots.
     loop {
+        let msg = tokio::select! {
+            _ = shutdown.signalled() => break,
+            m = sub.next() => m,
+        };
+        let Some(msg) = msg else { break };
         let permit = tokio::select! {
             _ = shutdown.signalled() => break,
             p = slots.acquire() => p,
-        };
-        let msg = tokio::select! {
-            _ = shutdown.signalled() => { drop(permit); break; }
-            m = sub.next() => m,
-        };
-        let Some(msg) = msg else {
-            drop(permit);
-            break;
         };
         let permit = slots.start(permit);
         let pipeline = pipeline.clone();
@@ -344,7 +362,6 @@ pub async fn run_core(
         });
     }
     let _ = sub.unsubscribe().await;
-    Ok(())
 }
 
 async fn handle_core(
@@ -393,6 +410,10 @@ async fn hold_durably(pipeline: &Pipeline, payload: &bytes::Bytes, req: &crate::
         serde_json::from_slice(payload).unwrap_or_default();
     // The id the request is known by (a generated one replaces a missing or null `id`).
     request.insert("id".to_owned(), serde_json::Value::String(req.id.to_string()));
+    // Its class, which may have come from the subject: the held stream's subject states none.
+    if let Some(class) = req.class {
+        request.insert("priority".to_owned(), serde_json::Value::String(class.as_str().to_owned()));
+    }
     let body = serde_json::to_vec(&request).unwrap_or_else(|_| payload.to_vec());
     tracing::debug!(request = ?req.id, "holding a scheduled request in the held stream until it is due");
     let mut batch = pipeline.events.batch();

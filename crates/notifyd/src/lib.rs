@@ -213,16 +213,19 @@ pub async fn run(
         }));
     }
 
+    // The urgent lane has slots of its own, so an urgent request never waits behind the others
+    // for room; they share `max_in_flight`.
     let slots = intake::Slots::new(config.intake.max_in_flight, metrics.clone());
+    let urgent = intake::Slots::new(intake::urgent_slots(config.intake.max_in_flight), metrics.clone());
+    let slots_of = |lane: Option<class::Class>| {
+        if lane == Some(class::Class::Urgent) { urgent.clone() } else { slots.clone() }
+    };
     match (config.intake.mode, objects.intake) {
         (IntakeMode::Jetstream, Some(consumers)) => {
             ready.intake.store(true, Ordering::Relaxed);
-            // One loop per consumer. The urgent one has slots of its own, so an urgent request never
-            // waits behind the others for room; they share `max_in_flight`.
-            let urgent =
-                intake::Slots::new(intake::urgent_slots(config.intake.max_in_flight), metrics.clone());
+            // One loop per consumer.
             for (lane, consumer) in consumers.lanes() {
-                let slots = if lane == Some(class::Class::Urgent) { urgent.clone() } else { slots.clone() };
+                let slots = slots_of(lane);
                 drain.spawn(intake::run_jetstream(
                     consumer.clone(),
                     pipeline.clone(),
@@ -234,12 +237,15 @@ pub async fn run(
             }
         }
         _ => {
+            let prefix = &config.nats.subject_prefix;
+            let lanes = std::iter::once((nats::send_subject(prefix), slots_of(None)))
+                .chain(class::Class::ALL.map(|c| (nats::class_subject(prefix, c), slots_of(Some(c)))))
+                .collect();
             let core = intake::run_core(
                 client.clone(),
-                config.send_subject(),
+                lanes,
                 config.intake.consumer.clone(),
                 pipeline.clone(),
-                slots.clone(),
                 ready.clone(),
                 drain.clone(),
             );

@@ -289,3 +289,68 @@ async fn an_intake_stream_and_consumer_of_an_older_notifyd_are_upgraded_in_place
     assert_eq!(log.matches("added the per-class subjects to the intake stream").count(), 1, "{log}");
     assert_eq!(log.matches("setting the intake consumer's filter").count(), 1, "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_intake_takes_the_class_from_the_subject() {
+    let nats = NatsServer::start();
+    let config = SANDBOX_CONFIG.replace("[intake]\n", "[intake]\nmode = \"core\"\n");
+    let _daemon = Daemon::start(&nats, &config);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+    let ask = |subject: &'static str, payload: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            let answer = client.request(subject, payload.to_string().into()).await.unwrap();
+            serde_json::from_slice::<serde_json::Value>(&answer.payload).unwrap()
+        }
+    };
+    let to = "4915171112233";
+
+    let bad =
+        ask("notify.sms.send.bulk", json!({"id": "c-1", "to": to, "text": "hi", "priority": "urgent"})).await;
+    assert_eq!(bad["status"], "rejected", "{bad}");
+    assert_eq!(bad["error"]["code"], "invalid_request");
+    let message = bad["error"]["message"].as_str().unwrap();
+    assert!(message.contains("says \"urgent\"") && message.contains(".sms.send.bulk"), "{message}");
+    events.status("c-1", None, "rejected").await;
+    let bad =
+        ask("notify.sms.send.normal", json!({"id": "c-2", "to": to, "text": "hi", "priority": "URGENT"}))
+            .await;
+    assert_eq!(bad["error"]["code"], "invalid_request", "{bad}");
+
+    for (id, subject, priority) in [
+        ("c-3", "notify.sms.send.urgent", Some("urgent")),
+        ("c-4", "notify.sms.send.urgent", None),
+        ("c-5", "notify.sms.send", Some("bulk")),
+    ] {
+        let mut request = json!({"id": id, "to": to, "text": "hi"});
+        if let Some(p) = priority {
+            request["priority"] = p.into();
+        }
+        let ok = ask(subject, request).await;
+        assert_eq!(ok, json!({"id": id, "status": "accepted"}));
+        events.status(id, Some(to), "sent").await;
+    }
+
+    // A scheduled request waits in the held stream, whose subject states no class: it keeps the
+    // class of the subject it came on in its `priority`.
+    let send_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let send_at = send_at.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let ok =
+        ask("notify.sms.send.bulk", json!({"id": "c-6", "to": to, "text": "hi", "send_at": send_at})).await;
+    assert_eq!(ok["status"], "accepted", "{ok}");
+    let js = async_nats::jetstream::new(client.clone());
+    let held = js.get_stream("NOTIFY_SMS_HELD").await.unwrap();
+    // The answer comes first, then the request is stored.
+    let mut stored = None;
+    for _ in 0..50 {
+        if let Ok(m) = held.get_last_raw_message_by_subject("notify.sms.held").await {
+            stored = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored: serde_json::Value = serde_json::from_slice(&stored.expect("held").payload).unwrap();
+    assert_eq!((&stored["id"], &stored["priority"]), (&json!("c-6"), &json!("bulk")), "{stored}");
+    events.status("c-6", Some(to), "sent").await;
+}
