@@ -33,8 +33,8 @@ fn main() -> ExitCode {
             cli::plugins::verify(&file, settings)
         }
         Command::Balance => cli::balance::run(&config_path),
-        Command::Send { to, text, from, wait, timeout } => {
-            cli::send::run(&config_path, cli::send::Send { to, text, from, wait, timeout })
+        Command::Send { to, text, from, priority, wait, timeout } => {
+            cli::send::run(&config_path, cli::send::Send { to, text, from, priority, wait, timeout })
         }
     }
 }

@@ -354,3 +354,65 @@ async fn core_intake_takes_the_class_from_the_subject() {
     assert_eq!((&stored["id"], &stored["priority"]), (&json!("c-6"), &json!("bulk")), "{stored}");
     events.status("c-6", Some(to), "sent").await;
 }
+
+/// `notifyd send` with `args` and a config for `nats`; its exit status and stderr.
+async fn send_command(nats: &NatsServer, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("notifyd.toml");
+    std::fs::write(
+        &config,
+        SANDBOX_CONFIG
+            .replace("{nats}", &nats.url())
+            .replace("{metrics}", "127.0.0.1:0")
+            .replace("{sandbox}", "sandbox"),
+    )
+    .unwrap();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
+            .arg("send")
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_command_puts_the_priority_in_the_request() {
+    use async_nats::jetstream::stream;
+    // No daemon: the request stays in the stream, to be read back.
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js
+        .create_stream(stream::Config {
+            name: "NOTIFY_SMS".into(),
+            subjects: vec!["notify.sms.send".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (status, stderr) =
+        send_command(&nats, &["--to", "4915171112233", "--text", "hi", "--priority", "bulk"]).await;
+    assert!(status.success(), "{stderr}");
+    let stored = stream.get_last_raw_message_by_subject("notify.sms.send").await.unwrap();
+    let request: serde_json::Value = serde_json::from_slice(&stored.payload).unwrap();
+    assert_eq!(request["priority"], "bulk", "{request}");
+
+    let (status, stderr) = send_command(&nats, &["--to", "4915171112233", "--text", "hi"]).await;
+    assert!(status.success(), "{stderr}");
+    let stored = stream.get_last_raw_message_by_subject("notify.sms.send").await.unwrap();
+    let request: serde_json::Value = serde_json::from_slice(&stored.payload).unwrap();
+    assert!(request.get("priority").is_none(), "no --priority, no field: {request}");
+
+    let (status, stderr) =
+        send_command(&nats, &["--to", "4915171112233", "--text", "hi", "--priority", "high"]).await;
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("urgent, normal or bulk"), "{stderr}");
+}

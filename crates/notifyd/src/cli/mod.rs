@@ -53,6 +53,9 @@ pub enum Command {
         /// Sender id (default: the provider's `sender`)
         #[arg(long)]
         from: Option<String>,
+        /// Traffic class, sent as the request's `priority` (default: none, the route's)
+        #[arg(long, value_name = "CLASS", value_parser = parse_class)]
+        priority: Option<notifyd::class::Class>,
         /// Wait for final statuses and print every event
         #[arg(long)]
         wait: bool,
@@ -67,6 +70,11 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+}
+
+/// A traffic class named on the command line: `urgent`, `normal` or `bulk`.
+fn parse_class(s: &str) -> Result<notifyd::class::Class, String> {
+    notifyd::class::Class::parse(s).ok_or_else(|| "must be urgent, normal or bulk".to_owned())
 }
 
 #[derive(Subcommand)]

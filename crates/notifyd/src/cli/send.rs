@@ -18,6 +18,8 @@ pub struct Send {
     pub to: Vec<String>,
     pub text: String,
     pub from: Option<String>,
+    /// The request's `priority` (its traffic class); none: the route's.
+    pub priority: Option<notifyd::class::Class>,
     pub wait: bool,
     /// How long `--wait` waits for final statuses.
     pub timeout: Duration,
@@ -49,6 +51,9 @@ pub async fn send(config: &Config, s: Send) -> Result<(), Error> {
     let mut request = serde_json::json!({"id": id, "to": s.to, "text": s.text});
     if let Some(from) = &s.from {
         request["from"] = from.clone().into();
+    }
+    if let Some(priority) = s.priority {
+        request["priority"] = priority.as_str().into();
     }
     let payload = serde_json::to_vec(&request).expect("encodes");
     let js = async_nats::jetstream::new(client.clone());
