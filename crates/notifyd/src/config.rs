@@ -44,6 +44,18 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
     duration(d).map(Some)
 }
 
+/// A traffic class: `"urgent"`, `"normal"` or `"bulk"`; anything else is explained in those words.
+fn opt_class<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::class::Class>, D::Error> {
+    const ALLOWED: &str = "\"urgent\", \"normal\" or \"bulk\"";
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => crate::class::Class::parse(&s).map(Some).ok_or_else(|| {
+            let given: String = s.chars().take(16).collect();
+            serde::de::Error::custom(format!("must be {ALLOWED} (lower case), not {given:?}"))
+        }),
+        _ => Err(serde::de::Error::custom(format!("must be a string, {ALLOWED}"))),
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -442,6 +454,7 @@ pub struct RouteConfig {
     /// Provider instance names, in failover order.
     pub providers: Vec<String>,
     /// The class of a request routed here that states none. Default `normal`.
+    #[serde(default, deserialize_with = "opt_class")]
     pub priority: Option<crate::class::Class>,
 }
 
@@ -461,6 +474,10 @@ const SECTIONS: &[&str] = &[
     "providers",
     "routes",
 ];
+
+/// The largest `[scheduling]` weight: shares are ratios, and a larger one only starves the other
+/// class for longer.
+const MAX_WEIGHT: u32 = 1000;
 
 /// The most connections a listener may be configured to hold.
 const MAX_LISTENER_CONNECTIONS: usize = 1_000_000;
@@ -622,6 +639,14 @@ impl Config {
         if self.intake.ack_wait < Duration::from_secs(1) {
             problems.push("[intake] ack_wait must be at least 1s".into());
         }
+        for (key, weight) in
+            [("normal_weight", self.scheduling.normal_weight), ("bulk_weight", self.scheduling.bulk_weight)]
+        {
+            if !(1..=MAX_WEIGHT).contains(&weight) {
+                problems
+                    .push(format!("[scheduling] {key} must be between 1 and {MAX_WEIGHT} (it is {weight})"));
+            }
+        }
         if self.limits.max_recipients == 0 || self.limits.max_segments == 0 {
             problems.push("[limits] max_recipients and max_segments must be at least 1".into());
         }
@@ -694,6 +719,13 @@ impl Config {
             }
             if p.timeout() < Duration::from_millis(1) {
                 problems.push(format!("{at}: timeout must be longer than 0s"));
+            }
+            if p.max_concurrency == Some(0) {
+                problems
+                    .push(format!("{at}: max_concurrency must be at least 1 (leave it out for no limit)"));
+            }
+            if p.max_queued == Some(0) {
+                problems.push(format!("{at}: max_queued must be at least 1"));
             }
             if let Some(var) = &p.callback_token_env {
                 match env(var) {
@@ -980,6 +1012,85 @@ providers = ["sandbox"]
         let err = Config::from_toml(&text, Path::new(".")).unwrap_err();
         assert!(err.problems.iter().any(|p| p.contains("callback_token is empty")), "{:?}", err.problems);
         assert!(err.problems.iter().any(|p| p.contains("[callbacks] max_connections")), "{:?}", err.problems);
+    }
+
+    #[test]
+    fn scheduling_weights_are_between_1_and_1000() {
+        let cfg = Config::from_toml(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!((cfg.scheduling.normal_weight, cfg.scheduling.bulk_weight), (4, 1), "the defaults");
+        let ok = format!("{MINIMAL}\n[scheduling]\nnormal_weight = 1000\nbulk_weight = 1\n");
+        assert!(Config::from_toml(&ok, Path::new(".")).is_ok());
+        let text = format!("{MINIMAL}\n[scheduling]\nnormal_weight = 0\nbulk_weight = 1001\n");
+        let err = Config::from_toml(&text, Path::new(".")).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{:?}", err.problems);
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p == "[scheduling] normal_weight must be between 1 and 1000 (it is 0)"),
+            "{:?}",
+            err.problems
+        );
+        assert!(
+            err.problems.iter().any(|p| p.contains("bulk_weight") && p.contains("1001")),
+            "{:?}",
+            err.problems
+        );
+        let text = format!("{MINIMAL}\n[scheduling]\nbulk_weight = -1\n");
+        let err = Config::from_toml(&text, Path::new(".")).unwrap_err();
+        assert!(
+            err.problems.iter().any(|p| p.starts_with("[scheduling]: `bulk_weight`")),
+            "{:?}",
+            err.problems
+        );
+    }
+
+    #[test]
+    fn provider_queue_bounds_are_at_least_1() {
+        let with =
+            |keys: &str| MINIMAL.replace("plugin = \"sandbox\"", &format!("plugin = \"sandbox\"\n{keys}"));
+        let cfg = Config::from_toml(&with("max_concurrency = 1\nmax_queued = 1"), Path::new(".")).unwrap();
+        assert_eq!((cfg.providers[0].max_concurrency, cfg.providers[0].max_queued), (Some(1), Some(1)));
+        let cfg = Config::from_toml(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!((cfg.providers[0].max_concurrency, cfg.providers[0].max_queued), (None, None));
+        let err =
+            Config::from_toml(&with("max_concurrency = 0\nmax_queued = 0"), Path::new(".")).unwrap_err();
+        assert_eq!(
+            err.problems,
+            [
+                "[[providers]] \"sandbox\": max_concurrency must be at least 1 (leave it out for no limit)",
+                "[[providers]] \"sandbox\": max_queued must be at least 1",
+            ]
+        );
+        let err = Config::from_toml(&with("max_queued = -5"), Path::new(".")).unwrap_err();
+        assert!(err.problems.iter().any(|p| p.contains("`max_queued`")), "{:?}", err.problems);
+    }
+
+    #[test]
+    fn a_route_priority_must_name_a_class() {
+        let with = |value: &str| {
+            MINIMAL.replace(
+                "providers = [\"sandbox\"]",
+                &format!("providers = [\"sandbox\"]\npriority = {value}"),
+            )
+        };
+        let cfg = Config::from_toml(&with("\"bulk\""), Path::new(".")).unwrap();
+        assert_eq!(cfg.routes[0].priority, Some(crate::class::Class::Bulk));
+        assert_eq!(Config::from_toml(MINIMAL, Path::new(".")).unwrap().routes[0].priority, None);
+        for (value, says) in [
+            ("\"high\"", r#"must be "urgent", "normal" or "bulk" (lower case), not "high""#),
+            ("\"URGENT\"", r#"not "URGENT""#),
+            ("1", r#"must be a string, "urgent", "normal" or "bulk""#),
+            ("[\"urgent\"]", "must be a string"),
+        ] {
+            let err = Config::from_toml(&with(value), Path::new(".")).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{value}: {:?}", err.problems);
+            assert!(
+                err.problems[0].starts_with("[[routes]] #1: `priority`: "),
+                "{value}: {:?}",
+                err.problems
+            );
+            assert!(err.problems[0].contains(says), "{value}: {:?}", err.problems);
+        }
     }
 
     #[test]
