@@ -51,19 +51,15 @@ fn ready() {
     println!("ready");
 }
 
-/// The intake stream and consumer, as notifyd's `nats::set_up` makes them (pulled, like
-/// notifyd's intake, in batches of at most 64).
+/// The intake stream and its consumer of `notify.sms.send` (where the load generator publishes),
+/// as notifyd's `nats::set_up` makes them (pulled, like notifyd's intake, in batches of at most
+/// 64).
 async fn intake(js: &jetstream::Context) -> Result<consumer::PullConsumer, String> {
-    let (_, consumer) = notifyd::nats::work_queue(
-        js,
-        "NOTIFY_SMS",
-        "notify.sms.send".into(),
-        "notifyd",
-        Duration::from_secs(30),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok(consumer)
+    let (_, consumers) =
+        notifyd::nats::intake_queue(js, "NOTIFY_SMS", "notify", "notifyd", Duration::from_secs(30))
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok(consumers.main)
 }
 
 /// The bare bus consumer: one core `sent` event and an ack per request.
