@@ -41,8 +41,9 @@ pub struct Dispatcher {
     metrics: Metrics,
     /// Per provider, by index.
     breakers: Vec<Breaker>,
-    /// Per provider, by index; `None`: unlimited.
-    buckets: Vec<Option<TokenBucket>>,
+    /// Per provider, by index; `None`: unlimited. Shared with `crate::replicas`, which sets
+    /// each bucket's share of the deployment's limit.
+    buckets: Vec<Option<Arc<TokenBucket>>>,
 }
 
 /// What one call said about one recipient: its result, or the error and whether the attempt was
@@ -73,10 +74,16 @@ impl Dispatcher {
                 let c = configs.iter().find(|c| c.name == *p.name)?;
                 let rate = c.rate_per_second?;
                 let burst = c.burst.unwrap_or(rate.ceil() as u32);
-                Some(TokenBucket::new(rate, burst))
+                Some(Arc::new(TokenBucket::new(rate, burst)))
             })
             .collect();
         Dispatcher { providers, policy, metrics, breakers, buckets }
+    }
+
+    /// The token bucket of each rate-limited provider, by name.
+    pub fn rate_limits(&self) -> Vec<(String, Arc<TokenBucket>)> {
+        let named = self.providers.list.iter().zip(&self.buckets);
+        named.filter_map(|(p, b)| Some((p.name.to_string(), b.clone()?))).collect()
     }
 
     /// The ledger state of an outcome.
@@ -118,10 +125,8 @@ impl Dispatcher {
             return false;
         }
         if let Some(bucket) = &self.buckets[index] {
-            let wait = bucket.reserve();
-            if !wait.is_zero() {
+            if bucket.acquire().await {
                 self.metrics.rate_limit_waits.with_label_values(&[&self.providers.list[index].name]).inc();
-                tokio::time::sleep(wait).await;
             }
         }
         true
