@@ -41,7 +41,7 @@ pub struct Dispatcher {
     metrics: Metrics,
     /// Per provider, by index.
     breakers: Vec<Breaker>,
-    /// Per provider, by index; `None`: unlimited. Shared with `crate::replicas`, which sets
+    /// Per provider, by index; `None`: unlimited. Shared with [`crate::replicas`], which sets
     /// each bucket's share of the deployment's limit.
     buckets: Vec<Option<Arc<TokenBucket>>>,
 }

@@ -5,7 +5,8 @@
 //! The modules, in the order a message meets them: [`intake`] → [`validate`] → [`route`] →
 //! [`ledger`] → [`dispatch`] (through [`provider`], [`plugin`] and [`http`]) → [`events`] →
 //! [`track`], with [`pipeline`] holding one request's path together. [`nats`] owns the connection
-//! and every stream and bucket. [`run`] wires them up.
+//! and every stream and bucket; [`replicas`] counts the live replicas, which share each
+//! provider's rate limit. [`run`] wires them up.
 #![forbid(unsafe_code)]
 
 pub mod balance;
@@ -23,6 +24,7 @@ pub mod nats;
 pub mod pipeline;
 pub mod provider;
 pub mod ratelimit;
+pub mod replicas;
 pub mod retry;
 pub mod route;
 pub mod shutdown;
@@ -213,6 +215,27 @@ pub async fn run(
         }));
     }
 
+    // This replica's registration among the live replicas, which share each provider's rate
+    // limit. It has a shutdown of its own, begun once `drain` is drained: requests finishing
+    // during the drain still spend this replica's share, so the share is handed to the others
+    // only after them.
+    let membership = Shutdown::new();
+    let (registration, live) = replicas::Registration::join(objects.replicas.clone(), metrics.clone()).await;
+    let rate_limits = pipeline.dispatcher.rate_limits();
+    replicas::set_shares(*live.borrow(), &rate_limits, &metrics);
+    {
+        let stop = membership.clone();
+        membership.spawn(supervised("the replica heartbeat", membership.clone(), move || {
+            registration.clone().run(stop.clone())
+        }));
+    }
+    {
+        let (metrics, stop) = (metrics.clone(), membership.clone());
+        membership.spawn(supervised("the rate-limit shares", membership.clone(), move || {
+            replicas::apply_shares(live.clone(), rate_limits.clone(), metrics.clone(), stop.clone())
+        }));
+    }
+
     let slots = intake::Slots::new(config.intake.max_in_flight, metrics.clone());
     match (config.intake.mode, objects.intake) {
         (IntakeMode::Jetstream, Some(consumer)) => {
@@ -279,7 +302,13 @@ pub async fn run(
             "the grace period ended with work in flight; JetStream redelivers the unfinished requests"
         );
     }
-    match tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await {
+    // Leaving the count of live replicas and the final flush share 2 s.
+    let flush_by = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    membership.begin();
+    if !membership.drained(replicas::HEARTBEAT + std::time::Duration::from_millis(200)).await {
+        tracing::warn!("this replica could not leave the count of live replicas in time; its key expires");
+    }
+    match tokio::time::timeout_at(flush_by, client.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "could not flush the NATS connection"),
         Err(_) => tracing::warn!("could not flush the NATS connection within 2s"),

@@ -61,6 +61,12 @@ pub struct Metrics {
     pub open_files_limit: IntGauge,
     /// `notifyd_dead_letters_lost_total`: dead letters that could not be stored and were given up.
     pub dead_letters_lost: prometheus::IntCounter,
+    /// `notifyd_replicas`: live replicas this replica counts, itself included
+    /// ([`crate::replicas`]).
+    pub replicas: IntGauge,
+    /// `notifyd_provider_rate_share{provider}`: calls per second this replica may make to the
+    /// provider, its share of `rate_per_second` (rate-limited providers only).
+    pub rate_share: GaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -156,7 +162,19 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(http_connections.clone())).expect("unique metric");
+        let replicas = int_gauge(
+            "notifyd_replicas",
+            "Live replicas this replica counts, itself included: provider rate limits are shared among them.",
+        );
+        replicas.set(1);
         let m = Metrics {
+            replicas,
+            rate_share: gauge(
+                &r,
+                "notifyd_provider_rate_share",
+                "Calls per second this replica may make to the provider: rate_per_second divided by the live replicas.",
+                &["provider"],
+            ),
             ready,
             jetstream_writable,
             open_files_limit,

@@ -2,7 +2,7 @@
 //!
 //! The configured limit is the whole deployment's: each replica's bucket runs at its share of it,
 //! `rate / n` and `burst / n` for `n` live replicas ([`TokenBucket::set_share`], kept current by
-//! `crate::replicas`). The share can change while callers wait for a token: a waiting caller
+//! [`crate::replicas`]). The share can change while callers wait for a token: a waiting caller
 //! holds a place in line (a ticket), and its turn is worked out again at the new rate, so tokens
 //! already owed are neither forgotten nor counted twice, and nobody keeps a turn computed at a
 //! rate that no longer holds.

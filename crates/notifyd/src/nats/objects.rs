@@ -92,6 +92,8 @@ pub struct Objects {
     pub ledger: kv::Store,
     /// The callback index and the unmatched reports, when `[callbacks] listen` is set.
     pub callbacks: Option<CallbackObjects>,
+    /// The bucket of live replicas (see [`crate::replicas`]).
+    pub replicas: kv::Store,
 }
 
 /// The objects of the callback index (see [`crate::track::callbacks`]).
@@ -180,8 +182,9 @@ pub fn unmatched_stream(bucket: &str) -> String {
 }
 
 /// Ensures every stream, consumer and bucket of `cfg`, in this order: status, dead letters,
-/// tracking, the intake (JetStream mode) or held (core mode) work queue, the ledger bucket, and
-/// with `[callbacks] listen` the callback index bucket and the unmatched-report stream.
+/// tracking, the intake (JetStream mode) or held (core mode) work queue, the ledger bucket, the
+/// bucket of live replicas, and with `[callbacks] listen` the callback index bucket and the
+/// unmatched-report stream.
 pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, SetupError> {
     let prefix = &cfg.nats.subject_prefix;
     let (status, dead) = (&cfg.intake.status_stream, &cfg.intake.dead_letter_stream);
@@ -225,6 +228,7 @@ pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, Se
         (created(stream, cfg.intake.stream.clone()).await?, Some(intake), None)
     };
     let ledger = ledger_bucket(js, &cfg.intake.ledger_bucket).await?;
+    let replicas = replicas_bucket(js, &crate::replicas::bucket_name(&cfg.intake.ledger_bucket)).await?;
     let callbacks = match cfg.callbacks.listen {
         None => None,
         Some(_) => Some(
@@ -238,7 +242,7 @@ pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, Se
             .await?,
         ),
     };
-    Ok(Objects { intake_created, intake, held, tracking, ledger, callbacks })
+    Ok(Objects { intake_created, intake, held, tracking, ledger, callbacks, replicas })
 }
 
 /// Opens the ledger bucket, creating it when missing: one record per request, kept
@@ -258,6 +262,28 @@ async fn ledger_bucket(js: &jetstream::Context, bucket: &str) -> Result<kv::Stor
             .await
             .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Bucket, bucket, e)),
     }
+}
+
+/// Opens the bucket of live replicas, creating it when missing (entries expire
+/// [`crate::replicas::TTL`] after their last write). An existing bucket whose entries live
+/// another time is used unchanged, with a warning: the count of live replicas follows its
+/// `max_age`.
+async fn replicas_bucket(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, SetupError> {
+    let kv = match js.get_key_value(bucket).await {
+        Ok(kv) => kv,
+        Err(_) => js
+            .create_key_value(crate::replicas::bucket_config(bucket))
+            .await
+            .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Bucket, bucket, e))?,
+    };
+    let max_age = kv.stream.cached_info().config.max_age;
+    if max_age != crate::replicas::TTL {
+        tracing::warn!(
+            bucket, ?max_age, expected = ?crate::replicas::TTL,
+            "the bucket of live replicas exists with another max age; a dead replica counts as live that long"
+        );
+    }
+    Ok(kv)
 }
 
 /// Opens (or creates) the callback index bucket `bucket` and the stream of unmatched reports
