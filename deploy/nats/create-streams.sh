@@ -44,6 +44,10 @@ create)
     # Idempotency ledger: one record per request, kept 7 days.
     nats kv add "$LEDGER" --history 1 --ttl 168h --storage file --replicas "$REPLICAS" \
         --description "notifyd idempotency ledger: one record per request"
+    # Live replicas: one key per notifyd process, rewritten every second and expiring 3 s after
+    # its last write (the provider rate limits are shared among the keys present).
+    nats kv add "${LEDGER}_replicas" --history 1 --ttl 3s --storage file --replicas "$REPLICAS" \
+        --description "notifyd live replicas: one key per process, rewritten every second"
     # Delivery-report index, used when [callbacks] listen is set: a record per sent message id, no
     # byte limit (notifyd removes one). Kept an hour past the tracking window, as notifyd creates
     # it: tracking checks it when the window closes.
@@ -57,7 +61,7 @@ create)
         --max-age "$CALLBACK_TTL" --dupe-window 2m --allow-direct --replicas "$REPLICAS" --defaults
     ;;
 scale)
-    for s in "$STREAM" "$STATUS_STREAM" "$TRACKING_STREAM" "$DEAD_STREAM" "$HELD_STREAM" "KV_$LEDGER" "KV_${LEDGER}_callbacks" \
+    for s in "$STREAM" "$STATUS_STREAM" "$TRACKING_STREAM" "$DEAD_STREAM" "$HELD_STREAM" "KV_$LEDGER" "KV_${LEDGER}_replicas" "KV_${LEDGER}_callbacks" \
         "${LEDGER}_callbacks_unmatched"; do
         if nats stream info "$s" >/dev/null 2>&1; then
             nats stream edit "$s" --replicas "$REPLICAS" --force

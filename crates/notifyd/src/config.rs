@@ -137,7 +137,8 @@ pub struct IntakeConfig {
     pub consumer: String,
     /// Stream capturing status events. Default `NOTIFY_SMS_STATUS`.
     pub status_stream: String,
-    /// Key-value bucket of the idempotency ledger. Default `notifyd_ledger`.
+    /// Key-value bucket of the idempotency ledger. Default `notifyd_ledger`. Its name also
+    /// prefixes the buckets `<ledger_bucket>_replicas` and `<ledger_bucket>_callbacks`.
     pub ledger_bucket: String,
     /// Stream holding status-tracking entries. Default `NOTIFY_SMS_TRACKING`.
     pub tracking_stream: String,
@@ -408,9 +409,11 @@ pub struct ProviderConfig {
     /// HTTP timeout per call. Default 10s.
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
-    /// Token bucket rate per replica. Default unlimited.
+    /// Calls per second to this provider for the whole deployment: each of `n` live replicas
+    /// sends `rate_per_second / n` (see [`crate::replicas`]). Default unlimited.
     pub rate_per_second: Option<f64>,
-    /// Token bucket size. Default `rate_per_second`.
+    /// Calls that may go out at once after a quiet period, for the whole deployment (each replica
+    /// holds `burst / n`, at least 1). Default `rate_per_second` rounded up.
     pub burst: Option<u32>,
     /// Calls in flight to this provider at once, per replica. Default unlimited.
     pub max_concurrency: Option<usize>,
