@@ -25,6 +25,7 @@ pub mod provider;
 pub mod ratelimit;
 pub mod retry;
 pub mod route;
+pub mod sched;
 pub mod shutdown;
 pub mod track;
 pub mod validate;
@@ -168,13 +169,8 @@ pub async fn run(
         },
         providers: providers.clone(),
         router,
-        dispatcher: dispatch::Dispatcher::new(
-            providers.clone(),
-            &config.providers,
-            policy,
-            &config.breaker,
-            metrics.clone(),
-        ),
+        dispatcher: dispatch::Dispatcher::new(providers.clone(), policy, &config.breaker, metrics.clone()),
+        gates: Arc::new(sched::Gates::new(&providers, &config.providers, &config.scheduling)),
         events: events.clone(),
         client: client.clone(),
         prefix: config.nats.subject_prefix.clone(),
@@ -213,6 +209,34 @@ pub async fn run(
         }));
     }
 
+    // Every provider's scheduler, and the expiry of queued work.
+    let observed: Vec<_> = providers
+        .list
+        .iter()
+        .flat_map(|p| {
+            let lanes = objects.queues.get(&*p.name).cloned().unwrap_or_default();
+            lanes.into_iter().map(move |(class, c)| (p.name.clone(), class, c))
+        })
+        .collect();
+    {
+        let (metrics, stop) = (metrics.clone(), drain.clone());
+        drain.spawn(supervised("the queue observer", drain.clone(), move || {
+            sched::observe(observed.clone(), metrics.clone(), stop.clone())
+        }));
+    }
+    for (index, p) in providers.list.iter().enumerate() {
+        let consumers = objects.queues.remove(&*p.name).unwrap_or_default();
+        let (pipeline, stop) = (pipeline.clone(), drain.clone());
+        drain.spawn(supervised("a provider's scheduler", drain.clone(), move || {
+            sched::run_provider(pipeline.clone(), index, consumers.clone(), stop.clone())
+        }));
+    }
+    {
+        let (pipeline, consumer, stop) = (pipeline.clone(), objects.expiry.clone(), drain.clone());
+        drain.spawn(supervised("the expiry of queued work", drain.clone(), move || {
+            sched::run_expiry(pipeline.clone(), consumer.clone(), stop.clone())
+        }));
+    }
     let slots = intake::Slots::new(config.intake.max_in_flight, metrics.clone());
     match (config.intake.mode, objects.intake) {
         (IntakeMode::Jetstream, Some(consumer)) => {
