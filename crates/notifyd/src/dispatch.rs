@@ -137,7 +137,14 @@ impl Dispatcher {
     /// One step of `pending` at provider `index`: up to `max_recipients` per call, each call's
     /// outcomes recorded through `claim` right after it. `try_no` counts the steps at this
     /// provider (1 for the first). Nothing here waits: a retry comes back as [`Step::retry`].
-    pub async fn step(&self, req: &Request, index: usize, mut pending: Vec<Pending>, try_no: u32, claim: &Claim) -> Step {
+    pub async fn step(
+        &self,
+        req: &Request,
+        index: usize,
+        mut pending: Vec<Pending>,
+        try_no: u32,
+        claim: &Claim,
+    ) -> Step {
         let provider = &self.providers.list[index];
         let mut step = Step::default();
         if expired(req) {
@@ -167,7 +174,8 @@ impl Dispatcher {
                 p.attempts += 1;
                 let (error, ambiguous) = match answer {
                     Ok(result) => {
-                        step.decided.push((p.number, Outcome::Sent { provider: index, result, attempt: p.attempts }));
+                        step.decided
+                            .push((p.number, Outcome::Sent { provider: index, result, attempt: p.attempts }));
                         continue;
                     }
                     Err(e) => e,
@@ -178,7 +186,8 @@ impl Dispatcher {
                         step.decided.push((p.number, Outcome::Rejected { provider: index, error, attempt }));
                     }
                     Decision::Fail(error) => {
-                        step.decided.push((p.number, Outcome::Failed { provider: Some(index), error, attempt }));
+                        step.decided
+                            .push((p.number, Outcome::Failed { provider: Some(index), error, attempt }));
                     }
                     Decision::Retry { delay, ambiguous, error } => {
                         if ambiguous {
@@ -209,16 +218,25 @@ impl Dispatcher {
     /// The final outcome of recipients no provider of their route is left for (or whose
     /// `expires_at` passed): `failed`, with their last error (or `expired`). `last`: the
     /// provider tried last.
-    pub fn exhausted(&self, req: &Request, last: Option<usize>, pending: Vec<Pending>) -> Vec<(PhoneNumber, Outcome)> {
+    pub fn exhausted(
+        &self,
+        req: &Request,
+        last: Option<usize>,
+        pending: Vec<Pending>,
+    ) -> Vec<(PhoneNumber, Outcome)> {
         pending
             .into_iter()
             .map(|p| {
                 let provider = last.filter(|_| p.attempts > 0);
                 let error = if expired(req) {
-                    ProviderError::new(ErrorCode::Expired, "expires_at passed before the message could be sent")
+                    ProviderError::new(
+                        ErrorCode::Expired,
+                        "expires_at passed before the message could be sent",
+                    )
                 } else {
-                    p.last_error
-                        .unwrap_or_else(|| ProviderError::new(ErrorCode::Internal, "no provider could be tried"))
+                    p.last_error.unwrap_or_else(|| {
+                        ProviderError::new(ErrorCode::Internal, "no provider could be tried")
+                    })
                 };
                 (p.number, Outcome::Failed { provider, error, attempt: p.attempts })
             })

@@ -122,7 +122,12 @@ pub enum Begin {
     /// deliveries (or ended here: an interrupted attempt with `on_ambiguous = "fail"`), and their
     /// outcome is published again. `seen_before`: the ledger knew the request (a redelivery or a
     /// duplicate, not a new request).
-    Go { claim: Claim, send: Vec<(PhoneNumber, Route, Take)>, decided: Vec<(String, State)>, seen_before: bool },
+    Go {
+        claim: Claim,
+        send: Vec<(PhoneNumber, Route, Take)>,
+        decided: Vec<(String, State)>,
+        seen_before: bool,
+    },
     /// Another delivery is working on the same request id right now: hand it back, look again
     /// after `retry_in`.
     Busy { retry_in: Duration },
@@ -212,11 +217,10 @@ impl Ledger {
                 send.iter().map(|(n, _, take)| (n.as_str().to_owned(), initial(*take))).collect();
             self.record_until_stored(id, &mut known, &states).await;
         }
-        let seen_before = record
-            .r
-            .values()
-            .any(|s| !matches!(s, State::Begun { owner: mine, at } if mine == owner && *at == now)
-                && !matches!(s, State::Queued { at } if *at == now));
+        let seen_before = record.r.values().any(|s| {
+            !matches!(s, State::Begun { owner: mine, at } if mine == owner && *at == now)
+                && !matches!(s, State::Queued { at } if *at == now)
+        });
         let claim = Claim { ledger: self.clone(), id: id.to_owned(), known: Mutex::new(known) };
         Begin::Go { claim, send, decided, seen_before }
     }

@@ -170,7 +170,12 @@ pub async fn run(
         providers: providers.clone(),
         router,
         dispatcher: dispatch::Dispatcher::new(providers.clone(), policy, &config.breaker, metrics.clone()),
-        gates: Arc::new(sched::Gates::new(&providers, &config.providers, &config.scheduling)),
+        gates: Arc::new(sched::Gates::new(
+            &providers,
+            &config.providers,
+            &config.scheduling,
+            config.intake.ack_wait,
+        )),
         events: events.clone(),
         client: client.clone(),
         prefix: config.nats.subject_prefix.clone(),

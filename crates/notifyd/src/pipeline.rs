@@ -6,20 +6,20 @@
 
 use crate::class::Class;
 use crate::dispatch::{Dispatcher, Outcome, Pending};
-use crate::sched::Admission;
-use crate::sched::work::Onward;
-use std::collections::HashSet;
 use crate::events::{Batch, Event, EventError, Events, Status};
 use crate::ledger::{Begin, Claim, Ledger, State, Take, done_state};
 use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::Providers;
 use crate::route::{Route, Router};
+use crate::sched::Admission;
+use crate::sched::work::Onward;
 use crate::track;
 use crate::validate::{self, Decoded, Limits, Recipient, Rejection, Request};
 use bytes::Bytes;
 use notifyd_plugin::wire::{ErrorCode, ProviderError};
 use notifyd_sms::PhoneNumber;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -186,7 +186,13 @@ impl Pipeline {
     /// request gets one when none can be read), and the payload is kept in the dead-letter
     /// stream with the panic's message, so an operator can see it and send it again. The caller
     /// then acknowledges the message: a payload that panics once would panic on every redelivery.
-    pub async fn end_after_panic(&self, payload: &Bytes, generated_id: &str, panic: &str, only: Option<&[String]>) {
+    pub async fn end_after_panic(
+        &self,
+        payload: &Bytes,
+        generated_id: &str,
+        panic: &str,
+        only: Option<&[String]>,
+    ) {
         self.metrics.requests.with_label_values(&["internal_error"]).inc();
         tracing::error!(request = ?generated_id, panic = ?panic, "a request's task panicked (a bug); ending the request failed/internal");
         let error = ProviderError::new(
@@ -203,7 +209,13 @@ impl Pipeline {
     /// and tracking entry go out again, folded by message id). The rest end failed, and the
     /// ledger says so, for a later copy of the same id. The ledger is asked for a bounded time:
     /// without it, every recipient ends failed.
-    pub(crate) async fn end_with(&self, payload: &Bytes, generated_id: &str, error: &ProviderError, only: Option<&[String]>) {
+    pub(crate) async fn end_with(
+        &self,
+        payload: &Bytes,
+        generated_id: &str,
+        error: &ProviderError,
+        only: Option<&[String]>,
+    ) {
         let generated = || generated_id.to_owned();
         let decoded = self.validate(payload, &generated);
         let (id, numbers, tags): (String, Vec<String>, Option<Arc<crate::validate::Tags>>) = match &decoded {
@@ -302,18 +314,26 @@ impl Pipeline {
                         None => self.router.route(n.as_str()).cloned(),
                     };
                     let Some(route) = route else {
-                        let error = ProviderError::new(ErrorCode::RouteClosed, "no route is configured for this number");
-                        self.publish_final(&mut batch, &req, n.as_str(), Status::Failed, None, 0, &error).await;
+                        let error = ProviderError::new(
+                            ErrorCode::RouteClosed,
+                            "no route is configured for this number",
+                        );
+                        self.publish_final(&mut batch, &req, n.as_str(), Status::Failed, None, 0, &error)
+                            .await;
                         continue;
                     };
                     let class = req
                         .class
                         .or_else(|| pinned.map_or_else(|| self.router.priority(n.as_str()), |_| None))
                         .unwrap_or_default();
-                    let same = |g: &&mut Group| g.class == class && (Arc::ptr_eq(&g.route, &route) || *g.route == *route);
+                    let same = |g: &&mut Group| {
+                        g.class == class && (Arc::ptr_eq(&g.route, &route) || *g.route == *route)
+                    };
                     match groups.iter_mut().find(same) {
                         Some(g) => g.numbers.push(n.clone()),
-                        None => groups.push(Group { route, class, numbers: vec![n.clone()], admission: None }),
+                        None => {
+                            groups.push(Group { route, class, numbers: vec![n.clone()], admission: None })
+                        }
                     }
                 }
                 Recipient::Invalid { given, position, reason } => {
@@ -362,7 +382,8 @@ impl Pipeline {
                 Begin::Go { claim, send, decided: earlier, seen_before: seen } => {
                     (decided, seen_before) = (earlier, seen);
                     let taken: HashSet<PhoneNumber> = send.into_iter().map(|(n, _, _)| n).collect();
-                    let (outcomes, stored) = self.take_up(&req, payload, groups, &taken, &claim, accepted_ms).await;
+                    let (outcomes, stored) =
+                        self.take_up(&req, payload, groups, &taken, &claim, accepted_ms).await;
                     decided.extend(
                         outcomes.iter().map(|(n, o)| (n.as_str().to_owned(), self.dispatcher.state_of(o))),
                     );
@@ -419,7 +440,14 @@ impl Pipeline {
             }
             match g.admission {
                 Some(admission) => direct.push((g.route, g.class, pending, admission)),
-                None => queued.push(Onward { route: g.route, pos: 0, tries: 0, class: g.class, not_before_ms: 0, pending }),
+                None => queued.push(Onward {
+                    route: g.route,
+                    pos: 0,
+                    tries: 0,
+                    class: g.class,
+                    not_before_ms: 0,
+                    pending,
+                }),
             }
         }
         let steps = direct.into_iter().map(|(route, class, pending, admission)| async move {

@@ -124,7 +124,10 @@ pub fn queue_stream(name: &str, prefix: &str, max_queued: u64) -> stream::Config
 async fn queues(
     js: &jetstream::Context,
     cfg: &Config,
-) -> Result<(std::collections::HashMap<String, Vec<(Class, consumer::PullConsumer)>>, consumer::PullConsumer), SetupError> {
+) -> Result<
+    (std::collections::HashMap<String, Vec<(Class, consumer::PullConsumer)>>, consumer::PullConsumer),
+    SetupError,
+> {
     let prefix = &cfg.nats.subject_prefix;
     let name = &cfg.intake.queue_stream;
     let max_queued = cfg.providers.iter().filter_map(|p| p.max_queued).max().unwrap_or(DEFAULT_MAX_QUEUED);
@@ -138,9 +141,12 @@ async fn queues(
                 .config
                 .clone();
             if current.max_messages_per_subject != config.max_messages_per_subject {
-                js.update_stream(stream::Config { max_messages_per_subject: config.max_messages_per_subject, ..current })
-                    .await
-                    .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, name, e))?;
+                js.update_stream(stream::Config {
+                    max_messages_per_subject: config.max_messages_per_subject,
+                    ..current
+                })
+                .await
+                .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, name, e))?;
             }
             stream
         }

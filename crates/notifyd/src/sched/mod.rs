@@ -32,8 +32,8 @@ use futures::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 pub use ticket::Ticket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// How long a provider's queues must have been idle (no ticket queued or taken on this replica)
 /// before a request may skip them and go straight to the provider.
@@ -66,8 +66,6 @@ pub struct Gate {
     concurrency: Option<Arc<Semaphore>>,
     /// When a ticket for this provider was last queued or taken here (ms on [`now_ms`]).
     last_queued: AtomicI64,
-    /// Tickets fetched ahead per class.
-    batch: usize,
     /// The most recipients per call.
     max_recipients: usize,
 }
@@ -81,6 +79,8 @@ pub struct Admission {
 pub struct Gates {
     pub list: Vec<Gate>,
     pub weights: [u32; 3],
+    /// The queues' `ack_wait` (`intake.ack_wait`).
+    ack_wait: Duration,
 }
 
 fn now_ms() -> i64 {
@@ -88,7 +88,12 @@ fn now_ms() -> i64 {
 }
 
 impl Gates {
-    pub fn new(providers: &Providers, configs: &[ProviderConfig], scheduling: &SchedulingConfig) -> Gates {
+    pub fn new(
+        providers: &Providers,
+        configs: &[ProviderConfig],
+        scheduling: &SchedulingConfig,
+        ack_wait: Duration,
+    ) -> Gates {
         let list = providers
             .list
             .iter()
@@ -99,21 +104,19 @@ impl Gates {
                     let burst = c.and_then(|c| c.burst).unwrap_or(rate.ceil() as u32);
                     Arc::new(TokenBucket::new(rate, burst))
                 });
-                let concurrency = c.and_then(|c| c.max_concurrency).map(|n| Arc::new(Semaphore::new(n.max(1))));
-                // About two seconds of calls fetched ahead, so a fetched ticket waits little.
-                let batch = rate.map_or(32, |r| (r * 2.0).ceil().clamp(1.0, 32.0) as usize);
+                let concurrency =
+                    c.and_then(|c| c.max_concurrency).map(|n| Arc::new(Semaphore::new(n.max(1))));
                 Gate {
                     name: p.name.clone(),
                     bucket,
                     concurrency,
                     last_queued: AtomicI64::new(0),
-                    batch,
                     max_recipients: p.describe().max_recipients.max(1) as usize,
                 }
             })
             .collect();
         let weights = [1, scheduling.normal_weight.max(1), scheduling.bulk_weight.max(1)];
-        Gates { list, weights }
+        Gates { list, weights, ack_wait }
     }
 
     /// Room for `recipients` to go straight to provider `index`, if it has capacity now and its
@@ -148,10 +151,23 @@ impl Gate {
     }
 }
 
-/// A ticket fetched and waiting for its turn.
+/// A ticket fetched and waiting for its turn, since when.
 struct Fetched {
     msg: jetstream::Message,
     ticket: Ticket,
+    since: tokio::time::Instant,
+}
+
+/// One class's queue as the scheduler sees it: the ticket at its head (fetched only when the
+/// scheduler wants one, so at most one ticket per class waits in the replica's hands) and the
+/// channel its feeder delivers through.
+struct Lane {
+    class: Class,
+    head: Option<Fetched>,
+    /// A ticket was asked of the feeder and has not come yet.
+    asked: bool,
+    want: Arc<Semaphore>,
+    rx: mpsc::Receiver<Fetched>,
 }
 
 /// Smooth weighted round robin between `normal` and `bulk` (urgent always goes first).
@@ -184,56 +200,97 @@ impl Turns {
 }
 
 /// Serves provider `index`'s queues on this replica until shutdown: `consumers` by class.
-pub async fn run_provider(pipeline: Arc<Pipeline>, index: usize, consumers: Vec<(Class, PullConsumer)>, stop: Shutdown) {
+pub async fn run_provider(
+    pipeline: Arc<Pipeline>,
+    index: usize,
+    consumers: Vec<(Class, PullConsumer)>,
+    stop: Shutdown,
+) {
     let gates = pipeline.gates.clone();
     let gate = &gates.list[index];
-    let mut lanes: Vec<(Class, mpsc::Receiver<Fetched>)> = Vec::new();
+    let mut lanes: Vec<Lane> = Vec::new();
     for (class, consumer) in consumers {
         let (tx, rx) = mpsc::channel(1);
+        let want = Arc::new(Semaphore::new(0));
         // A feeder ends when the scheduler does (its channel closes) or at shutdown.
-        stop.spawn(feed(consumer, gate.batch, tx, pipeline.clone(), stop.clone()));
-        lanes.push((class, rx));
+        stop.spawn(feed(consumer, want.clone(), tx, pipeline.clone(), stop.clone()));
+        lanes.push(Lane { class, head: None, asked: false, want, rx });
     }
-    let mut heads: [Option<Fetched>; 3] = [None, None, None];
+    if lanes.is_empty() {
+        return;
+    }
+    // A head that waits long (its class is not getting turns) is kept alive, so JetStream does
+    // not hand it to another replica meanwhile.
+    let keep_alive = gates.ack_wait / 3;
     let mut turns = Turns::default();
-    loop {
-        for (class, rx) in &mut lanes {
-            let head = &mut heads[class.index()];
-            if head.is_none() {
-                *head = rx.try_recv().ok();
+    'serve: loop {
+        for lane in &mut lanes {
+            if lane.head.is_none() {
+                match lane.rx.try_recv() {
+                    Ok(f) => (lane.head, lane.asked) = (Some(f), false),
+                    Err(_) if !lane.asked => {
+                        lane.want.add_permits(1);
+                        lane.asked = true;
+                    }
+                    Err(_) => {}
+                }
+            } else if let Some(head) = lane.head.as_mut().filter(|h| h.since.elapsed() >= keep_alive) {
+                let _ = head.msg.ack_with(AckKind::Progress).await;
+                head.since = tokio::time::Instant::now();
             }
         }
-        if heads.iter().all(Option::is_none) {
-            let any = futures::future::select_all(lanes.iter_mut().map(|(class, rx)| {
-                let class = *class;
-                Box::pin(async move { (class, rx.recv().await) })
-            }));
-            tokio::select! {
-                _ = stop.signalled() => break,
-                ((class, got), _, _) = any => match got {
-                    Some(f) => heads[class.index()] = Some(f),
-                    None => break,
-                },
-            }
+        if lanes.iter().all(|l| l.head.is_none()) {
+            let any = futures::future::select_all(
+                lanes.iter_mut().map(|lane| Box::pin(async move { (lane.class, lane.rx.recv().await) })),
+            );
+            let (class, got) = tokio::select! {
+                _ = stop.signalled() => break 'serve,
+                ((class, got), _, _) = any => (class, got),
+            };
+            let Some(fetched) = got else { break 'serve };
+            let lane = lanes.iter_mut().find(|l| l.class == class).expect("a lane per class");
+            (lane.head, lane.asked) = (Some(fetched), false);
         }
-        let waiting = [heads[0].is_some(), heads[1].is_some(), heads[2].is_some()];
-        let Some(c) = turns.pick(waiting, gates.weights) else { continue };
-        let Some(fetched) = heads[c].take() else { continue };
-        gates.queued(index);
+        // Room first (a free call, a token), then the best ticket at that moment: a ticket that
+        // arrived during the wait, or a class whose next ticket was being fetched, is not passed
+        // over.
         let permit = match &gate.concurrency {
             None => None,
             Some(sem) => tokio::select! {
-                _ = stop.signalled() => { let _ = fetched.msg.ack_with(AckKind::Nak(None)).await; break }
+                _ = stop.signalled() => break 'serve,
                 p = sem.clone().acquire_owned() => p.ok(),
             },
         };
         // An open breaker takes no token: the step fails the recipients over without a call.
-        if let (Some(bucket), false) = (&gate.bucket, pipeline.dispatcher.is_open(index)) {
-            let wait = bucket.reserve_n(gate.calls(fetched.ticket.to.len()));
-            if !wait.is_zero() {
-                pipeline.metrics.rate_limit_waits.with_label_values(&[&gate.name]).inc();
-                pipeline.metrics.rate_limit_wait_seconds.with_label_values(&[&gate.name]).inc_by(wait.as_secs_f64());
-                tokio::time::sleep(wait).await;
+        let limited = gate.bucket.as_ref().filter(|_| !pipeline.dispatcher.is_open(index));
+        if let Some(bucket) = limited {
+            if !pace(&pipeline, gate, bucket, 1, &stop).await {
+                break 'serve;
+            }
+        }
+        for lane in &mut lanes {
+            if lane.head.is_none() {
+                if let Ok(f) = lane.rx.try_recv() {
+                    (lane.head, lane.asked) = (Some(f), false);
+                }
+            }
+        }
+        let mut waiting = [false; 3];
+        for lane in &lanes {
+            waiting[lane.class.index()] = lane.head.is_some();
+        }
+        let Some(c) = turns.pick(waiting, gates.weights) else { continue };
+        let Some(lane) = lanes.iter_mut().find(|l| l.class.index() == c) else { continue };
+        let Some(fetched) = lane.head.take() else { continue };
+        gates.queued(index);
+        // A ticket of more recipients than one call takes needs more tokens (one per call); one
+        // whose request expired needs none beyond the one taken (the step ends it without a call).
+        let calls = gate.calls(fetched.ticket.to.len());
+        let expired = fetched.ticket.expires_ms.is_some_and(|t| t <= now_ms());
+        if let (Some(bucket), false, true) = (limited, expired, calls > 1) {
+            if !pace(&pipeline, gate, bucket, calls - 1, &stop).await {
+                let _ = fetched.msg.ack_with(AckKind::Nak(None)).await;
+                break 'serve;
             }
         }
         let admission = Admission { _permit: permit };
@@ -243,48 +300,50 @@ pub async fn run_provider(pipeline: Arc<Pipeline>, index: usize, consumers: Vec<
         });
     }
     // Tickets fetched but not started go back at once, for another replica.
-    for fetched in heads.into_iter().flatten() {
-        let _ = fetched.msg.ack_with(AckKind::Nak(None)).await;
-    }
-    for (_, rx) in &mut lanes {
-        while let Ok(fetched) = rx.try_recv() {
+    for lane in &mut lanes {
+        lane.rx.close();
+        let held = lane.head.take().into_iter().chain(std::iter::from_fn(|| lane.rx.try_recv().ok()));
+        for fetched in held.collect::<Vec<_>>() {
             let _ = fetched.msg.ack_with(AckKind::Nak(None)).await;
         }
     }
 }
 
-/// Fetches tickets from one queue, `batch` at a time, and hands them to the scheduler one by one.
-/// A ticket not due yet (a retry's backoff) is handed back to JetStream until it is; one that
-/// cannot be read is terminated (logged; it cannot come from notifyd).
-async fn feed(consumer: PullConsumer, batch: usize, tx: mpsc::Sender<Fetched>, pipeline: Arc<Pipeline>, stop: Shutdown) {
+/// Waits for `calls` tokens of the provider's rate; `false` when shutdown began meanwhile.
+async fn pace(pipeline: &Pipeline, gate: &Gate, bucket: &TokenBucket, calls: u32, stop: &Shutdown) -> bool {
+    let wait = bucket.reserve_n(calls);
+    if wait.is_zero() {
+        return true;
+    }
+    pipeline.metrics.rate_limit_waits.with_label_values(&[&gate.name]).inc();
+    pipeline.metrics.rate_limit_wait_seconds.with_label_values(&[&gate.name]).inc_by(wait.as_secs_f64());
+    tokio::select! {
+        _ = stop.signalled() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// Fetches one ticket from one queue each time the scheduler asks for one (`want`), and hands it
+/// over. A ticket not due yet (a retry's backoff) is handed back to JetStream until it is; one
+/// that cannot be read is terminated (logged; it cannot come from notifyd).
+async fn feed(
+    consumer: PullConsumer,
+    want: Arc<Semaphore>,
+    tx: mpsc::Sender<Fetched>,
+    pipeline: Arc<Pipeline>,
+    stop: Shutdown,
+) {
     loop {
-        let fetch = consumer.fetch().max_messages(batch).expires(FETCH_EXPIRES).messages();
-        let mut messages = tokio::select! {
+        let asked = tokio::select! {
             _ = stop.signalled() => return,
-            m = fetch => match m {
-                Ok(m) => m,
-                Err(error) => {
-                    emit(&pipeline.metrics, Retry { operation: Operation::IntakeFetch, request: None, error: &error });
-                    tokio::select! {
-                        _ = stop.signalled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            },
+            w = want.acquire() => w,
         };
-        loop {
-            let next = tokio::select! {
-                _ = stop.signalled() => return,
-                m = messages.next() => m,
-            };
-            let msg = match next {
-                None => break,
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "queue fetch ended");
-                    break;
-                }
-            };
+        match asked {
+            Ok(permit) => permit.forget(),
+            Err(_) => return,
+        }
+        let fetched = loop {
+            let Some(msg) = fetch_one(&consumer, &pipeline, &stop).await else { return };
             let ticket = match Ticket::decode(&msg.payload) {
                 Ok(t) => t,
                 Err(e) => {
@@ -299,24 +358,55 @@ async fn feed(consumer: PullConsumer, batch: usize, tx: mpsc::Sender<Fetched>, p
                 let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
                 continue;
             }
-            let room = tokio::select! {
-                _ = stop.signalled() => None,
-                room = tx.reserve() => room.ok(),
-            };
-            match room {
-                Some(room) => room.send(Fetched { msg, ticket }),
-                None => {
-                    let _ = msg.ack_with(AckKind::Nak(None)).await;
-                    return;
+            break Fetched { msg, ticket, since: tokio::time::Instant::now() };
+        };
+        if let Err(back) = tx.send(fetched).await {
+            let _ = back.0.msg.ack_with(AckKind::Nak(None)).await;
+            return;
+        }
+    }
+}
+
+/// The next message of `consumer`, waiting as long as it takes; `None` at shutdown.
+async fn fetch_one(
+    consumer: &PullConsumer,
+    pipeline: &Pipeline,
+    stop: &Shutdown,
+) -> Option<jetstream::Message> {
+    loop {
+        let fetch = consumer.fetch().max_messages(1).expires(FETCH_EXPIRES).messages();
+        let mut messages = tokio::select! {
+            _ = stop.signalled() => return None,
+            m = fetch => match m {
+                Ok(m) => m,
+                Err(error) => {
+                    emit(&pipeline.metrics, Retry { operation: Operation::IntakeFetch, request: None, error: &error });
+                    tokio::select! {
+                        _ = stop.signalled() => return None,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
                 }
-            }
+            },
+        };
+        let next = tokio::select! {
+            _ = stop.signalled() => return None,
+            m = messages.next() => m,
+        };
+        match next {
+            Some(Ok(msg)) => return Some(msg),
+            Some(Err(e)) => tracing::debug!(error = %e, "a queue fetch ended without a ticket"),
+            None => {}
         }
     }
 }
 
 /// Every 5 s, reads each provider queue's backlog (tickets not yet delivered plus delivered and
 /// not yet acknowledged, all replicas) into `notifyd_queued_messages{provider,class}`.
-pub async fn observe(queues: Vec<(Arc<str>, Class, PullConsumer)>, metrics: crate::metrics::Metrics, stop: Shutdown) {
+pub async fn observe(
+    queues: Vec<(Arc<str>, Class, PullConsumer)>,
+    metrics: crate::metrics::Metrics,
+    stop: Shutdown,
+) {
     let mut queues = queues;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -342,7 +432,10 @@ pub async fn run_expiry(pipeline: Arc<Pipeline>, consumer: PullConsumer, stop: S
         let mut messages = match consumer.stream().max_messages_per_batch(16).messages().await {
             Ok(m) => m,
             Err(error) => {
-                emit(&pipeline.metrics, Retry { operation: Operation::IntakeFetch, request: None, error: &error });
+                emit(
+                    &pipeline.metrics,
+                    Retry { operation: Operation::IntakeFetch, request: None, error: &error },
+                );
                 tokio::select! {
                     _ = stop.signalled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,

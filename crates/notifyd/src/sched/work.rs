@@ -64,7 +64,14 @@ impl Pipeline {
         outcomes.extend(step.decided);
         if !step.retry.is_empty() {
             let not_before_ms = crate::track::now_unix_ms() + step.retry_in.as_millis() as i64;
-            onward.push(Onward { route: route.clone(), pos, tries, class, not_before_ms, pending: step.retry });
+            onward.push(Onward {
+                route: route.clone(),
+                pos,
+                tries,
+                class,
+                not_before_ms,
+                pending: step.retry,
+            });
         }
         if step.failover.is_empty() {
             return;
@@ -139,7 +146,9 @@ impl Pipeline {
             batch.publish_raw(subject, msg_id.clone(), ticket.encode()).await;
             if let Some(expires_ms) = expires_ms {
                 let twin = Ticket { not_before_ms: expires_ms, ..ticket };
-                batch.publish_raw(expire_subject(&self.prefix), format!("{msg_id}/expire"), twin.encode()).await;
+                batch
+                    .publish_raw(expire_subject(&self.prefix), format!("{msg_id}/expire"), twin.encode())
+                    .await;
             }
         }
         let stored = batch.confirm_within(TICKET_ATTEMPTS).await;
@@ -153,7 +162,13 @@ impl Pipeline {
     /// Takes up a ticket of provider `index` that the scheduler admitted, and acknowledges it
     /// when done. A panic in its work is contained (see [`Pipeline::end_after_panic`]): the
     /// ticket's undecided recipients end `failed`/`internal`.
-    pub(crate) async fn take_ticket(&self, index: usize, msg: jetstream::Message, ticket: Ticket, admission: Admission) {
+    pub(crate) async fn take_ticket(
+        &self,
+        index: usize,
+        msg: jetstream::Message,
+        ticket: Ticket,
+        admission: Admission,
+    ) {
         let work = AssertUnwindSafe(Box::pin(self.work_ticket(index, &msg, &ticket, admission)));
         match work.catch_unwind().await {
             Ok(Handled::Ack) => {
@@ -177,7 +192,13 @@ impl Pipeline {
         }
     }
 
-    async fn work_ticket(&self, index: usize, msg: &jetstream::Message, ticket: &Ticket, admission: Admission) -> Handled {
+    async fn work_ticket(
+        &self,
+        index: usize,
+        msg: &jetstream::Message,
+        ticket: &Ticket,
+        admission: Admission,
+    ) -> Handled {
         let (seq, delivered) = msg.info().map_or((0, 1), |i| (i.stream_sequence, i.delivered));
         let Some((req, route)) = self.ticket_request(ticket, Some(index)).await else { return Handled::Ack };
         let owner = format!("q:{}:{seq}:{delivered}", self.providers.list[index].name);
@@ -187,9 +208,12 @@ impl Pipeline {
             .filter_map(|(n, _)| PhoneNumber::parse(n).ok())
             .map(|n| (n, route.clone(), Take::Send))
             .collect();
-        let name = |route: &Route| self.providers.list[route[ticket.pos.min(route.len() - 1)]].name.to_string();
+        let name =
+            |route: &Route| self.providers.list[route[ticket.pos.min(route.len() - 1)]].name.to_string();
         let (claim, send, decided) = match self.ledger.begin(&ticket.id, routed, &owner, name).await {
-            Begin::Busy { retry_in } => return Handled::Later(crate::intake::busy_delay(delivered, retry_in)),
+            Begin::Busy { retry_in } => {
+                return Handled::Later(crate::intake::busy_delay(delivered, retry_in));
+            }
             Begin::Go { claim, send, decided, .. } => (claim, send, decided),
         };
         let mut batch = self.events.batch();
@@ -220,8 +244,18 @@ impl Pipeline {
         let step = Box::pin(self.dispatcher.step(&req, index, pending, tries, &claim)).await;
         drop(admission);
         let (mut outcomes, mut onward) = (Vec::new(), Vec::new());
-        self.after_step(&req, &route, ticket.pos, tries, ticket.class, step, &claim, &mut outcomes, &mut onward)
-            .await;
+        self.after_step(
+            &req,
+            &route,
+            ticket.pos,
+            tries,
+            ticket.class,
+            step,
+            &claim,
+            &mut outcomes,
+            &mut onward,
+        )
+        .await;
         let stored = self.enqueue(&req, &ticket.request, ticket.accepted_ms, onward, &claim, false).await;
         for (n, outcome) in &outcomes {
             let state = self.dispatcher.state_of(outcome);
@@ -246,7 +280,8 @@ impl Pipeline {
         let id = ticket.id.clone();
         let problem = match self.validate(ticket.request.get().as_bytes(), &|| id.clone()) {
             Decoded::Valid(req) => {
-                let route: Option<Vec<usize>> = ticket.route.iter().map(|n| self.providers.index(n)).collect();
+                let route: Option<Vec<usize>> =
+                    ticket.route.iter().map(|n| self.providers.index(n)).collect();
                 match route {
                     Some(r) if ticket.pos < r.len() && index.is_none_or(|i| r[ticket.pos] == i) => {
                         return Some((req, Route::from(r)));
@@ -299,15 +334,20 @@ impl Pipeline {
             .filter_map(|(n, _)| PhoneNumber::parse(n).ok())
             .map(|n| (n, route.clone(), Take::Send))
             .collect();
-        let name = |route: &Route| self.providers.list[route[ticket.pos.min(route.len() - 1)]].name.to_string();
+        let name =
+            |route: &Route| self.providers.list[route[ticket.pos.min(route.len() - 1)]].name.to_string();
         let (claim, send) = match self.ledger.begin(&ticket.id, routed, &owner, name).await {
             Begin::Busy { retry_in } => {
-                let _ = msg.ack_with(AckKind::Nak(Some(crate::intake::busy_delay(delivered, retry_in)))).await;
+                let _ =
+                    msg.ack_with(AckKind::Nak(Some(crate::intake::busy_delay(delivered, retry_in)))).await;
                 return;
             }
             Begin::Go { claim, send, .. } => (claim, send),
         };
-        let error = ProviderError::new(ErrorCode::Expired, "expires_at passed while the message waited for its provider");
+        let error = ProviderError::new(
+            ErrorCode::Expired,
+            "expires_at passed while the message waited for its provider",
+        );
         let mut batch = self.events.batch();
         let mut ended = Vec::new();
         for (n, _, _) in &send {
