@@ -27,6 +27,7 @@ pub mod ratelimit;
 pub mod replicas;
 pub mod retry;
 pub mod route;
+pub mod sched;
 pub mod shutdown;
 pub mod track;
 pub mod validate;
@@ -170,13 +171,13 @@ pub async fn run(
         },
         providers: providers.clone(),
         router,
-        dispatcher: dispatch::Dispatcher::new(
-            providers.clone(),
+        dispatcher: dispatch::Dispatcher::new(providers.clone(), policy, &config.breaker, metrics.clone()),
+        gates: Arc::new(sched::Gates::new(
+            &providers,
             &config.providers,
-            policy,
-            &config.breaker,
-            metrics.clone(),
-        ),
+            &config.scheduling,
+            config.intake.ack_wait,
+        )),
         events: events.clone(),
         client: client.clone(),
         prefix: config.nats.subject_prefix.clone(),
@@ -221,7 +222,7 @@ pub async fn run(
     // only after them.
     let membership = Shutdown::new();
     let (registration, live) = replicas::Registration::join(objects.replicas.clone(), metrics.clone()).await;
-    let rate_limits = pipeline.dispatcher.rate_limits();
+    let rate_limits = pipeline.gates.rate_limits();
     replicas::set_shares(*live.borrow(), &rate_limits, &metrics);
     {
         let stop = membership.clone();
@@ -236,6 +237,34 @@ pub async fn run(
         }));
     }
 
+    // Every provider's scheduler, and the expiry of queued work.
+    let observed: Vec<_> = providers
+        .list
+        .iter()
+        .flat_map(|p| {
+            let lanes = objects.queues.get(&*p.name).cloned().unwrap_or_default();
+            lanes.into_iter().map(move |(class, c)| (p.name.clone(), class, c))
+        })
+        .collect();
+    {
+        let (metrics, stop) = (metrics.clone(), drain.clone());
+        drain.spawn(supervised("the queue observer", drain.clone(), move || {
+            sched::observe(observed.clone(), metrics.clone(), stop.clone())
+        }));
+    }
+    for (index, p) in providers.list.iter().enumerate() {
+        let consumers = objects.queues.remove(&*p.name).unwrap_or_default();
+        let (pipeline, stop) = (pipeline.clone(), drain.clone());
+        drain.spawn(supervised("a provider's scheduler", drain.clone(), move || {
+            sched::run_provider(pipeline.clone(), index, consumers.clone(), stop.clone())
+        }));
+    }
+    {
+        let (pipeline, consumer, stop) = (pipeline.clone(), objects.expiry.clone(), drain.clone());
+        drain.spawn(supervised("the expiry of queued work", drain.clone(), move || {
+            sched::run_expiry(pipeline.clone(), consumer.clone(), stop.clone())
+        }));
+    }
     let slots = intake::Slots::new(config.intake.max_in_flight, metrics.clone());
     match (config.intake.mode, objects.intake) {
         (IntakeMode::Jetstream, Some(consumer)) => {

@@ -28,6 +28,16 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub failovers: IntCounterVec,
     pub rate_limit_waits: IntCounterVec,
+    /// Seconds the schedulers waited for providers' rate limits.
+    pub rate_limit_wait_seconds: prometheus::CounterVec,
+    /// From acceptance to the first provider call, by class.
+    pub queue_wait: HistogramVec,
+    /// Tickets waiting in each provider's queue, by class (all replicas).
+    pub queued: IntGaugeVec,
+    /// Work handed back because a provider queue did not take its tickets.
+    pub queue_refused: prometheus::IntCounter,
+    /// Queued recipients ended `expired` by their expiry twin.
+    pub queue_expired: prometheus::IntCounter,
     pub ambiguous_resends: IntCounterVec,
     /// NATS work tried again (see [`crate::retry::nats`]).
     pub nats_retries: IntCounterVec,
@@ -126,6 +136,49 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(nats_reconnects.clone())).expect("unique metric");
+        let queue_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "notifyd_queue_wait_seconds",
+                "Time from a request's acceptance to its first provider call, by class.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+                7200.0,
+            ]),
+            &["class"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(queue_wait.clone())).expect("unique metric");
+        let rate_limit_wait_seconds = prometheus::CounterVec::new(
+            prometheus::Opts::new(
+                "notifyd_rate_limit_wait_seconds_total",
+                "Seconds the provider's scheduler waited for its rate limit before a call.",
+            ),
+            &["provider"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(rate_limit_wait_seconds.clone())).expect("unique metric");
+        let queued = IntGaugeVec::new(
+            prometheus::Opts::new(
+                "notifyd_queued_messages",
+                "Tickets (recipients of one request for one provider) waiting in a provider's queue, by class; all replicas.",
+            ),
+            &["provider", "class"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(queued.clone())).expect("unique metric");
+        let queue_refused = prometheus::IntCounter::new(
+            "notifyd_queue_refused_total",
+            "Requests or tickets handed back because a provider queue did not store their tickets (full or unavailable).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(queue_refused.clone())).expect("unique metric");
+        let queue_expired = prometheus::IntCounter::new(
+            "notifyd_queue_expired_total",
+            "Recipients ended failed/expired while waiting in a provider's queue.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(queue_expired.clone())).expect("unique metric");
         let tracking_polls = Histogram::with_opts(
             HistogramOpts::new("notifyd_tracking_batch_size", "Tracking references per status query.")
                 .buckets(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0]),
@@ -180,6 +233,11 @@ impl Metrics {
             open_files_limit,
             dead_letters_lost,
             http_connections,
+            queue_wait,
+            rate_limit_wait_seconds,
+            queued,
+            queue_refused,
+            queue_expired,
             http_rejected: counter(
                 &r,
                 "notifyd_http_connections_rejected_total",

@@ -1,4 +1,5 @@
-//! A token bucket per provider instance (`rate_per_second`, `burst`), counted in provider calls.
+//! A token bucket per provider instance (`rate_per_second`, `burst`), counted in provider calls;
+//! the provider's scheduler ([`crate::sched`]) takes a token per call.
 //!
 //! The configured limit is the whole deployment's: each replica's bucket runs at its share of it,
 //! `rate / n` and `burst / n` for `n` live replicas ([`TokenBucket::set_share`], kept current by
@@ -112,11 +113,16 @@ impl TokenBucket {
     /// Returns whether it had to wait. A caller that gives up (its future dropped) still used its
     /// place in line, like a call made.
     pub async fn acquire(&self) -> bool {
+        self.acquire_n(1).await
+    }
+
+    /// Takes `n` tokens (one per call) at once, waiting as [`TokenBucket::acquire`] does.
+    pub async fn acquire_n(&self, n: u32) -> bool {
         let ticket = {
             let mut state = self.state();
-            // Saved-up tokens are counted before this one is taken, so no more than `burst` are.
+            // Saved-up tokens are counted before these are taken, so no more than `burst` are.
             state.refill(Instant::now());
-            state.issued += 1;
+            state.issued += u64::from(n.max(1));
             state.issued
         };
         let mut waited = false;
@@ -135,6 +141,19 @@ impl TokenBucket {
                 _ = changed => {}
             }
         }
+    }
+
+    /// Takes `n` tokens if they are there now, with nobody waiting ahead; `false` (and nothing
+    /// taken) otherwise.
+    pub fn try_take(&self, n: u32) -> bool {
+        let mut state = self.state();
+        state.refill(Instant::now());
+        let free = state.granted - state.issued as f64;
+        if free + EPSILON < f64::from(n) {
+            return false;
+        }
+        state.issued += u64::from(n);
+        true
     }
 }
 
@@ -227,5 +246,29 @@ mod tests {
         assert_eq!(times(calls).await, [0, 0, 0, 0, 0, 200], "5 saved up, then 5/s");
         b.set_share(20);
         assert_eq!(b.share(), (0.5, 1.0), "the burst is at least 1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn try_take_takes_only_what_is_there_and_never_jumps_the_line() {
+        let b = TokenBucket::new(10.0, 3);
+        assert!(b.try_take(2));
+        assert!(!b.try_take(2), "one token left");
+        assert!(b.try_take(1));
+        assert!(!b.try_take(1));
+        // Two calls wait in line for 200 ms; try_take does not pass them.
+        let waiting = {
+            let b = Arc::new(TokenBucket::new(10.0, 1));
+            assert!(b.try_take(1));
+            let w = b.clone();
+            let handle = tokio::spawn(async move { w.acquire_n(2).await });
+            tokio::task::yield_now().await;
+            tokio::time::advance(Duration::from_millis(100)).await;
+            assert!(!b.try_take(1), "a token earned is owed to the caller waiting");
+            tokio::time::advance(Duration::from_millis(100)).await;
+            assert!(handle.await.unwrap(), "it waited");
+            b
+        };
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(waiting.try_take(1));
     }
 }

@@ -1,5 +1,6 @@
 //! The JetStream streams, consumers and buckets of every stage, and their setup at start-up.
 
+use crate::class::Class;
 use crate::config::{Config, IntakeMode};
 use async_nats::jetstream::{self, consumer, kv, stream};
 use std::time::Duration;
@@ -94,6 +95,103 @@ pub struct Objects {
     pub callbacks: Option<CallbackObjects>,
     /// The bucket of live replicas (see [`crate::replicas`]).
     pub replicas: kv::Store,
+    /// The providers' queues: by provider name, each class's consumer.
+    pub queues: std::collections::HashMap<String, Vec<(Class, consumer::PullConsumer)>>,
+    /// The consumer of the tickets' expiry twins.
+    pub expiry: consumer::PullConsumer,
+}
+
+/// The default bound of each provider queue (per class), when no provider sets `max_queued`.
+pub const DEFAULT_MAX_QUEUED: u64 = 1_000_000;
+
+/// The queue stream: a work queue of tickets on `<prefix>.sms.queue.<provider>.<class>` and
+/// their expiry twins on `<prefix>.sms.expire`. Each subject holds at most `max_queued` tickets;
+/// a ticket beyond it is refused (the work that made it is handed back, see
+/// [`crate::sched::work::HAND_BACK`]).
+pub fn queue_stream(name: &str, prefix: &str, max_queued: u64) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
+        subjects: vec![format!("{prefix}.sms.queue.>"), crate::sched::expire_subject(prefix)],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::WorkQueue,
+        duplicate_window: DUPLICATE_WINDOW,
+        max_messages_per_subject: i64::try_from(max_queued).unwrap_or(i64::MAX),
+        discard: stream::DiscardPolicy::New,
+        discard_new_per_subject: true,
+        ..Default::default()
+    }
+}
+
+/// Ensures the queue stream, a consumer per provider and class, and the expiry consumer.
+async fn queues(
+    js: &jetstream::Context,
+    cfg: &Config,
+) -> Result<
+    (std::collections::HashMap<String, Vec<(Class, consumer::PullConsumer)>>, consumer::PullConsumer),
+    SetupError,
+> {
+    let prefix = &cfg.nats.subject_prefix;
+    let name = &cfg.intake.queue_stream;
+    let max_queued = cfg.providers.iter().filter_map(|p| p.max_queued).max().unwrap_or(DEFAULT_MAX_QUEUED);
+    let config = queue_stream(name, prefix, max_queued);
+    let stream = match js.get_stream(name).await {
+        Ok(mut stream) => {
+            let current = stream
+                .info()
+                .await
+                .map_err(|e| SetupError::new(SetupErrorKind::Read, ObjectKind::Stream, name, e))?
+                .config
+                .clone();
+            if current.max_messages_per_subject != config.max_messages_per_subject {
+                js.update_stream(stream::Config {
+                    max_messages_per_subject: config.max_messages_per_subject,
+                    ..current
+                })
+                .await
+                .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, name, e))?;
+            }
+            stream
+        }
+        Err(_) => js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, name, e))?,
+    };
+    let consumer = |durable: String, filter: String| {
+        let stream = &stream;
+        async move {
+            stream
+                .get_or_create_consumer(
+                    &durable,
+                    consumer::pull::Config {
+                        durable_name: Some(durable.clone()),
+                        filter_subject: filter,
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        ack_wait: cfg.intake.ack_wait,
+                        max_deliver: -1,
+                        max_ack_pending: -1,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Consumer, &durable, e))
+        }
+    };
+    let mut by_provider = std::collections::HashMap::new();
+    for p in &cfg.providers {
+        let mut lanes = Vec::with_capacity(3);
+        for class in Class::ALL {
+            let c = consumer(
+                crate::sched::consumer_name(&p.name, class),
+                crate::sched::queue_subject(prefix, &p.name, class),
+            )
+            .await?;
+            lanes.push((class, c));
+        }
+        by_provider.insert(p.name.clone(), lanes);
+    }
+    let expiry = consumer("notifyd_expiry".to_owned(), crate::sched::expire_subject(prefix)).await?;
+    Ok((by_provider, expiry))
 }
 
 /// The objects of the callback index (see [`crate::track::callbacks`]).
@@ -242,7 +340,8 @@ pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, Se
             .await?,
         ),
     };
-    Ok(Objects { intake_created, intake, held, tracking, ledger, callbacks, replicas })
+    let (queues, expiry) = queues(js, cfg).await?;
+    Ok(Objects { intake_created, intake, held, tracking, ledger, callbacks, replicas, queues, expiry })
 }
 
 /// Opens the ledger bucket, creating it when missing: one record per request, kept

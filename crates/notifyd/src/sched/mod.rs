@@ -1,0 +1,498 @@
+//! Scheduling: who gets a provider's capacity, and where requests wait for it
+//! (docs/scheduling.md has the model and a diagram).
+//!
+//! Every provider has a queue per traffic class in JetStream (the queue stream, subjects
+//! `<prefix>.sms.queue.<provider>.<class>`), each with its durable consumer shared by every
+//! replica. A validated request goes straight to its provider when the provider has capacity now
+//! (a token, a free call under `max_concurrency`) and its queues have been idle for a second;
+//! otherwise its recipients are put in the provider's queue as a [`Ticket`] and the intake is
+//! done with it. So a request waiting for a provider holds no intake slot, no memory and no task,
+//! and delays no request for another provider.
+//!
+//! On every replica, one scheduler per provider ([`run_provider`]) takes tickets as the provider's
+//! limits allow: `urgent` first, then `normal` and `bulk` by their weights (smooth weighted round
+//! robin, so neither starves), one token of the provider's rate per call. A step that needs a
+//! retry or a failover puts the recipients back as a new ticket (a retry with a `not_before`, a
+//! failover in the next provider's queue), so backoffs hold nothing either. A ticket for a request
+//! with `expires_at` has a twin on `<prefix>.sms.expire`, due at that time ([`run_expiry`]): the
+//! recipients still queued then end `failed`/`expired` at once, not when they reach the head.
+
+pub mod ticket;
+pub mod work;
+
+use crate::class::Class;
+use crate::config::{ProviderConfig, SchedulingConfig};
+use crate::pipeline::Pipeline;
+use crate::provider::Providers;
+use crate::ratelimit::TokenBucket;
+use crate::retry::nats::{Operation, Retry, emit};
+use crate::shutdown::Shutdown;
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+pub use ticket::Ticket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// How long a provider's queues must have been idle (no ticket queued or taken on this replica)
+/// before a request may skip them and go straight to the provider.
+const IDLE_BEFORE_DIRECT_MS: i64 = 1000;
+
+/// How long a fetch of tickets waits for one to arrive before asking again.
+const FETCH_EXPIRES: Duration = Duration::from_secs(10);
+
+/// The subject of provider `provider`'s queue for `class`.
+pub fn queue_subject(prefix: &str, provider: &str, class: Class) -> String {
+    format!("{prefix}.sms.queue.{provider}.{class}")
+}
+
+/// The subject of the expiry twins of tickets.
+pub fn expire_subject(prefix: &str) -> String {
+    format!("{prefix}.sms.expire")
+}
+
+/// The durable consumer of provider `provider`'s queue for `class`.
+pub fn consumer_name(provider: &str, class: Class) -> String {
+    format!("notifyd_q_{provider}_{class}")
+}
+
+/// A provider's limits on this replica.
+pub struct Gate {
+    pub name: Arc<str>,
+    /// `rate_per_second`/`burst`; `None`: unlimited.
+    pub bucket: Option<Arc<TokenBucket>>,
+    /// `max_concurrency`; `None`: unlimited.
+    concurrency: Option<Arc<Semaphore>>,
+    /// When a ticket for this provider was last queued or taken here (ms on [`now_ms`]).
+    last_queued: AtomicI64,
+    /// The most recipients per call.
+    max_recipients: usize,
+}
+
+/// Room for calls to a provider: a free call under its `max_concurrency` while it lives.
+pub struct Admission {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Every provider's [`Gate`], by provider index.
+pub struct Gates {
+    pub list: Vec<Gate>,
+    pub weights: [u32; 3],
+    /// The queues' `ack_wait` (`intake.ack_wait`).
+    ack_wait: Duration,
+}
+
+fn now_ms() -> i64 {
+    crate::track::now_unix_ms()
+}
+
+impl Gates {
+    pub fn new(
+        providers: &Providers,
+        configs: &[ProviderConfig],
+        scheduling: &SchedulingConfig,
+        ack_wait: Duration,
+    ) -> Gates {
+        let list = providers
+            .list
+            .iter()
+            .map(|p| {
+                let c = configs.iter().find(|c| c.name == *p.name);
+                let rate = c.and_then(|c| c.rate_per_second);
+                let bucket = rate.map(|rate| {
+                    let burst = c.and_then(|c| c.burst).unwrap_or(rate.ceil() as u32);
+                    Arc::new(TokenBucket::new(rate, burst))
+                });
+                let concurrency =
+                    c.and_then(|c| c.max_concurrency).map(|n| Arc::new(Semaphore::new(n.max(1))));
+                Gate {
+                    name: p.name.clone(),
+                    bucket,
+                    concurrency,
+                    last_queued: AtomicI64::new(0),
+                    max_recipients: p.describe().max_recipients.max(1) as usize,
+                }
+            })
+            .collect();
+        let weights = [1, scheduling.normal_weight.max(1), scheduling.bulk_weight.max(1)];
+        Gates { list, weights, ack_wait }
+    }
+
+    /// Room for `recipients` to go straight to provider `index`, if it has capacity now and its
+    /// queues are idle; `None`: queue them.
+    pub fn try_direct(&self, index: usize, recipients: usize) -> Option<Admission> {
+        let gate = &self.list[index];
+        if now_ms() - gate.last_queued.load(Ordering::Relaxed) < IDLE_BEFORE_DIRECT_MS {
+            return None;
+        }
+        let permit = match &gate.concurrency {
+            Some(sem) => Some(sem.clone().try_acquire_owned().ok()?),
+            None => None,
+        };
+        if let Some(bucket) = &gate.bucket {
+            if !bucket.try_take(gate.calls(recipients)) {
+                return None;
+            }
+        }
+        Some(Admission { _permit: permit })
+    }
+
+    /// The token bucket of each rate-limited provider, by name (their shares of the deployment's
+    /// limit are set by [`crate::replicas`]).
+    pub fn rate_limits(&self) -> Vec<(String, Arc<TokenBucket>)> {
+        self.list.iter().filter_map(|g| Some((g.name.to_string(), g.bucket.clone()?))).collect()
+    }
+
+    /// Notes that provider `index` has work queued.
+    pub fn queued(&self, index: usize) {
+        self.list[index].last_queued.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl Gate {
+    /// Calls needed for `recipients`.
+    fn calls(&self, recipients: usize) -> u32 {
+        u32::try_from(recipients.div_ceil(self.max_recipients)).unwrap_or(u32::MAX).max(1)
+    }
+}
+
+/// A ticket fetched and waiting for its turn, since when.
+struct Fetched {
+    msg: jetstream::Message,
+    ticket: Ticket,
+    since: tokio::time::Instant,
+}
+
+/// One class's queue as the scheduler sees it: the ticket at its head (fetched only when the
+/// scheduler wants one, so at most one ticket per class waits in the replica's hands) and the
+/// channel its feeder delivers through.
+struct Lane {
+    class: Class,
+    head: Option<Fetched>,
+    /// A ticket was asked of the feeder and has not come yet.
+    asked: bool,
+    want: Arc<Semaphore>,
+    rx: mpsc::Receiver<Fetched>,
+}
+
+/// Smooth weighted round robin between `normal` and `bulk` (urgent always goes first).
+#[derive(Debug, Default)]
+struct Turns {
+    credit: [i64; 3],
+}
+
+impl Turns {
+    /// The class to serve next among those `waiting` (by [`Class::index`]).
+    fn pick(&mut self, waiting: [bool; 3], weights: [u32; 3]) -> Option<usize> {
+        if waiting[0] {
+            return Some(0);
+        }
+        let ready: Vec<usize> = (1..3).filter(|&c| waiting[c]).collect();
+        match ready.as_slice() {
+            [] => None,
+            [one] => Some(*one),
+            _ => {
+                let total: i64 = ready.iter().map(|&c| i64::from(weights[c])).sum();
+                for &c in &ready {
+                    self.credit[c] += i64::from(weights[c]);
+                }
+                let best = *ready.iter().max_by_key(|&&c| (self.credit[c], -(c as i64)))?;
+                self.credit[best] -= total;
+                Some(best)
+            }
+        }
+    }
+}
+
+/// Serves provider `index`'s queues on this replica until shutdown: `consumers` by class.
+pub async fn run_provider(
+    pipeline: Arc<Pipeline>,
+    index: usize,
+    consumers: Vec<(Class, PullConsumer)>,
+    stop: Shutdown,
+) {
+    let gates = pipeline.gates.clone();
+    let gate = &gates.list[index];
+    let mut lanes: Vec<Lane> = Vec::new();
+    for (class, consumer) in consumers {
+        let (tx, rx) = mpsc::channel(1);
+        let want = Arc::new(Semaphore::new(0));
+        // A feeder ends when the scheduler does (its channel closes) or at shutdown.
+        stop.spawn(feed(consumer, want.clone(), tx, pipeline.clone(), stop.clone()));
+        lanes.push(Lane { class, head: None, asked: false, want, rx });
+    }
+    if lanes.is_empty() {
+        return;
+    }
+    // A head that waits long (its class is not getting turns) is kept alive, so JetStream does
+    // not hand it to another replica meanwhile.
+    let keep_alive = gates.ack_wait / 3;
+    let mut turns = Turns::default();
+    'serve: loop {
+        for lane in &mut lanes {
+            if lane.head.is_none() {
+                match lane.rx.try_recv() {
+                    Ok(f) => (lane.head, lane.asked) = (Some(f), false),
+                    Err(_) if !lane.asked => {
+                        lane.want.add_permits(1);
+                        lane.asked = true;
+                    }
+                    Err(_) => {}
+                }
+            } else if let Some(head) = lane.head.as_mut().filter(|h| h.since.elapsed() >= keep_alive) {
+                let _ = head.msg.ack_with(AckKind::Progress).await;
+                head.since = tokio::time::Instant::now();
+            }
+        }
+        if lanes.iter().all(|l| l.head.is_none()) {
+            let any = futures::future::select_all(
+                lanes.iter_mut().map(|lane| Box::pin(async move { (lane.class, lane.rx.recv().await) })),
+            );
+            let (class, got) = tokio::select! {
+                _ = stop.signalled() => break 'serve,
+                ((class, got), _, _) = any => (class, got),
+            };
+            let Some(fetched) = got else { break 'serve };
+            let lane = lanes.iter_mut().find(|l| l.class == class).expect("a lane per class");
+            (lane.head, lane.asked) = (Some(fetched), false);
+        }
+        // Room first (a free call, a token), then the best ticket at that moment: a ticket that
+        // arrived during the wait, or a class whose next ticket was being fetched, is not passed
+        // over.
+        let permit = match &gate.concurrency {
+            None => None,
+            Some(sem) => tokio::select! {
+                _ = stop.signalled() => break 'serve,
+                p = sem.clone().acquire_owned() => p.ok(),
+            },
+        };
+        // An open breaker takes no token: the step fails the recipients over without a call.
+        let limited = gate.bucket.as_ref().filter(|_| !pipeline.dispatcher.is_open(index));
+        if let Some(bucket) = limited {
+            if !pace(&pipeline, gate, bucket, 1, &stop).await {
+                break 'serve;
+            }
+        }
+        for lane in &mut lanes {
+            if lane.head.is_none() {
+                if let Ok(f) = lane.rx.try_recv() {
+                    (lane.head, lane.asked) = (Some(f), false);
+                }
+            }
+        }
+        let mut waiting = [false; 3];
+        for lane in &lanes {
+            waiting[lane.class.index()] = lane.head.is_some();
+        }
+        let Some(c) = turns.pick(waiting, gates.weights) else { continue };
+        let Some(lane) = lanes.iter_mut().find(|l| l.class.index() == c) else { continue };
+        let Some(fetched) = lane.head.take() else { continue };
+        gates.queued(index);
+        // A ticket of more recipients than one call takes needs more tokens (one per call); one
+        // whose request expired needs none beyond the one taken (the step ends it without a call).
+        let calls = gate.calls(fetched.ticket.to.len());
+        let expired = fetched.ticket.expires_ms.is_some_and(|t| t <= now_ms());
+        if let (Some(bucket), false, true) = (limited, expired, calls > 1) {
+            if !pace(&pipeline, gate, bucket, calls - 1, &stop).await {
+                let _ = fetched.msg.ack_with(AckKind::Nak(None)).await;
+                break 'serve;
+            }
+        }
+        let admission = Admission { _permit: permit };
+        let pipeline = pipeline.clone();
+        stop.spawn(async move {
+            Box::pin(pipeline.take_ticket(index, fetched.msg, fetched.ticket, admission)).await;
+        });
+    }
+    // Tickets fetched but not started go back at once, for another replica.
+    for lane in &mut lanes {
+        lane.rx.close();
+        let held = lane.head.take().into_iter().chain(std::iter::from_fn(|| lane.rx.try_recv().ok()));
+        for fetched in held.collect::<Vec<_>>() {
+            let _ = fetched.msg.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+}
+
+/// Waits for `calls` tokens of the provider's rate; `false` when shutdown began meanwhile.
+async fn pace(pipeline: &Pipeline, gate: &Gate, bucket: &TokenBucket, calls: u32, stop: &Shutdown) -> bool {
+    let started = tokio::time::Instant::now();
+    let waited = tokio::select! {
+        _ = stop.signalled() => return false,
+        waited = bucket.acquire_n(calls) => waited,
+    };
+    if waited {
+        pipeline.metrics.rate_limit_waits.with_label_values(&[&gate.name]).inc();
+        let seconds = started.elapsed().as_secs_f64();
+        pipeline.metrics.rate_limit_wait_seconds.with_label_values(&[&gate.name]).inc_by(seconds);
+    }
+    true
+}
+
+/// Fetches one ticket from one queue each time the scheduler asks for one (`want`), and hands it
+/// over. A ticket not due yet (a retry's backoff) is handed back to JetStream until it is; one
+/// that cannot be read is terminated (logged; it cannot come from notifyd).
+async fn feed(
+    consumer: PullConsumer,
+    want: Arc<Semaphore>,
+    tx: mpsc::Sender<Fetched>,
+    pipeline: Arc<Pipeline>,
+    stop: Shutdown,
+) {
+    loop {
+        let asked = tokio::select! {
+            _ = stop.signalled() => return,
+            w = want.acquire() => w,
+        };
+        match asked {
+            Ok(permit) => permit.forget(),
+            Err(_) => return,
+        }
+        let fetched = loop {
+            let Some(msg) = fetch_one(&consumer, &pipeline, &stop).await else { return };
+            let ticket = match Ticket::decode(&msg.payload) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(error = %e, subject = %msg.subject, "a queued ticket cannot be read; dropping it");
+                    let _ = msg.ack_with(AckKind::Term).await;
+                    continue;
+                }
+            };
+            let ahead = ticket.not_before_ms - now_ms();
+            if ahead > 0 {
+                let delay = Duration::from_millis(ahead as u64).min(crate::intake::MAX_HOLD);
+                let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                continue;
+            }
+            break Fetched { msg, ticket, since: tokio::time::Instant::now() };
+        };
+        if let Err(back) = tx.send(fetched).await {
+            let _ = back.0.msg.ack_with(AckKind::Nak(None)).await;
+            return;
+        }
+    }
+}
+
+/// The next message of `consumer`, waiting as long as it takes; `None` at shutdown.
+async fn fetch_one(
+    consumer: &PullConsumer,
+    pipeline: &Pipeline,
+    stop: &Shutdown,
+) -> Option<jetstream::Message> {
+    loop {
+        let fetch = consumer.fetch().max_messages(1).expires(FETCH_EXPIRES).messages();
+        let mut messages = tokio::select! {
+            _ = stop.signalled() => return None,
+            m = fetch => match m {
+                Ok(m) => m,
+                Err(error) => {
+                    emit(&pipeline.metrics, Retry { operation: Operation::IntakeFetch, request: None, error: &error });
+                    tokio::select! {
+                        _ = stop.signalled() => return None,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        let next = tokio::select! {
+            _ = stop.signalled() => return None,
+            m = messages.next() => m,
+        };
+        match next {
+            Some(Ok(msg)) => return Some(msg),
+            Some(Err(e)) => tracing::debug!(error = %e, "a queue fetch ended without a ticket"),
+            None => {}
+        }
+    }
+}
+
+/// Every 5 s, reads each provider queue's backlog (tickets not yet delivered plus delivered and
+/// not yet acknowledged, all replicas) into `notifyd_queued_messages{provider,class}`.
+pub async fn observe(
+    queues: Vec<(Arc<str>, Class, PullConsumer)>,
+    metrics: crate::metrics::Metrics,
+    stop: Shutdown,
+) {
+    let mut queues = queues;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = stop.signalled() => return,
+            _ = tick.tick() => {}
+        }
+        for (provider, class, consumer) in &mut queues {
+            if let Ok(info) = consumer.info().await {
+                let backlog = info.num_pending.saturating_add(info.num_ack_pending as u64);
+                metrics
+                    .queued
+                    .with_label_values(&[provider, class.as_str()])
+                    .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+            }
+        }
+    }
+}
+
+/// Ends queued recipients whose `expires_at` passed, as their expiry twins fall due.
+pub async fn run_expiry(pipeline: Arc<Pipeline>, consumer: PullConsumer, stop: Shutdown) {
+    loop {
+        let mut messages = match consumer.stream().max_messages_per_batch(16).messages().await {
+            Ok(m) => m,
+            Err(error) => {
+                emit(
+                    &pipeline.metrics,
+                    Retry { operation: Operation::IntakeFetch, request: None, error: &error },
+                );
+                tokio::select! {
+                    _ = stop.signalled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = stop.signalled() => return,
+                m = messages.next() => m,
+            };
+            let msg = match next {
+                None => break,
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "expiry fetch ended");
+                    continue;
+                }
+            };
+            let pipeline = pipeline.clone();
+            stop.spawn(async move { Box::pin(pipeline.expire_ticket(msg)).await });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urgent_first_then_normal_and_bulk_by_weight() {
+        let mut t = Turns::default();
+        assert_eq!(t.pick([true, true, true], [1, 4, 1]), Some(0));
+        let picks: Vec<usize> = (0..10).filter_map(|_| t.pick([false, true, true], [1, 4, 1])).collect();
+        assert_eq!(picks.iter().filter(|&&c| c == 1).count(), 8, "{picks:?}");
+        assert_eq!(picks.iter().filter(|&&c| c == 2).count(), 2, "{picks:?}");
+        assert_eq!(t.pick([false, false, true], [1, 4, 1]), Some(2));
+        assert_eq!(t.pick([false, false, false], [1, 4, 1]), None);
+    }
+
+    #[test]
+    fn bulk_is_served_even_when_normal_never_empties() {
+        let mut t = Turns::default();
+        let picks: Vec<usize> = (0..1000).filter_map(|_| t.pick([false, true, true], [1, 1000, 1])).collect();
+        assert_eq!(picks.iter().filter(|&&c| c == 2).count(), 1);
+        // The gap between two bulk turns is bounded by the weights.
+        let mut t = Turns::default();
+        let picks: Vec<usize> = (0..20).filter_map(|_| t.pick([false, true, true], [1, 3, 2])).collect();
+        let bulk: Vec<usize> = picks.iter().enumerate().filter(|(_, c)| **c == 2).map(|(i, _)| i).collect();
+        assert_eq!(bulk.len(), 8, "{picks:?}");
+        assert!(bulk.windows(2).all(|w| w[1] - w[0] <= 3), "{picks:?}");
+    }
+}
