@@ -386,12 +386,37 @@ pub struct SchedulingConfig {
     pub normal_weight: u32,
     /// Share of `bulk` against `normal` when both wait. Default 1.
     pub bulk_weight: u32,
+    /// The tag that names a request's tenant. Default `tenant`.
+    pub tenant_tag: String,
+    /// Queues per provider and class that tenants not listed in `tenants` share, by a hash of
+    /// their name. Default 4.
+    pub tenant_shards: u32,
+    /// Tenants with queues of their own, a metric label and an optional quota.
+    pub tenants: Vec<TenantConfig>,
 }
 
 impl Default for SchedulingConfig {
     fn default() -> Self {
-        SchedulingConfig { normal_weight: 4, bulk_weight: 1 }
+        SchedulingConfig {
+            normal_weight: 4,
+            bulk_weight: 1,
+            tenant_tag: "tenant".into(),
+            tenant_shards: 4,
+            tenants: Vec::new(),
+        }
     }
+}
+
+/// `[[scheduling.tenants]]`: a tenant with queues of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The tenant tag's value (letters, digits, '_' and '-').
+    pub name: String,
+    /// The tenant's quota, calls per second over every provider (per deployment). Default none.
+    pub rate_per_second: Option<f64>,
+    /// Its burst. Default `rate_per_second`.
+    pub burst: Option<u32>,
 }
 
 /// `[[providers]]`: one provider instance.
@@ -716,6 +741,28 @@ impl Config {
                     .push(format!("{at}: callback_token is empty; set a long random one, or leave it out"));
             }
             resolve_env_settings(&at, &mut p.settings, env, problems);
+        }
+
+        let sched = &self.scheduling;
+        if sched.tenant_tag.is_empty() || sched.tenant_tag.chars().count() > 64 {
+            problems.push("[scheduling] tenant_tag must be 1 to 64 characters".into());
+        }
+        if !(1..=64).contains(&sched.tenant_shards) {
+            problems.push("[scheduling] tenant_shards must be between 1 and 64".into());
+        }
+        let mut tenant_names = HashSet::new();
+        for (i, t) in sched.tenants.iter().enumerate() {
+            let at = format!("[[scheduling.tenants]] #{}", i + 1);
+            let token = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+            if t.name.is_empty() || t.name.len() > 64 || !t.name.chars().all(token) {
+                problems.push(format!("{at}: name must be 1 to 64 letters, digits, '_' or '-'"));
+            }
+            if !tenant_names.insert(t.name.as_str()) {
+                problems.push(format!("{at}: the tenant is listed twice"));
+            }
+            if t.rate_per_second.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                problems.push(format!("{at}: rate_per_second must be a positive number"));
+            }
         }
 
         if self.providers.is_empty() && !problems.iter().any(|p| p.starts_with("[[providers]]")) {

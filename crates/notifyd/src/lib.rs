@@ -243,7 +243,7 @@ pub async fn run(
         .iter()
         .flat_map(|p| {
             let lanes = objects.queues.get(&*p.name).cloned().unwrap_or_default();
-            lanes.into_iter().map(move |(class, c)| (p.name.clone(), class, c))
+            lanes.into_iter().map(move |(class, _, c)| (p.name.clone(), class, c))
         })
         .collect();
     {

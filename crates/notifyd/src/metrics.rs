@@ -32,6 +32,8 @@ pub struct Metrics {
     pub rate_limit_wait_seconds: prometheus::CounterVec,
     /// From acceptance to the first provider call, by class.
     pub queue_wait: HistogramVec,
+    /// The same for queued work, by tenant (listed tenants; `other` for the rest).
+    pub tenant_wait: HistogramVec,
     /// Tickets waiting in each provider's queue, by class (all replicas).
     pub queued: IntGaugeVec,
     /// Work handed back because a provider queue did not take its tickets.
@@ -149,6 +151,16 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(queue_wait.clone())).expect("unique metric");
+        let tenant_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "notifyd_tenant_queue_wait_seconds",
+                "Time from acceptance to the provider call of queued work, by tenant: the tenants listed in [[scheduling.tenants]], `other` for the rest.",
+            )
+            .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 7200.0]),
+            &["tenant"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(tenant_wait.clone())).expect("unique metric");
         let rate_limit_wait_seconds = prometheus::CounterVec::new(
             prometheus::Opts::new(
                 "notifyd_rate_limit_wait_seconds_total",
@@ -234,6 +246,7 @@ impl Metrics {
             dead_letters_lost,
             http_connections,
             queue_wait,
+            tenant_wait,
             rate_limit_wait_seconds,
             queued,
             queue_refused,

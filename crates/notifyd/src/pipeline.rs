@@ -65,6 +65,13 @@ pub const DEAD_LETTER_ATTEMPTS: u32 = 8;
 /// How long ending a request after a panic waits for the ledger (read, then write).
 const PANIC_LEDGER_WAIT: Duration = Duration::from_secs(10);
 
+/// What is wrong with a tenant name (the value of the tenant tag), if anything: it must be 1 to
+/// 64 characters, none of them a control character.
+fn tenant_problem(tenant: &str) -> Option<String> {
+    let bad = tenant.is_empty() || tenant.chars().count() > 64 || tenant.chars().any(char::is_control);
+    bad.then(|| "the tenant tag must be 1 to 64 characters without control characters".to_owned())
+}
+
 /// Recipients of one request sharing a route and a class, and, when their provider has capacity
 /// now, the room to send them at once.
 struct Group {
@@ -103,6 +110,16 @@ impl Pipeline {
     pub fn validate(&self, payload: &[u8], generated_id: &dyn Fn() -> String) -> Decoded {
         let mut decoded =
             validate::decode(payload, &self.limits, |p| self.providers.index(p).is_some(), generated_id);
+        if let Decoded::Valid(req) = &decoded {
+            if let Some(problem) = self.gates.tenant_of(req).and_then(tenant_problem) {
+                decoded = Decoded::Rejected(Rejection {
+                    code: ErrorCode::InvalidRequest,
+                    message: problem,
+                    id: Some(req.id.to_string()),
+                    tags: req.tags.as_deref().cloned(),
+                });
+            }
+        }
         if let Decoded::Rejected(r) = &mut decoded {
             r.id.get_or_insert_with(generated_id);
         }
@@ -364,7 +381,7 @@ impl Pipeline {
         let mut seen_before = false;
         if !groups.is_empty() {
             for g in &mut groups {
-                g.admission = self.gates.try_direct(g.route[0], g.numbers.len());
+                g.admission = self.gates.try_direct(g.route[0], g.numbers.len(), self.gates.tenant_of(&req));
             }
             let takes: Vec<(PhoneNumber, Route, Take)> = groups
                 .iter()

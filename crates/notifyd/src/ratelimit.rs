@@ -143,6 +143,13 @@ impl TokenBucket {
         }
     }
 
+    /// Whether `n` tokens are there now, with nobody waiting ahead (nothing is taken).
+    pub fn has(&self, n: u32) -> bool {
+        let mut state = self.state();
+        state.refill(Instant::now());
+        state.granted - state.issued as f64 + EPSILON >= f64::from(n)
+    }
+
     /// Takes `n` tokens if they are there now, with nobody waiting ahead; `false` (and nothing
     /// taken) otherwise.
     pub fn try_take(&self, n: u32) -> bool {

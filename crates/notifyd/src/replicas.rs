@@ -208,7 +208,10 @@ pub async fn apply_shares(
 pub fn set_shares(replicas: u32, buckets: &[(String, Arc<TokenBucket>)], metrics: &Metrics) {
     for (name, bucket) in buckets {
         bucket.set_share(replicas);
-        metrics.rate_share.with_label_values(&[name]).set(bucket.share().0);
+        // Tenant quotas (`tenant:<name>`) share alike, without a provider's series.
+        if !name.starts_with("tenant:") {
+            metrics.rate_share.with_label_values(&[name]).set(bucket.share().0);
+        }
     }
 }
 

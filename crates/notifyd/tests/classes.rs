@@ -303,3 +303,89 @@ providers = ["gw"]
     let repeated: Vec<_> = per_text.iter().filter(|(_, n)| **n > 1).collect();
     assert!(repeated.len() <= 2, "calls repeated beyond the crash window: {repeated:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_campaign_does_not_starve_another_tenant() {
+    let nats = NatsServer::start();
+    let gw = mock(Duration::ZERO, Arc::default()).await;
+    let body = format!(
+        r#"
+[[scheduling.tenants]]
+name = "acme"
+[[scheduling.tenants]]
+name = "globex"
+{}
+[[routes]]
+prefixes = [""]
+providers = ["gw"]
+priority = "bulk"
+"#,
+        provider("gw", &gw.url(), "rate_per_second = 10\nburst = 1")
+    );
+    let _daemon = Daemon::start(&nats, &config(&body));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let tag = |t: &str| format!(r#","tags":{{"tenant":"{t}"}}"#);
+    publish(&client, "notify.sms.send", "acme", "+4915171112233", 0..60, &tag("acme")).await;
+    publish(&client, "notify.sms.send", "globex", "+4915171112233", 0..10, &tag("globex")).await;
+    let order = wait_calls(&gw, 70, Duration::from_secs(30)).await;
+    assert_eq!(order.len(), 70);
+    let first = order.iter().position(|t| t.starts_with("globex")).unwrap();
+    let last = order.iter().rposition(|t| t.starts_with("globex")).unwrap();
+    // Alone, globex's 10 calls would take 10 turns; sharing with acme, about 20. Queued behind
+    // acme's campaign (one FIFO), they would come after all 60.
+    assert!(first < 15, "globex waited behind acme's campaign: {order:?}");
+    assert!(last - first <= 22, "globex got less than half the provider: {order:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_quota_waits_and_others_do_not() {
+    let nats = NatsServer::start();
+    let gw = mock(Duration::ZERO, Arc::default()).await;
+    let body = format!(
+        r#"
+[[scheduling.tenants]]
+name = "acme"
+rate_per_second = 2
+burst = 1
+{}
+[[routes]]
+prefixes = [""]
+providers = ["gw"]
+"#,
+        provider("gw", &gw.url(), "rate_per_second = 50")
+    );
+    let _daemon = Daemon::start(&nats, &config(&body));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let tag = |t: &str| format!(r#","tags":{{"tenant":"{t}"}}"#);
+    publish(&client, "notify.sms.send", "acme", "+4915171112233", 0..8, &tag("acme")).await;
+    publish(&client, "notify.sms.send", "other", "+4915171112233", 0..20, &tag("initech")).await;
+    let order = wait_calls(&gw, 28, Duration::from_secs(30)).await;
+    assert_eq!(order.len(), 28);
+    // acme may make 2 calls a second: the other tenant's 20 (at 50/s) are done before acme's
+    // fourth call.
+    let acme_fourth = order.iter().enumerate().filter(|(_, t)| t.starts_with("acme")).nth(3).unwrap().0;
+    let last_other = order.iter().rposition(|t| t.starts_with("other")).unwrap();
+    assert!(last_other < acme_fourth, "acme's quota held up another tenant, or did not hold: {order:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_tenant_is_rejected_with_a_clear_error() {
+    let nats = NatsServer::start();
+    let gw = mock(Duration::ZERO, Arc::default()).await;
+    let body =
+        format!("{}\n[[routes]]\nprefixes = [\"\"]\nproviders = [\"gw\"]\n", provider("gw", &gw.url(), ""));
+    let _daemon = Daemon::start(&nats, &config(&body));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+    publish(&client, "notify.sms.send", "empty", "+4915171112233", 0..1, r#","tags":{"tenant":""}"#).await;
+    publish(&client, "notify.sms.send", "ctl", "+4915171112233", 0..1, r#","tags":{"tenant":"a\u0007b"}"#)
+        .await;
+    for id in ["empty-0", "ctl-0"] {
+        let ev = events.status(id, None, "rejected").await;
+        assert_eq!(ev["error"]["code"], "invalid_request", "{ev}");
+        assert!(ev["error"]["message"].as_str().unwrap().contains("tenant"), "{ev}");
+    }
+    publish(&client, "notify.sms.send", "ok", "+4915171112233", 0..1, r#","tags":{"tenant":"acme"}"#).await;
+    events.status("ok-0", None, "sent").await;
+    assert_eq!(gw.request_count(), 1, "only the valid request reached the provider");
+}

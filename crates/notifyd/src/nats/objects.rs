@@ -3,6 +3,7 @@
 use crate::class::Class;
 use crate::config::{Config, IntakeMode};
 use async_nats::jetstream::{self, consumer, kv, stream};
+use futures::StreamExt;
 use std::time::Duration;
 
 /// Dead letters kept: at most this many, this many bytes, this long; the oldest go first.
@@ -95,11 +96,14 @@ pub struct Objects {
     pub callbacks: Option<CallbackObjects>,
     /// The bucket of live replicas (see [`crate::replicas`]).
     pub replicas: kv::Store,
-    /// The providers' queues: by provider name, each class's consumer.
-    pub queues: std::collections::HashMap<String, Vec<(Class, consumer::PullConsumer)>>,
+    /// The providers' queues: by provider name, the consumer of each class and tenant lane.
+    pub queues: Lanes,
     /// The consumer of the tickets' expiry twins.
     pub expiry: consumer::PullConsumer,
 }
+
+/// The consumers of the providers' queues: by provider name, each class and tenant lane's.
+pub type Lanes = std::collections::HashMap<String, Vec<(Class, String, consumer::PullConsumer)>>;
 
 /// The default bound of each provider queue (per class), when no provider sets `max_queued`.
 pub const DEFAULT_MAX_QUEUED: u64 = 1_000_000;
@@ -126,10 +130,7 @@ pub fn queue_stream(name: &str, prefix: &str, max_queued: u64) -> stream::Config
 async fn queues(
     js: &jetstream::Context,
     cfg: &Config,
-) -> Result<
-    (std::collections::HashMap<String, Vec<(Class, consumer::PullConsumer)>>, consumer::PullConsumer),
-    SetupError,
-> {
+) -> Result<(Lanes, consumer::PullConsumer), SetupError> {
     let prefix = &cfg.nats.subject_prefix;
     let name = &cfg.intake.queue_stream;
     let max_queued = cfg.providers.iter().filter_map(|p| p.max_queued).max().unwrap_or(DEFAULT_MAX_QUEUED);
@@ -177,18 +178,43 @@ async fn queues(
                 .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Consumer, &durable, e))
         }
     };
-    let mut by_provider = std::collections::HashMap::new();
+    let mut by_provider: Lanes = std::collections::HashMap::new();
+    let lanes = crate::sched::lanes(&cfg.scheduling);
     for p in &cfg.providers {
-        let mut lanes = Vec::with_capacity(3);
+        let mut mine = Vec::with_capacity(3 * lanes.len());
         for class in Class::ALL {
-            let c = consumer(
-                crate::sched::consumer_name(&p.name, class),
-                crate::sched::queue_subject(prefix, &p.name, class),
-            )
-            .await?;
-            lanes.push((class, c));
+            for lane in &lanes {
+                let c = consumer(
+                    crate::sched::consumer_name(&p.name, class, lane),
+                    crate::sched::queue_subject(prefix, &p.name, class, lane),
+                )
+                .await?;
+                mine.push((class, lane.clone(), c));
+            }
         }
-        by_provider.insert(p.name.clone(), lanes);
+        by_provider.insert(p.name.clone(), mine);
+    }
+    // Lanes that no longer exist in the configuration (a tenant unlisted, fewer shards) are
+    // still served until their tickets are gone, so a change of `[scheduling]` loses nothing.
+    let queue_prefix = format!("{prefix}.sms.queue.");
+    let mut names = stream.consumer_names();
+    let mut known: Vec<String> = Vec::new();
+    while let Some(Ok(name)) = names.next().await {
+        known.push(name);
+    }
+    for name in known {
+        let Ok(c) = stream.get_consumer::<consumer::pull::Config>(&name).await else { continue };
+        let filter = c.cached_info().config.filter_subject.clone();
+        let Some(rest) = filter.strip_prefix(&queue_prefix) else { continue };
+        let parts: Vec<&str> = rest.split('.').collect();
+        let [provider, class, lane] = parts.as_slice() else { continue };
+        let (Some(class), Some(mine)) = (Class::parse(class), by_provider.get_mut(*provider)) else {
+            continue;
+        };
+        if !mine.iter().any(|(k, l, _)| *k == class && l == lane) {
+            tracing::info!(consumer = %name, "serving a provider queue lane the configuration no longer names, until it is empty");
+            mine.push((class, (*lane).to_owned(), c));
+        }
     }
     let expiry = consumer("notifyd_expiry".to_owned(), crate::sched::expire_subject(prefix)).await?;
     Ok((by_provider, expiry))

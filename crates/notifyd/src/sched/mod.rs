@@ -39,12 +39,28 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 /// before a request may skip them and go straight to the provider.
 const IDLE_BEFORE_DIRECT_MS: i64 = 1000;
 
+/// How often a scheduler whose waiting tickets are all over their tenants' quotas looks again.
+const QUOTA_RECHECK: Duration = Duration::from_millis(20);
+
 /// How long a fetch of tickets waits for one to arrive before asking again.
 const FETCH_EXPIRES: Duration = Duration::from_secs(10);
 
-/// The subject of provider `provider`'s queue for `class`.
-pub fn queue_subject(prefix: &str, provider: &str, class: Class) -> String {
-    format!("{prefix}.sms.queue.{provider}.{class}")
+/// The subject of provider `provider`'s queue for `class` and tenant lane `lane`.
+pub fn queue_subject(prefix: &str, provider: &str, class: Class, lane: &str) -> String {
+    format!("{prefix}.sms.queue.{provider}.{class}.{lane}")
+}
+
+/// The tenant lanes of every provider and class: one per listed tenant (`t-<name>`), and
+/// `tenant_shards` shared by the others (`s0`, `s1`, ...).
+pub fn lanes(scheduling: &SchedulingConfig) -> Vec<String> {
+    let listed = scheduling.tenants.iter().map(|t| format!("t-{}", t.name));
+    listed.chain((0..scheduling.tenant_shards.max(1)).map(|k| format!("s{k}"))).collect()
+}
+
+/// FNV-1a: a hash that every replica and every version computes alike (std's is not promised
+/// to be stable).
+fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// The subject of the expiry twins of tickets.
@@ -52,9 +68,9 @@ pub fn expire_subject(prefix: &str) -> String {
     format!("{prefix}.sms.expire")
 }
 
-/// The durable consumer of provider `provider`'s queue for `class`.
-pub fn consumer_name(provider: &str, class: Class) -> String {
-    format!("notifyd_q_{provider}_{class}")
+/// The durable consumer of provider `provider`'s queue for `class` and lane `lane`.
+pub fn consumer_name(provider: &str, class: Class, lane: &str) -> String {
+    format!("notifyd_q_{provider}_{class}_{lane}")
 }
 
 /// A provider's limits on this replica.
@@ -79,6 +95,11 @@ pub struct Admission {
 pub struct Gates {
     pub list: Vec<Gate>,
     pub weights: [u32; 3],
+    /// `[scheduling] tenant_tag`, `tenant_shards`, the listed tenants and their quotas.
+    tenant_tag: String,
+    shards: u32,
+    listed: Vec<String>,
+    quotas: Vec<Option<Arc<TokenBucket>>>,
     /// The queues' `ack_wait` (`intake.ack_wait`).
     ack_wait: Duration,
 }
@@ -116,14 +137,34 @@ impl Gates {
             })
             .collect();
         let weights = [1, scheduling.normal_weight.max(1), scheduling.bulk_weight.max(1)];
-        Gates { list, weights, ack_wait }
+        let quotas = scheduling
+            .tenants
+            .iter()
+            .map(|t| {
+                let rate = t.rate_per_second?;
+                Some(Arc::new(TokenBucket::new(rate, t.burst.unwrap_or(rate.ceil() as u32))))
+            })
+            .collect();
+        Gates {
+            list,
+            weights,
+            ack_wait,
+            tenant_tag: scheduling.tenant_tag.clone(),
+            shards: scheduling.tenant_shards.max(1),
+            listed: scheduling.tenants.iter().map(|t| t.name.clone()).collect(),
+            quotas,
+        }
     }
 
-    /// Room for `recipients` to go straight to provider `index`, if it has capacity now and its
-    /// queues are idle; `None`: queue them.
-    pub fn try_direct(&self, index: usize, recipients: usize) -> Option<Admission> {
+    /// Room for `recipients` of `tenant` to go straight to provider `index`, if it has capacity
+    /// now, its queues are idle and the tenant is within its quota; `None`: queue them.
+    pub fn try_direct(&self, index: usize, recipients: usize, tenant: Option<&str>) -> Option<Admission> {
         let gate = &self.list[index];
         if now_ms() - gate.last_queued.load(Ordering::Relaxed) < IDLE_BEFORE_DIRECT_MS {
+            return None;
+        }
+        let (quota, _) = self.lane_tenant(&self.lane_of(tenant));
+        if quota.as_ref().is_some_and(|q| !q.has(gate.calls(recipients))) {
             return None;
         }
         let permit = match &gate.concurrency {
@@ -135,13 +176,42 @@ impl Gates {
                 return None;
             }
         }
+        if let Some(quota) = quota {
+            quota.try_take(gate.calls(recipients));
+        }
         Some(Admission { _permit: permit })
+    }
+
+    /// The tenant a request names (its `tenant_tag` tag).
+    pub fn tenant_of<'r>(&self, req: &'r crate::validate::Request) -> Option<&'r str> {
+        req.tags.as_ref()?.get(&self.tenant_tag).map(String::as_str)
+    }
+
+    /// The lane of `tenant` in every provider's queues: its own when it is listed, else one of
+    /// the shared ones, by a stable hash of its name (a request without a tenant hashes "").
+    pub fn lane_of(&self, tenant: Option<&str>) -> String {
+        let tenant = tenant.unwrap_or("");
+        if self.listed.iter().any(|t| t == tenant) {
+            return format!("t-{tenant}");
+        }
+        format!("s{}", stable_hash(tenant) % u64::from(self.shards))
+    }
+
+    /// A lane's quota and its tenant label in metrics (the listed name, else `other`).
+    fn lane_tenant(&self, lane: &str) -> (Option<Arc<TokenBucket>>, String) {
+        match lane.strip_prefix("t-").and_then(|name| self.listed.iter().position(|t| t == name)) {
+            Some(i) => (self.quotas[i].clone(), self.listed[i].clone()),
+            None => (None, "other".to_owned()),
+        }
     }
 
     /// The token bucket of each rate-limited provider, by name (their shares of the deployment's
     /// limit are set by [`crate::replicas`]).
     pub fn rate_limits(&self) -> Vec<(String, Arc<TokenBucket>)> {
-        self.list.iter().filter_map(|g| Some((g.name.to_string(), g.bucket.clone()?))).collect()
+        let providers = self.list.iter().filter_map(|g| Some((g.name.to_string(), g.bucket.clone()?)));
+        let tenants = self.listed.iter().zip(&self.quotas);
+        let tenants = tenants.filter_map(|(t, q)| Some((format!("tenant:{t}"), q.clone()?)));
+        providers.chain(tenants).collect()
     }
 
     /// Notes that provider `index` has work queued.
@@ -169,6 +239,9 @@ struct Fetched {
 /// channel its feeder delivers through.
 struct Lane {
     class: Class,
+    /// The tenant lane (`t-<name>`, `s<k>`), the tenant's quota, and its metric label.
+    quota: Option<Arc<TokenBucket>>,
+    tenant: String,
     head: Option<Fetched>,
     /// A ticket was asked of the feeder and has not come yet.
     asked: bool,
@@ -205,23 +278,27 @@ impl Turns {
     }
 }
 
-/// Serves provider `index`'s queues on this replica until shutdown: `consumers` by class.
+/// Serves provider `index`'s queues on this replica until shutdown: `consumers` by class and
+/// tenant lane.
 pub async fn run_provider(
     pipeline: Arc<Pipeline>,
     index: usize,
-    consumers: Vec<(Class, PullConsumer)>,
+    consumers: Vec<(Class, String, PullConsumer)>,
     stop: Shutdown,
 ) {
     let gates = pipeline.gates.clone();
     let gate = &gates.list[index];
     let mut lanes: Vec<Lane> = Vec::new();
-    for (class, consumer) in consumers {
+    for (class, lane, consumer) in consumers {
         let (tx, rx) = mpsc::channel(1);
         let want = Arc::new(Semaphore::new(0));
         // A feeder ends when the scheduler does (its channel closes) or at shutdown.
         stop.spawn(feed(consumer, want.clone(), tx, pipeline.clone(), stop.clone()));
-        lanes.push(Lane { class, head: None, asked: false, want, rx });
+        let (quota, tenant) = gates.lane_tenant(&lane);
+        lanes.push(Lane { class, quota, tenant, head: None, asked: false, want, rx });
     }
+    // Round robin between the tenant lanes of each class: where each class looks first.
+    let mut cursor = [0usize; 3];
     if lanes.is_empty() {
         return;
     }
@@ -245,17 +322,23 @@ pub async fn run_provider(
                 head.since = tokio::time::Instant::now();
             }
         }
+        let blocked = |l: &Lane| l.quota.as_ref().is_some_and(|q| !q.has(1));
         if lanes.iter().all(|l| l.head.is_none()) {
-            let any = futures::future::select_all(
-                lanes.iter_mut().map(|lane| Box::pin(async move { (lane.class, lane.rx.recv().await) })),
-            );
-            let (class, got) = tokio::select! {
+            let any = futures::future::select_all(lanes.iter_mut().map(|lane| Box::pin(lane.rx.recv())));
+            // `select_all` says which lane's ticket came.
+            let (got, at) = tokio::select! {
                 _ = stop.signalled() => break 'serve,
-                ((class, got), _, _) = any => (class, got),
+                (got, at, _) = any => (got, at),
             };
             let Some(fetched) = got else { break 'serve };
-            let lane = lanes.iter_mut().find(|l| l.class == class).expect("a lane per class");
-            (lane.head, lane.asked) = (Some(fetched), false);
+            (lanes[at].head, lanes[at].asked) = (Some(fetched), false);
+        }
+        if lanes.iter().all(|l| l.head.is_none() || blocked(l)) {
+            // Every waiting ticket's tenant is over its quota: look again shortly.
+            tokio::select! {
+                _ = stop.signalled() => break 'serve,
+                _ = tokio::time::sleep(QUOTA_RECHECK) => continue 'serve,
+            }
         }
         // Room first (a free call, a token), then the best ticket at that moment: a ticket that
         // arrived during the wait, or a class whose next ticket was being fetched, is not passed
@@ -281,13 +364,27 @@ pub async fn run_provider(
                 }
             }
         }
+        let ready = |l: &Lane| l.head.is_some() && !blocked(l);
         let mut waiting = [false; 3];
-        for lane in &lanes {
-            waiting[lane.class.index()] = lane.head.is_some();
+        for lane in lanes.iter().filter(|l| ready(l)) {
+            waiting[lane.class.index()] = true;
         }
         let Some(c) = turns.pick(waiting, gates.weights) else { continue };
-        let Some(lane) = lanes.iter_mut().find(|l| l.class.index() == c) else { continue };
+        // The class's next tenant lane with a ticket, after the one served last.
+        let of_class: Vec<usize> = (0..lanes.len()).filter(|&i| lanes[i].class.index() == c).collect();
+        let Some(at) = (0..of_class.len())
+            .map(|k| (cursor[c] + k) % of_class.len())
+            .find(|&k| ready(&lanes[of_class[k]]))
+        else {
+            continue;
+        };
+        cursor[c] = at + 1;
+        let lane = &mut lanes[of_class[at]];
         let Some(fetched) = lane.head.take() else { continue };
+        if let Some(quota) = &lane.quota {
+            quota.try_take(1);
+        }
+        let tenant = lane.tenant.clone();
         gates.queued(index);
         // A ticket of more recipients than one call takes needs more tokens (one per call); one
         // whose request expired needs none beyond the one taken (the step ends it without a call).
@@ -298,6 +395,10 @@ pub async fn run_provider(
                 let _ = fetched.msg.ack_with(AckKind::Nak(None)).await;
                 break 'serve;
             }
+        }
+        if fetched.ticket.tries == 0 && fetched.ticket.pos == 0 {
+            let waited = (now_ms() - fetched.ticket.accepted_ms).max(0) as f64 / 1000.0;
+            pipeline.metrics.tenant_wait.with_label_values(&[&tenant]).observe(waited);
         }
         let admission = Admission { _permit: permit };
         let pipeline = pipeline.clone();
@@ -415,20 +516,23 @@ pub async fn observe(
     stop: Shutdown,
 ) {
     let mut queues = queues;
+    let mut totals: std::collections::HashMap<(Arc<str>, Class), i64> = std::collections::HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = stop.signalled() => return,
             _ = tick.tick() => {}
         }
+        totals.clear();
         for (provider, class, consumer) in &mut queues {
+            let total = totals.entry((provider.clone(), *class)).or_default();
             if let Ok(info) = consumer.info().await {
                 let backlog = info.num_pending.saturating_add(info.num_ack_pending as u64);
-                metrics
-                    .queued
-                    .with_label_values(&[provider, class.as_str()])
-                    .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+                *total = total.saturating_add(i64::try_from(backlog).unwrap_or(i64::MAX));
             }
+        }
+        for ((provider, class), total) in &totals {
+            metrics.queued.with_label_values(&[provider, class.as_str()]).set(*total);
         }
     }
 }

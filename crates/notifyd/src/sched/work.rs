@@ -141,7 +141,8 @@ impl Pipeline {
                 request: request.to_owned(),
             };
             let provider = &self.providers.list[index].name;
-            let subject = queue_subject(&self.prefix, provider, o.class);
+            let lane = self.gates.lane_of(self.gates.tenant_of(req));
+            let subject = queue_subject(&self.prefix, provider, o.class, &lane);
             let msg_id = ticket.msg_id();
             batch.publish_raw(subject, msg_id.clone(), ticket.encode()).await;
             if let Some(expires_ms) = expires_ms {
