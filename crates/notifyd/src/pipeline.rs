@@ -481,7 +481,7 @@ impl Pipeline {
         if queued.is_empty() && onward.is_empty() {
             return (outcomes, true);
         }
-        let request = crate::sched::ticket::request_with_id(payload, &req.id);
+        let request = crate::sched::ticket::Base::new(payload, &req.id);
         // Those queued at once were recorded `queued` by the ledger's begin; the rest were not.
         let first = self.enqueue(req, &request, accepted_ms, queued, claim, true).await;
         let rest = self.enqueue(req, &request, accepted_ms, onward, claim, false).await;

@@ -389,3 +389,31 @@ async fn an_invalid_tenant_is_rejected_with_a_clear_error() {
     events.status("ok-0", None, "sent").await;
     assert_eq!(gw.request_count(), 1, "only the valid request reached the provider");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_queue_bound_requests_wait_in_the_intake_and_none_is_lost() {
+    let nats = NatsServer::start();
+    let gw = mock(Duration::ZERO, Arc::default()).await;
+    // Each lane of the queue holds 3 tickets; the rest of the 24 wait in the intake stream.
+    let body = format!(
+        r#"
+[scheduling]
+tenant_shards = 1
+{}
+[[routes]]
+prefixes = [""]
+providers = ["gw"]
+"#,
+        provider("gw", &gw.url(), "rate_per_second = 8\nburst = 1\nmax_queued = 3")
+    );
+    let daemon = Daemon::start(&nats, &config(&body));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    publish(&client, "notify.sms.send", "b", "+4915171112233", 0..24, "").await;
+    let order = wait_calls(&gw, 24, Duration::from_secs(60)).await;
+    let mut distinct: Vec<&String> = order.iter().collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 24, "every request was sent: {order:?}");
+    assert_eq!(order.len(), 24, "none twice: {order:?}");
+    assert!(daemon.metric("notifyd_queue_refused_total") > 0.0, "the bound was reached");
+}

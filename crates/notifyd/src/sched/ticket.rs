@@ -55,26 +55,28 @@ impl Ticket {
     }
 }
 
-/// The request `payload` with `id` written into it, as a JSON object: what a ticket carries. The
-/// payload is returned as it is when it holds that id already.
-pub fn request_with_id(payload: &[u8], id: &str) -> Box<RawValue> {
-    #[derive(Deserialize)]
-    struct IdOnly<'a> {
-        #[serde(borrow, default)]
-        id: Option<std::borrow::Cow<'a, str>>,
+/// The parts of a request a ticket carries: the request as published, parsed once, with its id
+/// written in (a generated one must survive). See [`Base::for_recipients`].
+pub struct Base(serde_json::Map<String, serde_json::Value>);
+
+impl Base {
+    /// `payload` (a request that passed validation) with `id` written in.
+    pub fn new(payload: &[u8], id: &str) -> Base {
+        let mut request: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(payload).unwrap_or_default();
+        request.insert("id".to_owned(), serde_json::Value::String(id.to_owned()));
+        Base(request)
     }
-    let as_is = serde_json::from_slice::<IdOnly<'_>>(payload).is_ok_and(|r| r.id.as_deref() == Some(id));
-    if as_is {
-        if let Ok(raw) = std::str::from_utf8(payload).map(|s| RawValue::from_string(s.to_owned())) {
-            if let Ok(raw) = raw {
-                return raw;
-            }
-        }
+
+    /// The request for a ticket of recipients `to` (normal form): compact JSON, and `to` holds
+    /// only them. So a ticket is never much larger than its recipients and text, whatever the
+    /// published request held besides (whitespace, other recipients, invalid entries).
+    pub fn for_recipients<'a>(&self, to: impl Iterator<Item = &'a str>) -> Box<RawValue> {
+        let mut request = self.0.clone();
+        let to: Vec<serde_json::Value> = to.map(|n| serde_json::Value::String(n.to_owned())).collect();
+        request.insert("to".to_owned(), serde_json::Value::Array(to));
+        serde_json::value::to_raw_value(&request).expect("a JSON object encodes")
     }
-    let mut request: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(payload).unwrap_or_default();
-    request.insert("id".to_owned(), serde_json::Value::String(id.to_owned()));
-    serde_json::value::to_raw_value(&request).expect("a JSON object encodes")
 }
 
 #[cfg(test)]
@@ -82,13 +84,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_generated_id_is_written_into_the_request() {
-        let raw = request_with_id(br#"{"to":["+4915171112233"],"text":"hi"}"#, "js-1-7");
+    fn a_ticket_carries_its_id_its_recipients_and_nothing_padded() {
+        let padded = format!(
+            r#"{{"to":["+4915171112233", "+4915171112234", "{}"],{}"text":"hi"}}"#,
+            "x".repeat(10_000),
+            " ".repeat(100_000)
+        );
+        let raw = Base::new(padded.as_bytes(), "js-1-7").for_recipients(["4915171112234"].into_iter());
+        assert!(raw.get().len() < 100, "{}", raw.get());
         let back: serde_json::Value = serde_json::from_str(raw.get()).unwrap();
         assert_eq!(back["id"], "js-1-7");
         assert_eq!(back["text"], "hi");
-        let same = br#"{"id":"a","to":["+4915171112233"],"text":"hi"}"#;
-        assert_eq!(request_with_id(same, "a").get().as_bytes(), same);
+        assert_eq!(back["to"], serde_json::json!(["4915171112234"]));
     }
 
     #[test]
@@ -104,7 +111,7 @@ mod tests {
             not_before_ms: 0,
             expires_ms: None,
             last_error: None,
-            request: request_with_id(br#"{"id":"a/b"}"#, "a/b"),
+            request: Base::new(br#"{"id":"a/b"}"#, "a/b").for_recipients(std::iter::empty()),
         };
         let back = Ticket::decode(&t.encode()).unwrap();
         assert_eq!((back.id.as_str(), back.pos, back.class), ("a/b", 1, Class::Urgent));

@@ -2,6 +2,7 @@
 //! (a retry or failover ticket, or the recipients' final outcome), and ending queued recipients
 //! whose `expires_at` passed ([`Pipeline::expire_ticket`]).
 
+use super::ticket::Base;
 use super::{Admission, Ticket, expire_subject, queue_subject};
 use crate::class::Class;
 use crate::dispatch::{Outcome, Pending, Step};
@@ -14,7 +15,6 @@ use async_nats::jetstream::{self, AckKind};
 use futures::FutureExt;
 use notifyd_plugin::wire::{ErrorCode, ProviderError};
 use notifyd_sms::PhoneNumber;
-use serde_json::value::RawValue;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -103,7 +103,7 @@ impl Pipeline {
     pub(crate) async fn enqueue(
         &self,
         req: &Request,
-        request: &RawValue,
+        request: &Base,
         accepted_ms: i64,
         onward: Vec<Onward>,
         claim: &Claim,
@@ -138,7 +138,7 @@ impl Pipeline {
                 not_before_ms: o.not_before_ms,
                 expires_ms,
                 last_error,
-                request: request.to_owned(),
+                request: request.for_recipients(o.pending.iter().map(|p| p.number.as_str())),
             };
             let provider = &self.providers.list[index].name;
             let lane = self.gates.lane_of(self.gates.tenant_of(req));
@@ -257,7 +257,8 @@ impl Pipeline {
             &mut onward,
         )
         .await;
-        let stored = self.enqueue(&req, &ticket.request, ticket.accepted_ms, onward, &claim, false).await;
+        let base = Base::new(ticket.request.get().as_bytes(), &ticket.id);
+        let stored = self.enqueue(&req, &base, ticket.accepted_ms, onward, &claim, false).await;
         for (n, outcome) in &outcomes {
             let state = self.dispatcher.state_of(outcome);
             self.publish_decided(&mut batch, &req, n.as_str(), &state, &mut to_index).await;
