@@ -18,6 +18,8 @@ STATUS_STREAM=${STATUS_STREAM:-NOTIFY_SMS_STATUS}        # [intake] status_strea
 TRACKING_STREAM=${TRACKING_STREAM:-NOTIFY_SMS_TRACKING}  # [intake] tracking_stream
 DEAD_STREAM=${DEAD_STREAM:-NOTIFY_SMS_DEAD}     # [intake] dead_letter_stream
 HELD_STREAM=${HELD_STREAM:-NOTIFY_SMS_HELD}     # [intake] held_stream (core mode only)
+QUEUE_STREAM=${QUEUE_STREAM:-NOTIFY_SMS_QUEUE}  # [intake] queue_stream
+MAX_QUEUED=${MAX_QUEUED:-1000000}               # the largest [[providers]] max_queued
 LEDGER=${LEDGER:-notifyd_ledger}                # [intake] ledger_bucket
 
 CALLBACK_TTL=${CALLBACK_TTL:-49h}               # [tracking] window + 1h
@@ -41,12 +43,21 @@ create)
     nats stream add "$DEAD_STREAM" --subjects "$PREFIX.sms.dead" --storage file --retention limits \
         --discard old --max-msgs 10000 --max-bytes 64MiB --max-age 168h --dupe-window 2m \
         --replicas "$REPLICAS" --defaults
+    # The providers' queues (docs/scheduling.md): tickets per provider, class and tenant lane, and
+    # their expiry twins; at most MAX_QUEUED per subject, a ticket beyond it refused.
+    nats stream add "$QUEUE_STREAM" --subjects "$PREFIX.sms.queue.>,$PREFIX.sms.expire" --storage file \
+        --retention work --max-msgs-per-subject "$MAX_QUEUED" --discard new --discard-per-subject \
+        --dupe-window 2m --replicas "$REPLICAS" --defaults
     # Core mode only: requests whose send_at lies ahead wait here (work queue).
     nats stream add "$HELD_STREAM" --subjects "$PREFIX.sms.held" --storage file --retention work \
         --discard old --dupe-window 2m --replicas "$REPLICAS" --defaults
     # Idempotency ledger: one record per request, kept 7 days.
     nats kv add "$LEDGER" --history 1 --ttl 168h --storage file --replicas "$REPLICAS" \
         --description "notifyd idempotency ledger: one record per request"
+    # Live replicas: one key per notifyd process, rewritten every second and expiring 3 s after
+    # its last write (the provider rate limits are shared among the keys present).
+    nats kv add "${LEDGER}_replicas" --history 1 --ttl 3s --storage file --replicas "$REPLICAS" \
+        --description "notifyd live replicas: one key per process, rewritten every second"
     # Delivery-report index, used when [callbacks] listen is set: a record per sent message id, no
     # byte limit (notifyd removes one). Kept an hour past the tracking window, as notifyd creates
     # it: tracking checks it when the window closes.
@@ -60,7 +71,7 @@ create)
         --max-age "$CALLBACK_TTL" --dupe-window 2m --allow-direct --replicas "$REPLICAS" --defaults
     ;;
 scale)
-    for s in "$STREAM" "$STATUS_STREAM" "$TRACKING_STREAM" "$DEAD_STREAM" "$HELD_STREAM" "KV_$LEDGER" "KV_${LEDGER}_callbacks" \
+    for s in "$STREAM" "$STATUS_STREAM" "$TRACKING_STREAM" "$DEAD_STREAM" "$HELD_STREAM" "$QUEUE_STREAM" "KV_$LEDGER" "KV_${LEDGER}_replicas" "KV_${LEDGER}_callbacks" \
         "${LEDGER}_callbacks_unmatched"; do
         if nats stream info "$s" >/dev/null 2>&1; then
             nats stream edit "$s" --replicas "$REPLICAS" --force

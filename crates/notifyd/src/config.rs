@@ -149,7 +149,8 @@ pub struct IntakeConfig {
     pub consumer: String,
     /// Stream capturing status events. Default `NOTIFY_SMS_STATUS`.
     pub status_stream: String,
-    /// Key-value bucket of the idempotency ledger. Default `notifyd_ledger`.
+    /// Key-value bucket of the idempotency ledger. Default `notifyd_ledger`. Its name also
+    /// prefixes the buckets `<ledger_bucket>_replicas` and `<ledger_bucket>_callbacks`.
     pub ledger_bucket: String,
     /// Stream holding status-tracking entries. Default `NOTIFY_SMS_TRACKING`.
     pub tracking_stream: String,
@@ -397,12 +398,37 @@ pub struct SchedulingConfig {
     pub normal_weight: u32,
     /// Share of `bulk` against `normal` when both wait. Default 1.
     pub bulk_weight: u32,
+    /// The tag that names a request's tenant. Default `tenant`.
+    pub tenant_tag: String,
+    /// Queues per provider and class that tenants not listed in `tenants` share, by a hash of
+    /// their name. Default 4.
+    pub tenant_shards: u32,
+    /// Tenants with queues of their own, a metric label and an optional quota.
+    pub tenants: Vec<TenantConfig>,
 }
 
 impl Default for SchedulingConfig {
     fn default() -> Self {
-        SchedulingConfig { normal_weight: 4, bulk_weight: 1 }
+        SchedulingConfig {
+            normal_weight: 4,
+            bulk_weight: 1,
+            tenant_tag: "tenant".into(),
+            tenant_shards: 4,
+            tenants: Vec::new(),
+        }
     }
+}
+
+/// `[[scheduling.tenants]]`: a tenant with queues of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The tenant tag's value (letters, digits, '_' and '-').
+    pub name: String,
+    /// The tenant's quota, calls per second over every provider (per deployment). Default none.
+    pub rate_per_second: Option<f64>,
+    /// Its burst. Default `rate_per_second`.
+    pub burst: Option<u32>,
 }
 
 /// `[[providers]]`: one provider instance.
@@ -420,9 +446,11 @@ pub struct ProviderConfig {
     /// HTTP timeout per call. Default 10s.
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
-    /// Token bucket rate per replica. Default unlimited.
+    /// Calls per second to this provider for the whole deployment: each of `n` live replicas
+    /// sends `rate_per_second / n` (see [`crate::replicas`]). Default unlimited.
     pub rate_per_second: Option<f64>,
-    /// Token bucket size. Default `rate_per_second`.
+    /// Calls that may go out at once after a quiet period, for the whole deployment (each replica
+    /// holds `burst / n`, at least 1). Default `rate_per_second` rounded up.
     pub burst: Option<u32>,
     /// Calls in flight to this provider at once, per replica. Default unlimited.
     pub max_concurrency: Option<usize>,
@@ -745,6 +773,28 @@ impl Config {
                     .push(format!("{at}: callback_token is empty; set a long random one, or leave it out"));
             }
             resolve_env_settings(&at, &mut p.settings, env, problems);
+        }
+
+        let sched = &self.scheduling;
+        if sched.tenant_tag.is_empty() || sched.tenant_tag.chars().count() > 64 {
+            problems.push("[scheduling] tenant_tag must be 1 to 64 characters".into());
+        }
+        if !(1..=64).contains(&sched.tenant_shards) {
+            problems.push("[scheduling] tenant_shards must be between 1 and 64".into());
+        }
+        let mut tenant_names = HashSet::new();
+        for (i, t) in sched.tenants.iter().enumerate() {
+            let at = format!("[[scheduling.tenants]] #{}", i + 1);
+            let token = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+            if t.name.is_empty() || t.name.len() > 64 || !t.name.chars().all(token) {
+                problems.push(format!("{at}: name must be 1 to 64 letters, digits, '_' or '-'"));
+            }
+            if !tenant_names.insert(t.name.as_str()) {
+                problems.push(format!("{at}: the tenant is listed twice"));
+            }
+            if t.rate_per_second.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                problems.push(format!("{at}: rate_per_second must be a positive number"));
+            }
         }
 
         if self.providers.is_empty() && !problems.iter().any(|p| p.starts_with("[[providers]]")) {

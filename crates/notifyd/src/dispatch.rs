@@ -1,23 +1,23 @@
-//! Dispatch: sends one request's recipients along their routes and carries out each one's
-//! outcome.
+//! Dispatch: one step of a request's recipients at one provider of their route, and what the
+//! step leaves to do.
 //!
 //! The plugin classifies an answer; [`crate::retry::policy`] decides what follows (reject, retry
-//! on the same provider after a backoff, fail over, fail), and this module carries it out.
-//! Recipients are batched up to the plugin's `max_recipients` per call. Before each call, the
-//! provider's circuit breaker may skip it and its token bucket may make the call wait. Right
-//! after each call, the outcomes it decided are recorded through the request's ledger
-//! [`Claim`] before anything else happens.
+//! on the same provider after a backoff, fail over, fail), and [`Step`] says so: the caller
+//! ([`crate::pipeline`]) puts retries and failovers into the providers' queues
+//! ([`crate::sched`]), so no request waits here for a backoff or another provider. Recipients are
+//! batched up to the plugin's `max_recipients` per call. Before each call, the provider's circuit
+//! breaker may skip it (the recipients fail over). Right after each call, the outcomes it decided
+//! are recorded through the request's ledger [`Claim`] before anything else happens. Rate and
+//! concurrency limits are the scheduler's: a step runs only once it was admitted.
 
 use crate::breaker::{Breaker, Permit, Transition};
-use crate::config::{BreakerConfig, ProviderConfig};
+use crate::config::BreakerConfig;
 use crate::events::Status;
 use crate::ledger::{Claim, State, done_state};
 use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::{OpError, Provider, Providers};
-use crate::ratelimit::TokenBucket;
 use crate::retry::policy::{Decision, Policy};
-use crate::route::Route;
 use crate::validate::Request;
 use notifyd_plugin::wire::{ErrorCode, ProviderError, RecipientResult, SendInput, SendResult};
 use notifyd_sms::PhoneNumber;
@@ -41,42 +41,44 @@ pub struct Dispatcher {
     metrics: Metrics,
     /// Per provider, by index.
     breakers: Vec<Breaker>,
-    /// Per provider, by index; `None`: unlimited.
-    buckets: Vec<Option<TokenBucket>>,
 }
 
 /// What one call said about one recipient: its result, or the error and whether the attempt was
 /// ambiguous (the provider may have acted on it).
 type Answer = Result<RecipientResult, (ProviderError, bool)>;
 
-/// Per-recipient bookkeeping while it moves along its route.
-struct Pending {
-    number: PhoneNumber,
-    attempts: u32,
-    last_error: Option<ProviderError>,
+/// A recipient on its way along its route.
+#[derive(Debug)]
+pub struct Pending {
+    pub number: PhoneNumber,
+    /// Provider calls made for it so far, on every provider.
+    pub attempts: u32,
+    /// The error of its last attempt (or why a provider was skipped).
+    pub last_error: Option<ProviderError>,
+}
+
+/// What one [`Dispatcher::step`] decided and what it left to do.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Decided here (and recorded through the claim).
+    pub decided: Vec<(PhoneNumber, Outcome)>,
+    /// To try again at the same provider, not before the delay.
+    pub retry: Vec<Pending>,
+    pub retry_in: Duration,
+    /// To try at the route's next provider (or to fail, when none is left or it expired).
+    pub failover: Vec<Pending>,
 }
 
 impl Dispatcher {
-    pub fn new(
-        providers: Arc<Providers>,
-        configs: &[ProviderConfig],
-        policy: Policy,
-        breaker: &BreakerConfig,
-        metrics: Metrics,
-    ) -> Self {
+    pub fn new(providers: Arc<Providers>, policy: Policy, breaker: &BreakerConfig, metrics: Metrics) -> Self {
         let breakers =
             providers.list.iter().map(|_| Breaker::new(breaker.failures, breaker.cool_down)).collect();
-        let buckets = providers
-            .list
-            .iter()
-            .map(|p| {
-                let c = configs.iter().find(|c| c.name == *p.name)?;
-                let rate = c.rate_per_second?;
-                let burst = c.burst.unwrap_or(rate.ceil() as u32);
-                Some(TokenBucket::new(rate, burst))
-            })
-            .collect();
-        Dispatcher { providers, policy, metrics, breakers, buckets }
+        Dispatcher { providers, policy, metrics, breakers }
+    }
+
+    /// Whether provider `index`'s circuit breaker is open (calls to it are skipped).
+    pub fn is_open(&self, index: usize) -> bool {
+        self.breakers[index].is_open()
     }
 
     /// The ledger state of an outcome.
@@ -112,21 +114,6 @@ impl Dispatcher {
         claim.record(&states).await;
     }
 
-    /// Asks the provider's breaker and rate limit for a call; `false`: skip the provider now.
-    async fn admit(&self, index: usize) -> bool {
-        if self.breakers[index].permit() == Permit::Skip {
-            return false;
-        }
-        if let Some(bucket) = &self.buckets[index] {
-            let wait = bucket.reserve();
-            if !wait.is_zero() {
-                self.metrics.rate_limit_waits.with_label_values(&[&self.providers.list[index].name]).inc();
-                tokio::time::sleep(wait).await;
-            }
-        }
-        true
-    }
-
     /// Tells the provider's breaker how a call went: failed when every recipient got a
     /// retryable error (the provider, not the messages, is the problem).
     fn judge(&self, index: usize, answers: &[(Pending, Answer)]) {
@@ -147,139 +134,118 @@ impl Dispatcher {
         }
     }
 
-    /// Sends `req` to `numbers`, each with its route, recording each outcome through `claim` (the
-    /// request's hold on its ledger record) as soon as it is decided.
-    pub async fn dispatch(
+    /// One step of `pending` at provider `index`: up to `max_recipients` per call, each call's
+    /// outcomes recorded through `claim` right after it. `try_no` counts the steps at this
+    /// provider (1 for the first). Nothing here waits: a retry comes back as [`Step::retry`].
+    pub async fn step(
         &self,
         req: &Request,
-        numbers: Vec<(PhoneNumber, Route)>,
+        index: usize,
+        mut pending: Vec<Pending>,
+        try_no: u32,
         claim: &Claim,
-    ) -> Vec<(PhoneNumber, Outcome)> {
-        // Recipients sharing a route travel together.
-        let mut groups: Vec<(Route, Vec<PhoneNumber>)> = Vec::new();
-        for (number, route) in numbers {
-            match groups.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &route) || **r == *route) {
-                Some((_, list)) => list.push(number),
-                None => groups.push((route, vec![number])),
-            }
+    ) -> Step {
+        let provider = &self.providers.list[index];
+        let mut step = Step::default();
+        if expired(req) {
+            step.failover = pending;
+            return step;
         }
-        let runs = groups.into_iter().map(|(route, list)| self.along_route(req, route, list, claim));
-        futures::future::join_all(runs).await.into_iter().flatten().collect()
-    }
-
-    async fn along_route(
-        &self,
-        req: &Request,
-        route: Route,
-        numbers: Vec<PhoneNumber>,
-        claim: &Claim,
-    ) -> Vec<(PhoneNumber, Outcome)> {
-        let mut decided = Vec::with_capacity(numbers.len());
-        let mut pending: Vec<Pending> =
-            numbers.into_iter().map(|number| Pending { number, attempts: 0, last_error: None }).collect();
-        for (pos, &index) in route.iter().enumerate() {
-            let provider = &self.providers.list[index];
-            let mut failing_over = Vec::new();
-            let mut try_no = 0;
-            while !pending.is_empty() {
-                try_no += 1;
-                if expired(req) {
-                    failing_over.append(&mut pending);
-                    break;
+        let max = provider.describe().max_recipients.max(1) as usize;
+        while !pending.is_empty() {
+            let chunk: Vec<Pending> = pending.drain(..max.min(pending.len())).collect();
+            if self.breakers[index].permit() == Permit::Skip {
+                let open = ProviderError::retryable(
+                    ErrorCode::Unavailable,
+                    format!("the circuit breaker of provider `{}` is open", provider.name),
+                );
+                for mut p in chunk {
+                    p.last_error.get_or_insert_with(|| open.clone());
+                    step.failover.push(p);
                 }
-                let mut retry = Vec::new();
-                let mut wait: Option<Duration> = None;
-                let max = provider.describe().max_recipients.max(1) as usize;
-                while !pending.is_empty() {
-                    let chunk: Vec<Pending> = pending.drain(..max.min(pending.len())).collect();
-                    if !self.admit(index).await {
-                        let open = ProviderError::retryable(
-                            ErrorCode::Unavailable,
-                            format!("the circuit breaker of provider `{}` is open", provider.name),
-                        );
-                        for mut p in chunk {
-                            p.last_error.get_or_insert_with(|| open.clone());
-                            failing_over.push(p);
-                        }
+                continue;
+            }
+            // Boxed, like the other large futures of a request: an unboxed one is copied into
+            // every future that awaits it (docs/benchmarks.md).
+            let answers = Box::pin(self.send_chunk(req, provider, chunk)).await;
+            self.judge(index, &answers);
+            let recorded = step.decided.len();
+            for (mut p, answer) in answers {
+                p.attempts += 1;
+                let (error, ambiguous) = match answer {
+                    Ok(result) => {
+                        step.decided
+                            .push((p.number, Outcome::Sent { provider: index, result, attempt: p.attempts }));
                         continue;
                     }
-                    // Boxed, like the other large futures of a request: an unboxed one is copied
-                    // into every future that awaits it (docs/benchmarks.md).
-                    let answers = Box::pin(self.send_chunk(req, provider, chunk)).await;
-                    self.judge(index, &answers);
-                    let recorded = decided.len();
-                    for (mut p, answer) in answers {
-                        p.attempts += 1;
-                        let (error, ambiguous) = match answer {
-                            Ok(result) => {
-                                decided.push((
-                                    p.number,
-                                    Outcome::Sent { provider: index, result, attempt: p.attempts },
-                                ));
-                                continue;
-                            }
-                            Err(e) => e,
-                        };
-                        match self.policy.decide(error, ambiguous, try_no) {
-                            Decision::Reject(error) => {
-                                let attempt = p.attempts;
-                                decided
-                                    .push((p.number, Outcome::Rejected { provider: index, error, attempt }));
-                            }
-                            Decision::Fail(error) => {
-                                let attempt = p.attempts;
-                                decided.push((
-                                    p.number,
-                                    Outcome::Failed { provider: Some(index), error, attempt },
-                                ));
-                            }
-                            Decision::Retry { delay, ambiguous, error } => {
-                                if ambiguous {
-                                    self.metrics.ambiguous_resends.with_label_values(&[&provider.name]).inc();
-                                }
-                                wait = Some(wait.map_or(delay, |w| w.max(delay)));
-                                p.last_error = Some(error);
-                                retry.push(p);
-                            }
-                            Decision::Failover(error) => {
-                                p.last_error = Some(error);
-                                failing_over.push(p);
-                            }
+                    Err(e) => e,
+                };
+                let attempt = p.attempts;
+                match self.policy.decide(error, ambiguous, try_no) {
+                    Decision::Reject(error) => {
+                        step.decided.push((p.number, Outcome::Rejected { provider: index, error, attempt }));
+                    }
+                    Decision::Fail(error) => {
+                        step.decided
+                            .push((p.number, Outcome::Failed { provider: Some(index), error, attempt }));
+                    }
+                    Decision::Retry { delay, ambiguous, error } => {
+                        if ambiguous {
+                            self.metrics.ambiguous_resends.with_label_values(&[&provider.name]).inc();
+                        }
+                        p.last_error = Some(error);
+                        if would_expire_during(req, delay) {
+                            step.failover.push(p);
+                        } else {
+                            step.retry_in = step.retry_in.max(delay);
+                            step.retry.push(p);
                         }
                     }
-                    self.record(claim, &decided[recorded..]).await;
-                }
-                if let Some(delay) = wait {
-                    self.metrics.retries.with_label_values(&[&provider.name]).inc_by(retry.len() as u64);
-                    if would_expire_during(req, delay) {
-                        failing_over.append(&mut retry);
-                    } else {
-                        tokio::time::sleep(delay).await;
+                    Decision::Failover(error) => {
+                        p.last_error = Some(error);
+                        step.failover.push(p);
                     }
                 }
-                pending = retry;
             }
-            pending = failing_over;
-            if pending.is_empty() {
-                break;
-            }
-            if pos + 1 < route.len() && !expired(req) {
-                self.metrics.failovers.with_label_values(&[&provider.name]).inc_by(pending.len() as u64);
-            }
+            self.record(claim, &step.decided[recorded..]).await;
         }
-        let recorded = decided.len();
-        for p in pending {
-            let provider = route.last().copied().filter(|_| p.attempts > 0);
-            let error = if expired(req) {
-                ProviderError::new(ErrorCode::Expired, "expires_at passed before the message could be sent")
-            } else {
-                p.last_error
-                    .unwrap_or_else(|| ProviderError::new(ErrorCode::Internal, "no provider could be tried"))
-            };
-            decided.push((p.number, Outcome::Failed { provider, error, attempt: p.attempts }));
+        if !step.retry.is_empty() {
+            self.metrics.retries.with_label_values(&[&provider.name]).inc_by(step.retry.len() as u64);
         }
-        self.record(claim, &decided[recorded..]).await;
-        decided
+        step
+    }
+
+    /// The final outcome of recipients no provider of their route is left for (or whose
+    /// `expires_at` passed): `failed`, with their last error (or `expired`). `last`: the
+    /// provider tried last.
+    pub fn exhausted(
+        &self,
+        req: &Request,
+        last: Option<usize>,
+        pending: Vec<Pending>,
+    ) -> Vec<(PhoneNumber, Outcome)> {
+        pending
+            .into_iter()
+            .map(|p| {
+                let provider = last.filter(|_| p.attempts > 0);
+                let error = if expired(req) {
+                    ProviderError::new(
+                        ErrorCode::Expired,
+                        "expires_at passed before the message could be sent",
+                    )
+                } else {
+                    p.last_error.unwrap_or_else(|| {
+                        ProviderError::new(ErrorCode::Internal, "no provider could be tried")
+                    })
+                };
+                (p.number, Outcome::Failed { provider, error, attempt: p.attempts })
+            })
+            .collect()
+    }
+
+    /// Records final outcomes decided outside a call (see [`Dispatcher::exhausted`]).
+    pub async fn record_outcomes(&self, claim: &Claim, outcomes: &[(PhoneNumber, Outcome)]) {
+        self.record(claim, outcomes).await;
     }
 
     /// One `send` call for up to `max_recipients` recipients; each gets its result or its error
@@ -342,7 +308,8 @@ impl Dispatcher {
     }
 }
 
-fn expired(req: &Request) -> bool {
+/// Whether `req`'s `expires_at` has passed.
+pub fn expired(req: &Request) -> bool {
     req.expires_at.is_some_and(|t| t <= OffsetDateTime::now_utc())
 }
 

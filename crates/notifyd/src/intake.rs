@@ -211,7 +211,7 @@ async fn contain(
     generated_id: &str,
     what: String,
 ) {
-    let ending = AssertUnwindSafe(pipeline.end_after_panic(payload, class, generated_id, &what));
+    let ending = AssertUnwindSafe(pipeline.end_after_panic(payload, class, generated_id, &what, None));
     if let Err(again) = ending.catch_unwind().await {
         tracing::error!(panic = ?panic_message(&*again), "ending a request after a panic panicked too; acking it");
     }
@@ -229,7 +229,7 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
 /// How long a delivery whose request id is being sent by another delivery waits before it looks
 /// again: 250 ms, doubling with each delivery, at most `ack_wait`. The other delivery usually ends
 /// within a second; waiting a whole `ack_wait` would hold the copy far longer than the send.
-fn busy_delay(delivered: i64, ack_wait: Duration) -> Duration {
+pub(crate) fn busy_delay(delivered: i64, ack_wait: Duration) -> Duration {
     let doublings = u32::try_from(delivered.saturating_sub(1)).unwrap_or(0).min(16);
     Duration::from_millis(250).saturating_mul(1 << doublings).min(ack_wait)
 }
@@ -275,6 +275,10 @@ async fn handle_jetstream(pipeline: &Pipeline, msg: &jetstream::Message, created
             "the same request id is being sent by another delivery; looking again later"
         );
         let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+        return;
+    }
+    if let Verdict::Later { retry_in } = verdict {
+        let _ = msg.ack_with(AckKind::Nak(Some(retry_in))).await;
         return;
     }
     if let Err(e) = msg.ack().await {
@@ -394,7 +398,7 @@ async fn handle_core(
     let mut verdict = pipeline.finish(&msg.payload, decoded, generated, &owner).await;
     // Core intake has no redelivery: wait out another delivery of the same id here.
     let mut looks = 1;
-    while let Verdict::Busy { retry_in } = verdict {
+    while let Verdict::Busy { retry_in } | Verdict::Later { retry_in } = verdict {
         tokio::time::sleep(busy_delay(looks, retry_in)).await;
         looks += 1;
         let decoded = pipeline.validate(&msg.payload, class, &generated_id);
@@ -431,7 +435,7 @@ fn reply_body(verdict: &Verdict) -> Vec<u8> {
             serde_json::json!({"id": id, "status": "rejected", "error": {"code": code, "message": message}})
         }
         // Validation alone never answers busy; a busy request is still accepted.
-        Verdict::Busy { .. } => serde_json::json!({"status": "accepted"}),
+        Verdict::Busy { .. } | Verdict::Later { .. } => serde_json::json!({"status": "accepted"}),
         Verdict::Dead => serde_json::json!({"status": "rejected", "error": {
             "code": ErrorCode::InvalidRequest, "message": "the payload is not a JSON object"}}),
     };

@@ -46,6 +46,9 @@ pub enum State {
         /// Unix milliseconds.
         at: i64,
     },
+    /// Waiting in a provider's queue (a ticket, see [`crate::sched`]); no delivery holds it.
+    /// Unix milliseconds.
+    Queued { at: i64 },
     /// The provider accepted it.
     Sent { provider: String, provider_message_id: String, tracking: String, attempt: u32 },
     /// Rejected or failed for good.
@@ -101,17 +104,30 @@ pub struct Claim {
     known: Mutex<Known>,
 }
 
+/// How a delivery means to take a recipient up: call its provider now (`begun` is recorded), or
+/// put it in its provider's queue (`queued` is recorded, and a ticket carries it from there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    Send,
+    Queue,
+}
+
 /// What [`Ledger::begin`] found for a delivery of a request.
 #[expect(
     clippy::large_enum_variant,
     reason = "returned once per delivery and destructured at once; boxing the claim would add an allocation per request"
 )]
 pub enum Begin {
-    /// Go ahead: send `send` (their `begun` is recorded); `decided` were decided by earlier
+    /// Go ahead: take up `send` as each one's [`Take`] says (its `begun` or `queued` is recorded); `decided` were decided by earlier
     /// deliveries (or ended here: an interrupted attempt with `on_ambiguous = "fail"`), and their
     /// outcome is published again. `seen_before`: the ledger knew the request (a redelivery or a
     /// duplicate, not a new request).
-    Go { claim: Claim, send: Vec<(PhoneNumber, Route)>, decided: Vec<(String, State)>, seen_before: bool },
+    Go {
+        claim: Claim,
+        send: Vec<(PhoneNumber, Route, Take)>,
+        decided: Vec<(String, State)>,
+        seen_before: bool,
+    },
     /// Another delivery is working on the same request id right now: hand it back, look again
     /// after `retry_in`.
     Busy { retry_in: Duration },
@@ -136,22 +152,27 @@ impl Ledger {
     }
 
     /// Begins a delivery (`owner`, see [`State::Begun`]) of request `id` for its routed
-    /// recipients. A new request (the usual case) is claimed with one write and no read; a known
-    /// one is read, and each recipient decided: not recorded yet → sent now; decided earlier →
+    /// recipients, each to be sent now or queued ([`Take`]). A new request (the usual case) is
+    /// claimed with one write and no read; a known one is read, and each recipient decided: not
+    /// recorded yet, or `queued` (no delivery holds it) → taken up now; decided earlier →
     /// its outcome stands; `begun` by another live delivery → [`Begin::Busy`]; `begun` by a dead
     /// one → the crash window, as `retry.on_ambiguous` says. `first_provider` names a route's
     /// first provider (the label of `notifyd_ambiguous_resends_total`).
     pub async fn begin(
         &self,
         id: &str,
-        routed: Vec<(PhoneNumber, Route)>,
+        routed: Vec<(PhoneNumber, Route, Take)>,
         owner: &str,
         first_provider: impl Fn(&Route) -> String,
     ) -> Begin {
         let now = crate::track::now_unix_ms();
         let begun = State::Begun { owner: owner.to_owned(), at: now };
+        let initial = |take: Take| match take {
+            Take::Send => begun.clone(),
+            Take::Queue => State::Queued { at: now },
+        };
         let states: Vec<(String, State)> =
-            routed.iter().map(|(n, _)| (n.as_str().to_owned(), begun.clone())).collect();
+            routed.iter().map(|(n, _, take)| (n.as_str().to_owned(), initial(*take))).collect();
         if let Some(known) = self.claim(id, &states).await {
             let claim = Claim { ledger: self.clone(), id: id.to_owned(), known: Mutex::new(known) };
             return Begin::Go { claim, send: routed, decided: Vec::new(), seen_before: false };
@@ -161,14 +182,14 @@ impl Ledger {
         let busy_ms = i64::try_from(self.busy_for.as_millis()).unwrap_or(i64::MAX);
         let (mut send, mut decided, mut ended_here) =
             (Vec::with_capacity(routed.len()), Vec::new(), Vec::new());
-        for (n, route) in routed {
+        for (n, route, take) in routed {
             match record.r.get(n.as_str()) {
-                None => send.push((n, route)),
+                None | Some(State::Queued { .. }) => send.push((n, route, take)),
                 // This delivery's own claim, written although its answer was lost: nothing was
                 // sent yet. (Owner and time both match: an owner string alone can recur after the
                 // intake consumer is recreated.)
                 Some(State::Begun { owner: mine, at }) if mine == owner && *at == now => {
-                    send.push((n, route))
+                    send.push((n, route, take))
                 }
                 Some(State::Begun { owner: other, at }) if other != owner && now - at < busy_ms => {
                     // The same id is being sent by another delivery right now.
@@ -183,7 +204,7 @@ impl Ledger {
                     Ok(()) => {
                         tracing::warn!(request = %id, to = %n.masked(), "resending after an interrupted attempt");
                         self.metrics.ambiguous_resends.with_label_values(&[&first_provider(&route)]).inc();
-                        send.push((n, route));
+                        send.push((n, route, take));
                     }
                 },
                 Some(state) => decided.push((n.as_str().to_owned(), state.clone())),
@@ -193,13 +214,13 @@ impl Ledger {
         self.record_until_stored(id, &mut known, &ended_here).await;
         if !send.is_empty() {
             let states: Vec<(String, State)> =
-                send.iter().map(|(n, _)| (n.as_str().to_owned(), begun.clone())).collect();
+                send.iter().map(|(n, _, take)| (n.as_str().to_owned(), initial(*take))).collect();
             self.record_until_stored(id, &mut known, &states).await;
         }
-        let seen_before = record
-            .r
-            .values()
-            .any(|s| !matches!(s, State::Begun { owner: mine, at } if mine == owner && *at == now));
+        let seen_before = record.r.values().any(|s| {
+            !matches!(s, State::Begun { owner: mine, at } if mine == owner && *at == now)
+                && !matches!(s, State::Queued { at } if *at == now)
+        });
         let claim = Claim { ledger: self.clone(), id: id.to_owned(), known: Mutex::new(known) };
         Begin::Go { claim, send, decided, seen_before }
     }

@@ -5,7 +5,8 @@
 //! The modules, in the order a message meets them: [`intake`] → [`validate`] → [`route`] →
 //! [`ledger`] → [`dispatch`] (through [`provider`], [`plugin`] and [`http`]) → [`events`] →
 //! [`track`], with [`pipeline`] holding one request's path together. [`nats`] owns the connection
-//! and every stream and bucket. [`run`] wires them up.
+//! and every stream and bucket; [`replicas`] counts the live replicas, which share each
+//! provider's rate limit. [`run`] wires them up.
 #![forbid(unsafe_code)]
 
 pub mod balance;
@@ -23,8 +24,10 @@ pub mod nats;
 pub mod pipeline;
 pub mod provider;
 pub mod ratelimit;
+pub mod replicas;
 pub mod retry;
 pub mod route;
+pub mod sched;
 pub mod shutdown;
 pub mod track;
 pub mod validate;
@@ -168,13 +171,13 @@ pub async fn run(
         },
         providers: providers.clone(),
         router,
-        dispatcher: dispatch::Dispatcher::new(
-            providers.clone(),
+        dispatcher: dispatch::Dispatcher::new(providers.clone(), policy, &config.breaker, metrics.clone()),
+        gates: Arc::new(sched::Gates::new(
+            &providers,
             &config.providers,
-            policy,
-            &config.breaker,
-            metrics.clone(),
-        ),
+            &config.scheduling,
+            config.intake.ack_wait,
+        )),
         events: events.clone(),
         client: client.clone(),
         prefix: config.nats.subject_prefix.clone(),
@@ -210,6 +213,56 @@ pub async fn run(
             (providers.clone(), config.balance.interval, metrics.clone(), drain.clone());
         drain.spawn(supervised("the balance poller", drain.clone(), move || {
             balance::run(providers.clone(), interval, thresholds.clone(), metrics.clone(), stop.clone())
+        }));
+    }
+
+    // This replica's registration among the live replicas, which share each provider's rate
+    // limit. It has a shutdown of its own, begun once `drain` is drained: requests finishing
+    // during the drain still spend this replica's share, so the share is handed to the others
+    // only after them.
+    let membership = Shutdown::new();
+    let (registration, live) = replicas::Registration::join(objects.replicas.clone(), metrics.clone()).await;
+    let rate_limits = pipeline.gates.rate_limits();
+    replicas::set_shares(*live.borrow(), &rate_limits, &metrics);
+    {
+        let stop = membership.clone();
+        membership.spawn(supervised("the replica heartbeat", membership.clone(), move || {
+            registration.clone().run(stop.clone())
+        }));
+    }
+    {
+        let (metrics, stop) = (metrics.clone(), membership.clone());
+        membership.spawn(supervised("the rate-limit shares", membership.clone(), move || {
+            replicas::apply_shares(live.clone(), rate_limits.clone(), metrics.clone(), stop.clone())
+        }));
+    }
+
+    // Every provider's scheduler, and the expiry of queued work.
+    let observed: Vec<_> = providers
+        .list
+        .iter()
+        .flat_map(|p| {
+            let lanes = objects.queues.get(&*p.name).cloned().unwrap_or_default();
+            lanes.into_iter().map(move |(class, _, c)| (p.name.clone(), class, c))
+        })
+        .collect();
+    {
+        let (metrics, stop) = (metrics.clone(), drain.clone());
+        drain.spawn(supervised("the queue observer", drain.clone(), move || {
+            sched::observe(observed.clone(), metrics.clone(), stop.clone())
+        }));
+    }
+    for (index, p) in providers.list.iter().enumerate() {
+        let consumers = objects.queues.remove(&*p.name).unwrap_or_default();
+        let (pipeline, stop) = (pipeline.clone(), drain.clone());
+        drain.spawn(supervised("a provider's scheduler", drain.clone(), move || {
+            sched::run_provider(pipeline.clone(), index, consumers.clone(), stop.clone())
+        }));
+    }
+    {
+        let (pipeline, consumer, stop) = (pipeline.clone(), objects.expiry.clone(), drain.clone());
+        drain.spawn(supervised("the expiry of queued work", drain.clone(), move || {
+            sched::run_expiry(pipeline.clone(), consumer.clone(), stop.clone())
         }));
     }
 
@@ -292,7 +345,13 @@ pub async fn run(
             "the grace period ended with work in flight; JetStream redelivers the unfinished requests"
         );
     }
-    match tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await {
+    // Leaving the count of live replicas and the final flush share 2 s.
+    let flush_by = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    membership.begin();
+    if !membership.drained(replicas::HEARTBEAT + std::time::Duration::from_millis(200)).await {
+        tracing::warn!("this replica could not leave the count of live replicas in time; its key expires");
+    }
+    match tokio::time::timeout_at(flush_by, client.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "could not flush the NATS connection"),
         Err(_) => tracing::warn!("could not flush the NATS connection within 2s"),

@@ -28,6 +28,18 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub failovers: IntCounterVec,
     pub rate_limit_waits: IntCounterVec,
+    /// Seconds the schedulers waited for providers' rate limits.
+    pub rate_limit_wait_seconds: prometheus::CounterVec,
+    /// From acceptance to the first provider call, by class.
+    pub queue_wait: HistogramVec,
+    /// The same for queued work, by tenant (listed tenants; `other` for the rest).
+    pub tenant_wait: HistogramVec,
+    /// Tickets waiting in each provider's queue, by class (all replicas).
+    pub queued: IntGaugeVec,
+    /// Work handed back because a provider queue did not take its tickets.
+    pub queue_refused: prometheus::IntCounter,
+    /// Queued recipients ended `expired` by their expiry twin.
+    pub queue_expired: prometheus::IntCounter,
     pub ambiguous_resends: IntCounterVec,
     /// NATS work tried again (see [`crate::retry::nats`]).
     pub nats_retries: IntCounterVec,
@@ -63,6 +75,12 @@ pub struct Metrics {
     pub open_files_limit: IntGauge,
     /// `notifyd_dead_letters_lost_total`: dead letters that could not be stored and were given up.
     pub dead_letters_lost: prometheus::IntCounter,
+    /// `notifyd_replicas`: live replicas this replica counts, itself included
+    /// ([`crate::replicas`]).
+    pub replicas: IntGauge,
+    /// `notifyd_provider_rate_share{provider}`: calls per second this replica may make to the
+    /// provider, its share of `rate_per_second` (rate-limited providers only).
+    pub rate_share: GaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -130,6 +148,59 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(nats_reconnects.clone())).expect("unique metric");
+        let queue_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "notifyd_queue_wait_seconds",
+                "Time from a request's acceptance to its first provider call, by class.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+                7200.0,
+            ]),
+            &["class"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(queue_wait.clone())).expect("unique metric");
+        let tenant_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "notifyd_tenant_queue_wait_seconds",
+                "Time from acceptance to the provider call of queued work, by tenant: the tenants listed in [[scheduling.tenants]], `other` for the rest.",
+            )
+            .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 7200.0]),
+            &["tenant"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(tenant_wait.clone())).expect("unique metric");
+        let rate_limit_wait_seconds = prometheus::CounterVec::new(
+            prometheus::Opts::new(
+                "notifyd_rate_limit_wait_seconds_total",
+                "Seconds the provider's scheduler waited for its rate limit before a call.",
+            ),
+            &["provider"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(rate_limit_wait_seconds.clone())).expect("unique metric");
+        let queued = IntGaugeVec::new(
+            prometheus::Opts::new(
+                "notifyd_queued_messages",
+                "Tickets (recipients of one request for one provider) waiting in a provider's queue, by class; all replicas.",
+            ),
+            &["provider", "class"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(queued.clone())).expect("unique metric");
+        let queue_refused = prometheus::IntCounter::new(
+            "notifyd_queue_refused_total",
+            "Requests or tickets handed back because a provider queue did not store their tickets (full or unavailable).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(queue_refused.clone())).expect("unique metric");
+        let queue_expired = prometheus::IntCounter::new(
+            "notifyd_queue_expired_total",
+            "Recipients ended failed/expired while waiting in a provider's queue.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(queue_expired.clone())).expect("unique metric");
         let tracking_polls = Histogram::with_opts(
             HistogramOpts::new("notifyd_tracking_batch_size", "Tracking references per status query.")
                 .buckets(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0]),
@@ -166,12 +237,30 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(http_connections.clone())).expect("unique metric");
+        let replicas = int_gauge(
+            "notifyd_replicas",
+            "Live replicas this replica counts, itself included: provider rate limits are shared among them.",
+        );
+        replicas.set(1);
         let m = Metrics {
+            replicas,
+            rate_share: gauge(
+                &r,
+                "notifyd_provider_rate_share",
+                "Calls per second this replica may make to the provider: rate_per_second divided by the live replicas.",
+                &["provider"],
+            ),
             ready,
             jetstream_writable,
             open_files_limit,
             dead_letters_lost,
             http_connections,
+            queue_wait,
+            tenant_wait,
+            rate_limit_wait_seconds,
+            queued,
+            queue_refused,
+            queue_expired,
             http_rejected: counter(
                 &r,
                 "notifyd_http_connections_rejected_total",

@@ -5,18 +5,21 @@
 //! event is stored.
 
 use crate::class::Class;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Outcome, Pending};
 use crate::events::{Batch, Event, EventError, Events, Status};
-use crate::ledger::{Begin, Ledger, State, done_state};
+use crate::ledger::{Begin, Claim, Ledger, State, Take, done_state};
 use crate::metrics::Metrics;
 use crate::plugin::Op;
 use crate::provider::Providers;
 use crate::route::{Route, Router};
+use crate::sched::Admission;
+use crate::sched::work::Onward;
 use crate::track;
 use crate::validate::{self, Decoded, Limits, Recipient, Rejection, Request};
 use bytes::Bytes;
 use notifyd_plugin::wire::{ErrorCode, ProviderError};
 use notifyd_sms::PhoneNumber;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -27,6 +30,8 @@ pub struct Pipeline {
     pub providers: Arc<Providers>,
     pub router: Router,
     pub dispatcher: Dispatcher,
+    /// The providers' limits and queues ([`crate::sched`]).
+    pub gates: Arc<crate::sched::Gates>,
     pub events: Events,
     pub client: async_nats::Client,
     pub prefix: String,
@@ -60,6 +65,22 @@ pub const DEAD_LETTER_ATTEMPTS: u32 = 8;
 /// How long ending a request after a panic waits for the ledger (read, then write).
 const PANIC_LEDGER_WAIT: Duration = Duration::from_secs(10);
 
+/// What is wrong with a tenant name (the value of the tenant tag), if anything: it must be 1 to
+/// 64 characters, none of them a control character.
+fn tenant_problem(tenant: &str) -> Option<String> {
+    let bad = tenant.is_empty() || tenant.chars().count() > 64 || tenant.chars().any(char::is_control);
+    bad.then(|| "the tenant tag must be 1 to 64 characters without control characters".to_owned())
+}
+
+/// Recipients of one request sharing a route and a class, and, when their provider has capacity
+/// now, the room to send them at once.
+struct Group {
+    route: Route,
+    class: Class,
+    numbers: Vec<PhoneNumber>,
+    admission: Option<Admission>,
+}
+
 /// What became of a request, for the intake to acknowledge or answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -76,6 +97,11 @@ pub enum Verdict {
     Busy {
         retry_in: Duration,
     },
+    /// A provider queue did not take the request (full, or JetStream unavailable): hand it back
+    /// and take it up again after `retry_in`.
+    Later {
+        retry_in: Duration,
+    },
 }
 
 impl Pipeline {
@@ -90,6 +116,16 @@ impl Pipeline {
     ) -> Decoded {
         let known = |p: &str| self.providers.index(p).is_some();
         let mut decoded = validate::decode(payload, &self.limits, subject_class, known, generated_id);
+        if let Decoded::Valid(req) = &decoded {
+            if let Some(problem) = self.gates.tenant_of(req).and_then(tenant_problem) {
+                decoded = Decoded::Rejected(Rejection {
+                    code: ErrorCode::InvalidRequest,
+                    message: problem,
+                    id: Some(req.id.to_string()),
+                    tags: req.tags.as_deref().cloned(),
+                });
+            }
+        }
         if let Decoded::Rejected(r) = &mut decoded {
             r.id.get_or_insert_with(generated_id);
         }
@@ -123,7 +159,7 @@ impl Pipeline {
                 Verdict::Dead
             }
             Decoded::Rejected(r) => self.reject(r).await,
-            Decoded::Valid(req) => self.execute(req, owner).await,
+            Decoded::Valid(req) => self.execute(req, payload, owner).await,
         }
     }
 
@@ -175,19 +211,43 @@ impl Pipeline {
     }
 
     /// Ends a request whose task panicked (a bug in notifyd or a library): every valid recipient
-    /// gets a `failed` event with code `internal` (the whole request gets one when none can be
-    /// read), and the payload is kept in the dead-letter stream with the panic's message, so an
-    /// operator can see it and send it again. The caller then acknowledges the message: a
-    /// payload that panics once would panic on every redelivery. `subject_class` as for
-    /// [`Pipeline::validate`].
+    /// (of `only`, when given: a ticket's) gets a `failed` event with code `internal` (the whole
+    /// request gets one when none can be read), and the payload is kept in the dead-letter
+    /// stream with the panic's message, so an operator can see it and send it again. The caller
+    /// then acknowledges the message: a payload that panics once would panic on every redelivery.
+    /// `subject_class` as for [`Pipeline::validate`].
     pub async fn end_after_panic(
         &self,
         payload: &Bytes,
         subject_class: Option<Class>,
         generated_id: &str,
         panic: &str,
+        only: Option<&[String]>,
     ) {
         self.metrics.requests.with_label_values(&["internal_error"]).inc();
+        tracing::error!(request = ?generated_id, panic = ?panic, "a request's task panicked (a bug); ending the request failed/internal");
+        let error = ProviderError::new(
+            ErrorCode::Internal,
+            "notifyd failed internally while handling this request; it was stopped and its payload kept in \
+             the dead-letter stream",
+        );
+        self.end_with(payload, subject_class, generated_id, &error, only).await;
+        self.store_dead_letter(payload, &format!("internal error: {panic}"), generated_id).await;
+    }
+
+    /// Ends a request's undecided recipients (those of `only`, when given) `failed` with `error`.
+    /// What the ledger says was decided stands: a recipient recorded `sent` was sent (its events
+    /// and tracking entry go out again, folded by message id). The rest end failed, and the
+    /// ledger says so, for a later copy of the same id. The ledger is asked for a bounded time:
+    /// without it, every recipient ends failed.
+    pub(crate) async fn end_with(
+        &self,
+        payload: &Bytes,
+        subject_class: Option<Class>,
+        generated_id: &str,
+        error: &ProviderError,
+        only: Option<&[String]>,
+    ) {
         let generated = || generated_id.to_owned();
         let decoded = self.validate(payload, subject_class, &generated);
         let (id, numbers, tags): (String, Vec<String>, Option<Arc<crate::validate::Tags>>) = match &decoded {
@@ -199,6 +259,7 @@ impl Pipeline {
                         Recipient::Valid(n) => Some(n.as_str().to_owned()),
                         _ => None,
                     })
+                    .filter(|n| only.is_none_or(|only| only.contains(n)))
                     .collect(),
                 req.tags.clone(),
             ),
@@ -207,16 +268,6 @@ impl Pipeline {
             }
             Decoded::Dead(_) => (generated_id.to_owned(), Vec::new(), None),
         };
-        tracing::error!(request = ?id, panic = ?panic, "a request's task panicked (a bug); ending the request failed/internal");
-        let error = ProviderError::new(
-            ErrorCode::Internal,
-            "notifyd failed internally while handling this request; it was stopped and its payload kept in \
-             the dead-letter stream",
-        );
-        // What the ledger says was decided stands: a recipient recorded `sent` was sent (its
-        // events and tracking entry go out again, folded by message id). The rest end failed,
-        // and the ledger says so, for a later copy of the same id. The ledger is asked for a
-        // bounded time: without it, every recipient ends failed.
         let claim = match (&decoded, numbers.is_empty()) {
             (Decoded::Valid(_), false) => {
                 tokio::time::timeout(PANIC_LEDGER_WAIT, self.ledger.reopen(&id)).await.ok()
@@ -239,16 +290,16 @@ impl Pipeline {
                     let mut ev = Event::new(&id, Status::Failed);
                     ev.to = Some(to);
                     ev.tags = tags.as_deref();
-                    ev.error = Some((&error).into());
+                    ev.error = Some(error.into());
                     batch.publish(&ev, format!("{id}/{to}/failed")).await;
-                    ended.push((to.clone(), done_state(Status::Failed, None, 0, &error)));
+                    ended.push((to.clone(), done_state(Status::Failed, None, 0, error)));
                 }
             }
         }
-        if numbers.is_empty() {
+        if numbers.is_empty() && only.is_none() {
             let mut ev = Event::new(&id, Status::Failed);
             ev.tags = tags.as_deref();
-            ev.error = Some((&error).into());
+            ev.error = Some(error.into());
             batch.publish(&ev, format!("{id}/-/failed")).await;
         }
         self.index_in_background(to_index);
@@ -256,7 +307,6 @@ impl Pipeline {
             let _ = tokio::time::timeout(PANIC_LEDGER_WAIT, claim.record(&ended)).await;
         }
         batch.confirm().await;
-        self.store_dead_letter(payload, &format!("internal error: {panic}"), generated_id).await;
     }
 
     async fn reject(&self, r: Rejection) -> Verdict {
@@ -273,15 +323,18 @@ impl Pipeline {
         Verdict::Rejected { id, code: r.code, message: r.message }
     }
 
-    /// Sends a valid request and publishes every recipient's events. `owner` names this delivery
-    /// of the request (see [`crate::ledger`]).
-    pub async fn execute(&self, req: Request, owner: &str) -> Verdict {
+    /// Takes a valid request up and publishes every recipient's events: each group of
+    /// recipients sharing a route and a class goes straight to its provider when the provider has
+    /// capacity now, else into its queue ([`crate::sched`]). `payload` is the request as
+    /// published (a ticket carries it); `owner` names this delivery (see [`crate::ledger`]).
+    pub async fn execute(&self, req: Request, payload: &Bytes, owner: &str) -> Verdict {
         #[cfg(debug_assertions)]
         panic_if_asked(&req.id, "start");
+        let accepted_ms = track::now_unix_ms();
         let id: &str = &req.id;
         let mut batch = self.events.batch();
         let pinned = req.provider.as_deref().and_then(|p| self.providers.index(p));
-        let mut routed: Vec<(PhoneNumber, Route)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         for recipient in &req.recipients {
             match recipient {
                 Recipient::Valid(n) => {
@@ -292,15 +345,26 @@ impl Pipeline {
                         Some(p) => Some(self.router.pinned(p).clone()),
                         None => self.router.route(n.as_str()).cloned(),
                     };
-                    match route {
-                        Some(r) => routed.push((n.clone(), r)),
+                    let Some(route) = route else {
+                        let error = ProviderError::new(
+                            ErrorCode::RouteClosed,
+                            "no route is configured for this number",
+                        );
+                        self.publish_final(&mut batch, &req, n.as_str(), Status::Failed, None, 0, &error)
+                            .await;
+                        continue;
+                    };
+                    let class = req
+                        .class
+                        .or_else(|| pinned.map_or_else(|| self.router.priority(n.as_str()), |_| None))
+                        .unwrap_or_default();
+                    let same = |g: &&mut Group| {
+                        g.class == class && (Arc::ptr_eq(&g.route, &route) || *g.route == *route)
+                    };
+                    match groups.iter_mut().find(same) {
+                        Some(g) => g.numbers.push(n.clone()),
                         None => {
-                            let error = ProviderError::new(
-                                ErrorCode::RouteClosed,
-                                "no route is configured for this number",
-                            );
-                            self.publish_final(&mut batch, &req, n.as_str(), Status::Failed, None, 0, &error)
-                                .await;
+                            groups.push(Group { route, class, numbers: vec![n.clone()], admission: None })
                         }
                     }
                 }
@@ -319,8 +383,10 @@ impl Pipeline {
         if req.expires_at.is_some_and(|t| t <= OffsetDateTime::now_utc()) {
             let error =
                 ProviderError::new(ErrorCode::Expired, "expires_at passed before the message could be sent");
-            for (n, _) in routed.drain(..) {
-                self.publish_final(&mut batch, &req, n.as_str(), Status::Failed, None, 0, &error).await;
+            for g in groups.drain(..) {
+                for n in g.numbers {
+                    self.publish_final(&mut batch, &req, n.as_str(), Status::Failed, None, 0, &error).await;
+                }
             }
         }
 
@@ -328,24 +394,39 @@ impl Pipeline {
         let mut decided: Vec<(String, State)> = Vec::new();
         // A request the ledger already knows is a redelivery or a duplicate, not a new request.
         let mut seen_before = false;
-        if !routed.is_empty() {
+        if !groups.is_empty() {
+            for g in &mut groups {
+                g.admission = self.gates.try_direct(g.route[0], g.numbers.len(), self.gates.tenant_of(&req));
+            }
+            let takes: Vec<(PhoneNumber, Route, Take)> = groups
+                .iter()
+                .flat_map(|g| {
+                    let take = if g.admission.is_some() { Take::Send } else { Take::Queue };
+                    g.numbers.iter().map(move |n| (n.clone(), g.route.clone(), take))
+                })
+                .collect();
             let first_provider = |route: &Route| self.providers.list[route[0]].name.to_string();
-            match self.ledger.begin(id, routed, owner, first_provider).await {
+            match self.ledger.begin(id, takes, owner, first_provider).await {
                 Begin::Busy { retry_in } => {
                     batch.confirm().await;
                     return Verdict::Busy { retry_in };
                 }
                 Begin::Go { claim, send, decided: earlier, seen_before: seen } => {
                     (decided, seen_before) = (earlier, seen);
-                    if !send.is_empty() {
-                        // The dispatcher records each outcome through the claim as soon as the
-                        // provider answers.
-                        let outcomes = Box::pin(self.dispatcher.dispatch(&req, send, &claim)).await;
-                        decided.extend(
-                            outcomes
-                                .iter()
-                                .map(|(n, o)| (n.as_str().to_owned(), self.dispatcher.state_of(o))),
-                        );
+                    let taken: HashSet<PhoneNumber> = send.into_iter().map(|(n, _, _)| n).collect();
+                    let (outcomes, stored) =
+                        self.take_up(&req, payload, groups, &taken, &claim, accepted_ms).await;
+                    decided.extend(
+                        outcomes.iter().map(|(n, o)| (n.as_str().to_owned(), self.dispatcher.state_of(o))),
+                    );
+                    if !stored {
+                        let mut to_index = Vec::new();
+                        for (to, state) in &decided {
+                            self.publish_decided(&mut batch, &req, to, state, &mut to_index).await;
+                        }
+                        self.index_in_background(to_index);
+                        batch.confirm().await;
+                        return Verdict::Later { retry_in: crate::sched::work::HAND_BACK };
                     }
                 }
             }
@@ -365,6 +446,63 @@ impl Pipeline {
         Verdict::Accepted { id: req.id.clone() }
     }
 
+    /// Takes up the `taken` recipients of `groups` (the ledger gave them to this delivery): the
+    /// groups with an admission are sent now (one step each, together), the others are queued.
+    /// Returns the outcomes decided here, and whether every ticket was stored.
+    async fn take_up(
+        &self,
+        req: &Request,
+        payload: &Bytes,
+        groups: Vec<Group>,
+        taken: &HashSet<PhoneNumber>,
+        claim: &Claim,
+        accepted_ms: i64,
+    ) -> (Vec<(PhoneNumber, Outcome)>, bool) {
+        let mut direct = Vec::new();
+        let mut queued = Vec::new();
+        for g in groups {
+            let pending: Vec<Pending> = g
+                .numbers
+                .into_iter()
+                .filter(|n| taken.contains(n))
+                .map(|number| Pending { number, attempts: 0, last_error: None })
+                .collect();
+            if pending.is_empty() {
+                continue;
+            }
+            match g.admission {
+                Some(admission) => direct.push((g.route, g.class, pending, admission)),
+                None => queued.push(Onward {
+                    route: g.route,
+                    pos: 0,
+                    tries: 0,
+                    class: g.class,
+                    not_before_ms: 0,
+                    pending,
+                }),
+            }
+        }
+        let steps = direct.into_iter().map(|(route, class, pending, admission)| async move {
+            self.observe_wait(class, accepted_ms);
+            let step = self.dispatcher.step(req, route[0], pending, 1, claim).await;
+            drop(admission);
+            (route, class, step)
+        });
+        let steps = Box::pin(futures::future::join_all(steps)).await;
+        let (mut outcomes, mut onward) = (Vec::new(), Vec::new());
+        for (route, class, step) in steps {
+            self.after_step(req, &route, 0, 1, class, step, claim, &mut outcomes, &mut onward).await;
+        }
+        if queued.is_empty() && onward.is_empty() {
+            return (outcomes, true);
+        }
+        let request = crate::sched::ticket::Base::new(payload, &req.id);
+        // Those queued at once were recorded `queued` by the ledger's begin; the rest were not.
+        let first = self.enqueue(req, &request, accepted_ms, queued, claim, true).await;
+        let rest = self.enqueue(req, &request, accepted_ms, onward, claim, false).await;
+        (outcomes, first && rest)
+    }
+
     /// An event of `req` for one recipient, with what every such event carries.
     fn recipient_event<'a>(&self, req: &'a Request, status: Status) -> Event<'a> {
         let mut ev = Event::new(&req.id, status);
@@ -377,7 +515,7 @@ impl Pipeline {
     /// Registers sent recipients of callback providers in the callback index, in the background:
     /// the request never waits on the index. If it cannot be written, each recipient's tracking
     /// entry is the record (tracking registers it).
-    fn index_in_background(&self, entries: Vec<track::Entry>) {
+    pub(crate) fn index_in_background(&self, entries: Vec<track::Entry>) {
         if let Some(index) = &self.callbacks {
             index.register_in_background(entries);
         }
@@ -385,7 +523,7 @@ impl Pipeline {
 
     /// Publishes the event of a decided recipient (and, when it was sent, its tracking entry);
     /// a sent recipient of a callback provider is added to `to_index`.
-    async fn publish_decided(
+    pub(crate) async fn publish_decided(
         &self,
         batch: &mut Batch,
         req: &Request,
@@ -435,13 +573,13 @@ impl Pipeline {
                 };
                 self.publish_final(batch, req, to, status, provider.as_deref(), *attempt, &error).await;
             }
-            State::Begun { .. } => {}
+            State::Begun { .. } | State::Queued { .. } => {}
         }
     }
 
     /// Publishes a final `rejected`/`failed` event for one recipient.
     #[allow(clippy::too_many_arguments)]
-    async fn publish_final(
+    pub(crate) async fn publish_final(
         &self,
         batch: &mut Batch,
         req: &Request,

@@ -3,6 +3,7 @@
 //! The longest matching prefix of `[[routes]]` wins; a request's `provider` pin replaces the route
 //! with that one instance (no failover beyond it).
 
+use crate::class::Class;
 use crate::config::RouteConfig;
 use crate::provider::Providers;
 use std::collections::HashMap;
@@ -14,6 +15,8 @@ pub type Route = Arc<[usize]>;
 #[derive(Debug, Default)]
 pub struct Router {
     by_prefix: HashMap<String, Route>,
+    /// `[[routes]] priority`, by prefix.
+    priority: HashMap<String, Class>,
     /// The distinct prefix lengths, longest first.
     lengths: Vec<usize>,
     pinned: Vec<Route>,
@@ -27,7 +30,13 @@ impl Router {
             let route: Route = r.providers.iter().filter_map(|n| providers.index(n)).collect();
             r.prefixes.iter().map(move |p| (p.clone(), route.clone()))
         });
-        Self::from_table(table, providers.list.len())
+        let mut router = Self::from_table(table, providers.list.len());
+        router.priority = routes
+            .iter()
+            .filter_map(|r| Some((r.priority?, r)))
+            .flat_map(|(class, r)| r.prefixes.iter().map(move |p| (p.clone(), class)))
+            .collect();
+        router
     }
 
     fn from_table(table: impl IntoIterator<Item = (String, Route)>, provider_count: usize) -> Router {
@@ -36,7 +45,7 @@ impl Router {
         lengths.sort_unstable_by(|a, b| b.cmp(a));
         lengths.dedup();
         let pinned = (0..provider_count).map(|i| Route::from(vec![i])).collect();
-        Router { by_prefix, lengths, pinned }
+        Router { by_prefix, priority: HashMap::new(), lengths, pinned }
     }
 
     /// The route for `number` (digits, normal form), or `None` when no prefix matches.
@@ -45,6 +54,15 @@ impl Router {
             .iter()
             .filter(|&&n| n <= number.len())
             .find_map(|&n| self.by_prefix.get(&number[..n]).filter(|r| !r.is_empty()))
+    }
+
+    /// The `priority` of the route `number` takes (`None`: the route sets none).
+    pub fn priority(&self, number: &str) -> Option<Class> {
+        self.lengths
+            .iter()
+            .filter(|&&n| n <= number.len())
+            .find(|&&n| self.by_prefix.get(&number[..n]).is_some_and(|r| !r.is_empty()))
+            .and_then(|&n| self.priority.get(&number[..n]).copied())
     }
 
     /// The route of a request pinned to provider `index`.

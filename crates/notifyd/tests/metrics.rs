@@ -49,6 +49,7 @@ async fn metrics_pass_promtool_and_hold_no_personal_data() {
         "notifyd_provider_balance",
         "notifyd_intake_pending_messages",
         "notifyd_tracking_backlog_messages",
+        "notifyd_replicas",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }

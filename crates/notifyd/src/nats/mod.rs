@@ -11,6 +11,7 @@
 //! | intake | stream `NOTIFY_SMS` on `<prefix>.sms.send` and `<prefix>.sms.send.<class>` + consumers `notifyd` (the plain subject), `notifyd_urgent`, `notifyd_normal`, `notifyd_bulk` (JetStream mode); stream `NOTIFY_SMS_HELD` on `<prefix>.sms.held` (core mode) |
 //! | events | stream `NOTIFY_SMS_STATUS` on `<prefix>.sms.status.>`; stream `NOTIFY_SMS_DEAD` on `<prefix>.sms.dead` |
 //! | ledger | bucket `notifyd_ledger` |
+//! | replicas | bucket `notifyd_ledger_replicas` (one key per live replica, 3 s max age) |
 //! | track | stream `NOTIFY_SMS_TRACK` on `<prefix>.sms.track` + consumer `notifyd_tracking`; with the callback listener, bucket `notifyd_ledger_callbacks` and stream `notifyd_ledger_callbacks_unmatched` |
 //!
 //! Errors are typed: [`SetupError`] names the object and what could not be done with it.

@@ -3,6 +3,7 @@
 use crate::class::Class;
 use crate::config::{Config, IntakeMode};
 use async_nats::jetstream::{self, consumer, kv, stream};
+use futures::StreamExt;
 use std::time::Duration;
 
 /// Dead letters kept: at most this many, this many bytes, this long; the oldest go first.
@@ -97,6 +98,130 @@ pub struct Objects {
     pub ledger: kv::Store,
     /// The callback index and the unmatched reports, when `[callbacks] listen` is set.
     pub callbacks: Option<CallbackObjects>,
+    /// The bucket of live replicas (see [`crate::replicas`]).
+    pub replicas: kv::Store,
+    /// The providers' queues: by provider name, the consumer of each class and tenant lane.
+    pub queues: Lanes,
+    /// The consumer of the tickets' expiry twins.
+    pub expiry: consumer::PullConsumer,
+}
+
+/// The consumers of the providers' queues: by provider name, each class and tenant lane's.
+pub type Lanes = std::collections::HashMap<String, Vec<(Class, String, consumer::PullConsumer)>>;
+
+/// The default bound of each provider queue (per class), when no provider sets `max_queued`.
+pub const DEFAULT_MAX_QUEUED: u64 = 1_000_000;
+
+/// The queue stream: a work queue of tickets on `<prefix>.sms.queue.<provider>.<class>` and
+/// their expiry twins on `<prefix>.sms.expire`. Each subject holds at most `max_queued` tickets;
+/// a ticket beyond it is refused (the work that made it is handed back, see
+/// [`crate::sched::work::HAND_BACK`]).
+pub fn queue_stream(name: &str, prefix: &str, max_queued: u64) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
+        subjects: vec![format!("{prefix}.sms.queue.>"), crate::sched::expire_subject(prefix)],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::WorkQueue,
+        duplicate_window: DUPLICATE_WINDOW,
+        max_messages_per_subject: i64::try_from(max_queued).unwrap_or(i64::MAX),
+        discard: stream::DiscardPolicy::New,
+        discard_new_per_subject: true,
+        ..Default::default()
+    }
+}
+
+/// Ensures the queue stream, a consumer per provider and class, and the expiry consumer.
+async fn queues(
+    js: &jetstream::Context,
+    cfg: &Config,
+) -> Result<(Lanes, consumer::PullConsumer), SetupError> {
+    let prefix = &cfg.nats.subject_prefix;
+    let name = &cfg.intake.queue_stream;
+    let max_queued = cfg.providers.iter().filter_map(|p| p.max_queued).max().unwrap_or(DEFAULT_MAX_QUEUED);
+    let config = queue_stream(name, prefix, max_queued);
+    let stream = match js.get_stream(name).await {
+        Ok(mut stream) => {
+            let current = stream
+                .info()
+                .await
+                .map_err(|e| SetupError::new(SetupErrorKind::Read, ObjectKind::Stream, name, e))?
+                .config
+                .clone();
+            if current.max_messages_per_subject != config.max_messages_per_subject {
+                js.update_stream(stream::Config {
+                    max_messages_per_subject: config.max_messages_per_subject,
+                    ..current
+                })
+                .await
+                .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, name, e))?;
+            }
+            stream
+        }
+        Err(_) => js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, name, e))?,
+    };
+    let consumer = |durable: String, filter: String| {
+        let stream = &stream;
+        async move {
+            stream
+                .get_or_create_consumer(
+                    &durable,
+                    consumer::pull::Config {
+                        durable_name: Some(durable.clone()),
+                        filter_subject: filter,
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        ack_wait: cfg.intake.ack_wait,
+                        max_deliver: -1,
+                        max_ack_pending: -1,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Consumer, &durable, e))
+        }
+    };
+    let mut by_provider: Lanes = std::collections::HashMap::new();
+    let lanes = crate::sched::lanes(&cfg.scheduling);
+    for p in &cfg.providers {
+        let mut mine = Vec::with_capacity(3 * lanes.len());
+        for class in Class::ALL {
+            for lane in &lanes {
+                let c = consumer(
+                    crate::sched::consumer_name(&p.name, class, lane),
+                    crate::sched::queue_subject(prefix, &p.name, class, lane),
+                )
+                .await?;
+                mine.push((class, lane.clone(), c));
+            }
+        }
+        by_provider.insert(p.name.clone(), mine);
+    }
+    // Lanes that no longer exist in the configuration (a tenant unlisted, fewer shards) are
+    // still served until their tickets are gone, so a change of `[scheduling]` loses nothing.
+    let queue_prefix = format!("{prefix}.sms.queue.");
+    let mut names = stream.consumer_names();
+    let mut known: Vec<String> = Vec::new();
+    while let Some(Ok(name)) = names.next().await {
+        known.push(name);
+    }
+    for name in known {
+        let Ok(c) = stream.get_consumer::<consumer::pull::Config>(&name).await else { continue };
+        let filter = c.cached_info().config.filter_subject.clone();
+        let Some(rest) = filter.strip_prefix(&queue_prefix) else { continue };
+        let parts: Vec<&str> = rest.split('.').collect();
+        let [provider, class, lane] = parts.as_slice() else { continue };
+        let (Some(class), Some(mine)) = (Class::parse(class), by_provider.get_mut(*provider)) else {
+            continue;
+        };
+        if !mine.iter().any(|(k, l, _)| *k == class && l == lane) {
+            tracing::info!(consumer = %name, "serving a provider queue lane the configuration no longer names, until it is empty");
+            mine.push((class, (*lane).to_owned(), c));
+        }
+    }
+    let expiry = consumer("notifyd_expiry".to_owned(), crate::sched::expire_subject(prefix)).await?;
+    Ok((by_provider, expiry))
 }
 
 /// The durable pull consumers of the intake stream, shared by every replica, one per subject
@@ -329,8 +454,9 @@ pub fn unmatched_stream(bucket: &str) -> String {
 }
 
 /// Ensures every stream, consumer and bucket of `cfg`, in this order: status, dead letters,
-/// tracking, the intake (JetStream mode) or held (core mode) work queue, the ledger bucket, and
-/// with `[callbacks] listen` the callback index bucket and the unmatched-report stream.
+/// tracking, the intake (JetStream mode) or held (core mode) work queue, the ledger bucket, the
+/// bucket of live replicas, and with `[callbacks] listen` the callback index bucket and the
+/// unmatched-report stream.
 pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, SetupError> {
     let prefix = &cfg.nats.subject_prefix;
     let (status, dead) = (&cfg.intake.status_stream, &cfg.intake.dead_letter_stream);
@@ -373,6 +499,7 @@ pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, Se
         (created(stream, cfg.intake.stream.clone()).await?, Some(intake), None)
     };
     let ledger = ledger_bucket(js, &cfg.intake.ledger_bucket).await?;
+    let replicas = replicas_bucket(js, &crate::replicas::bucket_name(&cfg.intake.ledger_bucket)).await?;
     let callbacks = match cfg.callbacks.listen {
         None => None,
         Some(_) => Some(
@@ -386,7 +513,8 @@ pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, Se
             .await?,
         ),
     };
-    Ok(Objects { intake_created, intake, held, tracking, ledger, callbacks })
+    let (queues, expiry) = queues(js, cfg).await?;
+    Ok(Objects { intake_created, intake, held, tracking, ledger, callbacks, replicas, queues, expiry })
 }
 
 /// Opens the ledger bucket, creating it when missing: one record per request, kept
@@ -406,6 +534,28 @@ async fn ledger_bucket(js: &jetstream::Context, bucket: &str) -> Result<kv::Stor
             .await
             .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Bucket, bucket, e)),
     }
+}
+
+/// Opens the bucket of live replicas, creating it when missing (entries expire
+/// [`crate::replicas::TTL`] after their last write). An existing bucket whose entries live
+/// another time is used unchanged, with a warning: the count of live replicas follows its
+/// `max_age`.
+async fn replicas_bucket(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, SetupError> {
+    let kv = match js.get_key_value(bucket).await {
+        Ok(kv) => kv,
+        Err(_) => js
+            .create_key_value(crate::replicas::bucket_config(bucket))
+            .await
+            .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Bucket, bucket, e))?,
+    };
+    let max_age = kv.stream.cached_info().config.max_age;
+    if max_age != crate::replicas::TTL {
+        tracing::warn!(
+            bucket, ?max_age, expected = ?crate::replicas::TTL,
+            "the bucket of live replicas exists with another max age; a dead replica counts as live that long"
+        );
+    }
+    Ok(kv)
 }
 
 /// Opens (or creates) the callback index bucket `bucket` and the stream of unmatched reports
