@@ -184,7 +184,8 @@ impl Pipeline {
                 let what = crate::intake::panic_message(&*panic);
                 let only: Vec<String> = ticket.to.iter().map(|(n, _)| n.clone()).collect();
                 let payload = bytes::Bytes::copy_from_slice(ticket.request.get().as_bytes());
-                let ending = AssertUnwindSafe(self.end_after_panic(&payload, None, &ticket.id, &what, Some(&only)));
+                let ending =
+                    AssertUnwindSafe(self.end_after_panic(&payload, None, &ticket.id, &what, Some(&only)));
                 if ending.catch_unwind().await.is_err() {
                     tracing::error!("ending a ticket after a panic panicked too; acking it");
                 }
