@@ -45,7 +45,7 @@ create)
         --replicas "$REPLICAS" --defaults
     # The providers' queues (docs/scheduling.md): tickets per provider, class and tenant lane, and
     # their expiry twins; at most MAX_QUEUED per subject, a ticket beyond it refused.
-    nats stream add "$QUEUE_STREAM" --subjects "$PREFIX.sms.queue.>,$PREFIX.sms.expire" --storage file \
+    nats stream add "$QUEUE_STREAM" --subjects "$PREFIX.sms.queue.>,$PREFIX.sms.expire.>" --storage file \
         --retention work --max-msgs-per-subject "$MAX_QUEUED" --discard new --discard-per-subject \
         --dupe-window 2m --replicas "$REPLICAS" --defaults
     # Core mode only: requests whose send_at lies ahead wait here (work queue).

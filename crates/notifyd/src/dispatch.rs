@@ -136,7 +136,9 @@ impl Dispatcher {
 
     /// One step of `pending` at provider `index`: up to `max_recipients` per call, each call's
     /// outcomes recorded through `claim` right after it. `try_no` counts the steps at this
-    /// provider (1 for the first). Nothing here waits: a retry comes back as [`Step::retry`].
+    /// provider (1 for the first). `pace`: the provider's bucket, when each call after the first
+    /// must take a token (the first was taken before). Nothing else here waits: a retry comes
+    /// back as [`Step::retry`].
     pub async fn step(
         &self,
         req: &Request,
@@ -144,6 +146,7 @@ impl Dispatcher {
         mut pending: Vec<Pending>,
         try_no: u32,
         claim: &Claim,
+        pace: Option<&crate::ratelimit::TokenBucket>,
     ) -> Step {
         let provider = &self.providers.list[index];
         let mut step = Step::default();
@@ -152,8 +155,15 @@ impl Dispatcher {
             return step;
         }
         let max = provider.describe().max_recipients.max(1) as usize;
+        let mut first = true;
         while !pending.is_empty() {
             let chunk: Vec<Pending> = pending.drain(..max.min(pending.len())).collect();
+            // The first call's token was taken before the step; each further one takes its own.
+            if let (Some(bucket), false) = (pace, std::mem::replace(&mut first, false)) {
+                if bucket.acquire().await {
+                    self.metrics.rate_limit_waits.with_label_values(&[&provider.name]).inc();
+                }
+            }
             if self.breakers[index].permit() == Permit::Skip {
                 let open = ProviderError::retryable(
                     ErrorCode::Unavailable,

@@ -177,6 +177,7 @@ pub async fn run(
             &config.providers,
             &config.scheduling,
             config.intake.ack_wait,
+            &metrics,
         )),
         events: events.clone(),
         client: client.clone(),
@@ -257,6 +258,12 @@ pub async fn run(
         let (pipeline, stop) = (pipeline.clone(), drain.clone());
         drain.spawn(supervised("a provider's scheduler", drain.clone(), move || {
             sched::run_provider(pipeline.clone(), index, consumers.clone(), stop.clone())
+        }));
+    }
+    if !objects.retired.is_empty() {
+        let (pipeline, consumers, stop) = (pipeline.clone(), objects.retired.clone(), drain.clone());
+        drain.spawn(supervised("the queues of removed providers", drain.clone(), move || {
+            sched::run_retired(pipeline.clone(), consumers.clone(), stop.clone())
         }));
     }
     {

@@ -65,6 +65,26 @@ pub const DEAD_LETTER_ATTEMPTS: u32 = 8;
 /// How long ending a request after a panic waits for the ledger (read, then write).
 const PANIC_LEDGER_WAIT: Duration = Duration::from_secs(10);
 
+/// The recipients the ledger gave a delivery: searched as a list when few (no allocation for
+/// the usual one or two), hashed when many.
+enum Taken {
+    Few(Vec<PhoneNumber>),
+    Many(HashSet<PhoneNumber>),
+}
+
+impl Taken {
+    fn new(numbers: Vec<PhoneNumber>) -> Taken {
+        if numbers.len() <= 32 { Taken::Few(numbers) } else { Taken::Many(numbers.into_iter().collect()) }
+    }
+
+    fn contains(&self, n: &PhoneNumber) -> bool {
+        match self {
+            Taken::Few(list) => list.contains(n),
+            Taken::Many(set) => set.contains(n),
+        }
+    }
+}
+
 /// What is wrong with a tenant name (the value of the tenant tag), if anything: it must be 1 to
 /// 64 characters, none of them a control character.
 fn tenant_problem(tenant: &str) -> Option<String> {
@@ -413,7 +433,7 @@ impl Pipeline {
                 }
                 Begin::Go { claim, send, decided: earlier, seen_before: seen } => {
                     (decided, seen_before) = (earlier, seen);
-                    let taken: HashSet<PhoneNumber> = send.into_iter().map(|(n, _, _)| n).collect();
+                    let taken = Taken::new(send.into_iter().map(|(n, _, _)| n).collect());
                     let (outcomes, stored) =
                         self.take_up(&req, payload, groups, &taken, &claim, accepted_ms).await;
                     decided.extend(
@@ -454,7 +474,7 @@ impl Pipeline {
         req: &Request,
         payload: &Bytes,
         groups: Vec<Group>,
-        taken: &HashSet<PhoneNumber>,
+        taken: &Taken,
         claim: &Claim,
         accepted_ms: i64,
     ) -> (Vec<(PhoneNumber, Outcome)>, bool) {
@@ -482,13 +502,20 @@ impl Pipeline {
                 }),
             }
         }
+        let direct_count = direct.len();
         let steps = direct.into_iter().map(|(route, class, pending, admission)| async move {
             self.observe_wait(class, accepted_ms);
-            let step = self.dispatcher.step(req, route[0], pending, 1, claim).await;
+            let step = self.dispatcher.step(req, route[0], pending, 1, claim, None).await;
             drop(admission);
             (route, class, step)
         });
-        let steps = Box::pin(futures::future::join_all(steps)).await;
+        // One group (the usual case) is awaited as it is; several go together.
+        let steps = if direct_count == 1 {
+            let mut one = steps.collect::<Vec<_>>();
+            vec![Box::pin(one.remove(0)).await]
+        } else {
+            Box::pin(futures::future::join_all(steps)).await
+        };
         let (mut outcomes, mut onward) = (Vec::new(), Vec::new());
         for (route, class, step) in steps {
             self.after_step(req, &route, 0, 1, class, step, claim, &mut outcomes, &mut onward).await;

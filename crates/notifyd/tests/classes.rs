@@ -417,3 +417,35 @@ providers = ["gw"]
     assert_eq!(order.len(), 24, "none twice: {order:?}");
     assert!(daemon.metric("notifyd_queue_refused_total") > 0.0, "the bound was reached");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_of_a_removed_provider_ends_its_work_instead_of_keeping_it_forever() {
+    let nats = NatsServer::start();
+    let gw = mock(Duration::ZERO, Arc::default()).await;
+    let old = mock(Duration::ZERO, Arc::default()).await;
+    let routes = "[[routes]]\nprefixes = [\"\"]\nproviders = [\"gw\"]\n";
+    let before = format!(
+        "{}{}{routes}[[routes]]\nprefixes = [\"4915\"]\nproviders = [\"old\"]\n",
+        provider("gw", &gw.url(), ""),
+        provider("old", &old.url(), "rate_per_second = 0.1\nburst = 1")
+    );
+    let mut daemon = Daemon::start(&nats, &config(&before));
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+    publish(&client, "notify.sms.send", "r", "+4915171112233", 0..4, "").await;
+    let sent = events.wait_for("one sent", |v| v["status"] == "sent").await;
+    let sent = sent["id"].as_str().unwrap().to_owned();
+    // The other three wait in `old`'s queue (one call every 10 s). The operator removes `old`.
+    daemon.terminate(Duration::from_secs(20));
+    let after = config(&format!("{}{routes}", provider("gw", &gw.url(), "")))
+        .replace("{nats}", &nats.url())
+        .replace("{metrics}", &format!("127.0.0.1:{}", daemon.metrics_port));
+    std::fs::write(daemon.dir.path().join("notifyd.toml"), after).unwrap();
+    daemon.restart();
+    for id in (0..4).map(|i| format!("r-{i}")).filter(|id| *id != sent) {
+        let ev = events.status(&id, None, "failed").await;
+        assert_eq!(ev["error"]["code"], "route_closed", "{ev}");
+    }
+    assert_eq!(old.request_count(), 1);
+    assert_eq!(gw.request_count(), 0, "the work was not moved to another provider silently");
+}

@@ -104,6 +104,8 @@ pub struct Objects {
     pub queues: Lanes,
     /// The consumer of the tickets' expiry twins.
     pub expiry: consumer::PullConsumer,
+    /// Queue consumers of providers no longer configured (their tickets are ended).
+    pub retired: Vec<consumer::PullConsumer>,
 }
 
 /// The consumers of the providers' queues: by provider name, each class and tenant lane's.
@@ -119,7 +121,7 @@ pub const DEFAULT_MAX_QUEUED: u64 = 1_000_000;
 pub fn queue_stream(name: &str, prefix: &str, max_queued: u64) -> stream::Config {
     stream::Config {
         name: name.to_owned(),
-        subjects: vec![format!("{prefix}.sms.queue.>"), crate::sched::expire_subject(prefix)],
+        subjects: vec![format!("{prefix}.sms.queue.>"), crate::sched::expire_subjects(prefix)],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::WorkQueue,
         duplicate_window: DUPLICATE_WINDOW,
@@ -134,7 +136,7 @@ pub fn queue_stream(name: &str, prefix: &str, max_queued: u64) -> stream::Config
 async fn queues(
     js: &jetstream::Context,
     cfg: &Config,
-) -> Result<(Lanes, consumer::PullConsumer), SetupError> {
+) -> Result<(Lanes, consumer::PullConsumer, Vec<consumer::PullConsumer>), SetupError> {
     let prefix = &cfg.nats.subject_prefix;
     let name = &cfg.intake.queue_stream;
     let max_queued = cfg.providers.iter().filter_map(|p| p.max_queued).max().unwrap_or(DEFAULT_MAX_QUEUED);
@@ -201,6 +203,7 @@ async fn queues(
     // Lanes that no longer exist in the configuration (a tenant unlisted, fewer shards) are
     // still served until their tickets are gone, so a change of `[scheduling]` loses nothing.
     let queue_prefix = format!("{prefix}.sms.queue.");
+    let mut retired = Vec::new();
     let mut names = stream.consumer_names();
     let mut known: Vec<String> = Vec::new();
     while let Some(Ok(name)) = names.next().await {
@@ -212,7 +215,10 @@ async fn queues(
         let Some(rest) = filter.strip_prefix(&queue_prefix) else { continue };
         let parts: Vec<&str> = rest.split('.').collect();
         let [provider, class, lane] = parts.as_slice() else { continue };
-        let (Some(class), Some(mine)) = (Class::parse(class), by_provider.get_mut(*provider)) else {
+        let Some(class) = Class::parse(class) else { continue };
+        let Some(mine) = by_provider.get_mut(*provider) else {
+            tracing::warn!(consumer = %name, "a provider queue of a provider no longer configured: its tickets end failed/route_closed");
+            retired.push(c);
             continue;
         };
         if !mine.iter().any(|(k, l, _)| *k == class && l == lane) {
@@ -220,8 +226,8 @@ async fn queues(
             mine.push((class, (*lane).to_owned(), c));
         }
     }
-    let expiry = consumer("notifyd_expiry".to_owned(), crate::sched::expire_subject(prefix)).await?;
-    Ok((by_provider, expiry))
+    let expiry = consumer("notifyd_expiry".to_owned(), crate::sched::expire_subjects(prefix)).await?;
+    Ok((by_provider, expiry, retired))
 }
 
 /// The durable pull consumers of the intake stream, shared by every replica, one per subject
@@ -513,8 +519,19 @@ pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, Se
             .await?,
         ),
     };
-    let (queues, expiry) = queues(js, cfg).await?;
-    Ok(Objects { intake_created, intake, held, tracking, ledger, callbacks, replicas, queues, expiry })
+    let (queues, expiry, retired) = queues(js, cfg).await?;
+    Ok(Objects {
+        intake_created,
+        intake,
+        held,
+        tracking,
+        ledger,
+        callbacks,
+        replicas,
+        queues,
+        expiry,
+        retired,
+    })
 }
 
 /// Opens the ledger bucket, creating it when missing: one record per request, kept

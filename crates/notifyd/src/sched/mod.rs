@@ -63,9 +63,15 @@ fn stable_hash(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
-/// The subject of the expiry twins of tickets.
-pub fn expire_subject(prefix: &str) -> String {
-    format!("{prefix}.sms.expire")
+/// The subject of the expiry twins of provider `provider`'s tickets for `class` and `lane` (so
+/// each queue's twins count against its own `max_queued`).
+pub fn expire_subject(prefix: &str, provider: &str, class: Class, lane: &str) -> String {
+    format!("{prefix}.sms.expire.{provider}.{class}.{lane}")
+}
+
+/// Every expiry twin's subject.
+pub fn expire_subjects(prefix: &str) -> String {
+    format!("{prefix}.sms.expire.>")
 }
 
 /// The durable consumer of provider `provider`'s queue for `class` and lane `lane`.
@@ -100,6 +106,10 @@ pub struct Gates {
     shards: u32,
     listed: Vec<String>,
     quotas: Vec<Option<Arc<TokenBucket>>>,
+    /// Whether any listed tenant has a quota (else the fast path need not look).
+    any_quota: bool,
+    /// `notifyd_queue_wait_seconds`, by [`Class::index`], resolved once.
+    waits: [prometheus::Histogram; 3],
     /// The queues' `ack_wait` (`intake.ack_wait`).
     ack_wait: Duration,
 }
@@ -114,6 +124,7 @@ impl Gates {
         configs: &[ProviderConfig],
         scheduling: &SchedulingConfig,
         ack_wait: Duration,
+        metrics: &crate::metrics::Metrics,
     ) -> Gates {
         let list = providers
             .list
@@ -145,10 +156,14 @@ impl Gates {
                 Some(Arc::new(TokenBucket::new(rate, t.burst.unwrap_or(rate.ceil() as u32))))
             })
             .collect();
+        let any_quota = scheduling.tenants.iter().any(|t| t.rate_per_second.is_some());
+        let waits = Class::ALL.map(|c| metrics.queue_wait.with_label_values(&[c.as_str()]));
         Gates {
             list,
             weights,
             ack_wait,
+            any_quota,
+            waits,
             tenant_tag: scheduling.tenant_tag.clone(),
             shards: scheduling.tenant_shards.max(1),
             listed: scheduling.tenants.iter().map(|t| t.name.clone()).collect(),
@@ -163,8 +178,8 @@ impl Gates {
         if now_ms() - gate.last_queued.load(Ordering::Relaxed) < IDLE_BEFORE_DIRECT_MS {
             return None;
         }
-        let (quota, _) = self.lane_tenant(&self.lane_of(tenant));
-        if quota.as_ref().is_some_and(|q| !q.has(gate.calls(recipients))) {
+        let quota = self.quota_of(tenant);
+        if quota.is_some_and(|q| !q.has(gate.calls(recipients))) {
             return None;
         }
         let permit = match &gate.concurrency {
@@ -180,6 +195,21 @@ impl Gates {
             quota.try_take(gate.calls(recipients));
         }
         Some(Admission { _permit: permit })
+    }
+
+    /// The quota of `tenant`, if it is listed with one.
+    fn quota_of(&self, tenant: Option<&str>) -> Option<&TokenBucket> {
+        if !self.any_quota {
+            return None;
+        }
+        let i = self.listed.iter().position(|t| Some(t.as_str()) == tenant)?;
+        self.quotas[i].as_deref()
+    }
+
+    /// Observes a request's wait from acceptance to its first provider call.
+    pub fn observe_wait(&self, class: Class, accepted_ms: i64) {
+        let waited = (now_ms() - accepted_ms).max(0) as f64 / 1000.0;
+        self.waits[class.index()].observe(waited);
     }
 
     /// The tenant a request names (its `tenant_tag` tag).
@@ -203,6 +233,11 @@ impl Gates {
             Some(i) => (self.quotas[i].clone(), self.listed[i].clone()),
             None => (None, "other".to_owned()),
         }
+    }
+
+    /// The queues' `ack_wait`.
+    pub fn ack_wait(&self) -> Duration {
+        self.ack_wait
     }
 
     /// The token bucket of each rate-limited provider, by name (their shares of the deployment's
@@ -386,16 +421,8 @@ pub async fn run_provider(
         }
         let tenant = lane.tenant.clone();
         gates.queued(index);
-        // A ticket of more recipients than one call takes needs more tokens (one per call); one
-        // whose request expired needs none beyond the one taken (the step ends it without a call).
-        let calls = gate.calls(fetched.ticket.to.len());
-        let expired = fetched.ticket.expires_ms.is_some_and(|t| t <= now_ms());
-        if let (Some(bucket), false, true) = (limited, expired, calls > 1) {
-            if !pace(&pipeline, gate, bucket, calls - 1, &stop).await {
-                let _ = fetched.msg.ack_with(AckKind::Nak(None)).await;
-                break 'serve;
-            }
-        }
+        // A ticket of more recipients than one call carries takes a token before each further
+        // call, in its step.
         if fetched.ticket.tries == 0 && fetched.ticket.pos == 0 {
             let waited = (now_ms() - fetched.ticket.accepted_ms).max(0) as f64 / 1000.0;
             pipeline.metrics.tenant_wait.with_label_values(&[&tenant]).observe(waited);
@@ -535,6 +562,22 @@ pub async fn observe(
             metrics.queued.with_label_values(&[provider, class.as_str()]).set(*total);
         }
     }
+}
+
+/// Ends the tickets of providers no longer configured (their queues are `consumers`): each
+/// ticket's undecided recipients end `failed`/`route_closed`, so no work waits for ever for a
+/// provider that will not come back. (Add a provider back before its queue empties to keep its
+/// tickets.)
+pub async fn run_retired(pipeline: Arc<Pipeline>, consumers: Vec<PullConsumer>, stop: Shutdown) {
+    let drains = consumers.into_iter().map(|consumer| {
+        let (pipeline, stop) = (pipeline.clone(), stop.clone());
+        async move {
+            while let Some(msg) = fetch_one(&consumer, &pipeline, &stop).await {
+                Box::pin(pipeline.retire_ticket(msg)).await;
+            }
+        }
+    });
+    futures::future::join_all(drains).await;
 }
 
 /// Ends queued recipients whose `expires_at` passed, as their expiry twins fall due.

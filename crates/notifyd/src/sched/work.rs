@@ -148,7 +148,11 @@ impl Pipeline {
             if let Some(expires_ms) = expires_ms {
                 let twin = Ticket { not_before_ms: expires_ms, ..ticket };
                 batch
-                    .publish_raw(expire_subject(&self.prefix), format!("{msg_id}/expire"), twin.encode())
+                    .publish_raw(
+                        expire_subject(&self.prefix, provider, o.class, &lane),
+                        format!("{msg_id}/expire"),
+                        twin.encode(),
+                    )
                     .await;
             }
         }
@@ -170,8 +174,19 @@ impl Pipeline {
         ticket: Ticket,
         admission: Admission,
     ) {
-        let work = AssertUnwindSafe(Box::pin(self.work_ticket(index, &msg, &ticket, admission)));
-        match work.catch_unwind().await {
+        let mut work =
+            AssertUnwindSafe(Box::pin(self.work_ticket(index, &msg, &ticket, admission))).catch_unwind();
+        // Kept alive while it is worked on (a step of many calls, or NATS slow to store), so
+        // JetStream does not hand it to another replica meanwhile.
+        let mut keepalive = tokio::time::interval(self.gates.ack_wait() / 3);
+        keepalive.tick().await;
+        let done = loop {
+            tokio::select! {
+                done = &mut work => break done,
+                _ = keepalive.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
+            }
+        };
+        match done {
             Ok(Handled::Ack) => {
                 if let Err(e) = msg.ack().await {
                     tracing::warn!(error = %e, "could not ack a finished ticket; it will be redelivered and deduplicated");
@@ -243,7 +258,8 @@ impl Pipeline {
             self.observe_wait(ticket.class, ticket.accepted_ms);
         }
         let tries = ticket.tries + 1;
-        let step = Box::pin(self.dispatcher.step(&req, index, pending, tries, &claim)).await;
+        let pace = self.gates.list[index].bucket.as_deref();
+        let step = Box::pin(self.dispatcher.step(&req, index, pending, tries, &claim, pace)).await;
         drop(admission);
         let (mut outcomes, mut onward) = (Vec::new(), Vec::new());
         self.after_step(
@@ -271,8 +287,7 @@ impl Pipeline {
 
     /// `notifyd_queue_wait_seconds{class}`: from acceptance to the first provider call.
     pub(crate) fn observe_wait(&self, class: Class, accepted_ms: i64) {
-        let waited = (crate::track::now_unix_ms() - accepted_ms).max(0) as f64 / 1000.0;
-        self.metrics.queue_wait.with_label_values(&[class.as_str()]).observe(waited);
+        self.gates.observe_wait(class, accepted_ms);
     }
 
     /// The request a ticket carries, and its route, checked against today's configuration. A
@@ -306,6 +321,23 @@ impl Pipeline {
         let payload = bytes::Bytes::copy_from_slice(ticket.request.get().as_bytes());
         self.end_with(&payload, None, &ticket.id, &problem, Some(&only)).await;
         None
+    }
+
+    /// Ends a ticket of a provider no longer configured (see [`super::run_retired`]), and
+    /// acknowledges it.
+    pub(crate) async fn retire_ticket(&self, msg: jetstream::Message) {
+        match Ticket::decode(&msg.payload) {
+            // The route no longer resolves: `ticket_request` ends the recipients.
+            Ok(ticket) => {
+                if self.ticket_request(&ticket, None).await.is_some() {
+                    // Its provider is configured again after all: leave it to the scheduler.
+                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(60)))).await;
+                    return;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "a queued ticket cannot be read; dropping it"),
+        }
+        let _ = msg.ack().await;
     }
 
     /// Ends the recipients of an expiry twin that are still queued when it falls due, and
