@@ -29,13 +29,75 @@ pub struct DaemonSpec {
     pub binary: PathBuf,
     pub plugin: PathBuf,
     pub nats_url: String,
-    pub mock_url: String,
+    /// The provider instances, each an `smsc` against a mock, with its route.
+    pub providers: Vec<ProviderSpec>,
     pub mode: Mode,
     pub max_in_flight: usize,
     /// Words put before the daemon's command (`valgrind --tool=dhat`), if any.
     pub wrapper: Vec<String>,
     /// `NOTIFYD_LOG`.
     pub log_filter: String,
+}
+
+/// One `[[providers]]` instance of the `smsc` plugin against a mock, and the `[[routes]]` entry
+/// that sends it the numbers under `prefixes`.
+#[derive(Debug, Clone)]
+pub struct ProviderSpec {
+    pub name: String,
+    /// The mock's URL (`base_url`).
+    pub url: String,
+    /// `rate_per_second`; `None`: unlimited.
+    pub rate_per_second: Option<f64>,
+    /// `burst`; `None`: the daemon's default.
+    pub burst: Option<u32>,
+    /// Number prefixes routed to it (digits; `""` is every number).
+    pub prefixes: Vec<String>,
+}
+
+impl ProviderSpec {
+    /// The throughput runs' provider: `smsc`, unlimited, every number.
+    pub fn smsc(url: String) -> ProviderSpec {
+        ProviderSpec {
+            name: "smsc".into(),
+            url,
+            rate_per_second: None,
+            burst: None,
+            prefixes: vec![String::new()],
+        }
+    }
+
+    fn toml(&self, plugin: &Path) -> String {
+        let mut limits = String::new();
+        if let Some(rate) = self.rate_per_second {
+            limits.push_str(&format!("rate_per_second = {rate:?}\n"));
+        }
+        if let Some(burst) = self.burst {
+            limits.push_str(&format!("burst = {burst}\n"));
+        }
+        let prefixes: Vec<String> = self.prefixes.iter().map(|p| format!("{p:?}")).collect();
+        format!(
+            r#"[[providers]]
+name = "{name}"
+plugin = "{plugin}"
+base_url = "{url}"
+sender = "notifyd"
+{limits}
+[providers.settings]
+username = "{login}"
+password = "{password}"
+
+[[routes]]
+prefixes = [{prefixes}]
+providers = ["{name}"]
+"#,
+            name = self.name,
+            plugin = plugin.display(),
+            url = self.url,
+            prefixes = prefixes.join(", "),
+            login = crate::mock::LOGIN,
+            password = crate::mock::PASSWORD,
+        )
+    }
 }
 
 /// A running `notifyd`.
@@ -50,7 +112,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
-/// The config: the SMSC plugin by absolute path against the mock; tracking's first poll an hour
+/// The config: the SMSC plugin by absolute path against the mock(s); tracking's first poll an hour
 /// away so polling stays out of the measurement (each tracking entry is still written; it waits in
 /// the stream), balance polling off.
 pub fn config(spec: &DaemonSpec, metrics_port: u16) -> String {
@@ -75,27 +137,11 @@ interval = "0s"
 [shutdown]
 grace = "10s"
 
-[[providers]]
-name = "smsc"
-plugin = "{plugin}"
-base_url = "{mock}"
-sender = "notifyd"
-
-[providers.settings]
-username = "{login}"
-password = "{password}"
-
-[[routes]]
-prefixes = [""]
-providers = ["smsc"]
-"#,
+{providers}"#,
         nats = spec.nats_url,
         mode = spec.mode.as_str(),
         in_flight = spec.max_in_flight,
-        plugin = spec.plugin.display(),
-        mock = spec.mock_url,
-        login = crate::mock::LOGIN,
-        password = crate::mock::PASSWORD,
+        providers = spec.providers.iter().map(|p| p.toml(&spec.plugin)).collect::<Vec<_>>().join("\n"),
     )
 }
 
@@ -185,4 +231,46 @@ impl Drop for Daemon {
 /// Sends a signal (`TERM`, `INT`) to one process by pid.
 pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_holds_every_provider_with_its_limits_and_route() {
+        let provider = |name: &str, rate, burst, prefix: &str| ProviderSpec {
+            name: name.into(),
+            url: "http://127.0.0.1:1".into(),
+            rate_per_second: rate,
+            burst,
+            prefixes: vec![prefix.into()],
+        };
+        let spec = DaemonSpec {
+            binary: "notifyd".into(),
+            plugin: "/nowhere/libnotifyd_smsc.so".into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            providers: vec![
+                provider("limited", Some(100.0), Some(10), ""),
+                provider("unlimited", None, None, "4915172"),
+            ],
+            mode: Mode::Jetstream,
+            max_in_flight: 1000,
+            wrapper: Vec::new(),
+            log_filter: "warn".into(),
+        };
+        let cfg = notifyd::config::Config::from_toml(&config(&spec, 9464), Path::new("/"))
+            .unwrap_or_else(|e| panic!("{e}\n{}", config(&spec, 9464)));
+        let limits: Vec<_> =
+            cfg.providers.iter().map(|p| (p.name.as_str(), p.rate_per_second, p.burst)).collect();
+        assert_eq!(limits, [("limited", Some(100.0), Some(10)), ("unlimited", None, None)]);
+        let routes: Vec<_> = cfg.routes.iter().map(|r| (r.prefixes.clone(), r.providers.clone())).collect();
+        assert_eq!(
+            routes,
+            [
+                (vec![String::new()], vec!["limited".to_owned()]),
+                (vec!["4915172".to_owned()], vec!["unlimited".to_owned()])
+            ]
+        );
+    }
 }

@@ -3,10 +3,12 @@
 //! plugin, and a load generator that publishes N requests and waits for their `sent` events; it
 //! reports throughput, publish → `sent` latency, the daemon's peak RSS and CPU per 10k requests, and,
 //! in the same run, three ceilings notifyd is measured against (bare bus, contract bus, HTTP; see
-//! [`ceilings`]). `docs/benchmarks.md` has the commands and the figures.
+//! [`ceilings`]). The `classes` subcommand runs the traffic-class scenarios instead ([`classes`]).
+//! `docs/benchmarks.md` has the commands and the figures.
 #![forbid(unsafe_code)]
 
 pub mod ceilings;
+pub mod classes;
 pub mod daemon;
 pub mod load;
 pub mod mock;

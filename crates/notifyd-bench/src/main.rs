@@ -7,11 +7,14 @@
 //! cargo run --release -p notifyd-bench -- --n 50000 --rate 5000        # open loop, for latency
 //! cargo run --release -p notifyd-bench -- --suite quick                # 10k and 100k matrix
 //! cargo run --release -p notifyd-bench -- --suite full                 # + 1M
+//! cargo run --release -p notifyd-bench -- classes --all                # traffic classes, F1-F5
+//! cargo run --release -p notifyd-bench -- classes --figure f1 --backlog 5000
 //! ```
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand, ValueEnum};
 use notifyd_bench::ceilings::{self, Kind};
+use notifyd_bench::classes::{self, ClassVia, Figure, Params};
 use notifyd_bench::daemon::Mode;
 use notifyd_bench::run::{Options, Target};
 use std::path::PathBuf;
@@ -67,13 +70,13 @@ struct Cli {
     stall_secs: u64,
     /// Build the daemon and plugin first (`cargo build --release -p notifyd -p notifyd-smsc`);
     /// they are built anyway when missing.
-    #[arg(long)]
+    #[arg(long, global = true)]
     build: bool,
     /// The daemon binary (default `target/release/notifyd`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     notifyd: Option<PathBuf>,
     /// The SMSC plugin (default `target/release/libnotifyd_smsc.so`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     plugin: Option<PathBuf>,
     /// Record the (first) daemon with `perf record --call-graph dwarf` into this file.
     #[arg(long)]
@@ -82,10 +85,10 @@ struct Cli {
     #[arg(long)]
     wrapper: Option<String>,
     /// NOTIFYD_LOG for the daemon.
-    #[arg(long, default_value = "warn")]
+    #[arg(long, default_value = "warn", global = true)]
     log: String,
     #[command(subcommand)]
-    worker: Option<WorkerCmd>,
+    command: Option<Cmd>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -95,7 +98,10 @@ enum CliMode {
 }
 
 #[derive(Subcommand)]
-enum WorkerCmd {
+enum Cmd {
+    /// The traffic-class scenarios (issue 11): figures F1-F5 against their targets. Sizes default
+    /// to the issue's; `--in-flight` (before `classes`) is the daemon's `max_in_flight`.
+    Classes(ClassesArgs),
     /// (internal) a ceiling worker process.
     #[command(hide = true)]
     Worker {
@@ -113,9 +119,96 @@ enum WorkerCmd {
     },
 }
 
+/// `notifyd-bench classes`: see [`notifyd_bench::classes`].
+#[derive(clap::Args)]
+struct ClassesArgs {
+    /// Figures to measure, in order (repeat or comma-separate): f1, f2, f3, f4, f5.
+    #[arg(long, value_delimiter = ',', value_parser = parse_figure)]
+    figure: Vec<Figure>,
+    /// Every figure, F1 to F5.
+    #[arg(long)]
+    all: bool,
+    /// `rate_per_second` of the limited provider.
+    #[arg(long, default_value_t = Params::default().provider_rate)]
+    provider_rate: f64,
+    /// `burst` of the limited provider.
+    #[arg(long, default_value_t = Params::default().burst)]
+    burst: u32,
+    /// Bulk requests queued for the limited provider (F1, F2, F4; the big tenant's in F3).
+    #[arg(long, default_value_t = Params::default().backlog)]
+    backlog: usize,
+    /// Urgent (F1) and unlimited-provider (F2) requests per second.
+    #[arg(long, default_value_t = Params::default().arrival_rate)]
+    arrival_rate: f64,
+    /// How long they arrive, seconds (F1's measuring window).
+    #[arg(long, default_value_t = Params::default().arrival_secs)]
+    arrival_secs: f64,
+    /// How long to wait for `sent` events after the last request is published, seconds.
+    #[arg(long, default_value_t = Params::default().drain_secs)]
+    drain_secs: f64,
+    /// The small tenant's bulk requests (F3).
+    #[arg(long, default_value_t = Params::default().small)]
+    small: usize,
+    /// F4: seconds the two replicas drain after the backlog is published.
+    #[arg(long, default_value_t = Params::default().f4_secs)]
+    f4_secs: f64,
+    /// F4: the window calls are counted in, seconds.
+    #[arg(long, default_value_t = Params::default().f4_window_secs)]
+    f4_window_secs: f64,
+    /// F5: queued counts at which the daemon's RSS is read (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = Params::default().f5_levels)]
+    f5_levels: Vec<usize>,
+    /// F5: also read RSS with 1M queued (about 2 minutes more).
+    #[arg(long)]
+    f5_1m: bool,
+    /// F5: seconds to wait at least after publishing a level before RSS is read.
+    #[arg(long, default_value_t = Params::default().f5_settle_secs)]
+    f5_settle_secs: f64,
+    /// How requests state their class: `subject` (`notify.sms.send.<class>`), `field`
+    /// (`"priority"`), `none`, or `auto` (`subject` when a stream captures
+    /// `notify.sms.send.urgent`, else `none`).
+    #[arg(long, value_parser = ["auto", "subject", "field", "none"], default_value = "auto")]
+    class_via: String,
+    /// Publish acks awaited at once while queueing a backlog.
+    #[arg(long, default_value_t = Params::default().ack_window)]
+    ack_window: usize,
+}
+
+fn parse_figure(s: &str) -> Result<Figure, String> {
+    Figure::parse(s).ok_or_else(|| format!("{s:?} is not one of f1, f2, f3, f4, f5"))
+}
+
+impl ClassesArgs {
+    fn figures(&self) -> Vec<Figure> {
+        if self.all { Figure::ALL.to_vec() } else { self.figure.clone() }
+    }
+
+    fn params(&self) -> Params {
+        let mut f5_levels = self.f5_levels.clone();
+        if self.f5_1m {
+            f5_levels.push(1_000_000);
+        }
+        Params {
+            provider_rate: self.provider_rate,
+            burst: self.burst,
+            backlog: self.backlog,
+            arrival_rate: self.arrival_rate,
+            arrival_secs: self.arrival_secs,
+            drain_secs: self.drain_secs,
+            small: self.small,
+            f4_secs: self.f4_secs,
+            f4_window_secs: self.f4_window_secs,
+            f5_levels,
+            f5_settle_secs: self.f5_settle_secs,
+            class_via: ClassVia::parse(&self.class_via).unwrap_or(ClassVia::Auto),
+            ack_window: self.ack_window,
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
-    if let Some(WorkerCmd::Worker { kind, nats, url, n, in_flight, as_notifyd }) = &cli.worker {
+    if let Some(Cmd::Worker { kind, nats, url, n, in_flight, as_notifyd }) = &cli.command {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
         let result = rt.block_on(async {
             match Kind::parse(kind) {
@@ -167,6 +260,28 @@ fn main() {
     // The load generator gets the runtime; the mock runs on a thread of its own.
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    if let Some(Cmd::Classes(args)) = &cli.command {
+        let figures = args.figures();
+        if figures.is_empty() {
+            eprintln!("classes: name figures with --figure f1,f2,... or use --all");
+            std::process::exit(2);
+        }
+        let params = args.params();
+        println!("classes: {}", classes::describe(&params));
+        let report = rt.block_on(classes::run(&opts, &params, &figures));
+        println!();
+        print!("{}", report.table());
+        for note in &report.notes {
+            println!("note: {note}");
+        }
+        std::process::exit(if !report.errors.is_empty() {
+            2
+        } else if report.all_pass() {
+            0
+        } else {
+            1
+        });
+    }
     let all = rt.block_on(async {
         if let Some(suite) = &cli.suite {
             let sizes: &[usize] =

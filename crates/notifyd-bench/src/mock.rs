@@ -1,6 +1,8 @@
 //! A fast mock of SMSC's send endpoint (`POST /sys/send.php`), answering success for every phone
 //! the way the `smsc` plugin reads it (`fmt=3`, `op=1`: one entry per number), and counting what
 //! it saw: requests, phones, connections, and sends per request index (to find duplicates).
+//! Started with [`MockSmsc::start_logging`], it also keeps the time of every successful call, so a
+//! provider's rate can be read per second (the traffic-class scenarios, [`crate::classes`]).
 //!
 //! It runs on a current-thread tokio runtime of its own (one OS thread), so its cost is easy to
 //! tell apart from the load generator's, with keep-alive connections and a listen backlog of 4096
@@ -15,8 +17,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// The account the mock accepts (`login`); any other is refused with SMSC's error 2.
@@ -40,6 +43,22 @@ pub struct Counters {
     pub max_open: AtomicUsize,
     /// Sends per request index (parsed from the text `bench message no-<i>`), saturating at 255.
     seen: Vec<AtomicU8>,
+    /// When each successful call arrived (off unless started with [`MockSmsc::start_logging`]).
+    log: Option<CallLog>,
+}
+
+/// Every successful call: when it arrived (nanoseconds since `epoch`) and its request index.
+struct CallLog {
+    epoch: Instant,
+    calls: Mutex<Vec<(u64, Option<usize>)>>,
+}
+
+/// One successful call, as the mock logged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    pub at: Instant,
+    /// The request index from the text (`bench message no-<i>`), when it has one.
+    pub index: Option<usize>,
 }
 
 impl Counters {
@@ -70,8 +89,19 @@ impl MockSmsc {
     /// Starts the mock on 127.0.0.1 and a free port; `expected` sizes the duplicate detector
     /// (request indexes `0..expected`).
     pub fn start(expected: usize) -> MockSmsc {
+        Self::start_with(expected, false)
+    }
+
+    /// [`MockSmsc::start`], also keeping the arrival time and request index of every successful
+    /// call ([`MockSmsc::calls`]). A lock and a push per call: off for the throughput runs.
+    pub fn start_logging(expected: usize) -> MockSmsc {
+        Self::start_with(expected, true)
+    }
+
+    fn start_with(expected: usize, log: bool) -> MockSmsc {
         let counters = Arc::new(Counters {
             seen: (0..expected).map(|_| AtomicU8::new(0)).collect(),
+            log: log.then(|| CallLog { epoch: Instant::now(), calls: Mutex::new(Vec::new()) }),
             ..Default::default()
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -104,6 +134,18 @@ impl MockSmsc {
     /// Sends (phones) counted so far.
     pub fn sends(&self) -> u64 {
         self.counters.phones.load(Ordering::Relaxed)
+    }
+
+    /// Every successful call so far, in the order they arrived (empty unless started with
+    /// [`MockSmsc::start_logging`]).
+    pub fn calls(&self) -> Vec<Call> {
+        let Some(log) = &self.counters.log else { return Vec::new() };
+        let mut calls = log.calls.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        calls.sort_unstable();
+        calls
+            .into_iter()
+            .map(|(ns, index)| Call { at: log.epoch + Duration::from_nanos(ns), index })
+            .collect()
     }
 }
 
@@ -198,10 +240,13 @@ async fn answer(c: &Counters, req: Request<Incoming>) -> Response<Full<Bytes>> {
     // The text ends with the request index after a `-` (kept as it is by form encoding):
     // `bench%20message%20no-<i>`.
     let digits = mes.len() - mes.bytes().rev().take_while(u8::is_ascii_digit).count();
-    if let Ok(i) = mes[digits..].parse::<usize>() {
-        if let Some(slot) = c.seen.get(i) {
-            let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add(1)));
-        }
+    let index = mes[digits..].parse::<usize>().ok();
+    if let Some(slot) = index.and_then(|i| c.seen.get(i)) {
+        let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add(1)));
+    }
+    if let Some(log) = &c.log {
+        let call = (log.epoch.elapsed().as_nanos() as u64, index);
+        log.calls.lock().unwrap_or_else(|e| e.into_inner()).push(call);
     }
     let mut out = String::with_capacity(96 + list.len() * 64);
     out.push_str(&format!(r#"{{"id":{id},"cnt":{},"cost":"3.8","balance":"286.55","phones":["#, list.len()));

@@ -3,7 +3,7 @@
 //! or a ceiling worker), the load, and what the processes cost.
 
 use crate::ceilings::Kind;
-use crate::daemon::{Daemon, DaemonSpec, Mode, signal};
+use crate::daemon::{Daemon, DaemonSpec, Mode, ProviderSpec, signal};
 use crate::load::{self, LoadResult, LoadSpec};
 use crate::mock::MockSmsc;
 use crate::procs::{self, Usage, Varz, Watch};
@@ -326,7 +326,7 @@ async fn measure_notifyd(
         binary: opts.notifyd.clone(),
         plugin: opts.plugin.clone(),
         nats_url: nats.url(),
-        mock_url: mock.url(),
+        providers: vec![ProviderSpec::smsc(mock.url())],
         mode,
         max_in_flight: opts.in_flight,
         wrapper: opts.wrapper.clone(),
