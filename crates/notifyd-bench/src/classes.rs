@@ -878,10 +878,17 @@ async fn settle(js: &jetstream::Context, p: &Params) {
     }
 }
 
-/// Requests in the intake stream not yet delivered to the daemon's consumer.
+/// Requests in the intake stream not yet delivered to the daemon's consumers (the plain one and,
+/// on builds with traffic classes, one per class).
 async fn pending(js: &jetstream::Context) -> Option<u64> {
     let stream = js.get_stream("NOTIFY_SMS").await.ok()?;
-    stream.consumer_info("notifyd").await.ok().map(|i| i.num_pending)
+    let mut total = None;
+    for name in ["notifyd", "notifyd_urgent", "notifyd_normal", "notifyd_bulk"] {
+        if let Ok(info) = stream.consumer_info(name).await {
+            total = Some(total.unwrap_or(0) + info.num_pending);
+        }
+    }
+    total
 }
 
 /// When the provider took the last request of the backlog `0..backlog` (`None`: some of it waits).
