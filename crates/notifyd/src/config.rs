@@ -654,6 +654,7 @@ impl Config {
             ("tracking_stream", &self.intake.tracking_stream),
             ("dead_letter_stream", &self.intake.dead_letter_stream),
             ("held_stream", &self.intake.held_stream),
+            ("queue_stream", &self.intake.queue_stream),
         ] {
             if stream.is_empty() || !stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
