@@ -67,6 +67,8 @@ pub struct Step {
     pub retry_in: Duration,
     /// To try at the route's next provider (or to fail, when none is left or it expired).
     pub failover: Vec<Pending>,
+    /// Not tried: the step ran out of time (see [`Dispatcher::step`]); back to the same queue.
+    pub rest: Vec<Pending>,
 }
 
 impl Dispatcher {
@@ -137,8 +139,10 @@ impl Dispatcher {
     /// One step of `pending` at provider `index`: up to `max_recipients` per call, each call's
     /// outcomes recorded through `claim` right after it. `try_no` counts the steps at this
     /// provider (1 for the first). `pace`: the provider's bucket, when each call after the first
-    /// must take a token (the first was taken before). Nothing else here waits: a retry comes
-    /// back as [`Step::retry`].
+    /// must take a token (the first was taken before). After `max_time` no further call starts
+    /// (the rest come back in [`Step::rest`]). Nothing else here waits: a retry comes back as
+    /// [`Step::retry`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn step(
         &self,
         req: &Request,
@@ -147,7 +151,9 @@ impl Dispatcher {
         try_no: u32,
         claim: &Claim,
         pace: Option<&crate::ratelimit::TokenBucket>,
+        max_time: Duration,
     ) -> Step {
+        let started = tokio::time::Instant::now();
         let provider = &self.providers.list[index];
         let mut step = Step::default();
         if expired(req) {
@@ -157,6 +163,13 @@ impl Dispatcher {
         let max = provider.describe().max_recipients.max(1) as usize;
         let mut first = true;
         while !pending.is_empty() {
+            // A step that has run `max_time` stops before its next call and hands the rest
+            // back: the ledger's `begun` of a recipient must not outlive the time after which
+            // another delivery takes it for a crash.
+            if !first && started.elapsed() >= max_time {
+                step.rest.append(&mut pending);
+                break;
+            }
             let chunk: Vec<Pending> = pending.drain(..max.min(pending.len())).collect();
             // The first call's token was taken before the step; each further one takes its own.
             if let (Some(bucket), false) = (pace, std::mem::replace(&mut first, false)) {

@@ -177,52 +177,143 @@ impl Ledger {
             let claim = Claim { ledger: self.clone(), id: id.to_owned(), known: Mutex::new(known) };
             return Begin::Go { claim, send: routed, decided: Vec::new(), seen_before: false };
         }
-        let mut known = self.load_until_read(id).await;
-        let record = known.record.clone();
+        // Read, decide per recipient, and write the decision at the revision it was made on; if
+        // another delivery wrote in between, read and decide again: taking a recipient up is
+        // exclusive (two deliveries that both find it free cannot both send it).
         let busy_ms = i64::try_from(self.busy_for.as_millis()).unwrap_or(i64::MAX);
-        let (mut send, mut decided, mut ended_here) =
-            (Vec::with_capacity(routed.len()), Vec::new(), Vec::new());
-        for (n, route, take) in routed {
-            match record.r.get(n.as_str()) {
-                None | Some(State::Queued { .. }) => send.push((n, route, take)),
-                // This delivery's own claim, written although its answer was lost: nothing was
-                // sent yet. (Owner and time both match: an owner string alone can recur after the
-                // intake consumer is recreated.)
-                Some(State::Begun { owner: mine, at }) if mine == owner && *at == now => {
-                    send.push((n, route, take))
-                }
-                Some(State::Begun { owner: other, at }) if other != owner && now - at < busy_ms => {
-                    // The same id is being sent by another delivery right now.
-                    return Begin::Busy { retry_in: self.busy_for / 2 };
-                }
-                Some(State::Begun { .. }) => match self.policy.interrupted() {
-                    Err(error) => {
-                        let state = done_state(Status::Failed, None, 0, &error);
-                        ended_here.push((n.as_str().to_owned(), state.clone()));
-                        decided.push((n.as_str().to_owned(), state));
+        let mut conflicts = 0;
+        loop {
+            let mut known = self.load_until_read(id).await;
+            let record = known.record.clone();
+            let (mut send, mut decided, mut resent) =
+                (Vec::with_capacity(routed.len()), Vec::new(), Vec::new());
+            let mut states: Vec<(String, State)> = Vec::new();
+            for (n, route, take) in &routed {
+                match record.r.get(n.as_str()) {
+                    None | Some(State::Queued { .. }) => send.push((n.clone(), route.clone(), *take)),
+                    // This delivery's own claim, written although its answer was lost: nothing was
+                    // sent yet. (Owner and time both match: an owner string alone can recur after
+                    // the intake consumer is recreated.)
+                    Some(State::Begun { owner: mine, at }) if mine == owner && *at == now => {
+                        send.push((n.clone(), route.clone(), *take))
                     }
-                    Ok(()) => {
-                        tracing::warn!(request = %id, to = %n.masked(), "resending after an interrupted attempt");
-                        self.metrics.ambiguous_resends.with_label_values(&[&first_provider(&route)]).inc();
-                        send.push((n, route, take));
+                    Some(State::Begun { owner: other, at }) if other != owner && now - at < busy_ms => {
+                        // The same id is being sent by another delivery right now.
+                        return Begin::Busy { retry_in: self.busy_for / 2 };
                     }
-                },
-                Some(state) => decided.push((n.as_str().to_owned(), state.clone())),
+                    Some(State::Begun { .. }) => match self.policy.interrupted() {
+                        // Ended here (an interrupted attempt with `on_ambiguous = "fail"`).
+                        Err(error) => {
+                            let state = done_state(Status::Failed, None, 0, &error);
+                            states.push((n.as_str().to_owned(), state.clone()));
+                            decided.push((n.as_str().to_owned(), state));
+                        }
+                        Ok(()) => {
+                            resent.push((n.clone(), first_provider(route)));
+                            send.push((n.clone(), route.clone(), *take));
+                        }
+                    },
+                    Some(state) => decided.push((n.as_str().to_owned(), state.clone())),
+                }
             }
+            states.extend(send.iter().map(|(n, _, take)| (n.as_str().to_owned(), initial(*take))));
+            match self.write_at(id, &mut known, &states).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    conflicts += 1;
+                    if conflicts > 64 {
+                        // Another writer keeps winning: hand the work back and look again later.
+                        return Begin::Busy { retry_in: self.busy_for / 2 };
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    conflicts += 1;
+                    emit(
+                        &self.metrics,
+                        Retry { operation: Operation::LedgerWrite, request: Some(id), error: &error },
+                    );
+                    Backoff::NATS.sleep(conflicts.min(16)).await;
+                    continue;
+                }
+            }
+            for (n, provider) in resent {
+                tracing::warn!(request = %id, to = %n.masked(), "resending after an interrupted attempt");
+                self.metrics.ambiguous_resends.with_label_values(&[&provider]).inc();
+            }
+            let seen_before = record.r.values().any(|s| {
+                !matches!(s, State::Begun { owner: mine, at } if mine == owner && *at == now)
+                    && !matches!(s, State::Queued { at } if *at == now)
+            });
+            let claim = Claim { ledger: self.clone(), id: id.to_owned(), known: Mutex::new(known) };
+            return Begin::Go { claim, send, decided, seen_before };
         }
-        // Recipients ended here (an interrupted attempt with `on_ambiguous = "fail"`).
-        self.record_until_stored(id, &mut known, &ended_here).await;
-        if !send.is_empty() {
-            let states: Vec<(String, State)> =
-                send.iter().map(|(n, _, take)| (n.as_str().to_owned(), initial(*take))).collect();
-            self.record_until_stored(id, &mut known, &states).await;
+    }
+
+    /// Writes `states` into the request's record at exactly the revision in `known` (a create
+    /// when there is none): `Ok(false)` when another writer got there first (nothing written),
+    /// so the caller decides again on what is stored now.
+    async fn write_at(
+        &self,
+        id: &str,
+        known: &mut Known,
+        states: &[(String, State)],
+    ) -> Result<bool, LedgerError> {
+        if states.is_empty() {
+            return Ok(true);
         }
-        let seen_before = record.r.values().any(|s| {
-            !matches!(s, State::Begun { owner: mine, at } if mine == owner && *at == now)
-                && !matches!(s, State::Queued { at } if *at == now)
-        });
-        let claim = Claim { ledger: self.clone(), id: id.to_owned(), known: Mutex::new(known) };
-        Begin::Go { claim, send, decided, seen_before }
+        let mut record = known.record.clone();
+        record.v = 1;
+        for (to, state) in states {
+            record.r.insert(to.clone(), state.clone());
+        }
+        let value = encode(&record);
+        let written = if known.revision == 0 {
+            match self.kv.create(key(id), value).await {
+                Ok(revision) => Some(revision),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => None,
+                Err(e) => return Err(LedgerError(e.to_string())),
+            }
+        } else {
+            match self.kv.update(key(id), value, known.revision).await {
+                Ok(revision) => Some(revision),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => None,
+                Err(e) => return Err(LedgerError(e.to_string())),
+            }
+        };
+        Ok(match written {
+            Some(revision) => {
+                *known = Known { record, revision };
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Ends the recipients `to` of request `id` that are still `queued` (waiting in a provider's
+    /// queue) with `state`, exclusively (as [`Ledger::begin`] takes recipients up), and returns
+    /// them. A recipient being sent, decided, or unknown to the ledger (its record expired) is
+    /// left alone.
+    pub async fn end_queued(&self, id: &str, to: &[String], state: &State) -> Vec<String> {
+        for round in 1.. {
+            let mut known = self.load_until_read(id).await;
+            let ended: Vec<String> = to
+                .iter()
+                .filter(|n| matches!(known.record.r.get(*n), Some(State::Queued { .. })))
+                .cloned()
+                .collect();
+            let states: Vec<(String, State)> = ended.iter().map(|n| (n.clone(), state.clone())).collect();
+            match self.write_at(id, &mut known, &states).await {
+                Ok(true) => return ended,
+                Ok(false) => {}
+                Err(error) => emit(
+                    &self.metrics,
+                    Retry { operation: Operation::LedgerWrite, request: Some(id), error: &error },
+                ),
+            }
+            Backoff::NATS.sleep(round.min(16)).await;
+        }
+        unreachable!("the loop returns")
     }
 
     /// Takes up request `id` again after its task panicked: reads its record (waiting out NATS

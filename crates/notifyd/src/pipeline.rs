@@ -505,7 +505,8 @@ impl Pipeline {
         let direct_count = direct.len();
         let steps = direct.into_iter().map(|(route, class, pending, admission)| async move {
             self.observe_wait(class, accepted_ms);
-            let step = self.dispatcher.step(req, route[0], pending, 1, claim, None).await;
+            let max_time = self.gates.ack_wait() / 2;
+            let step = self.dispatcher.step(req, route[0], pending, 1, claim, None, max_time).await;
             drop(admission);
             (route, class, step)
         });

@@ -150,6 +150,14 @@ impl TokenBucket {
         state.granted - state.issued as f64 + EPSILON >= f64::from(n)
     }
 
+    /// Takes `n` tokens now, whether they are there or not: the bucket may go into debt, and
+    /// [`TokenBucket::has`] says no until it is paid back. (For quotas checked before the work.)
+    pub fn take_owing(&self, n: u32) {
+        let mut state = self.state();
+        state.refill(Instant::now());
+        state.issued += u64::from(n);
+    }
+
     /// Takes `n` tokens if they are there now, with nobody waiting ahead; `false` (and nothing
     /// taken) otherwise.
     pub fn try_take(&self, n: u32) -> bool {

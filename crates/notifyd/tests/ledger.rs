@@ -151,3 +151,50 @@ async fn a_recurring_owner_name_does_not_pass_for_this_deliverys_claim() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(mock.request_count(), 0, "not sent: an earlier attempt may have reached the provider");
 }
+
+/// A recipient waiting in a provider's queue (`queued`) is free for any delivery to take up, so
+/// several may try at once (the ticket's scheduler, a redelivered intake message, a duplicate
+/// ticket, the expiry twin): exactly one of them gets it; the others are told it is busy or
+/// decided. Found by review: the compare-and-set retry used to merge its `begun` over another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_recipient_is_taken_up_by_exactly_one_delivery() {
+    use notifyd::ledger::{Begin, Ledger, Take};
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let kv = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "ledger_race".into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let policy = notifyd::retry::policy::Policy::new(notifyd::config::RetryConfig::default());
+    let ledger = Ledger::new(kv, policy, Duration::from_secs(30), notifyd::metrics::Metrics::new());
+    let n = notifyd_sms::PhoneNumber::parse("+4915171112233").unwrap();
+    let route: notifyd::route::Route = std::sync::Arc::from(vec![0usize]);
+    for round in 0..5 {
+        let id = format!("race-{round}");
+        let queued =
+            ledger.begin(&id, vec![(n.clone(), route.clone(), Take::Queue)], "js:1:1", |_| "p".into()).await;
+        assert!(matches!(queued, Begin::Go { .. }));
+        let takers: Vec<_> = (0..6)
+            .map(|i| {
+                let (ledger, n, route, id) = (ledger.clone(), n.clone(), route.clone(), id.clone());
+                tokio::spawn(async move {
+                    let owner = format!("q:p:{round}{i}:1");
+                    match ledger.begin(&id, vec![(n, route, Take::Send)], &owner, |_| "p".into()).await {
+                        Begin::Go { send, .. } => send.len(),
+                        Begin::Busy { .. } => 0,
+                    }
+                })
+            })
+            .collect();
+        let mut taken = 0;
+        for t in takers {
+            taken += t.await.unwrap();
+        }
+        assert_eq!(taken, 1, "round {round}: the queued recipient was taken up {taken} times");
+    }
+}

@@ -192,7 +192,7 @@ impl Gates {
             }
         }
         if let Some(quota) = quota {
-            quota.try_take(gate.calls(recipients));
+            quota.take_owing(gate.calls(recipients));
         }
         Some(Admission { _permit: permit })
     }
@@ -378,17 +378,34 @@ pub async fn run_provider(
         // Room first (a free call, a token), then the best ticket at that moment: a ticket that
         // arrived during the wait, or a class whose next ticket was being fetched, is not passed
         // over.
+        let mut alive = tokio::time::interval(keep_alive);
+        alive.tick().await;
         let permit = match &gate.concurrency {
             None => None,
-            Some(sem) => tokio::select! {
-                _ = stop.signalled() => break 'serve,
-                p = sem.clone().acquire_owned() => p.ok(),
-            },
+            Some(sem) => {
+                let acquire = sem.clone().acquire_owned();
+                tokio::pin!(acquire);
+                loop {
+                    tokio::select! {
+                        _ = stop.signalled() => break 'serve,
+                        _ = alive.tick() => keep_heads_alive(&mut lanes).await,
+                        p = &mut acquire => break p.ok(),
+                    }
+                }
+            }
         };
         // An open breaker takes no token: the step fails the recipients over without a call.
         let limited = gate.bucket.as_ref().filter(|_| !pipeline.dispatcher.is_open(index));
         if let Some(bucket) = limited {
-            if !pace(&pipeline, gate, bucket, 1, &stop).await {
+            let paced = pace(&pipeline, gate, bucket, 1, &stop);
+            tokio::pin!(paced);
+            let go = loop {
+                tokio::select! {
+                    _ = alive.tick() => keep_heads_alive(&mut lanes).await,
+                    go = &mut paced => break go,
+                }
+            };
+            if !go {
                 break 'serve;
             }
         }
@@ -416,8 +433,10 @@ pub async fn run_provider(
         cursor[c] = at + 1;
         let lane = &mut lanes[of_class[at]];
         let Some(fetched) = lane.head.take() else { continue };
+        // The tenant's quota pays for every call of the ticket (it may go into debt: the lane
+        // then waits until it is paid back).
         if let Some(quota) = &lane.quota {
-            quota.try_take(1);
+            quota.take_owing(gate.calls(fetched.ticket.to.len()));
         }
         let tenant = lane.tenant.clone();
         gates.queued(index);
@@ -440,6 +459,14 @@ pub async fn run_provider(
         for fetched in held.collect::<Vec<_>>() {
             let _ = fetched.msg.ack_with(AckKind::Nak(None)).await;
         }
+    }
+}
+
+/// Keeps the fetched heads alive (in-progress acks) while the scheduler waits for room.
+async fn keep_heads_alive(lanes: &mut [Lane]) {
+    for head in lanes.iter_mut().filter_map(|l| l.head.as_mut()) {
+        let _ = head.msg.ack_with(AckKind::Progress).await;
+        head.since = tokio::time::Instant::now();
     }
 }
 
@@ -529,7 +556,14 @@ async fn fetch_one(
         };
         match next {
             Some(Ok(msg)) => return Some(msg),
-            Some(Err(e)) => tracing::debug!(error = %e, "a queue fetch ended without a ticket"),
+            // An error status (no responders during a leader election, ...): pause, no hot loop.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "a queue fetch ended without a ticket");
+                tokio::select! {
+                    _ = stop.signalled() => return None,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
             None => {}
         }
     }

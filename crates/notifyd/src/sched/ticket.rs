@@ -48,10 +48,16 @@ impl Ticket {
         serde_json::from_slice(payload)
     }
 
-    /// Its `Nats-Msg-Id`.
+    /// Its `Nats-Msg-Id`: the request, the position and tries, and a hash of its recipients and
+    /// route, so two different tickets of one request never share it.
     pub fn msg_id(&self) -> String {
-        let first = self.to.first().map_or("", |(n, _)| n.as_str());
-        format!("{}/q/{}/{}/{}", self.id, self.pos, self.tries, first)
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in self.to.iter().map(|(n, _)| n.as_str()).chain(self.route.iter().map(String::as_str)) {
+            for b in part.bytes().chain(std::iter::once(b',')) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        format!("{}/q/{}/{}/{h:016x}", self.id, self.pos, self.tries)
     }
 }
 
@@ -116,6 +122,8 @@ mod tests {
         let back = Ticket::decode(&t.encode()).unwrap();
         assert_eq!((back.id.as_str(), back.pos, back.class), ("a/b", 1, Class::Urgent));
         assert_eq!(back.to, t.to);
-        assert_eq!(t.msg_id(), "a/b/q/1/0/4915171112233");
+        assert!(t.msg_id().starts_with("a/b/q/1/0/"), "{}", t.msg_id());
+        let other = Ticket { to: vec![("4915171112234".into(), 1)], ..Ticket::decode(&t.encode()).unwrap() };
+        assert_ne!(t.msg_id(), other.msg_id(), "other recipients, another id");
     }
 }

@@ -7,7 +7,7 @@ use super::{Admission, Ticket, expire_subject, queue_subject};
 use crate::class::Class;
 use crate::dispatch::{Outcome, Pending, Step};
 use crate::events::Status;
-use crate::ledger::{Begin, Claim, Take, done_state};
+use crate::ledger::{Begin, Claim, State, Take, done_state};
 use crate::pipeline::Pipeline;
 use crate::route::Route;
 use crate::validate::{Decoded, Request};
@@ -62,6 +62,18 @@ impl Pipeline {
         onward: &mut Vec<Onward>,
     ) {
         outcomes.extend(step.decided);
+        if !step.rest.is_empty() {
+            // Not tried yet: back to the same queue, the same try.
+            let tries = tries.saturating_sub(1);
+            onward.push(Onward {
+                route: route.clone(),
+                pos,
+                tries,
+                class,
+                not_before_ms: 0,
+                pending: step.rest,
+            });
+        }
         if !step.retry.is_empty() {
             let not_before_ms = crate::track::now_unix_ms() + step.retry_in.as_millis() as i64;
             onward.push(Onward {
@@ -123,6 +135,9 @@ impl Pipeline {
         }
         let expires_ms = req.expires_at.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
         let mut batch = self.events.batch();
+        // The expiry twins go apart: a twin that cannot be stored costs only the early expiry
+        // (the ticket's recipients still end `expired` when it is taken up).
+        let mut twins = self.events.batch();
         for o in onward {
             let index = o.route[o.pos];
             self.gates.queued(index);
@@ -147,7 +162,7 @@ impl Pipeline {
             batch.publish_raw(subject, msg_id.clone(), ticket.encode()).await;
             if let Some(expires_ms) = expires_ms {
                 let twin = Ticket { not_before_ms: expires_ms, ..ticket };
-                batch
+                twins
                     .publish_raw(
                         expire_subject(&self.prefix, provider, o.class, &lane),
                         format!("{msg_id}/expire"),
@@ -157,6 +172,9 @@ impl Pipeline {
             }
         }
         let stored = batch.confirm_within(TICKET_ATTEMPTS).await;
+        if !twins.is_empty() && !twins.confirm_within(TICKET_ATTEMPTS).await {
+            tracing::warn!(request = %req.id, "an expiry twin was not stored; its recipients expire when their ticket is taken up");
+        }
         if !stored {
             self.metrics.queue_refused.inc();
             tracing::warn!(request = %req.id, "a provider queue did not take a ticket (full, or JetStream unavailable); handing the work back for {HAND_BACK:?}");
@@ -259,7 +277,9 @@ impl Pipeline {
         }
         let tries = ticket.tries + 1;
         let pace = self.gates.list[index].bucket.as_deref();
-        let step = Box::pin(self.dispatcher.step(&req, index, pending, tries, &claim, pace)).await;
+        let max_time = self.gates.ack_wait() / 2;
+        let step = Box::pin(self.dispatcher.step(&req, index, pending, tries, &claim, pace, max_time)).await;
+        let retry_in = step.retry_in;
         drop(admission);
         let (mut outcomes, mut onward) = (Vec::new(), Vec::new());
         self.after_step(
@@ -282,7 +302,8 @@ impl Pipeline {
         }
         self.index_in_background(to_index);
         batch.confirm().await;
-        if stored { Handled::Ack } else { Handled::Later(HAND_BACK) }
+        // Handed back no sooner than the backoff a retry asked for.
+        if stored { Handled::Ack } else { Handled::Later(HAND_BACK.max(retry_in)) }
     }
 
     /// `notifyd_queue_wait_seconds{class}`: from acceptance to the first provider call.
@@ -362,39 +383,37 @@ impl Pipeline {
             let _ = msg.ack().await;
             return;
         };
-        let owner = format!("expire:{seq}:{delivered}");
-        let routed: Vec<(PhoneNumber, Route, Take)> = ticket
-            .to
-            .iter()
-            .filter_map(|(n, _)| PhoneNumber::parse(n).ok())
-            .map(|n| (n, route.clone(), Take::Send))
-            .collect();
-        let name =
-            |route: &Route| self.providers.list[route[ticket.pos.min(route.len() - 1)]].name.to_string();
-        let (claim, send) = match self.ledger.begin(&ticket.id, routed, &owner, name).await {
-            Begin::Busy { retry_in } => {
-                let _ =
-                    msg.ack_with(AckKind::Nak(Some(crate::intake::busy_delay(delivered, retry_in)))).await;
-                return;
-            }
-            Begin::Go { claim, send, .. } => (claim, send),
-        };
+        let _ = (seq, route);
         let error = ProviderError::new(
             ErrorCode::Expired,
             "expires_at passed while the message waited for its provider",
         );
+        let attempts = ticket.to.iter().map(|(_, a)| *a).max().unwrap_or(0);
+        let state = done_state(Status::Failed, None, attempts, &error);
+        let to: Vec<String> = ticket.to.iter().map(|(n, _)| n.clone()).collect();
+        // Only recipients still queued end here, each exclusively: one being sent, or decided,
+        // or whose ledger record expired, is left alone.
+        let mut ended = self.ledger.end_queued(&ticket.id, &to, &state).await;
+        self.metrics.queue_expired.inc_by(ended.len() as u64);
+        if delivered > 1 {
+            // This twin's earlier delivery may have ended recipients and died before their
+            // events: publish those again (folded by message id).
+            let claim = self.ledger.reopen(&ticket.id).await;
+            for n in &to {
+                let expired =
+                    matches!(claim.state(n).await, Some(State::Done { code: ErrorCode::Expired, .. }));
+                if expired && !ended.contains(n) {
+                    ended.push(n.clone());
+                }
+            }
+        }
         let mut batch = self.events.batch();
-        let mut ended = Vec::new();
-        for (n, _, _) in &send {
-            let attempts = ticket.to.iter().find(|(to, _)| to == n.as_str()).map_or(0, |(_, a)| *a);
-            ended.push((n.as_str().to_owned(), done_state(Status::Failed, None, attempts, &error)));
-            self.publish_final(&mut batch, &req, n.as_str(), Status::Failed, None, attempts, &error).await;
+        for n in &ended {
+            self.publish_final(&mut batch, &req, n, Status::Failed, None, attempts, &error).await;
         }
         if !ended.is_empty() {
             tracing::info!(request = %ticket.id, recipients = ended.len(), "queued recipients expired");
-            self.metrics.queue_expired.inc_by(ended.len() as u64);
         }
-        claim.record(&ended).await;
         batch.confirm().await;
         let _ = msg.ack().await;
     }
