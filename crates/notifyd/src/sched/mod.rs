@@ -397,7 +397,7 @@ pub async fn run_provider(
         // An open breaker takes no token: the step fails the recipients over without a call.
         let limited = gate.bucket.as_ref().filter(|_| !pipeline.dispatcher.is_open(index));
         if let Some(bucket) = limited {
-            let paced = pace(&pipeline, gate, bucket, 1, &stop);
+            let paced = pace(&pipeline, gate, bucket, &stop);
             tokio::pin!(paced);
             let go = loop {
                 tokio::select! {
@@ -470,12 +470,12 @@ async fn keep_heads_alive(lanes: &mut [Lane]) {
     }
 }
 
-/// Waits for `calls` tokens of the provider's rate; `false` when shutdown began meanwhile.
-async fn pace(pipeline: &Pipeline, gate: &Gate, bucket: &TokenBucket, calls: u32, stop: &Shutdown) -> bool {
+/// Waits for a token of the provider's rate; `false` when shutdown began meanwhile.
+async fn pace(pipeline: &Pipeline, gate: &Gate, bucket: &TokenBucket, stop: &Shutdown) -> bool {
     let started = tokio::time::Instant::now();
     let waited = tokio::select! {
         _ = stop.signalled() => return false,
-        waited = bucket.acquire_n(calls) => waited,
+        waited = bucket.acquire() => waited,
     };
     if waited {
         pipeline.metrics.rate_limit_waits.with_label_values(&[&gate.name]).inc();
@@ -638,9 +638,13 @@ pub async fn run_expiry(pipeline: Arc<Pipeline>, consumer: PullConsumer, stop: S
             let msg = match next {
                 None => break,
                 Some(Ok(m)) => m,
+                // An error status: pause, then fetch anew (no hot loop).
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "expiry fetch ended");
-                    continue;
+                    tokio::select! {
+                        _ = stop.signalled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => break,
+                    }
                 }
             };
             let pipeline = pipeline.clone();

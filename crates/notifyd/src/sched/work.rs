@@ -378,12 +378,11 @@ impl Pipeline {
             let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
             return;
         }
-        let (seq, delivered) = msg.info().map_or((0, 1), |i| (i.stream_sequence, i.delivered));
-        let Some((req, route)) = self.ticket_request(&ticket, None).await else {
+        let delivered = msg.info().map_or(1, |i| i.delivered);
+        let Some((req, _)) = self.ticket_request(&ticket, None).await else {
             let _ = msg.ack().await;
             return;
         };
-        let _ = (seq, route);
         let error = ProviderError::new(
             ErrorCode::Expired,
             "expires_at passed while the message waited for its provider",
