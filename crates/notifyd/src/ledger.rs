@@ -32,6 +32,7 @@ use notifyd_plugin::wire::{ErrorCode, ProviderError};
 use notifyd_sms::PhoneNumber;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -88,7 +89,9 @@ pub struct LedgerError(String);
 /// The ledger bucket, shared by every replica.
 #[derive(Clone)]
 pub struct Ledger {
-    kv: kv::Store,
+    /// Shared: every request's [`Claim`] holds a clone of the ledger, and the store itself (with
+    /// its stream's whole configuration) is large and costly to clone.
+    kv: Arc<kv::Store>,
     metrics: Metrics,
     /// `retry.on_ambiguous`, for the crash window.
     policy: Policy,
@@ -148,7 +151,7 @@ impl Ledger {
     /// The ledger in `kv`, the bucket [`crate::nats::set_up`] opened. `ack_wait` is
     /// `intake.ack_wait`: a `begun` written by another delivery less than two of them ago is live.
     pub fn new(kv: kv::Store, policy: Policy, ack_wait: Duration, metrics: Metrics) -> Ledger {
-        Ledger { kv, metrics, policy, busy_for: ack_wait * 2 }
+        Ledger { kv: Arc::new(kv), metrics, policy, busy_for: ack_wait * 2 }
     }
 
     /// Begins a delivery (`owner`, see [`State::Begun`]) of request `id` for its routed

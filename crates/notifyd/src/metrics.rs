@@ -17,9 +17,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Every metric notifyd exports.
+/// Every metric notifyd exports, shared: a clone is one reference count, not one per metric (a
+/// request clones it several times). Its fields are [`MetricSet`]'s.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricSet>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricSet;
+
+    fn deref(&self) -> &MetricSet {
+        &self.0
+    }
+}
+
+/// The metrics themselves (see [`Metrics`]).
+pub struct MetricSet {
     pub registry: Registry,
     pub requests: IntCounterVec,
     pub events: IntCounterVec,
@@ -242,7 +254,7 @@ impl Metrics {
             "Live replicas this replica counts, itself included: provider rate limits are shared among them.",
         );
         replicas.set(1);
-        let m = Metrics {
+        let m = MetricSet {
             replicas,
             rate_share: gauge(
                 &r,
@@ -367,7 +379,7 @@ impl Metrics {
             m.intake_pending.with_label_values(&[class.as_str()]).set(0);
             m.intake_unacked.with_label_values(&[class.as_str()]).set(0);
         }
-        m
+        Metrics(Arc::new(m))
     }
 
     /// The text exposition format.
