@@ -156,7 +156,7 @@ impl Daemon {
         let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
         let mut words: Vec<String> = spec.wrapper.clone();
         words.push(spec.binary.display().to_string());
-        let mut cmd = Command::new(&words[0]);
+        let mut cmd = notifyd_testkit::clean_command(&words[0]);
         cmd.args(&words[1..])
             .arg("--config")
             .arg(&path)

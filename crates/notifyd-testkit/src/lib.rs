@@ -5,15 +5,19 @@
 //! free port and kills it on `Drop`; [`MockHttp`] is a real HTTP/1.1 server on a
 //! free port that plays an SMS provider's API and records every request it
 //! gets; [`cargo_plugin`] and [`c_plugin`] build provider plugins (Rust cdylibs
-//! and C shared objects) once per test process so tests can load them. Nothing
+//! and C shared objects) once per test process so tests can load them;
+//! [`clean_command`] starts the daemon without the developer's `NOTIFYD_*`
+//! variables. Nothing
 //! here is meant for production code.
 
 #![forbid(unsafe_code)]
 
+mod command;
 mod http;
 mod nats;
 mod plugin;
 
+pub use command::clean_command;
 pub use http::{MockHttp, MockResponse, RecordedRequest};
 pub use nats::{NatsServer, NatsServerBuilder};
 pub use plugin::{c_plugin, cargo_plugin, target_dir, workspace_root};

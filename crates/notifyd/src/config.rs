@@ -127,6 +127,60 @@ impl Default for NatsConfig {
     }
 }
 
+impl NatsConfig {
+    /// Takes `NOTIFYD_NATS__PASSWORD`/`__TOKEN` from `env` as they are (figment would read
+    /// `123456` as a number, and `012345` as 12345).
+    fn take_raw_env_secrets(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        for (var, _) in RAW_ENV_SECRETS {
+            if let Some(value) = env(var) {
+                let slot = if var.ends_with("PASSWORD") { &mut self.password } else { &mut self.token };
+                *slot = Some(Secret::new(value));
+            }
+        }
+    }
+
+    /// Checks the table, and takes `password_env`/`token_env` from `env`.
+    fn check(&mut self, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) {
+        if !is_token(&self.subject_prefix) {
+            problems.push(format!(
+                "[nats] subject_prefix {:?} must be a NATS subject of letters, digits, '-', '_' and '.'",
+                self.subject_prefix
+            ));
+        }
+        for (key, value) in [("password", &mut self.password), ("token", &mut self.token)] {
+            let env_key = if key == "password" { &self.password_env } else { &self.token_env };
+            if let Some(var) = env_key {
+                match env(var) {
+                    Some(v) if value.is_none() => *value = Some(Secret::new(v)),
+                    Some(_) => problems.push(format!("[nats] sets both {key} and {key}_env; keep one")),
+                    None => problems.push(format!("[nats] {key}_env names ${var}, which is not set")),
+                }
+            }
+        }
+        if self.password.is_some() != self.user.is_some() {
+            problems.push("[nats] user and password go together; set both or neither".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            problems.push("[nats] tls_cert and tls_key go together; set both or neither".into());
+        }
+    }
+
+    /// Resolves the table's relative file paths against `base` (the config file's directory).
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in [
+            &mut self.creds_file,
+            &mut self.nkey_file,
+            &mut self.tls_ca,
+            &mut self.tls_cert,
+            &mut self.tls_key,
+        ] {
+            if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
+            }
+        }
+    }
+}
+
 /// How requests come in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -514,6 +568,17 @@ const MAX_LISTENER_CONNECTIONS: usize = 1_000_000;
 const RAW_ENV_SECRETS: [(&str, &str); 2] =
     [("NOTIFYD_NATS__PASSWORD", "nats__password"), ("NOTIFYD_NATS__TOKEN", "nats__token")];
 
+/// The `NOTIFYD_<SECTION>__<KEY>` variables (the raw secrets apart, see
+/// [`NatsConfig::take_raw_env_secrets`]).
+fn env_provider() -> Env {
+    Env::prefixed("NOTIFYD_")
+        .filter(|k| {
+            k.as_str().contains("__")
+                && !RAW_ENV_SECRETS.iter().any(|(_, key)| k.as_str().eq_ignore_ascii_case(key))
+        })
+        .split("__")
+}
+
 /// Where the config file is: `--config`, else `config/notifyd.toml` if present, else
 /// `/etc/notifyd/notifyd.toml`.
 pub fn default_path() -> PathBuf {
@@ -532,16 +597,37 @@ impl Config {
         }
         // Secrets from the environment are taken as they are: figment would read `123456` as a
         // number (and `012345` as 12345).
-        let figment = Figment::new().merge(Toml::file_exact(path)).merge(
-            Env::prefixed("NOTIFYD_")
-                .filter(|k| {
-                    k.as_str().contains("__")
-                        && !RAW_ENV_SECRETS.iter().any(|(_, key)| k.as_str().eq_ignore_ascii_case(key))
-                })
-                .split("__"),
-        );
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(env_provider());
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::from_figment(&figment, base_dir, &|name| std::env::var(name).ok(), true)
+    }
+
+    /// The `[nats]` table alone, for commands that are only NATS clients (`notifyd send`): from
+    /// the file at `path` when one is given (its other sections are not read, so a client needs
+    /// no provider secrets), then the `NOTIFYD_NATS__*` variables, checked as [`Config::load`]
+    /// checks them. Without a file, the defaults and the environment.
+    pub fn load_nats(path: Option<&Path>) -> Result<NatsConfig, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(ConfigError::one(format!("the config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let figment = figment.merge(env_provider());
+        let mut nats: NatsConfig = match figment.find_value("nats") {
+            Ok(_) => figment
+                .extract_inner("nats")
+                .map_err(|e| ConfigError::one(format!("[nats]: {}", figment_error(&e))))?,
+            Err(_) => NatsConfig::default(),
+        };
+        let env = |name: &str| std::env::var(name).ok();
+        nats.take_raw_env_secrets(&env);
+        let mut problems = Vec::new();
+        nats.check(&env, &mut problems);
+        let base = path.and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        nats.resolve_paths(&base);
+        if problems.is_empty() { Ok(nats) } else { Err(ConfigError { problems }) }
     }
 
     /// Loads a configuration from TOML text (for tests and `check-config` on a string).
@@ -597,13 +683,7 @@ impl Config {
             base_dir,
         };
         if raw_env_secrets {
-            for (var, _) in RAW_ENV_SECRETS {
-                if let Some(value) = env(var) {
-                    let slot =
-                        if var.ends_with("PASSWORD") { &mut cfg.nats.password } else { &mut cfg.nats.token };
-                    *slot = Some(Secret::new(value));
-                }
-            }
+            cfg.nats.take_raw_env_secrets(env);
         }
         let mut provider_names = HashSet::new();
         cfg.providers = blocks::<ProviderConfig>(&root, "providers", &mut problems, |v| {
@@ -624,28 +704,7 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         problems: &mut Vec<String>,
     ) {
-        if !is_token(&self.nats.subject_prefix) {
-            problems.push(format!(
-                "[nats] subject_prefix {:?} must be a NATS subject of letters, digits, '-', '_' and '.'",
-                self.nats.subject_prefix
-            ));
-        }
-        for (key, value) in [("password", &mut self.nats.password), ("token", &mut self.nats.token)] {
-            let env_key = if key == "password" { &self.nats.password_env } else { &self.nats.token_env };
-            if let Some(var) = env_key {
-                match env(var) {
-                    Some(v) if value.is_none() => *value = Some(Secret::new(v)),
-                    Some(_) => problems.push(format!("[nats] sets both {key} and {key}_env; keep one")),
-                    None => problems.push(format!("[nats] {key}_env names ${var}, which is not set")),
-                }
-            }
-        }
-        if self.nats.password.is_some() != self.nats.user.is_some() {
-            problems.push("[nats] user and password go together; set both or neither".into());
-        }
-        if self.nats.tls_cert.is_some() != self.nats.tls_key.is_some() {
-            problems.push("[nats] tls_cert and tls_key go together; set both or neither".into());
-        }
+        self.nats.check(env, problems);
         for (name, stream) in [
             ("stream", &self.intake.stream),
             ("consumer", &self.intake.consumer),
@@ -836,15 +895,7 @@ impl Config {
             }
         };
         self.plugins.dirs.iter_mut().for_each(abs);
-        for p in [
-            &mut self.nats.creds_file,
-            &mut self.nats.nkey_file,
-            &mut self.nats.tls_ca,
-            &mut self.nats.tls_cert,
-            &mut self.nats.tls_key,
-        ] {
-            p.as_mut().map(abs);
-        }
+        self.nats.resolve_paths(&base);
         for p in &mut self.providers {
             if p.plugin.contains('/') && Path::new(&p.plugin).is_relative() {
                 p.plugin = base.join(&p.plugin).to_string_lossy().into_owned();

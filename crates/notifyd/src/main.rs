@@ -23,7 +23,8 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    cli::init_logging(cli.log_format);
+    let quiet = matches!(cli.command, Some(Command::Send { .. }));
+    cli::init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let config_path = cli.config.clone().unwrap_or_else(notifyd::config::default_path);
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => cli::run::run(&config_path),
@@ -33,8 +34,9 @@ fn main() -> ExitCode {
             cli::plugins::verify(&file, settings)
         }
         Command::Balance => cli::balance::run(&config_path),
-        Command::Send { to, text, from, priority, wait, timeout } => {
-            cli::send::run(&config_path, cli::send::Send { to, text, from, priority, wait, timeout })
+        Command::Send { nats_url, to, text, from, priority, wait, timeout } => {
+            let send = cli::send::Send { to, text, from, priority, wait, timeout };
+            cli::send::run(cli.config.as_deref(), nats_url, send)
         }
     }
 }

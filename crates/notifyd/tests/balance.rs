@@ -59,7 +59,7 @@ fn the_balance_command_prints_each_provider() {
         .replace("{metrics}", "127.0.0.1:9")
         .replace("{nats}", "nats://127.0.0.1:1");
     std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
+    let out = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
         .arg("balance")
         .arg("--config")
         .arg(&path)

@@ -2,16 +2,17 @@
 
 mod common;
 
-use std::process::Command;
-
 fn notifyd(args: &[&str]) -> (i32, String, String) {
     notifyd_env(args, &[])
 }
 
 /// `notifyd` with extra environment variables: exit code, stdout, stderr.
 fn notifyd_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_notifyd")).args(args).envs(env.iter().copied()).output().unwrap();
+    let out = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -369,7 +369,7 @@ async fn send_command(nats: &NatsServer, args: &[&str]) -> (std::process::ExitSt
     .unwrap();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
+        notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
             .arg("send")
             .args(args)
             .arg("--config")

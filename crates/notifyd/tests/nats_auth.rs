@@ -29,7 +29,11 @@ fn start_expecting_failure(nats: &NatsServer, config: &str) -> (i32, String) {
         .replace("{metrics}", &format!("127.0.0.1:{}", free_port()))
         .replace("{sandbox}", sandbox_plugin().to_str().unwrap());
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_notifyd")).arg("--config").arg(&path).output().unwrap();
+    let out = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

@@ -15,7 +15,6 @@ use notifyd_plugin::wire::{
 };
 use notifyd_testkit::{MockHttp, MockResponse, c_plugin, cargo_plugin, workspace_root};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -489,7 +488,7 @@ fn verify_fails_on_a_non_plugin_and_on_another_abi_naming_the_reason() {
 
 /// Runs `notifyd plugin verify <path>`; returns (exit code, stdout, stderr).
 fn verify_command(path: &Path) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_notifyd"))
+    let output = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
         .args(["plugin", "verify"])
         .arg(path)
         .env_remove("NOTIFYD_LOG")

@@ -10,7 +10,6 @@ use common::provider::{ProviderTest, Running, plugin};
 use common::{Daemon, Events, publish};
 use notifyd_testkit::{MockHttp, MockResponse, NatsServer, RecordedRequest, workspace_root};
 use serde_json::json;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -250,8 +249,12 @@ async fn errors_end_as_the_mapping_says() {
 #[test]
 fn plugin_verify_says_it_conforms() {
     let so = plugin("intellisoftware");
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_notifyd")).arg("plugin").arg("verify").arg(&so).output().unwrap();
+    let out = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
+        .arg("plugin")
+        .arg("verify")
+        .arg(&so)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -271,7 +274,7 @@ fn the_example_config_checks_out() {
     // library it built.
     plugin("intellisoftware");
     let example = workspace_root().join("config/examples/intellisoftware.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_notifyd"))
+    let out = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
         .arg("check-config")
         .arg("--config")
         .arg(&example)

@@ -304,7 +304,7 @@ async fn sibling_platforms_smsid_empty_while_queued_partly_deliver_and_read() {
 
 #[test]
 fn notifyd_plugin_verify_says_it_conforms() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
+    let output = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
         .args(["plugin", "verify"])
         .arg(plugin("sendmsgate"))
         .env_remove("NOTIFYD_LOG")

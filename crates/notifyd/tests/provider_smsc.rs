@@ -367,7 +367,7 @@ async fn balance_is_read_through_the_host() {
 
 #[test]
 fn the_plugin_passes_notifyd_plugin_verify() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
+    let output = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
         .args(["plugin", "verify"])
         .arg(plugin("smsc"))
         .env_remove("NOTIFYD_LOG")
@@ -388,7 +388,7 @@ fn the_example_config_checks_out() {
     // `plugin = "smsc"` is found next to the notifyd binary, where cargo puts the library it built.
     plugin("smsc");
     let example = notifyd_testkit::workspace_root().join("config/examples/smsc.toml");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
+    let output = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
         .arg("check-config")
         .arg("--config")
         .arg(&example)

@@ -276,7 +276,7 @@ async fn refusals_auth_throttling_and_duplicates_end_as_the_mapping_says() {
 #[test]
 fn notifyd_plugin_verify_says_the_plugin_conforms() {
     let plugin = plugin("smsclub");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
+    let out = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
         .args(["plugin", "verify"])
         .arg(&plugin)
         .output()

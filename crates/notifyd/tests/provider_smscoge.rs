@@ -299,7 +299,7 @@ async fn auth_invalid_number_and_throttling_end_as_the_mapping_says() {
 
 #[test]
 fn plugin_verify_passes() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
+    let out = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
         .args(["plugin", "verify"])
         .arg(plugin("smscoge"))
         .output()

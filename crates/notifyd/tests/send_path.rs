@@ -192,7 +192,7 @@ async fn the_send_command_follows_a_request_to_its_final_statuses() {
     let daemon = Daemon::start(&nats, SANDBOX_CONFIG);
     let config = daemon.dir.path().join("notifyd.toml");
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_notifyd"))
+        notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
             .args([
                 "send",
                 "--to",
@@ -211,9 +211,119 @@ async fn the_send_command_follows_a_request_to_its_final_statuses() {
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // One recipient sent, two rejected: partial success.
+    assert_eq!(out.status.code(), Some(2), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.lines().any(|l| l.starts_with("delivered") && l.contains("4915171112233")), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("rejected") && l.contains("4915100000009")), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("rejected") && l.contains("12 ")), "{stdout}");
     assert!(stdout.contains("done: 1 delivered, 2 rejected"), "{stdout}");
+}
+
+/// `notifyd send` run from a directory without any config file, against the test's server.
+fn send(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
+        .arg("send")
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_command_is_a_client_with_exit_codes() {
+    let nats = NatsServer::start();
+    let _daemon = Daemon::start(&nats, SANDBOX_CONFIG);
+    let url = nats.url();
+    const WAIT: &[&str] = &["--wait", "--timeout", "30s", "--text", "hello"];
+    let run = move |to: &'static str, extra: &'static [&'static str], env: Vec<(&'static str, String)>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["--to", to];
+            args.extend_from_slice(extra);
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let with_url = ["--nats-url", url.as_str()];
+            if env.is_empty() {
+                args.extend_from_slice(&with_url)
+            }
+            send(&args, &env)
+        })
+    };
+
+    // Every recipient sent: 0; no config file, the URL from the command line; quiet on stderr
+    // (the client logs at warn).
+    let (code, stdout, stderr) = run("+4915171112233", WAIT, vec![]).await.unwrap();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("done: 1 delivered"), "{stdout}");
+    assert!(stderr.is_empty(), "nothing logged below warn: {stderr}");
+
+    // A number that cannot be valid: nothing sent, 3 (it used to print "1 rejected" and exit 0).
+    let (code, stdout, _) = run("+12", WAIT, vec![]).await.unwrap();
+    assert_eq!(code, Some(3), "{stdout}");
+    assert!(stdout.contains("done: 1 rejected"), "{stdout}");
+
+    // One sent, one refused by the provider: partial, 2.
+    let (code, stdout, _) = run("+4915171112233,+4915100000009", WAIT, vec![]).await.unwrap();
+    assert_eq!(code, Some(2), "{stdout}");
+
+    // The server from NOTIFYD_NATS__URL, no flag, no file.
+    let env = vec![("NOTIFYD_NATS__URL", nats.url())];
+    let (code, stdout, stderr) = run("+4915171112233", WAIT, env).await.unwrap();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+
+    // Without --wait: 0 once JetStream stored the request.
+    let (code, stdout, _) = run("+4915171112233", &["--text", "hi"], vec![]).await.unwrap();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.starts_with("published request cli-"), "{stdout}");
+
+    // Nothing listening: not published, 1, and it says where it tried.
+    let nowhere = format!("nats://127.0.0.1:{}", common::free_port());
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        send(&["--to", "+4915171112233", "--text", "hi", "--nats-url", &nowhere], &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.starts_with("notifyd send: "), "{stderr}");
+    assert!(!stdout.contains("published"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_command_reads_only_the_nats_table() {
+    let nats = NatsServer::start();
+    let _daemon = Daemon::start(&nats, SANDBOX_CONFIG);
+    // A daemon config whose provider needs a secret this shell does not have: the daemon could
+    // not start with it, the client does not read it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("client.toml");
+    let text = format!(
+        "[nats]\nurl = \"{}\"\n[[providers]]\nname = \"x\"\nplugin = \"missing\"\n[providers.settings]\npassword_env = \"NOT_SET_ANYWHERE\"\n",
+        nats.url()
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
+            .args([
+                "send",
+                "--to",
+                "+4915171112233",
+                "--text",
+                "hi",
+                "--wait",
+                "--timeout",
+                "30s",
+                "--config",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("done: 1 delivered"), "{stdout}");
 }

@@ -42,8 +42,14 @@ pub enum Command {
     CheckConfig,
     /// List the plugins found in the plugin directories
     Plugins,
-    /// Publish one request and, with --wait, follow its events until every recipient is final
+    /// Publish one request and, with --wait, follow its events until every recipient is final.
+    /// A NATS client only: it reads the [nats] table of the config file when there is one, and
+    /// NOTIFYD_NATS__* variables. Exit codes: 0 sent (every recipient, with --wait), 1 not
+    /// published, 2 some recipients sent and others not, 3 none sent, 4 --wait timed out
     Send {
+        /// NATS server URL (default: the config's [nats] url, else nats://127.0.0.1:4222)
+        #[arg(long, value_name = "URL")]
+        nats_url: Option<String>,
         /// Recipient number(s), international format; repeat or comma-separate for several
         #[arg(long, required = true, value_delimiter = ',')]
         to: Vec<String>,
@@ -92,9 +98,11 @@ pub enum PluginCommand {
 pub const EX_USAGE: u8 = 64;
 pub const EX_CONFIG: u8 = 78;
 
-/// Sets up logging to stderr in `format`, filtered by `NOTIFYD_LOG` (see [`log_directives`]).
-pub fn init_logging(format: LogFormat) {
-    let directives = log_directives(std::env::var("NOTIFYD_LOG").ok().as_deref());
+/// Sets up logging to stderr in `format`, filtered by `NOTIFYD_LOG` (see [`log_directives`]),
+/// else at `default` (`info` for the daemon, `warn` for the client commands).
+pub fn init_logging(format: LogFormat, default: &str) {
+    let env = std::env::var("NOTIFYD_LOG").ok().filter(|e| !e.trim().is_empty());
+    let directives = log_directives(Some(env.as_deref().unwrap_or(default)));
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -1,17 +1,33 @@
 //! `notifyd send`: publishes one request the way a microservice would, and with `--wait` follows
-//! its events until every recipient reaches a final status.
+//! its events until every recipient reaches a final status. It is a NATS client and nothing more:
+//! it reads only the `[nats]` table (of the config file when there is one, and the
+//! `NOTIFYD_NATS__*` variables), or `--nats-url`.
+//!
+//! Exit codes ([`SENT`], [`PARTIAL`], [`NONE_SENT`], [`TIMED_OUT`], [`FAILED`]) are in the README.
 
-use super::{load, report};
+use super::EX_CONFIG;
 use futures::StreamExt;
-use notifyd::Error;
-use notifyd::config::Config;
+use notifyd::config::{Config, NatsConfig};
 use notifyd::events::Status;
 use notifyd::metrics::{Metrics, Readiness};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Without `--wait`: the request was stored (JetStream intake) or accepted (core intake). With
+/// `--wait`: every recipient reached `sent` (its final status may be `delivered`, `undelivered`
+/// or `unknown`).
+pub const SENT: u8 = 0;
+/// NATS could not be reached, or the request was not stored or answered.
+pub const FAILED: u8 = 1;
+/// `--wait`: some recipients reached `sent`, others did not.
+pub const PARTIAL: u8 = 2;
+/// No recipient reached `sent`: the request, or every recipient, was rejected or failed.
+pub const NONE_SENT: u8 = 3;
+/// `--wait`: the timeout passed before every recipient reached a final status.
+pub const TIMED_OUT: u8 = 4;
 
 /// What to send.
 pub struct Send {
@@ -25,29 +41,47 @@ pub struct Send {
     pub timeout: Duration,
 }
 
-/// Loads the config at `path` and sends `s` on a single-threaded runtime.
-pub fn run(path: &Path, s: Send) -> ExitCode {
-    let config = match load(path) {
-        Ok(c) => c,
-        Err(code) => return code,
+/// Where `send` finds NATS: `--nats-url` over the config's `[nats] url`; `config` is the file
+/// given with `--config`, else the default file when it exists, else none (the defaults).
+pub fn run(config: Option<&Path>, nats_url: Option<String>, s: Send) -> ExitCode {
+    let default = notifyd::config::default_path();
+    let path = config.or_else(|| default.is_file().then_some(default.as_path()));
+    let mut nats = match Config::load_nats(path) {
+        Ok(n) => n,
+        Err(e) => {
+            let file = path.map_or_else(|| "the environment".to_owned(), |p| p.display().to_string());
+            eprintln!("notifyd send: the NATS settings ({file}) have problems:");
+            for p in &e.problems {
+                eprintln!("  - {p}");
+            }
+            return ExitCode::from(EX_CONFIG);
+        }
     };
+    if let Some(url) = nats_url {
+        nats.url = url;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    match runtime.block_on(send(&config, s)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report(&e),
+    match runtime.block_on(send(&nats, s)) {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("notifyd send: {message}");
+            ExitCode::from(FAILED)
+        }
     }
 }
 
-/// Publishes the request and prints its events (one line each) while waiting.
-pub async fn send(config: &Config, s: Send) -> Result<(), Error> {
-    let client =
-        notifyd::nats::connect(&config.nats, &Metrics::new(), &Arc::new(Readiness::default())).await?;
+/// Publishes the request and prints its events (one line each) while waiting; returns the exit
+/// code, or why the request could not be published.
+async fn send(nats: &NatsConfig, s: Send) -> Result<u8, String> {
+    let client = notifyd::nats::connect(nats, &Metrics::new(), &Arc::new(Readiness::default()))
+        .await
+        .map_err(|e| e.to_string())?;
     let id = format!("cli-{}", nuid::next());
-    let prefix = &config.nats.subject_prefix;
+    let prefix = &nats.subject_prefix;
     let mut events = client
         .subscribe(format!("{prefix}.sms.status.>"))
         .await
-        .map_err(|e| Error::Nats(format!("cannot subscribe to status events: {e}")))?;
+        .map_err(|e| format!("cannot subscribe to status events: {e}"))?;
     let mut request = serde_json::json!({"id": id, "to": s.to, "text": s.text});
     if let Some(from) = &s.from {
         request["from"] = from.clone().into();
@@ -55,77 +89,129 @@ pub async fn send(config: &Config, s: Send) -> Result<(), Error> {
     if let Some(priority) = s.priority {
         request["priority"] = priority.as_str().into();
     }
-    let payload = serde_json::to_vec(&request).expect("encodes");
-    let js = async_nats::jetstream::new(client.clone());
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
-    js.publish_with_headers(config.send_subject(), headers, payload.into())
-        .await
-        .map_err(|e| Error::Nats(format!("cannot publish the request: {e}")))?
-        .await
-        .map_err(|e| {
-            Error::Nats(format!("the request was not stored by JetStream (is notifyd's stream there?): {e}"))
-        })?;
+    let payload = bytes::Bytes::from(serde_json::to_vec(&request).expect("encodes"));
+    let subject = notifyd::nats::send_subject(prefix);
+    if let Some(code) = publish(&client, &subject, &id, payload).await? {
+        return Ok(code);
+    }
     println!("published request {id}");
     if !s.wait {
-        return Ok(());
+        return Ok(SENT);
     }
-    let mut finals: HashMap<String, Status> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + s.timeout;
     // One final event per distinct valid number and per invalid entry, as the daemon reports them.
-    let mut distinct = std::collections::HashSet::new();
+    let mut distinct = HashSet::new();
     let expected =
         s.to.iter()
             .filter(|n| notifyd_sms::PhoneNumber::parse(n).map_or(true, |n| distinct.insert(n)))
             .count();
+    let mut finals: HashMap<String, Status> = HashMap::new();
+    let mut sent: HashSet<String> = HashSet::new();
+    let deadline = tokio::time::Instant::now() + s.timeout;
     loop {
         let msg = match tokio::time::timeout_at(deadline, events.next()).await {
             Ok(Some(m)) => m,
-            Ok(None) => return Err(Error::Nats("the NATS connection closed".into())),
+            Ok(None) => return Err("the NATS connection closed".into()),
             Err(_) => {
-                return Err(Error::Other(format!(
-                    "{} of {expected} recipients reached a final status within {:?}; the rest may still be on their way",
+                eprintln!(
+                    "notifyd send: {} of {expected} recipients reached a final status within {:?}; the rest may still be on their way",
                     finals.len(),
                     s.timeout
-                )));
+                );
+                return Ok(TIMED_OUT);
             }
         };
         let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&msg.payload) else { continue };
         if ev["id"] != id.as_str() {
             continue;
         }
+        println!("{}", event_line(&ev));
         let status = ev["status"].as_str().unwrap_or_default();
-        let to = ev["to"].as_str().unwrap_or("-");
-        let mut line = format!("{:<12} {to}", status);
-        if let Some(p) = ev["provider"].as_str() {
-            line.push_str(&format!("  provider={p}"));
-        }
-        if let Some(m) = ev["provider_message_id"].as_str() {
-            line.push_str(&format!("  id={m}"));
-        }
-        if let Some(e) = ev.get("error") {
-            line.push_str(&format!(
-                "  error={}: {}",
-                e["code"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            ));
-        }
-        println!("{line}");
-        if ev.get("to").is_none() {
+        let Some(to) = ev["to"].as_str() else {
             // A request-level rejection ends the whole request.
-            return Err(Error::Other("the request was rejected".into()));
+            println!("done: the request was rejected");
+            return Ok(NONE_SENT);
+        };
+        if status == "sent" {
+            sent.insert(to.to_owned());
         }
         if let Some(st) = Status::parse(status).filter(|s| s.is_final()) {
             finals.insert(to.to_owned(), st);
         }
         if finals.len() >= expected {
-            let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
             for st in finals.values() {
                 *counts.entry(st.as_str()).or_default() += 1;
             }
             let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
             println!("done: {}", summary.join(", "));
-            return Ok(());
+            let reached = finals.keys().filter(|to| sent.contains(*to)).count();
+            return Ok(match reached {
+                0 => NONE_SENT,
+                n if n == finals.len() => SENT,
+                _ => PARTIAL,
+            });
         }
     }
+}
+
+/// Publishes the request into the intake stream (`Nats-Msg-Id` = its id). Where no stream takes
+/// the subject (a daemon with `intake.mode = "core"`), sends it as a core request instead and
+/// prints the intake's answer: `Some(code)` when that answer ends the command (a rejection).
+async fn publish(
+    client: &async_nats::Client,
+    subject: &str,
+    id: &str,
+    payload: bytes::Bytes,
+) -> Result<Option<u8>, String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+    let stored =
+        async { js.publish_with_headers(subject.to_owned(), headers, payload.clone()).await?.await }.await;
+    let Err(e) = stored else { return Ok(None) };
+    if e.kind() != async_nats::jetstream::context::PublishErrorKind::StreamNotFound {
+        return Err(format!("the request was not stored by JetStream: {e}"));
+    }
+    // No stream for the subject: a daemon in core intake mode answers the request itself.
+    let reply = match client.request(subject.to_owned(), payload).await {
+        Ok(reply) => reply,
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            return Err(format!(
+                "nothing takes requests on {subject}: no intake stream, and no daemon in core intake mode \
+                 (is notifyd running, with the same [nats] subject_prefix?)"
+            ));
+        }
+        Err(e) => return Err(format!("the request got no answer: {e}")),
+    };
+    let answer: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
+    if answer["status"] == "rejected" {
+        println!(
+            "rejected     -  error={}: {}",
+            answer["error"]["code"].as_str().unwrap_or(""),
+            answer["error"]["message"].as_str().unwrap_or("")
+        );
+        return Ok(Some(NONE_SENT));
+    }
+    Ok(None)
+}
+
+/// One event as a line: status, number, provider, provider message id, error.
+fn event_line(ev: &serde_json::Value) -> String {
+    let status = ev["status"].as_str().unwrap_or_default();
+    let to = ev["to"].as_str().unwrap_or("-");
+    let mut line = format!("{status:<12} {to}");
+    if let Some(p) = ev["provider"].as_str() {
+        line.push_str(&format!("  provider={p}"));
+    }
+    if let Some(m) = ev["provider_message_id"].as_str() {
+        line.push_str(&format!("  id={m}"));
+    }
+    if let Some(e) = ev.get("error") {
+        line.push_str(&format!(
+            "  error={}: {}",
+            e["code"].as_str().unwrap_or(""),
+            e["message"].as_str().unwrap_or("")
+        ));
+    }
+    line
 }

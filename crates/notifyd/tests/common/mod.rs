@@ -59,7 +59,7 @@ impl Daemon {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_notifyd"))
+        let child = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
             .arg("--config")
             .arg(self.dir.path().join("notifyd.toml"))
             .env("NOTIFYD_LOG", "notifyd=debug,info")
