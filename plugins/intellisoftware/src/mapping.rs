@@ -2,7 +2,7 @@
 //! codes → notifyd's normalised error codes and statuses (docs/contract.md §2.8–§2.9).
 //! `response.rs` applies it; the plugin's README shows the same table for people.
 //!
-//! What the host does with each code (`crates/notifyd/src/dispatch.rs`, `classify`): recipient
+//! What the host does with each code (`crates/notifyd/src/retry/policy.rs`, `classify`): recipient
 //! errors end the recipient `rejected`; retryable errors are retried with backoff; `auth`,
 //! `insufficient_funds`, `invalid_request` fail over to the route's next provider; `plugin_error`
 //! ends the recipient `failed` and is never resent anywhere.

@@ -3,7 +3,7 @@
 //!
 //! The tables are the single place where a provider code becomes a normalised status or error
 //! code (docs/contract.md §2.8–§2.9); `plugins/smsc/README.md` shows the same tables for people.
-//! The host decides what follows from a code (`crates/notifyd/src/dispatch.rs`, `classify`):
+//! The host decides what follows from a code (`crates/notifyd/src/retry/policy.rs`, `classify`):
 //! recipient errors end the recipient, retryable ones are retried with backoff, account errors
 //! fail over.
 
