@@ -155,9 +155,9 @@ pub struct ErrorDoc {
     pub error: ProviderError,
 }
 
-/// A normalised error code (SPEC §2): what a provider's answer means in notifyd's terms. The host
-/// decides what follows from it (`classify` in the daemon's retry policy), so every code is a
-/// variant and a new one forces a decision there.
+/// A normalised error code (docs/contract.md §2.9): what a provider's answer means in notifyd's
+/// terms. The host decides what follows from it (`classify` in the daemon's retry policy), so
+/// every code is a variant and a new one forces a decision there.
 ///
 /// On the wire it is the code's word (`"invalid_recipient"`, `"plugin_error"`, ...), exactly as
 /// [`ErrorCode::as_str`] spells it. A word not in the list decodes as
@@ -206,7 +206,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// The normalised codes an operation's result may carry, in SPEC order (without
+    /// The normalised codes an operation's result may carry, in the order of docs/contract.md §2.9 (without
     /// `invalid_settings`, which belongs to `instance_new`).
     pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidRequest,
@@ -315,7 +315,7 @@ fn deserialize_word<'de, D: serde::Deserializer<'de>, T>(
     deserializer.deserialize_str(Word(parse))
 }
 
-/// The normalised statuses (SPEC §2): the status of a message in an event, and the status a
+/// The normalised statuses (docs/contract.md §2.8): the status of a message in an event, and the status a
 /// plugin reports in a `status` or `callback` answer ([`StatusUpdate::status`]). On the wire it is
 /// the lower-case word ([`Status::as_str`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

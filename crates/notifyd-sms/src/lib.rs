@@ -5,8 +5,8 @@
 //! the GSM 03.38 default alphabet and its extension table), whether a recipient is a valid
 //! international number and what its normal form is ([`PhoneNumber`]), whether a sender id is
 //! acceptable ([`validate_sender`]), and how to bring a text down to plain Latin for providers
-//! that accept nothing else ([`transliterate`]). The rules are those of SPEC §2 ("Send request");
-//! the crate has no dependencies and does no I/O, so plugins can use it freely.
+//! that accept nothing else ([`transliterate`]). The rules are those of docs/contract.md §2.3
+//! ("Send requests"); the crate has no dependencies and does no I/O, so plugins can use it freely.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

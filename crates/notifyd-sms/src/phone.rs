@@ -1,4 +1,4 @@
-//! Recipient phone numbers in notifyd's normal form (SPEC §2, `to`).
+//! Recipient phone numbers in notifyd's normal form (docs/contract.md §2.3, `to`).
 
 use std::error::Error;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Sender ids (SPEC §2, `from`).
+//! Sender ids (docs/contract.md §2.3, `from`).
 
 use std::error::Error;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! A circuit breaker per provider instance (SPEC §6): `breaker.failures` consecutive retryable
+//! A circuit breaker per provider instance (docs/contract.md §6.3): `breaker.failures` consecutive retryable
 //! failures open it; while open, routes skip the provider; after `breaker.cool_down` one probe is
 //! let through (half-open), and its outcome closes or re-opens the breaker.
 //!

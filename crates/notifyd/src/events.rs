@@ -1,4 +1,4 @@
-//! Status events (SPEC §2): one per recipient per status change, published to
+//! Status events (docs/contract.md §2.7): one per recipient per status change, published to
 //! `<prefix>.sms.status.<status>` and stored by the status stream before the request is acked.
 //!
 //! Each event carries `Nats-Msg-Id` = `<id>/<to>/<status>`, so the stream folds the duplicates a
@@ -207,7 +207,8 @@ impl Events {
 }
 
 impl Batch {
-    /// Publishes `event` with message id `key` (`<id>/<to>/<status>` or the SPEC's variants).
+    /// Publishes `event` with message id `key`: `<id>/<to>/<status>`, or a variant of
+    /// docs/contract.md §2.10.
     pub async fn publish(&mut self, event: &Event<'_>, key: String) {
         let mut payload = Vec::with_capacity(384);
         serde_json::to_writer(&mut payload, event).expect("events encode as JSON");

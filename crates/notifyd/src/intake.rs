@@ -1,4 +1,4 @@
-//! Intake: where requests come from (SPEC §2), and how many are worked on at once.
+//! Intake: where requests come from (docs/contract.md §2.1), and how many are worked on at once.
 //!
 //! - **JetStream** (default): a work-queue stream and four durable pull consumers shared by every
 //!   replica, one per subject (`<prefix>.sms.send` and `<prefix>.sms.send.<class>`), each served

@@ -1,5 +1,5 @@
 //! The idempotency ledger: at most one send per (request id, recipient), across redeliveries,
-//! restarts and replicas (SPEC §6). This module is the ledger's only reader and writer: a
+//! restarts and replicas (docs/contract.md §6.2). This module is the ledger's only reader and writer: a
 //! delivery [`Ledger::begin`]s its request here (claim, or read and decide per recipient), and
 //! every outcome dispatch decides is written through the [`Claim`] it got.
 //!

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// Why the daemon could not start or run. [`Error::exit_code`] maps it to the exit codes of
-/// SPEC §7.
+/// docs/contract.md §7.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §5) and the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
+//! Prometheus metrics (docs/contract.md §5) and the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
 //!
 //! Labels never carry phone numbers, texts, request ids or tags: only provider instance names,
 //! statuses, operations, error codes and outcomes, all from small fixed sets.

@@ -1,4 +1,4 @@
-//! Decoding and validation of send requests (SPEC §2).
+//! Decoding and validation of send requests (docs/contract.md §2.3, §2.5).
 //!
 //! A payload ends as one of three things: a dead letter (not a JSON object at all), a
 //! request-level rejection (one `rejected` event, with whatever id and tags could be recovered), or

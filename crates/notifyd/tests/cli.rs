@@ -1,4 +1,4 @@
-//! The command line: `check-config` lists every problem at once, exit codes follow SPEC §7.
+//! The command line: `check-config` lists every problem at once, exit codes follow docs/contract.md §7.
 
 mod common;
 

@@ -269,7 +269,7 @@ async fn auth_failure_invalid_numbers_and_throttling_end_as_mapped() {
         times[1] - times[0]
     );
 
-    // Whole-request errors are one error for the call, so the metric names them (SPEC §5).
+    // Whole-request errors are one error for the call, so the metric names them (docs/contract.md §5).
     let m = daemon.metrics();
     let auth =
         r#"notifyd_provider_requests_total{operation="send",provider="sendmsgate-wrong",result="auth"} 1"#;

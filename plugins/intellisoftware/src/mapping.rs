@@ -1,8 +1,8 @@
 //! The mapping table, as data: IntelliSoftware's `ERR:<CODE>` words and delivery-report status
-//! codes → notifyd's normalised error codes and statuses (SPEC §2). `response.rs` applies it; the
-//! plugin's README shows the same table for people.
+//! codes → notifyd's normalised error codes and statuses (docs/contract.md §2.8–§2.9).
+//! `response.rs` applies it; the plugin's README shows the same table for people.
 //!
-//! What the host does with each code (`crates/notifyd/src/dispatch.rs`, `classify`): recipient
+//! What the host does with each code (`crates/notifyd/src/retry/policy.rs`, `classify`): recipient
 //! errors end the recipient `rejected`; retryable errors are retried with backoff; `auth`,
 //! `insufficient_funds`, `invalid_request` fail over to the route's next provider; `plugin_error`
 //! ends the recipient `failed` and is never resent anywhere.
@@ -116,7 +116,7 @@ pub const REPORTS: &[ReportRule] = &[
     report(2, "queued", Status::Sent),
     report(3, "sent", Status::Sent),
     report(4, "delivered", Status::Delivered),
-    // Refused before it reached a carrier: never sent (SPEC: `rejected`).
+    // Refused before it reached a carrier: never sent (docs/contract.md §2.8: `rejected`).
     failure(5, "error with request", Status::Rejected, ErrorCode::InvalidRequest),
     report(6, "unable to deliver", Status::Undelivered),
     // Accepted, then the gateway found no route to a carrier: a delivery failure after `sent`.

@@ -24,7 +24,7 @@ pub enum Scope {
 pub type ErrorRow = ErrorRule<&'static str, Scope>;
 
 /// Every error sentence of the API document. None of them is retryable: each names a condition
-/// that the same request cannot outgrow by waiting (SPEC §2: only throttled, unavailable and
+/// that the same request cannot outgrow by waiting (docs/contract.md §2.9: only throttled, unavailable and
 /// timeout are). The gateway documents no throttling sentence; HTTP 429 is handled in
 /// `response.rs`.
 pub const ERRORS: &[ErrorRow] = &[

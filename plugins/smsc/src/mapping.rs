@@ -2,9 +2,10 @@
 //! status table (`status` of a status answer, or of one number in a send answer), as data.
 //!
 //! The tables are the single place where a provider code becomes a normalised status or error
-//! code (SPEC §2); `plugins/smsc/README.md` shows the same tables for people. The host decides
-//! what follows from a code (`crates/notifyd/src/dispatch.rs`, `classify`): recipient errors end
-//! the recipient, retryable ones are retried with backoff, account errors fail over.
+//! code (docs/contract.md §2.8–§2.9); `plugins/smsc/README.md` shows the same tables for people.
+//! The host decides what follows from a code (`crates/notifyd/src/retry/policy.rs`, `classify`):
+//! recipient errors end the recipient, retryable ones are retried with backoff, account errors
+//! fail over.
 
 use notifyd_plugin::sdk::{ErrorRule, snippet};
 use notifyd_plugin::wire::ProviderError;

@@ -1,5 +1,5 @@
 //! The mapping table: SMS Club's HTTP statuses, delivery status words, validation fields and
-//! refusal reasons → notifyd's normalised statuses and error codes (SPEC.md §2).
+//! refusal reasons → notifyd's normalised statuses and error codes (docs/contract.md §2.8–§2.9).
 //!
 //! Everything here is data or a single `match`, so the README's tables can be checked against it
 //! line by line. The reasons behind the non-obvious rows are in the row's comment.

@@ -69,7 +69,7 @@ pub fn check_sender(from: Option<&str>) -> Result<(), ProviderError> {
 }
 
 /// Whether a recipient can go into the comma-separated `recipient` list: a number in normal
-/// form (8..=15 digits, SPEC §2), so no separator can slip in.
+/// form (8..=15 digits, docs/contract.md §2.3), so no separator can slip in.
 pub fn valid_recipient(to: &str) -> bool {
     (8..=15).contains(&to.len()) && to.bytes().all(|b| b.is_ascii_digit())
 }

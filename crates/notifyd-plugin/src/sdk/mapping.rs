@@ -1,6 +1,6 @@
 //! The mapping table: a provider's error codes (numbers, words, sentences) → notifyd's normalised
-//! error codes (SPEC §2), as data. Each plugin keeps one table of [`ErrorRule`]s, which its README
-//! prints for people, and looks answers up in it.
+//! error codes (docs/contract.md §2.9), as data. Each plugin keeps one table of [`ErrorRule`]s,
+//! which its README prints for people, and looks answers up in it.
 
 use crate::wire::{ErrorCode, ProviderError};
 
@@ -31,7 +31,7 @@ use crate::wire::{ErrorCode, ProviderError};
 pub struct ErrorRule<K: 'static, S: 'static = ()> {
     /// The provider's code, word or sentence, as its API document gives it.
     pub provider_code: K,
-    /// The normalised error code (SPEC §2).
+    /// The normalised error code (docs/contract.md §2.9).
     pub code: ErrorCode,
     /// Whether the same provider may succeed later (the host retries with backoff). Default false.
     pub retryable: bool,

@@ -31,7 +31,7 @@ use crate::wire::{
 };
 use std::fmt::Debug;
 
-/// The statuses a status update may carry (SPEC §2).
+/// The statuses a status update may carry (docs/contract.md §2.8).
 pub const STATUSES: &[Status] = &[
     Status::Sent,
     Status::Delivered,

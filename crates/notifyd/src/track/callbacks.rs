@@ -1,5 +1,5 @@
 //! The callback index: which recipients were sent under each provider message id, and which of
-//! their statuses were published (SPEC §6 "Callbacks"). [`super::listener`] applies each update of
+//! their statuses were published (docs/contract.md §6.8). [`super::listener`] applies each update of
 //! a pushed report here; the [poller](super::poller) asks it before it ends a recipient.
 //!
 //! Each update is matched to the recipients sent under its id through an index in a key-value
