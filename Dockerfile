@@ -14,24 +14,22 @@ ARG DEBIAN_RELEASE=bookworm
 
 # ---------------------------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
-# 1 (default): drop the line tables of the release profile from the image (about 100 MB -> 20 MB;
-# panics still name functions). 0: keep them, for file:line in backtraces.
-ARG STRIP_DEBUG=1
+# The cargo profile: `dist` (default) has no debug info (panics still name functions); `release`
+# keeps line tables, for file:line in backtraces and for profiling. Either builds the default
+# members only: the daemon and the Rust plugins, not the bench or the test kit.
+ARG PROFILE=dist
 WORKDIR /src
 COPY . .
 # The registry caches speed up rebuilds; target/ is not cached, so no stale plugin of an earlier
 # build can end up in the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
-    cargo build --release --locked --workspace \
- && target/release/notifyd check-config --config deploy/docker/notifyd.toml \
- && install -D -m 0755 target/release/notifyd /out/usr/bin/notifyd \
+    cargo build --profile "$PROFILE" --locked \
+ && target/"$PROFILE"/notifyd check-config --config deploy/docker/notifyd.toml \
+ && install -D -m 0755 target/"$PROFILE"/notifyd /out/usr/bin/notifyd \
  && install -d /out/usr/lib/notifyd/plugins \
- && install -m 0644 target/release/libnotifyd_*.so /out/usr/lib/notifyd/plugins/ \
- && install -D -m 0644 deploy/docker/notifyd.toml /out/etc/notifyd/notifyd.toml \
- && if [ "$STRIP_DEBUG" = 1 ]; then \
-      strip --strip-debug /out/usr/bin/notifyd /out/usr/lib/notifyd/plugins/*.so; \
-    fi
+ && install -m 0644 target/"$PROFILE"/libnotifyd_*.so /out/usr/lib/notifyd/plugins/ \
+ && install -D -m 0644 deploy/docker/notifyd.toml /out/etc/notifyd/notifyd.toml
 
 # ---------------------------------------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim

@@ -619,8 +619,19 @@ def check_dockerfile(path, ignore_path):
     froms = [l for l in lines if l.upper().startswith("FROM ")]
     if len(froms) < 2:
         problem(path, "not a multi-stage build (expected a builder and a runtime stage)")
-    if not re.search(r"cargo build [^\n]*--release[^\n]*--workspace|cargo build [^\n]*--workspace[^\n]*--release", text):
-        problem(path, "no `cargo build --release --workspace`")
+    # The operator's build: the default members (daemon and plugins) in a profile Cargo.toml has.
+    build = re.search(r"cargo build [^\n]*--profile\s+\"?\$\{?PROFILE", text)
+    default = re.search(r"^ARG PROFILE=(\S+)$", text, re.M)
+    if not build or not default:
+        problem(path, "no `ARG PROFILE=<profile>` and `cargo build --profile \"$PROFILE\"`")
+    else:
+        with open(os.path.join(ROOT, "Cargo.toml"), encoding="utf-8") as f:
+            cargo = f.read()
+        name = default.group(1)
+        if name not in ("release", "dev") and f"[profile.{name}]" not in cargo:
+            problem(path, f"builds profile {name!r}, which Cargo.toml does not define")
+    if re.search(r"cargo build [^\n]*--workspace", text):
+        problem(path, "builds the whole workspace (bench, test kit): build the default members")
     for needle in ("/usr/lib/notifyd/plugins", "/usr/bin/notifyd", "/etc/notifyd", "libnotifyd_*.so"):
         if needle not in text:
             problem(path, f"does not mention {needle}")
