@@ -12,7 +12,7 @@
 //! | events | stream `NOTIFY_SMS_STATUS` on `<prefix>.sms.status.>`; stream `NOTIFY_SMS_DEAD` on `<prefix>.sms.dead` |
 //! | ledger | bucket `notifyd_ledger` |
 //! | replicas | bucket `notifyd_ledger_replicas` (one key per live replica, 3 s max age) |
-//! | track | stream `NOTIFY_SMS_TRACK` on `<prefix>.sms.track` + consumer `notifyd_tracking`; with the callback listener, bucket `notifyd_ledger_callbacks` and stream `notifyd_ledger_callbacks_unmatched` |
+//! | track | stream `NOTIFY_SMS_TRACKING` on `<prefix>.sms.track` + consumer `notifyd_tracking`; with the callback listener, bucket `notifyd_ledger_callbacks` and stream `notifyd_ledger_callbacks_unmatched` |
 //!
 //! Errors are typed: [`SetupError`] names the object and what could not be done with it.
 
