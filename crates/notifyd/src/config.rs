@@ -218,7 +218,8 @@ pub struct IntakeConfig {
     pub ack_wait: Duration,
     /// Requests in flight per replica. Default 1000.
     pub max_in_flight: usize,
-    /// Stream of the providers' queues (`<prefix>.sms.queue.<provider>.<class>`). Default
+    /// Stream of the providers' queues (`<prefix>.sms.queue.<provider>.<class>.<lane>`) and their
+    /// expiry twins (`<prefix>.sms.expire.<provider>.<class>.<lane>`). Default
     /// `NOTIFY_SMS_QUEUE`.
     pub queue_stream: String,
 }
@@ -508,8 +509,8 @@ pub struct ProviderConfig {
     pub burst: Option<u32>,
     /// Calls in flight to this provider at once, per replica. Default unlimited.
     pub max_concurrency: Option<usize>,
-    /// Requests waiting in this provider's queue, per class; beyond it, intake holds requests
-    /// back. Default 1,000,000.
+    /// Tickets waiting in each of this provider's queues (per class and tenant lane); beyond it,
+    /// intake holds requests back. Default 1,000,000.
     pub max_queued: Option<u64>,
     /// Low-balance alert threshold.
     pub low_balance: Option<f64>,
