@@ -185,7 +185,8 @@ impl NatsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IntakeMode {
-    /// Durable: a JetStream work-queue stream and a shared pull consumer (default).
+    /// Durable: a JetStream work-queue stream and a shared pull consumer per send subject
+    /// (default).
     Jetstream,
     /// At-most-once: a core NATS queue-group subscription, with a synchronous reply.
     Core,
@@ -199,7 +200,9 @@ pub struct IntakeConfig {
     pub mode: IntakeMode,
     /// Stream of send requests. Default `NOTIFY_SMS`.
     pub stream: String,
-    /// Durable pull consumer shared by replicas. Default `notifyd`.
+    /// Durable pull consumer of `<prefix>.sms.send` shared by replicas; those of the per-class
+    /// subjects are `<consumer>_<class>`. Core mode: the queue group and the held stream's
+    /// consumer. Default `notifyd`.
     pub consumer: String,
     /// Stream capturing status events. Default `NOTIFY_SMS_STATUS`.
     pub status_stream: String,

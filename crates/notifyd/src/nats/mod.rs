@@ -8,7 +8,7 @@
 //!
 //! | stage | objects (default names) |
 //! |---|---|
-//! | intake | stream `NOTIFY_SMS` on `<prefix>.sms.send` and `<prefix>.sms.send.<class>` + consumers `notifyd` (the plain subject), `notifyd_urgent`, `notifyd_normal`, `notifyd_bulk` (JetStream mode); stream `NOTIFY_SMS_HELD` on `<prefix>.sms.held` (core mode) |
+//! | intake | stream `NOTIFY_SMS` on `<prefix>.sms.send` and `<prefix>.sms.send.<class>` + consumers `notifyd` (the plain subject), `notifyd_urgent`, `notifyd_normal`, `notifyd_bulk` (JetStream mode); stream `NOTIFY_SMS_HELD` on `<prefix>.sms.held` + consumer `notifyd` (core mode) |
 //! | schedule | stream `NOTIFY_SMS_QUEUE` on `<prefix>.sms.queue.<provider>.<class>.<lane>` and `<prefix>.sms.expire.<provider>.<class>.<lane>` + consumers `notifyd_q_<provider>_<class>_<lane>` (one per provider, class and tenant lane) and `notifyd_expiry` (every expiry twin) |
 //! | events | stream `NOTIFY_SMS_STATUS` on `<prefix>.sms.status.>`; stream `NOTIFY_SMS_DEAD` on `<prefix>.sms.dead` |
 //! | ledger | bucket `notifyd_ledger` |
