@@ -3,8 +3,9 @@
 //! [`connect`] opens the connection as `[nats]` says and keeps `notifyd_nats_connected` and
 //! readiness current. [`set_up`] ensures each stage's JetStream objects at start-up, creating
 //! the ones that are missing (an existing one is used as it is, never updated to the config,
-//! except for the callback index bucket's old byte cap, and the per-class subjects and filters
-//! an older notifyd's intake stream and consumer lack):
+//! except for the callback index bucket's old byte cap, the queue stream's per-subject limit,
+//! which follows the largest `max_queued`, and the per-class subjects and filters an older
+//! notifyd's intake stream and consumer lack):
 //!
 //! | stage | objects (default names) |
 //! |---|---|
