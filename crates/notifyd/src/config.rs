@@ -185,7 +185,8 @@ impl NatsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IntakeMode {
-    /// Durable: a JetStream work-queue stream and a shared pull consumer (default).
+    /// Durable: a JetStream work-queue stream and a shared pull consumer per send subject
+    /// (default).
     Jetstream,
     /// At-most-once: a core NATS queue-group subscription, with a synchronous reply.
     Core,
@@ -199,7 +200,9 @@ pub struct IntakeConfig {
     pub mode: IntakeMode,
     /// Stream of send requests. Default `NOTIFY_SMS`.
     pub stream: String,
-    /// Durable pull consumer shared by replicas. Default `notifyd`.
+    /// Durable pull consumer of `<prefix>.sms.send` shared by replicas; those of the per-class
+    /// subjects are `<consumer>_<class>`. Core mode: the queue group and the held stream's
+    /// consumer. Default `notifyd`.
     pub consumer: String,
     /// Stream capturing status events. Default `NOTIFY_SMS_STATUS`.
     pub status_stream: String,
@@ -218,7 +221,8 @@ pub struct IntakeConfig {
     pub ack_wait: Duration,
     /// Requests in flight per replica. Default 1000.
     pub max_in_flight: usize,
-    /// Stream of the providers' queues (`<prefix>.sms.queue.<provider>.<class>`). Default
+    /// Stream of the providers' queues (`<prefix>.sms.queue.<provider>.<class>.<lane>`) and their
+    /// expiry twins (`<prefix>.sms.expire.<provider>.<class>.<lane>`). Default
     /// `NOTIFY_SMS_QUEUE`.
     pub queue_stream: String,
 }
@@ -508,8 +512,8 @@ pub struct ProviderConfig {
     pub burst: Option<u32>,
     /// Calls in flight to this provider at once, per replica. Default unlimited.
     pub max_concurrency: Option<usize>,
-    /// Requests waiting in this provider's queue, per class; beyond it, intake holds requests
-    /// back. Default 1,000,000.
+    /// Tickets waiting in each of this provider's queues (per class and tenant lane); beyond it,
+    /// intake holds requests back. Default 1,000,000.
     pub max_queued: Option<u64>,
     /// Low-balance alert threshold.
     pub low_balance: Option<f64>,

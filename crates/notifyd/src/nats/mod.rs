@@ -3,16 +3,18 @@
 //! [`connect`] opens the connection as `[nats]` says and keeps `notifyd_nats_connected` and
 //! readiness current. [`set_up`] ensures each stage's JetStream objects at start-up, creating
 //! the ones that are missing (an existing one is used as it is, never updated to the config,
-//! except for the callback index bucket's old byte cap, and the per-class subjects and filters
-//! an older notifyd's intake stream and consumer lack):
+//! except for the callback index bucket's old byte cap, the queue stream's per-subject limit,
+//! which follows the largest `max_queued`, and the per-class subjects and filters an older
+//! notifyd's intake stream and consumer lack):
 //!
 //! | stage | objects (default names) |
 //! |---|---|
-//! | intake | stream `NOTIFY_SMS` on `<prefix>.sms.send` and `<prefix>.sms.send.<class>` + consumers `notifyd` (the plain subject), `notifyd_urgent`, `notifyd_normal`, `notifyd_bulk` (JetStream mode); stream `NOTIFY_SMS_HELD` on `<prefix>.sms.held` (core mode) |
+//! | intake | stream `NOTIFY_SMS` on `<prefix>.sms.send` and `<prefix>.sms.send.<class>` + consumers `notifyd` (the plain subject), `notifyd_urgent`, `notifyd_normal`, `notifyd_bulk` (JetStream mode); stream `NOTIFY_SMS_HELD` on `<prefix>.sms.held` + consumer `notifyd` (core mode) |
+//! | schedule | stream `NOTIFY_SMS_QUEUE` on `<prefix>.sms.queue.<provider>.<class>.<lane>` and `<prefix>.sms.expire.<provider>.<class>.<lane>` + consumers `notifyd_q_<provider>_<class>_<lane>` (one per provider, class and tenant lane) and `notifyd_expiry` (every expiry twin) |
 //! | events | stream `NOTIFY_SMS_STATUS` on `<prefix>.sms.status.>`; stream `NOTIFY_SMS_DEAD` on `<prefix>.sms.dead` |
 //! | ledger | bucket `notifyd_ledger` |
 //! | replicas | bucket `notifyd_ledger_replicas` (one key per live replica, 3 s max age) |
-//! | track | stream `NOTIFY_SMS_TRACK` on `<prefix>.sms.track` + consumer `notifyd_tracking`; with the callback listener, bucket `notifyd_ledger_callbacks` and stream `notifyd_ledger_callbacks_unmatched` |
+//! | track | stream `NOTIFY_SMS_TRACKING` on `<prefix>.sms.track` + consumer `notifyd_tracking`; with the callback listener, bucket `notifyd_ledger_callbacks` and stream `notifyd_ledger_callbacks_unmatched` |
 //!
 //! Errors are typed: [`SetupError`] names the object and what could not be done with it.
 

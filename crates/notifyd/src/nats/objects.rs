@@ -111,13 +111,14 @@ pub struct Objects {
 /// The consumers of the providers' queues: by provider name, each class and tenant lane's.
 pub type Lanes = std::collections::HashMap<String, Vec<(Class, String, consumer::PullConsumer)>>;
 
-/// The default bound of each provider queue (per class), when no provider sets `max_queued`.
+/// The default bound of each provider queue (per class and tenant lane), when no provider sets
+/// `max_queued`.
 pub const DEFAULT_MAX_QUEUED: u64 = 1_000_000;
 
-/// The queue stream: a work queue of tickets on `<prefix>.sms.queue.<provider>.<class>` and
-/// their expiry twins on `<prefix>.sms.expire`. Each subject holds at most `max_queued` tickets;
-/// a ticket beyond it is refused (the work that made it is handed back, see
-/// [`crate::sched::work::HAND_BACK`]).
+/// The queue stream: a work queue of tickets on `<prefix>.sms.queue.<provider>.<class>.<lane>`
+/// and their expiry twins on `<prefix>.sms.expire.<provider>.<class>.<lane>`. Each subject holds
+/// at most `max_queued` tickets; a ticket beyond it is refused (the work that made it is handed
+/// back, see [`crate::sched::work::HAND_BACK`]).
 pub fn queue_stream(name: &str, prefix: &str, max_queued: u64) -> stream::Config {
     stream::Config {
         name: name.to_owned(),
@@ -132,7 +133,8 @@ pub fn queue_stream(name: &str, prefix: &str, max_queued: u64) -> stream::Config
     }
 }
 
-/// Ensures the queue stream, a consumer per provider and class, and the expiry consumer.
+/// Ensures the queue stream, a consumer per provider, class and tenant lane, and the expiry
+/// consumer.
 async fn queues(
     js: &jetstream::Context,
     cfg: &Config,

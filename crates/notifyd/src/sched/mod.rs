@@ -1,21 +1,22 @@
 //! Scheduling: who gets a provider's capacity, and where requests wait for it
 //! (docs/scheduling.md has the model and a diagram).
 //!
-//! Every provider has a queue per traffic class in JetStream (the queue stream, subjects
-//! `<prefix>.sms.queue.<provider>.<class>`), each with its durable consumer shared by every
-//! replica. A validated request goes straight to its provider when the provider has capacity now
-//! (a token, a free call under `max_concurrency`) and its queues have been idle for a second;
-//! otherwise its recipients are put in the provider's queue as a [`Ticket`] and the intake is
-//! done with it. So a request waiting for a provider holds no intake slot, no memory and no task,
-//! and delays no request for another provider.
+//! Every provider has a queue per traffic class and tenant lane in JetStream (the queue stream,
+//! subjects `<prefix>.sms.queue.<provider>.<class>.<lane>`), each with its durable consumer
+//! shared by every replica. A validated request goes straight to its provider when the provider
+//! has capacity now (a token, a free call under `max_concurrency`) and its queues have been idle
+//! for a second; otherwise its recipients are put in the provider's queue as a [`Ticket`] and the
+//! intake is done with it. So a request waiting for a provider holds no intake slot, no memory and
+//! no task, and delays no request for another provider.
 //!
 //! On every replica, one scheduler per provider ([`run_provider`]) takes tickets as the provider's
 //! limits allow: `urgent` first, then `normal` and `bulk` by their weights (smooth weighted round
 //! robin, so neither starves), one token of the provider's rate per call. A step that needs a
 //! retry or a failover puts the recipients back as a new ticket (a retry with a `not_before`, a
 //! failover in the next provider's queue), so backoffs hold nothing either. A ticket for a request
-//! with `expires_at` has a twin on `<prefix>.sms.expire`, due at that time ([`run_expiry`]): the
-//! recipients still queued then end `failed`/`expired` at once, not when they reach the head.
+//! with `expires_at` has a twin on `<prefix>.sms.expire.<provider>.<class>.<lane>`, due at that
+//! time ([`run_expiry`]): the recipients still queued then end `failed`/`expired` at once, not
+//! when they reach the head.
 
 pub mod ticket;
 pub mod work;

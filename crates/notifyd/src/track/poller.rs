@@ -17,8 +17,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// When the next poll is due, given how long ago the message was sent: `first_poll`, then
-/// intervals doubling from `first_poll` up to `max_interval`. `None` once the window is over.
+/// When the next poll is due, given how long ago the message was sent: `first_poll`, then at
+/// intervals that start at `2 × first_poll` and double up to `max_interval`, none after the
+/// window's end (with the defaults, 30s, 1m30s, 3m30s, 7m30s, 15m30s, 25m30s, then every 10
+/// minutes). `None` once the window is over.
 pub fn next_poll_after(cfg: &TrackingConfig, elapsed: Duration) -> Option<Duration> {
     if elapsed >= cfg.window {
         return None;
