@@ -442,6 +442,11 @@ impl Pipeline {
                         outcomes.iter().map(|(n, o)| (n.as_str().to_owned(), self.dispatcher.state_of(o))),
                     );
                     if !stored {
+                        // Counted now, with its `accepted` events: when it comes back, the
+                        // ledger knows it and it is not counted again.
+                        if !seen_before {
+                            self.metrics.requests.with_label_values(&["accepted"]).inc();
+                        }
                         let mut to_index = Vec::new();
                         for (to, state) in &decided {
                             self.publish_decided(&mut batch, &req, to, state, &mut to_index).await;

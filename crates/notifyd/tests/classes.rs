@@ -416,6 +416,9 @@ providers = ["gw"]
     assert_eq!(distinct.len(), 24, "every request was sent: {order:?}");
     assert_eq!(order.len(), 24, "none twice: {order:?}");
     assert!(daemon.metric("notifyd_queue_refused_total") > 0.0, "the bound was reached");
+    // Each counted once, handed back or not (a request handed back is known to the ledger when
+    // it comes again, and was counted the first time).
+    assert_eq!(daemon.metric(r#"notifyd_requests_total{outcome="accepted"}"#), 24.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

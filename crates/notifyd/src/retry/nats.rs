@@ -21,15 +21,17 @@ pub enum Operation {
     CallbackMarkPublished,
     /// Settling a recipient in the callback index before tracking ends it (handed back).
     TrackingSettle,
-    /// Fetching from the intake consumer.
+    /// Fetching from an intake consumer (or, in core mode, the held stream's).
     IntakeFetch,
+    /// Fetching from a provider queue's consumer or `notifyd_expiry`.
+    QueueFetch,
     /// Fetching from the tracking consumer.
     TrackingFetch,
 }
 
 impl Operation {
     /// Every operation, so each label is exported at 0 from the start.
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 9] = [
         Operation::LedgerRead,
         Operation::LedgerWrite,
         Operation::EventsStore,
@@ -37,6 +39,7 @@ impl Operation {
         Operation::CallbackMarkPublished,
         Operation::TrackingSettle,
         Operation::IntakeFetch,
+        Operation::QueueFetch,
         Operation::TrackingFetch,
     ];
 
@@ -50,6 +53,7 @@ impl Operation {
             Operation::CallbackMarkPublished => "callback_mark_published",
             Operation::TrackingSettle => "tracking_settle",
             Operation::IntakeFetch => "intake_fetch",
+            Operation::QueueFetch => "queue_fetch",
             Operation::TrackingFetch => "tracking_fetch",
         }
     }
@@ -91,6 +95,9 @@ pub fn emit(metrics: &Metrics, retry: Retry<'_>) {
         }
         Operation::IntakeFetch => {
             tracing::warn!(error = %error, "cannot fetch from the intake consumer; retrying in 1s")
+        }
+        Operation::QueueFetch => {
+            tracing::warn!(error = %error, "cannot fetch from a provider queue or the expiry consumer; retrying in 1s")
         }
         Operation::TrackingFetch => {
             tracing::warn!(error = %error, "fetching tracking entries failed; retrying")

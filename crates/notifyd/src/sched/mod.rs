@@ -543,7 +543,7 @@ async fn fetch_one(
             m = fetch => match m {
                 Ok(m) => m,
                 Err(error) => {
-                    emit(&pipeline.metrics, Retry { operation: Operation::IntakeFetch, request: None, error: &error });
+                    emit(&pipeline.metrics, Retry { operation: Operation::QueueFetch, request: None, error: &error });
                     tokio::select! {
                         _ = stop.signalled() => return None,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -623,7 +623,7 @@ pub async fn run_expiry(pipeline: Arc<Pipeline>, consumer: PullConsumer, stop: S
             Err(error) => {
                 emit(
                     &pipeline.metrics,
-                    Retry { operation: Operation::IntakeFetch, request: None, error: &error },
+                    Retry { operation: Operation::QueueFetch, request: None, error: &error },
                 );
                 tokio::select! {
                     _ = stop.signalled() => return,
