@@ -30,14 +30,61 @@ impl ConfigError {
     }
 }
 
-/// A duration in the humantime grammar ("500ms", "30s", "1h30m").
+/// A duration in the humantime grammar ("500ms", "30s", "1h30m"). A bare number, whether an
+/// integer, a float or a string (`30`, `30.5`, `"30"`), is refused with a word on the unit it
+/// lacks, whatever the source: TOML and `NOTIFYD_` variables (`=30` arrives as an integer) alike.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {s:?}: {e} (examples: \"500ms\", \"30s\", \"1h30m\")"
-        ))
-    })
+    d.deserialize_any(DurationVisitor)
+}
+
+struct DurationVisitor;
+
+/// The problem with a bare number as a duration (`30`, `"30"`, `2.5`): it names the unit it lacks.
+/// Durations are no secret, so the number is echoed, cut short.
+fn needs_a_unit(number: &str) -> String {
+    let number: String = number.chars().take(20).collect();
+    let example = match number.parse::<f64>() {
+        _ if number.chars().all(|c| c.is_ascii_digit()) => format!("\"{number}s\" or \"{number}ms\""),
+        // A fraction, read as seconds: units take whole numbers.
+        Ok(secs) if secs.is_finite() && (0.0..1e9).contains(&secs) => {
+            let ms = (secs * 1000.0).round() as u64;
+            format!("\"{}s {}ms\" or \"{ms}ms\"", ms / 1000, ms % 1000)
+        }
+        _ => "\"30s\" or \"500ms\"".to_owned(),
+    };
+    format!("{number} has no time unit: write a string with one, e.g. {example}; units: ms, s, m, h, d")
+}
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a duration with a unit, such as \"30s\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
+        let trimmed = s.trim();
+        let numeric = |c: char| c.is_ascii_digit() || c == '.' || c == '-';
+        if trimmed.chars().any(|c| c.is_ascii_digit()) && trimmed.chars().all(numeric) {
+            return Err(E::custom(needs_a_unit(trimmed)));
+        }
+        humantime::parse_duration(s).map_err(|e| {
+            let given: String = s.chars().take(32).collect();
+            E::custom(format!("invalid duration {given:?}: {e} (examples: \"500ms\", \"30s\", \"1h30m\")"))
+        })
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+        Err(E::custom(needs_a_unit(&n.to_string())))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Duration, E> {
+        Err(E::custom(needs_a_unit(&n.to_string())))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Duration, E> {
+        Err(E::custom(needs_a_unit(&n.to_string())))
+    }
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -714,9 +761,12 @@ impl Config {
                 ));
             }
         }
-        for addr in [Some(&self.metrics.listen), self.callbacks.listen.as_ref()].into_iter().flatten() {
-            if addr.parse::<std::net::SocketAddr>().is_err() {
-                problems.push(format!("listen address {addr:?} is not an IP:port (e.g. \"0.0.0.0:9464\")"));
+        for (section, addr, port) in [
+            ("metrics", Some(&self.metrics.listen), 9464),
+            ("callbacks", self.callbacks.listen.as_ref(), 9465),
+        ] {
+            if let Some(problem) = addr.and_then(|addr| listen_problem(section, addr, port)) {
+                problems.push(problem);
             }
         }
 
@@ -859,6 +909,21 @@ impl Config {
     }
 }
 
+/// What is wrong with `[<section>] listen = addr`, if anything: it must be a literal IP address and
+/// port, since a host name would be looked up once, at start-up, with no say over which of its
+/// addresses is bound. The examples keep the port given (else `default_port`).
+fn listen_problem(section: &str, addr: &str, default_port: u16) -> Option<String> {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return None;
+    }
+    let port = addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).unwrap_or(default_port);
+    let given: String = addr.chars().take(64).collect();
+    Some(format!(
+        "[{section}] listen {given:?} is not an IP address and port (host names are not looked up): \
+         write \"127.0.0.1:{port}\" (this host only) or \"0.0.0.0:{port}\" (every interface)"
+    ))
+}
+
 /// Replaces every `<key>_env = "VAR"` in plugin settings with `<key> = $VAR`.
 fn resolve_env_settings(
     at: &str,
@@ -924,7 +989,8 @@ fn figment_error(e: &figment::Error) -> String {
         .join("; ")
 }
 
-/// A figment error kind in words, naming types but never values.
+/// A figment error kind in words, naming types but never values, except an enum's (a choice
+/// among names, never a secret).
 fn describe_kind(kind: &figment::error::Kind) -> String {
     use figment::error::{Actual, Kind};
     let what = |actual: &Actual| {
@@ -953,7 +1019,24 @@ fn describe_kind(kind: &figment::error::Kind) -> String {
             format!("unsupported key type: found {}, need {need}", what(actual))
         }
         Kind::Message(text) => without_source_lines(text),
+        // figment's own words put the names inside another pair of backticks (expected ``resend`
+        // or `fail``). An enum value is no secret, so it is shown.
+        Kind::UnknownVariant(given, allowed) => {
+            let given: String = given.chars().take(32).collect();
+            format!("must be {}, not {given:?}", one_of(allowed))
+        }
+        Kind::UnknownField(_, allowed) => format!("unknown key (known: {})", allowed.join(", ")),
         other => other.to_string(),
+    }
+}
+
+/// `"a", "b" or "c"`.
+fn one_of(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    match quoted.as_slice() {
+        [] => "nothing".to_owned(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
     }
 }
 
@@ -1141,6 +1224,86 @@ providers = ["sandbox"]
                 err.problems
             );
             assert!(err.problems[0].contains(says), "{value}: {:?}", err.problems);
+        }
+    }
+
+    /// The one problem `text` (after [`MINIMAL`]) has.
+    fn the_problem(text: &str) -> String {
+        let err = Config::from_toml(&format!("{MINIMAL}\n{text}"), Path::new(".")).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{text}: {:?}", err.problems);
+        err.problems[0].clone()
+    }
+
+    #[test]
+    fn a_bare_number_is_not_a_duration_and_says_which_unit_it_lacks() {
+        let int = "[intake]: `ack_wait`: 30 has no time unit: write a string with one, e.g. \"30s\" or \"30ms\"; units: ms, s, m, h, d";
+        assert_eq!(the_problem("[intake]\nack_wait = 30"), int);
+        assert_eq!(the_problem("[intake]\nack_wait = \"30\""), int, "a string holding a bare number");
+        assert_eq!(the_problem("[intake]\nack_wait = \" 30 \""), int);
+        assert!(
+            the_problem("[intake]\nack_wait = 30.5").ends_with(
+                "30.5 has no time unit: write a string with one, e.g. \"30s 500ms\" or \"30500ms\"; units: ms, s, m, h, d"
+            ),
+            "a float"
+        );
+        assert!(the_problem("[retry]\ninitial_backoff = -5").contains("-5 has no time unit"));
+        assert!(
+            the_problem("[[providers]]\nname = \"b\"\nplugin = \"x\"\ntimeout = 10")
+                .starts_with("[[providers]] \"b\": `timeout`: 10 has no time unit")
+        );
+        assert_eq!(
+            the_problem("[intake]\nack_wait = true"),
+            "[intake]: `ack_wait`: invalid type: found a boolean, expected a duration with a unit, such as \"30s\""
+        );
+        let long = format!("[intake]\nack_wait = \"{}\"", "9".repeat(10_000));
+        assert!(the_problem(&long).len() < 200, "a hostile value is cut short");
+        let long = format!("[intake]\nack_wait = \"{}\"", "x".repeat(10_000));
+        assert!(the_problem(&long).len() < 200, "a hostile value is cut short");
+        let cfg = Config::from_toml(&format!("{MINIMAL}\n[intake]\nack_wait = \"1m 30s\""), Path::new("."));
+        assert_eq!(cfg.unwrap().intake.ack_wait, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn enum_values_and_unknown_keys_read_without_nested_backticks() {
+        assert_eq!(
+            the_problem("[retry]\non_ambiguous = \"x\""),
+            "[retry]: `on_ambiguous`: must be \"resend\" or \"fail\", not \"x\""
+        );
+        assert_eq!(
+            the_problem("[intake]\nmode = \"JetStream\""),
+            "[intake]: `mode`: must be \"jetstream\" or \"core\", not \"JetStream\""
+        );
+        assert_eq!(
+            the_problem("[breaker]\ncool_dwon = \"1s\""),
+            "[breaker]: `cool_dwon`: unknown key (known: failures, cool_down)"
+        );
+        let hostile = format!("[retry]\non_ambiguous = \"{}\"", "\\u0007".repeat(1000));
+        let problem = the_problem(&hostile);
+        assert!(problem.len() < 300 && !problem.contains('\u{7}'), "cut short and escaped: {problem}");
+        for text in ["[retry]\non_ambiguous = \"x\"", "[nats]\nurll = \"x\"", "[intake]\nmode = 1"] {
+            assert!(!the_problem(text).contains("``"), "{text}: {}", the_problem(text));
+        }
+    }
+
+    #[test]
+    fn a_listen_address_that_is_not_an_ip_names_its_key_and_the_fix() {
+        assert_eq!(
+            the_problem("[metrics]\nlisten = \"localhost:9464\""),
+            "[metrics] listen \"localhost:9464\" is not an IP address and port (host names are not \
+             looked up): write \"127.0.0.1:9464\" (this host only) or \"0.0.0.0:9464\" (every interface)"
+        );
+        assert!(
+            the_problem("[callbacks]\nlisten = \":8080\"")
+                .starts_with("[callbacks] listen \":8080\" is not an IP address and port"),
+            "{}",
+            the_problem("[callbacks]\nlisten = \":8080\"")
+        );
+        assert!(the_problem("[callbacks]\nlisten = \"example\"").contains("\"0.0.0.0:9465\""));
+        let hostile = format!("[metrics]\nlisten = \"{}\"", "h".repeat(100_000));
+        assert!(the_problem(&hostile).len() < 300);
+        for ok in ["127.0.0.1:9464", "[::1]:9464", "0.0.0.0:0"] {
+            let text = format!("{MINIMAL}\n[metrics]\nlisten = \"{ok}\"");
+            assert!(Config::from_toml(&text, Path::new(".")).is_ok(), "{ok}");
         }
     }
 

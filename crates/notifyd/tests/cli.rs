@@ -44,7 +44,7 @@ providers = ["sandbox", "smsc-main"]
     );
     let (code, _, err) = notifyd(&["check-config", "--config", &path]);
     assert_eq!(code, 78, "{err}");
-    assert!(err.contains("unknown field: found `colour`") || err.contains("colour"), "{err}");
+    assert!(err.contains("  - [nats]: `colour`: unknown key (known: url, subject_prefix, "), "{err}");
     assert!(err.contains("\"smsc-main\""), "{err}");
     assert_eq!(err.matches("\n  - ").count(), 2, "exactly two problems: {err}");
 }
@@ -125,4 +125,29 @@ providers = ["sandbox"]
     let (code, _, err) = notifyd(&["check-config", "--config", &path]);
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("`password`") && !err.contains("98765432109"), "{err}");
+}
+
+const SANDBOX: &str = r#"
+[metrics]
+listen = "127.0.0.1:0"
+[[providers]]
+name = "sandbox"
+plugin = "{sandbox}"
+[[routes]]
+prefixes = [""]
+providers = ["sandbox"]
+"#;
+
+#[test]
+fn check_config_reads_bad_enum_values_cleanly() {
+    let (_dir, path) =
+        write_config(&format!("{SANDBOX}\n[retry]\non_ambiguous = \"x\"\n[intake]\nmode = \"pull\"\n"));
+    let (code, _, err) = notifyd(&["check-config", "--config", &path]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("  - [retry]: `on_ambiguous`: must be \"resend\" or \"fail\", not \"x\"\n"),
+        "{err}"
+    );
+    assert!(err.contains("  - [intake]: `mode`: must be \"jetstream\" or \"core\", not \"pull\"\n"), "{err}");
+    assert!(!err.contains("``"), "nested backticks: {err}");
 }
