@@ -5,9 +5,9 @@
 //! types cannot (routes naming unknown providers, missing `*_env` variables, bad URLs...).
 //! See `docs/configuration.md` for every key and its default.
 
-use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use figment::value::Value;
+use figment::{Figment, Provider};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use std::collections::{BTreeMap, HashSet};
@@ -561,6 +561,34 @@ const MAX_LISTENER_CONNECTIONS: usize = 1_000_000;
 const RAW_ENV_SECRETS: [(&str, &str); 2] =
     [("NOTIFYD_NATS__PASSWORD", "nats__password"), ("NOTIFYD_NATS__TOKEN", "nats__token")];
 
+/// The prefix of the environment variables that override the file.
+const ENV_PREFIX: &str = "NOTIFYD_";
+
+/// The `NOTIFYD_<SECTION>__<KEY>` variables merged over the file, without the secrets that are
+/// read verbatim ([`RAW_ENV_SECRETS`]).
+fn environment() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .filter(|k| {
+            k.as_str().contains("__")
+                && !RAW_ENV_SECRETS.iter().any(|(_, key)| k.as_str().eq_ignore_ascii_case(key))
+        })
+        .split("__")
+}
+
+/// The names of the `NOTIFYD_<SECTION>__<KEY>` variables set in this process, sorted: the part of
+/// the configuration that does not come from the file. Names only: values may be secrets.
+pub fn environment_overrides() -> Vec<String> {
+    let mut names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            name.get(..ENV_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+                && name.contains("__")
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// Where the config file is: `--config`, else `config/notifyd.toml` if present, else
 /// `/etc/notifyd/notifyd.toml`.
 pub fn default_path() -> PathBuf {
@@ -579,14 +607,7 @@ impl Config {
         }
         // Secrets from the environment are taken as they are: figment would read `123456` as a
         // number (and `012345` as 12345).
-        let figment = Figment::new().merge(Toml::file_exact(path)).merge(
-            Env::prefixed("NOTIFYD_")
-                .filter(|k| {
-                    k.as_str().contains("__")
-                        && !RAW_ENV_SECRETS.iter().any(|(_, key)| k.as_str().eq_ignore_ascii_case(key))
-                })
-                .split("__"),
-        );
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(environment());
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::from_figment(&figment, base_dir, &|name| std::env::var(name).ok(), true)
     }
@@ -605,11 +626,15 @@ impl Config {
         raw_env_secrets: bool,
     ) -> Result<Config, ConfigError> {
         let root: BTreeMap<String, Value> =
-            figment.extract().map_err(|e| ConfigError::one(figment_error(&e)))?;
+            figment.extract().map_err(|e| ConfigError::one(figment_error(&e, "", figment, None)))?;
         let mut problems = Vec::new();
-        for key in root.keys() {
+        for (key, value) in &root {
             if !SECTIONS.contains(&key.as_str()) {
-                problems.push(format!("unknown section `{key}` (known: {})", SECTIONS.join(", ")));
+                let known = SECTIONS.join(", ");
+                problems.push(match env_vars(figment, &[key], value).as_slice() {
+                    [] => format!("unknown section `{key}` (known: {known})"),
+                    vars => format!("{}: unknown section `{key}` (known: {known})", env_names(vars)),
+                });
             }
         }
         macro_rules! table {
@@ -619,7 +644,8 @@ impl Config {
                     Some(v) => match v.deserialize::<$ty>() {
                         Ok(t) => t,
                         Err(e) => {
-                            problems.push(format!("[{}]: {}", $name, figment_error(&e)));
+                            let at = concat!("[", $name, "]");
+                            problems.push(figment_error(&e, at, figment, Some(($name, v))));
                             <$ty>::default()
                         }
                     },
@@ -653,14 +679,21 @@ impl Config {
             }
         }
         let mut provider_names = HashSet::new();
-        cfg.providers = blocks::<ProviderConfig>(&root, "providers", &mut problems, |v| {
+        cfg.providers = blocks::<ProviderConfig>(figment, &root, "providers", &mut problems, |v| {
             // Remember the names of blocks that fail to parse too, so routes do not report them.
             if let Some(name) = v.find_ref("name").and_then(|n| n.as_str().map(str::to_owned)) {
                 provider_names.insert(name);
             }
         });
-        cfg.routes = blocks::<RouteConfig>(&root, "routes", &mut problems, |_| {});
+        cfg.routes = blocks::<RouteConfig>(figment, &root, "routes", &mut problems, |_| {});
+        let validated_from = problems.len();
         cfg.validate(&provider_names, env, &mut problems);
+        let raw_set: Vec<&str> = RAW_ENV_SECRETS
+            .iter()
+            .map(|(var, _)| *var)
+            .filter(|var| raw_env_secrets && env(var).is_some())
+            .collect();
+        name_env_sources(&mut problems[validated_from..], figment, &root, &raw_set);
         cfg.resolve_paths();
         if problems.is_empty() { Ok(cfg) } else { Err(ConfigError { problems }) }
     }
@@ -950,6 +983,7 @@ fn resolve_env_settings(
 
 /// Deserializes each element of an array of tables on its own, so each block reports its problem.
 fn blocks<T: DeserializeOwned>(
+    figment: &Figment,
     root: &BTreeMap<String, Value>,
     key: &str,
     problems: &mut Vec<String>,
@@ -957,7 +991,10 @@ fn blocks<T: DeserializeOwned>(
 ) -> Vec<T> {
     let Some(value) = root.get(key) else { return Vec::new() };
     let Some(items) = value.as_array() else {
-        problems.push(format!("`{key}` must be an array of tables ([[{key}]] blocks)"));
+        problems.push(match env_vars(figment, &[key], value).as_slice() {
+            [] => format!("`{key}` must be an array of tables ([[{key}]] blocks)"),
+            vars => format!("{}: [[{key}]] blocks come only from the config file", env_names(vars)),
+        });
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -968,25 +1005,119 @@ fn blocks<T: DeserializeOwned>(
             Err(e) => {
                 let name = item.find_ref("name").and_then(|n| n.as_str().map(str::to_owned));
                 let which = name.map_or_else(|| format!("#{}", i + 1), |n| format!("{n:?}"));
-                problems.push(format!("[[{key}]] {which}: {}", figment_error(&e)));
+                problems.push(figment_error(&e, &format!("[[{key}]] {which}"), figment, None));
             }
         }
     }
     out
 }
 
-/// figment's message, with the key it concerns and without its profile noise. Values are never
-/// quoted: the key may hold a secret (a numeric password, a token), whatever its type or source.
-fn figment_error(e: &figment::Error) -> String {
+/// figment's message as one problem, `at` (`[intake]`) the place it concerns, with the key and
+/// without figment's profile noise. Values are never quoted (the key may hold a secret, a numeric
+/// password or a token, whatever its type or source), except enum and duration values.
+///
+/// `section` is the name and value of the section read: a value that came from a `NOTIFYD_`
+/// variable is named by that variable, since the file is not where it needs fixing.
+fn figment_error(e: &figment::Error, at: &str, figment: &Figment, section: Option<(&str, &Value)>) -> String {
     e.clone()
         .into_iter()
         .map(|e| {
             let key: Vec<&str> = e.path.iter().map(String::as_str).filter(|k| *k != "default").collect();
             let kind = describe_kind(&e.kind);
-            if key.is_empty() { kind } else { format!("`{}`: {kind}", key.join(".")) }
+            let from_env = section.and_then(|(name, value)| {
+                let value = if key.is_empty() { Some(value) } else { value.find_ref(&key.join(".")) }?;
+                let path: Vec<&str> = std::iter::once(name).chain(key.iter().copied()).collect();
+                Some(env_vars(figment, &path, value)).filter(|vars| !vars.is_empty())
+            });
+            match from_env {
+                Some(vars) => format!("{}: {kind}{}", env_names(&vars), env_type_hint(&e.kind, &vars[0])),
+                None if key.is_empty() && at.is_empty() => kind,
+                None if key.is_empty() => format!("{at}: {kind}"),
+                None => format!("{at}: `{}`: {kind}", key.join(".")),
+            }
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The `NOTIFYD_` variables that set `value`, found at `path` (`["intake", "ack_wait"]`), or
+/// parts of it; empty when the file set all of it. A table is looked into: `NOTIFYD_BOGUS__X`
+/// makes a table `bogus` whose key `x` carries the variable's mark.
+fn env_vars(figment: &Figment, path: &[&str], value: &Value) -> Vec<String> {
+    match value {
+        Value::Dict(_, dict) if !dict.is_empty() => dict
+            .iter()
+            .flat_map(|(key, v)| {
+                let path: Vec<&str> = path.iter().copied().chain([key.as_str()]).collect();
+                env_vars(figment, &path, v)
+            })
+            .collect(),
+        _ => {
+            let env = environment().metadata().name;
+            if figment.get_metadata(value.tag()).is_some_and(|m| m.name == env) {
+                vec![format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase())]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// `environment variable NOTIFYD_A__B` (or `variables A, B`), the start of a problem of theirs.
+fn env_names(vars: &[String]) -> String {
+    let s = if vars.len() == 1 { "" } else { "s" };
+    format!("environment variable{s} {}", vars.join(", "))
+}
+
+/// Names the `NOTIFYD_` variables behind the validation problems of a section: `[intake] ack_wait
+/// must be at least 1s`, when `NOTIFYD_INTAKE__ACK_WAIT=0s` set it, is fixed there, not in the
+/// file. A problem is `[<section>] …`; every key of the section it mentions is looked up.
+/// `raw_env_secrets`: the variables read verbatim ([`RAW_ENV_SECRETS`]) that are set.
+fn name_env_sources(
+    problems: &mut [String],
+    figment: &Figment,
+    root: &BTreeMap<String, Value>,
+    raw_env_secrets: &[&str],
+) {
+    for problem in problems {
+        let Some((section, rest)) = problem.strip_prefix('[').and_then(|p| p.split_once(']')) else {
+            continue;
+        };
+        let table = root.get(section);
+        let mut vars: Vec<String> = Vec::new();
+        let words = rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty());
+        for word in words {
+            let raw = format!("{ENV_PREFIX}{section}__{word}").to_ascii_uppercase();
+            let found = if raw_env_secrets.contains(&raw.as_str()) {
+                vec![raw]
+            } else {
+                let value = table.and_then(|t| t.find_ref(word));
+                value.map(|v| env_vars(figment, &[section, word], v)).unwrap_or_default()
+            };
+            for var in found {
+                if !vars.contains(&var) {
+                    vars.push(var);
+                }
+            }
+        }
+        if !vars.is_empty() {
+            problem.push_str(&format!(" (set by the {})", env_names(&vars)));
+        }
+    }
+}
+
+/// For a variable read as a number or boolean where a string was expected: how to pass a string.
+fn env_type_hint(kind: &figment::error::Kind, var: &str) -> String {
+    use figment::error::{Actual, Kind};
+    match kind {
+        Kind::InvalidType(
+            Actual::Bool(_) | Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_),
+            e,
+        ) if e == "a string" => {
+            format!(" (it reads as a number or boolean; to pass a string, quote it: {var}='\"…\"')")
+        }
+        _ => String::new(),
+    }
 }
 
 /// A figment error kind in words, naming types but never values, except an enum's (a choice

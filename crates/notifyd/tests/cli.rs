@@ -139,6 +139,58 @@ providers = ["sandbox"]
 "#;
 
 #[test]
+fn a_problem_from_the_environment_names_its_variable_not_the_file() {
+    let (_dir, path) = write_config(SANDBOX);
+    let (code, _, err) = notifyd_env(
+        &["check-config", "--config", &path],
+        &[
+            ("NOTIFYD_INTAKE__ACK_WAIT", "30"),
+            ("NOTIFYD_METRICS__LISTEN", "localhost:9464"),
+            ("NOTIFYD_NATS__USER", "1234"),
+            ("NOTIFYD_BOGUS__X", "1"),
+        ],
+    );
+    assert_eq!(code, 78, "{err}");
+    let header = format!(
+        "notifyd: the configuration {path}, with NOTIFYD_BOGUS__X, NOTIFYD_INTAKE__ACK_WAIT, \
+         NOTIFYD_METRICS__LISTEN, NOTIFYD_NATS__USER from the environment, has problems:"
+    );
+    assert!(err.starts_with(&header), "{err}");
+    for problem in [
+        "  - environment variable NOTIFYD_INTAKE__ACK_WAIT: 30 has no time unit: write a string with one, \
+         e.g. \"30s\" or \"30ms\"; units: ms, s, m, h, d",
+        "  - environment variable NOTIFYD_BOGUS__X: unknown section `bogus`",
+        "  - environment variable NOTIFYD_NATS__USER: invalid type: found an integer, expected a string \
+         (it reads as a number or boolean; to pass a string, quote it: NOTIFYD_NATS__USER='\"…\"')",
+        "  - [metrics] listen \"localhost:9464\" is not an IP address and port (host names are not looked \
+         up): write \"127.0.0.1:9464\" (this host only) or \"0.0.0.0:9464\" (every interface) (set by the \
+         environment variable NOTIFYD_METRICS__LISTEN)",
+    ] {
+        assert!(err.contains(problem), "missing {problem:?} in:\n{err}");
+    }
+    assert_eq!(err.matches("\n  - ").count(), 4, "{err}");
+
+    // A secret read verbatim from the environment is named, never shown.
+    let (code, _, err) =
+        notifyd_env(&["check-config", "--config", &path], &[("NOTIFYD_NATS__PASSWORD", "s3cr3t-4711")]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains(
+            "  - [nats] user and password go together; set both or neither (set by the environment \
+             variable NOTIFYD_NATS__PASSWORD)"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t"), "{err}");
+
+    // Without variables, the file alone is named, as before.
+    let (code, _, err) = notifyd(&["check-config", "--config", &write_config("[intake]\nack_wait = 30").1]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("has problems:\n  - [intake]: `ack_wait`: 30 has no time unit"), "{err}");
+    assert!(!err.contains("environment"), "{err}");
+}
+
+#[test]
 fn check_config_reads_bad_enum_values_cleanly() {
     let (_dir, path) =
         write_config(&format!("{SANDBOX}\n[retry]\non_ambiguous = \"x\"\n[intake]\nmode = \"pull\"\n"));

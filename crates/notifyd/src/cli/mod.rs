@@ -128,9 +128,16 @@ fn log_directives(env: Option<&str>) -> String {
 }
 
 /// Loads the config at `path`; on problems, lists them all on stderr and gives exit code 78.
+/// The message names the `NOTIFYD_` variables in play next to the file: the file is not always
+/// where a problem is.
 pub fn load(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
-        eprintln!("notifyd: the configuration {} has problems:", path.display());
+        let overrides = notifyd::config::environment_overrides();
+        let source = match overrides.as_slice() {
+            [] => path.display().to_string(),
+            vars => format!("{}, with {} from the environment,", path.display(), vars.join(", ")),
+        };
+        eprintln!("notifyd: the configuration {source} has problems:");
         for p in &e.problems {
             eprintln!("  - {p}");
         }
