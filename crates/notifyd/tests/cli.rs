@@ -204,6 +204,56 @@ fn check_config_reads_bad_enum_values_cleanly() {
     assert!(!err.contains("``"), "nested backticks: {err}");
 }
 
+/// Every line of `stderr` is a JSON object shaped like tracing's; the ERROR ones are returned.
+fn json_errors(stderr: &str) -> Vec<serde_json::Value> {
+    assert!(!stderr.trim().is_empty(), "nothing on stderr");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{stderr}")))
+        .collect();
+    for line in &lines {
+        for key in ["timestamp", "level", "target"] {
+            assert!(line[key].is_string(), "no {key}: {line}");
+        }
+        assert!(line["fields"]["message"].is_string(), "no fields.message: {line}");
+    }
+    lines.into_iter().filter(|l| l["level"] == "ERROR").collect()
+}
+
+#[test]
+fn with_json_logs_every_stderr_line_is_json_fatal_errors_included() {
+    let (_dir, path) = write_config(&format!("{SANDBOX}\n[intake]\nack_wait = 30\n[retry]\nbogus = 1\n"));
+    for command in ["check-config", "run"] {
+        let (code, _, err) = notifyd(&["--log-format", "json", command, "--config", &path]);
+        assert_eq!(code, 78, "{err}");
+        let errors = json_errors(&err);
+        assert_eq!(errors.len(), 1, "{err}");
+        let fields = &errors[0]["fields"];
+        assert_eq!(fields["message"], format!("the configuration {path} has problems"), "{err}");
+        let problems = fields["problems"].as_array().unwrap_or_else(|| panic!("no problems: {err}"));
+        assert_eq!(problems.len(), 2, "{err}");
+        assert!(problems.iter().any(|p| p.as_str().unwrap().contains("30 has no time unit")), "{err}");
+    }
+
+    // The plugins' problems, a missing file, and a bad command line too.
+    let (_dir, path) = write_config(&SANDBOX.replace("{sandbox}", "no-such-plugin"));
+    let (code, _, err) = notifyd(&["check-config", "--config", &path, "--log-format", "json"]);
+    assert_eq!(code, 78, "{err}");
+    let errors = json_errors(&err);
+    assert!(errors[0]["fields"]["problems"][0].as_str().unwrap().contains("no-such-plugin"), "{err}");
+    let (code, _, err) = notifyd(&["--log-format=json", "check-config", "--config", "/nonexistent.toml"]);
+    assert_eq!(code, 78, "{err}");
+    assert_eq!(json_errors(&err).len(), 1, "{err}");
+    let (code, _, err) = notifyd(&["--log-format", "json", "--no-such-flag"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(json_errors(&err)[0]["fields"]["message"].as_str().unwrap().contains("--no-such-flag"), "{err}");
+
+    // Text stays text.
+    let (code, _, err) = notifyd(&["check-config", "--config", "/nonexistent.toml"]);
+    assert_eq!(code, 78);
+    assert!(err.starts_with("notifyd: the configuration /nonexistent.toml has problems:\n  - "), "{err}");
+}
+
 /// A nats-server older than 2.10 for one test: Debian's 2.9.10 started on a free port, or else
 /// the one on 127.0.0.1:4222 if that is old; `None` (with the reason printed) when neither is.
 struct OldNats {
@@ -303,4 +353,11 @@ fn an_old_nats_server_is_refused_with_the_ways_out() {
     ] {
         assert!(err.contains(way_out), "{way_out} missing:\n{err}");
     }
+
+    let (code, _, err) = notifyd(&["--config", &path, "--log-format", "json"]);
+    assert_eq!(code, 1, "{err}");
+    let errors = json_errors(&err);
+    assert_eq!(errors.len(), 1, "{err}");
+    let message = errors[0]["fields"]["message"].as_str().unwrap();
+    assert!(message.contains("NOTIFYD_NATS__URL=nats://127.0.0.1:4223"), "{err}");
 }

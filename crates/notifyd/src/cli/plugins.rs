@@ -1,6 +1,6 @@
 //! `notifyd plugins` (list the plugins found) and `notifyd plugin verify FILE` (conformance).
 
-use super::EX_USAGE;
+use super::{EX_USAGE, print_error};
 use notifyd::config::Config;
 use notifyd::{plugin, verify};
 use std::path::{Path, PathBuf};
@@ -66,8 +66,10 @@ pub fn verify(file: &Path, settings: Option<String>) -> ExitCode {
         None => None,
         Some(Ok(v)) if v.is_object() => Some(v),
         Some(_) => {
-            eprintln!(
-                "notifyd: --settings must be a JSON object, e.g. '{{\"username\":\"u\",\"password\":\"p\"}}'"
+            print_error(
+                "--settings must be a JSON object, e.g. '{\"username\":\"u\",\"password\":\"p\"}'",
+                "problems",
+                &[],
             );
             return ExitCode::from(EX_USAGE);
         }
