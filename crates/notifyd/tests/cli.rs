@@ -204,6 +204,59 @@ fn check_config_reads_bad_enum_values_cleanly() {
     assert!(!err.contains("``"), "nested backticks: {err}");
 }
 
+#[test]
+fn plugins_lists_the_directories_it_searched_when_it_finds_none() {
+    if std::path::Path::new("/usr/lib/notifyd/plugins").is_dir() {
+        println!("skipped: /usr/lib/notifyd/plugins exists on this machine, and may hold plugins");
+        return;
+    }
+    // A notifyd beside no plugin: the one in target/debug has the workspace's plugins next to it.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let exe = dir.path().join("notifyd");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_notifyd"), &exe).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_notifyd"), &exe).unwrap();
+    }
+    let empty = dir.path().join("my-plugins");
+    std::fs::create_dir(&empty).unwrap();
+    let (_config_dir, path) = write_config(&format!("{SANDBOX}\n[plugins]\ndirs = [{:?}]\n", empty));
+    let run = |args: &[&str]| {
+        // A copy just written is "busy" while a process forked meanwhile still holds its descriptor.
+        let out = (0..40)
+            .find_map(|_| match Command::new(&exe).args(args).output() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                    None
+                }
+                other => Some(other.unwrap()),
+            })
+            .expect("the copy of notifyd runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    let (code, err) = run(&["plugins", "--config", &path]);
+    assert_eq!(code, Some(1), "{err}");
+    let start = "notifyd: no plugins found (no libnotifyd_<name>.so in the directories searched, below).";
+    assert!(err.starts_with(start), "{err}");
+    assert!(err.contains("build them with `cargo build --workspace`"), "{err}");
+    assert!(err.contains(&format!("add its directory to `[plugins] dirs` in {path}:\n")), "{err}");
+    assert!(err.contains(&format!("\n  - {} ([plugins] dirs)\n", empty.display())), "{err}");
+    assert!(
+        err.contains(&format!("\n  - {} (the notifyd executable's directory)\n", dir.path().display())),
+        "{err}"
+    );
+    assert!(err.contains("\n  - /usr/lib/notifyd/plugins (the system directory, does not exist)\n"), "{err}");
+
+    let (code, err) = run(&["plugins"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("`[plugins] dirs` in a config file and pass it with --config FILE"), "{err}");
+    assert!(!err.contains("my-plugins"), "{err}");
+
+    let (code, err) = run(&["--log-format", "json", "plugins", "--config", &path]);
+    assert_eq!(code, Some(1), "{err}");
+    let errors = json_errors(&err);
+    assert_eq!(errors[0]["fields"]["searched"].as_array().map(Vec::len), Some(3), "{err}");
+}
+
 /// Every line of `stderr` is a JSON object shaped like tracing's; the ERROR ones are returned.
 fn json_errors(stderr: &str) -> Vec<serde_json::Value> {
     assert!(!stderr.trim().is_empty(), "nothing on stderr");
