@@ -5,9 +5,9 @@
 //! types cannot (routes naming unknown providers, missing `*_env` variables, bad URLs...).
 //! See `docs/configuration.md` for every key and its default.
 
-use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use figment::value::Value;
+use figment::{Figment, Provider};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use std::collections::{BTreeMap, HashSet};
@@ -30,14 +30,61 @@ impl ConfigError {
     }
 }
 
-/// A duration in the humantime grammar ("500ms", "30s", "1h30m").
+/// A duration in the humantime grammar ("500ms", "30s", "1h30m"). A bare number, whether an
+/// integer, a float or a string (`30`, `30.5`, `"30"`), is refused with a word on the unit it
+/// lacks, whatever the source: TOML and `NOTIFYD_` variables (`=30` arrives as an integer) alike.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {s:?}: {e} (examples: \"500ms\", \"30s\", \"1h30m\")"
-        ))
-    })
+    d.deserialize_any(DurationVisitor)
+}
+
+struct DurationVisitor;
+
+/// The problem with a bare number as a duration (`30`, `"30"`, `2.5`): it names the unit it lacks.
+/// Durations are no secret, so the number is echoed, cut short.
+fn needs_a_unit(number: &str) -> String {
+    let number: String = number.chars().take(20).collect();
+    let example = match number.parse::<f64>() {
+        _ if number.chars().all(|c| c.is_ascii_digit()) => format!("\"{number}s\" or \"{number}ms\""),
+        // A fraction, read as seconds: units take whole numbers.
+        Ok(secs) if secs.is_finite() && (0.0..1e9).contains(&secs) => {
+            let ms = (secs * 1000.0).round() as u64;
+            format!("\"{}s {}ms\" or \"{ms}ms\"", ms / 1000, ms % 1000)
+        }
+        _ => "\"30s\" or \"500ms\"".to_owned(),
+    };
+    format!("{number} has no time unit: write a string with one, e.g. {example}; units: ms, s, m, h, d")
+}
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a duration with a unit, such as \"30s\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
+        let trimmed = s.trim();
+        let numeric = |c: char| c.is_ascii_digit() || c == '.' || c == '-';
+        if trimmed.chars().any(|c| c.is_ascii_digit()) && trimmed.chars().all(numeric) {
+            return Err(E::custom(needs_a_unit(trimmed)));
+        }
+        humantime::parse_duration(s).map_err(|e| {
+            let given: String = s.chars().take(32).collect();
+            E::custom(format!("invalid duration {given:?}: {e} (examples: \"500ms\", \"30s\", \"1h30m\")"))
+        })
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+        Err(E::custom(needs_a_unit(&n.to_string())))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Duration, E> {
+        Err(E::custom(needs_a_unit(&n.to_string())))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Duration, E> {
+        Err(E::custom(needs_a_unit(&n.to_string())))
+    }
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -572,15 +619,32 @@ const MAX_LISTENER_CONNECTIONS: usize = 1_000_000;
 const RAW_ENV_SECRETS: [(&str, &str); 2] =
     [("NOTIFYD_NATS__PASSWORD", "nats__password"), ("NOTIFYD_NATS__TOKEN", "nats__token")];
 
-/// The `NOTIFYD_<SECTION>__<KEY>` variables (the raw secrets apart, see
-/// [`NatsConfig::take_raw_env_secrets`]).
-fn env_provider() -> Env {
-    Env::prefixed("NOTIFYD_")
+/// The prefix of the environment variables that override the file.
+const ENV_PREFIX: &str = "NOTIFYD_";
+
+/// The `NOTIFYD_<SECTION>__<KEY>` variables merged over the file, without the secrets that are
+/// read verbatim ([`RAW_ENV_SECRETS`]).
+fn environment() -> Env {
+    Env::prefixed(ENV_PREFIX)
         .filter(|k| {
             k.as_str().contains("__")
                 && !RAW_ENV_SECRETS.iter().any(|(_, key)| k.as_str().eq_ignore_ascii_case(key))
         })
         .split("__")
+}
+
+/// The names of the `NOTIFYD_<SECTION>__<KEY>` variables set in this process, sorted: the part of
+/// the configuration that does not come from the file. Names only: values may be secrets.
+pub fn environment_overrides() -> Vec<String> {
+    let mut names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            name.get(..ENV_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+                && name.contains("__")
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 /// Where the config file is: `--config`, else `config/notifyd.toml` if present, else
@@ -601,7 +665,7 @@ impl Config {
         }
         // Secrets from the environment are taken as they are: figment would read `123456` as a
         // number (and `012345` as 12345).
-        let figment = Figment::new().merge(Toml::file_exact(path)).merge(env_provider());
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(environment());
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::from_figment(&figment, base_dir, &|name| std::env::var(name).ok(), true)
     }
@@ -618,11 +682,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        let figment = figment.merge(env_provider());
+        let figment = figment.merge(environment());
         let mut nats: NatsConfig = match figment.find_value("nats") {
-            Ok(_) => figment
-                .extract_inner("nats")
-                .map_err(|e| ConfigError::one(format!("[nats]: {}", figment_error(&e))))?,
+            Ok(value) => figment.extract_inner("nats").map_err(|e| {
+                ConfigError::one(figment_error(&e, "[nats]", &figment, Some(("nats", &value))))
+            })?,
             Err(_) => NatsConfig::default(),
         };
         let env = |name: &str| std::env::var(name).ok();
@@ -648,11 +712,15 @@ impl Config {
         raw_env_secrets: bool,
     ) -> Result<Config, ConfigError> {
         let root: BTreeMap<String, Value> =
-            figment.extract().map_err(|e| ConfigError::one(figment_error(&e)))?;
+            figment.extract().map_err(|e| ConfigError::one(figment_error(&e, "", figment, None)))?;
         let mut problems = Vec::new();
-        for key in root.keys() {
+        for (key, value) in &root {
             if !SECTIONS.contains(&key.as_str()) {
-                problems.push(format!("unknown section `{key}` (known: {})", SECTIONS.join(", ")));
+                let known = SECTIONS.join(", ");
+                problems.push(match env_vars(figment, &[key], value).as_slice() {
+                    [] => format!("unknown section `{key}` (known: {known})"),
+                    vars => format!("{}: unknown section `{key}` (known: {known})", env_names(vars)),
+                });
             }
         }
         macro_rules! table {
@@ -662,7 +730,8 @@ impl Config {
                     Some(v) => match v.deserialize::<$ty>() {
                         Ok(t) => t,
                         Err(e) => {
-                            problems.push(format!("[{}]: {}", $name, figment_error(&e)));
+                            let at = concat!("[", $name, "]");
+                            problems.push(figment_error(&e, at, figment, Some(($name, v))));
                             <$ty>::default()
                         }
                     },
@@ -690,14 +759,21 @@ impl Config {
             cfg.nats.take_raw_env_secrets(env);
         }
         let mut provider_names = HashSet::new();
-        cfg.providers = blocks::<ProviderConfig>(&root, "providers", &mut problems, |v| {
+        cfg.providers = blocks::<ProviderConfig>(figment, &root, "providers", &mut problems, |v| {
             // Remember the names of blocks that fail to parse too, so routes do not report them.
             if let Some(name) = v.find_ref("name").and_then(|n| n.as_str().map(str::to_owned)) {
                 provider_names.insert(name);
             }
         });
-        cfg.routes = blocks::<RouteConfig>(&root, "routes", &mut problems, |_| {});
+        cfg.routes = blocks::<RouteConfig>(figment, &root, "routes", &mut problems, |_| {});
+        let validated_from = problems.len();
         cfg.validate(&provider_names, env, &mut problems);
+        let raw_set: Vec<&str> = RAW_ENV_SECRETS
+            .iter()
+            .map(|(var, _)| *var)
+            .filter(|var| raw_env_secrets && env(var).is_some())
+            .collect();
+        name_env_sources(&mut problems[validated_from..], figment, &root, &raw_set);
         cfg.resolve_paths();
         if problems.is_empty() { Ok(cfg) } else { Err(ConfigError { problems }) }
     }
@@ -777,9 +853,12 @@ impl Config {
                 ));
             }
         }
-        for addr in [Some(&self.metrics.listen), self.callbacks.listen.as_ref()].into_iter().flatten() {
-            if addr.parse::<std::net::SocketAddr>().is_err() {
-                problems.push(format!("listen address {addr:?} is not an IP:port (e.g. \"0.0.0.0:9464\")"));
+        for (section, addr, port) in [
+            ("metrics", Some(&self.metrics.listen), 9464),
+            ("callbacks", self.callbacks.listen.as_ref(), 9465),
+        ] {
+            if let Some(problem) = addr.and_then(|addr| listen_problem(section, addr, port)) {
+                problems.push(problem);
             }
         }
 
@@ -914,6 +993,21 @@ impl Config {
     }
 }
 
+/// What is wrong with `[<section>] listen = addr`, if anything: it must be a literal IP address and
+/// port, since a host name would be looked up once, at start-up, with no say over which of its
+/// addresses is bound. The examples keep the port given (else `default_port`).
+fn listen_problem(section: &str, addr: &str, default_port: u16) -> Option<String> {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return None;
+    }
+    let port = addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).unwrap_or(default_port);
+    let given: String = addr.chars().take(64).collect();
+    Some(format!(
+        "[{section}] listen {given:?} is not an IP address and port (host names are not looked up): \
+         write \"127.0.0.1:{port}\" (this host only) or \"0.0.0.0:{port}\" (every interface)"
+    ))
+}
+
 /// Replaces every `<key>_env = "VAR"` in plugin settings with `<key> = $VAR`.
 fn resolve_env_settings(
     at: &str,
@@ -940,6 +1034,7 @@ fn resolve_env_settings(
 
 /// Deserializes each element of an array of tables on its own, so each block reports its problem.
 fn blocks<T: DeserializeOwned>(
+    figment: &Figment,
     root: &BTreeMap<String, Value>,
     key: &str,
     problems: &mut Vec<String>,
@@ -947,7 +1042,10 @@ fn blocks<T: DeserializeOwned>(
 ) -> Vec<T> {
     let Some(value) = root.get(key) else { return Vec::new() };
     let Some(items) = value.as_array() else {
-        problems.push(format!("`{key}` must be an array of tables ([[{key}]] blocks)"));
+        problems.push(match env_vars(figment, &[key], value).as_slice() {
+            [] => format!("`{key}` must be an array of tables ([[{key}]] blocks)"),
+            vars => format!("{}: [[{key}]] blocks come only from the config file", env_names(vars)),
+        });
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -958,28 +1056,123 @@ fn blocks<T: DeserializeOwned>(
             Err(e) => {
                 let name = item.find_ref("name").and_then(|n| n.as_str().map(str::to_owned));
                 let which = name.map_or_else(|| format!("#{}", i + 1), |n| format!("{n:?}"));
-                problems.push(format!("[[{key}]] {which}: {}", figment_error(&e)));
+                problems.push(figment_error(&e, &format!("[[{key}]] {which}"), figment, None));
             }
         }
     }
     out
 }
 
-/// figment's message, with the key it concerns and without its profile noise. Values are never
-/// quoted: the key may hold a secret (a numeric password, a token), whatever its type or source.
-fn figment_error(e: &figment::Error) -> String {
+/// figment's message as one problem, `at` (`[intake]`) the place it concerns, with the key and
+/// without figment's profile noise. Values are never quoted (the key may hold a secret, a numeric
+/// password or a token, whatever its type or source), except enum and duration values.
+///
+/// `section` is the name and value of the section read: a value that came from a `NOTIFYD_`
+/// variable is named by that variable, since the file is not where it needs fixing.
+fn figment_error(e: &figment::Error, at: &str, figment: &Figment, section: Option<(&str, &Value)>) -> String {
     e.clone()
         .into_iter()
         .map(|e| {
             let key: Vec<&str> = e.path.iter().map(String::as_str).filter(|k| *k != "default").collect();
             let kind = describe_kind(&e.kind);
-            if key.is_empty() { kind } else { format!("`{}`: {kind}", key.join(".")) }
+            let from_env = section.and_then(|(name, value)| {
+                let value = if key.is_empty() { Some(value) } else { value.find_ref(&key.join(".")) }?;
+                let path: Vec<&str> = std::iter::once(name).chain(key.iter().copied()).collect();
+                Some(env_vars(figment, &path, value)).filter(|vars| !vars.is_empty())
+            });
+            match from_env {
+                Some(vars) => format!("{}: {kind}{}", env_names(&vars), env_type_hint(&e.kind, &vars[0])),
+                None if key.is_empty() && at.is_empty() => kind,
+                None if key.is_empty() => format!("{at}: {kind}"),
+                None => format!("{at}: `{}`: {kind}", key.join(".")),
+            }
         })
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-/// A figment error kind in words, naming types but never values.
+/// The `NOTIFYD_` variables that set `value`, found at `path` (`["intake", "ack_wait"]`), or
+/// parts of it; empty when the file set all of it. A table is looked into: `NOTIFYD_BOGUS__X`
+/// makes a table `bogus` whose key `x` carries the variable's mark.
+fn env_vars(figment: &Figment, path: &[&str], value: &Value) -> Vec<String> {
+    match value {
+        Value::Dict(_, dict) if !dict.is_empty() => dict
+            .iter()
+            .flat_map(|(key, v)| {
+                let path: Vec<&str> = path.iter().copied().chain([key.as_str()]).collect();
+                env_vars(figment, &path, v)
+            })
+            .collect(),
+        _ => {
+            let env = environment().metadata().name;
+            if figment.get_metadata(value.tag()).is_some_and(|m| m.name == env) {
+                vec![format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase())]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// `environment variable NOTIFYD_A__B` (or `variables A, B`), the start of a problem of theirs.
+fn env_names(vars: &[String]) -> String {
+    let s = if vars.len() == 1 { "" } else { "s" };
+    format!("environment variable{s} {}", vars.join(", "))
+}
+
+/// Names the `NOTIFYD_` variables behind the validation problems of a section: `[intake] ack_wait
+/// must be at least 1s`, when `NOTIFYD_INTAKE__ACK_WAIT=0s` set it, is fixed there, not in the
+/// file. A problem is `[<section>] …`; every key of the section it mentions is looked up.
+/// `raw_env_secrets`: the variables read verbatim ([`RAW_ENV_SECRETS`]) that are set.
+fn name_env_sources(
+    problems: &mut [String],
+    figment: &Figment,
+    root: &BTreeMap<String, Value>,
+    raw_env_secrets: &[&str],
+) {
+    for problem in problems {
+        let Some((section, rest)) = problem.strip_prefix('[').and_then(|p| p.split_once(']')) else {
+            continue;
+        };
+        let table = root.get(section);
+        let mut vars: Vec<String> = Vec::new();
+        let words = rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty());
+        for word in words {
+            let raw = format!("{ENV_PREFIX}{section}__{word}").to_ascii_uppercase();
+            let found = if raw_env_secrets.contains(&raw.as_str()) {
+                vec![raw]
+            } else {
+                let value = table.and_then(|t| t.find_ref(word));
+                value.map(|v| env_vars(figment, &[section, word], v)).unwrap_or_default()
+            };
+            for var in found {
+                if !vars.contains(&var) {
+                    vars.push(var);
+                }
+            }
+        }
+        if !vars.is_empty() {
+            problem.push_str(&format!(" (set by the {})", env_names(&vars)));
+        }
+    }
+}
+
+/// For a variable read as a number or boolean where a string was expected: how to pass a string.
+fn env_type_hint(kind: &figment::error::Kind, var: &str) -> String {
+    use figment::error::{Actual, Kind};
+    match kind {
+        Kind::InvalidType(
+            Actual::Bool(_) | Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_),
+            e,
+        ) if e == "a string" => {
+            format!(" (it reads as a number or boolean; to pass a string, quote it: {var}='\"…\"')")
+        }
+        _ => String::new(),
+    }
+}
+
+/// A figment error kind in words, naming types but never values, except an enum's (a choice
+/// among names, never a secret).
 fn describe_kind(kind: &figment::error::Kind) -> String {
     use figment::error::{Actual, Kind};
     let what = |actual: &Actual| {
@@ -1008,7 +1201,24 @@ fn describe_kind(kind: &figment::error::Kind) -> String {
             format!("unsupported key type: found {}, need {need}", what(actual))
         }
         Kind::Message(text) => without_source_lines(text),
+        // figment's own words put the names inside another pair of backticks (expected ``resend`
+        // or `fail``). An enum value is no secret, so it is shown.
+        Kind::UnknownVariant(given, allowed) => {
+            let given: String = given.chars().take(32).collect();
+            format!("must be {}, not {given:?}", one_of(allowed))
+        }
+        Kind::UnknownField(_, allowed) => format!("unknown key (known: {})", allowed.join(", ")),
         other => other.to_string(),
+    }
+}
+
+/// `"a", "b" or "c"`.
+fn one_of(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    match quoted.as_slice() {
+        [] => "nothing".to_owned(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
     }
 }
 
@@ -1196,6 +1406,86 @@ providers = ["sandbox"]
                 err.problems
             );
             assert!(err.problems[0].contains(says), "{value}: {:?}", err.problems);
+        }
+    }
+
+    /// The one problem `text` (after [`MINIMAL`]) has.
+    fn the_problem(text: &str) -> String {
+        let err = Config::from_toml(&format!("{MINIMAL}\n{text}"), Path::new(".")).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{text}: {:?}", err.problems);
+        err.problems[0].clone()
+    }
+
+    #[test]
+    fn a_bare_number_is_not_a_duration_and_says_which_unit_it_lacks() {
+        let int = "[intake]: `ack_wait`: 30 has no time unit: write a string with one, e.g. \"30s\" or \"30ms\"; units: ms, s, m, h, d";
+        assert_eq!(the_problem("[intake]\nack_wait = 30"), int);
+        assert_eq!(the_problem("[intake]\nack_wait = \"30\""), int, "a string holding a bare number");
+        assert_eq!(the_problem("[intake]\nack_wait = \" 30 \""), int);
+        assert!(
+            the_problem("[intake]\nack_wait = 30.5").ends_with(
+                "30.5 has no time unit: write a string with one, e.g. \"30s 500ms\" or \"30500ms\"; units: ms, s, m, h, d"
+            ),
+            "a float"
+        );
+        assert!(the_problem("[retry]\ninitial_backoff = -5").contains("-5 has no time unit"));
+        assert!(
+            the_problem("[[providers]]\nname = \"b\"\nplugin = \"x\"\ntimeout = 10")
+                .starts_with("[[providers]] \"b\": `timeout`: 10 has no time unit")
+        );
+        assert_eq!(
+            the_problem("[intake]\nack_wait = true"),
+            "[intake]: `ack_wait`: invalid type: found a boolean, expected a duration with a unit, such as \"30s\""
+        );
+        let long = format!("[intake]\nack_wait = \"{}\"", "9".repeat(10_000));
+        assert!(the_problem(&long).len() < 200, "a hostile value is cut short");
+        let long = format!("[intake]\nack_wait = \"{}\"", "x".repeat(10_000));
+        assert!(the_problem(&long).len() < 200, "a hostile value is cut short");
+        let cfg = Config::from_toml(&format!("{MINIMAL}\n[intake]\nack_wait = \"1m 30s\""), Path::new("."));
+        assert_eq!(cfg.unwrap().intake.ack_wait, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn enum_values_and_unknown_keys_read_without_nested_backticks() {
+        assert_eq!(
+            the_problem("[retry]\non_ambiguous = \"x\""),
+            "[retry]: `on_ambiguous`: must be \"resend\" or \"fail\", not \"x\""
+        );
+        assert_eq!(
+            the_problem("[intake]\nmode = \"JetStream\""),
+            "[intake]: `mode`: must be \"jetstream\" or \"core\", not \"JetStream\""
+        );
+        assert_eq!(
+            the_problem("[breaker]\ncool_dwon = \"1s\""),
+            "[breaker]: `cool_dwon`: unknown key (known: failures, cool_down)"
+        );
+        let hostile = format!("[retry]\non_ambiguous = \"{}\"", "\\u0007".repeat(1000));
+        let problem = the_problem(&hostile);
+        assert!(problem.len() < 300 && !problem.contains('\u{7}'), "cut short and escaped: {problem}");
+        for text in ["[retry]\non_ambiguous = \"x\"", "[nats]\nurll = \"x\"", "[intake]\nmode = 1"] {
+            assert!(!the_problem(text).contains("``"), "{text}: {}", the_problem(text));
+        }
+    }
+
+    #[test]
+    fn a_listen_address_that_is_not_an_ip_names_its_key_and_the_fix() {
+        assert_eq!(
+            the_problem("[metrics]\nlisten = \"localhost:9464\""),
+            "[metrics] listen \"localhost:9464\" is not an IP address and port (host names are not \
+             looked up): write \"127.0.0.1:9464\" (this host only) or \"0.0.0.0:9464\" (every interface)"
+        );
+        assert!(
+            the_problem("[callbacks]\nlisten = \":8080\"")
+                .starts_with("[callbacks] listen \":8080\" is not an IP address and port"),
+            "{}",
+            the_problem("[callbacks]\nlisten = \":8080\"")
+        );
+        assert!(the_problem("[callbacks]\nlisten = \"example\"").contains("\"0.0.0.0:9465\""));
+        let hostile = format!("[metrics]\nlisten = \"{}\"", "h".repeat(100_000));
+        assert!(the_problem(&hostile).len() < 300);
+        for ok in ["127.0.0.1:9464", "[::1]:9464", "0.0.0.0:0"] {
+            let text = format!("{MINIMAL}\n[metrics]\nlisten = \"{ok}\"");
+            assert!(Config::from_toml(&text, Path::new(".")).is_ok(), "{ok}");
         }
     }
 

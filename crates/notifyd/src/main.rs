@@ -17,11 +17,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { cli::EX_USAGE } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(e) => return cli::usage_error(&e),
     };
     let quiet = matches!(cli.command, Some(Command::Send { .. }));
     cli::init_logging(cli.log_format, if quiet { "warn" } else { "info" });

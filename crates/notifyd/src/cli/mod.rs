@@ -104,9 +104,13 @@ pub enum PluginCommand {
 pub const EX_USAGE: u8 = 64;
 pub const EX_CONFIG: u8 = 78;
 
+/// The format [`init_logging`] set up: the errors written without `tracing` ([`print_error`]) follow it.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
 /// Sets up logging to stderr in `format`, filtered by `NOTIFYD_LOG` (see [`log_directives`]),
 /// else at `default` (`info` for the daemon, `warn` for the client commands).
 pub fn init_logging(format: LogFormat, default: &str) {
+    let _ = LOG_FORMAT.set(format);
     let env = std::env::var("NOTIFYD_LOG").ok().filter(|e| !e.trim().is_empty());
     let directives = log_directives(Some(env.as_deref().unwrap_or(default)));
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
@@ -117,6 +121,17 @@ pub fn init_logging(format: LogFormat, default: &str) {
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+    if let LogFormat::Json = format {
+        // A panic (a bug, maybe caught and restarted) would otherwise write plain text lines.
+        std::panic::set_hook(Box::new(|info| {
+            let payload = info.payload();
+            let what = (payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            print_error(&format!("panicked{at}: {what}"), "problems", &[]);
+        }));
     }
 }
 
@@ -142,25 +157,105 @@ fn log_directives(env: Option<&str>) -> String {
 }
 
 /// Loads the config at `path`; on problems, lists them all on stderr and gives exit code 78.
+/// The message names the `NOTIFYD_` variables in play next to the file: the file is not always
+/// where a problem is.
 pub fn load(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
-        eprintln!("notifyd: the configuration {} has problems:", path.display());
-        for p in &e.problems {
-            eprintln!("  - {p}");
-        }
+        let overrides = notifyd::config::environment_overrides();
+        let source = match overrides.as_slice() {
+            [] => path.display().to_string(),
+            vars => format!("{}, with {} from the environment,", path.display(), vars.join(", ")),
+        };
+        print_error(&format!("the configuration {source} has problems"), "problems", &e.problems);
         ExitCode::from(EX_CONFIG)
     })
 }
 
 /// Prints a daemon error and gives its exit code.
 pub fn report(e: &Error) -> ExitCode {
-    eprintln!("notifyd: {e}");
+    match e {
+        _ if !json_logs() => eprintln!("notifyd: {e}"),
+        Error::Config(c) => print_error("the configuration has problems", "problems", &c.problems),
+        Error::Plugins(errors) => {
+            let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            print_error("the configured plugins have problems", "problems", &problems);
+        }
+        other => print_error(&other.to_string(), "problems", &[]),
+    }
     ExitCode::from(e.exit_code() as u8)
+}
+
+/// A command-line error from clap: printed by clap (`--help` and `--version` go to stdout), or as
+/// a JSON line when the command line asked for `--log-format json`; gives exit code 64 (0 for
+/// `--help` and `--version`).
+pub fn usage_error(e: &clap::Error) -> ExitCode {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let json = args.iter().zip(args.iter().skip(1)).any(|(a, b)| a == "--log-format" && b == "json")
+        || args.iter().any(|a| a == "--log-format=json");
+    if json {
+        let _ = LOG_FORMAT.set(LogFormat::Json);
+        print_error(e.to_string().trim().trim_start_matches("error: "), "problems", &[]);
+    } else {
+        let _ = e.print();
+    }
+    ExitCode::from(EX_USAGE)
+}
+
+pub fn json_logs() -> bool {
+    matches!(LOG_FORMAT.get(), Some(LogFormat::Json))
+}
+
+/// Writes an error that ends the command to stderr, in the log format. Text: `notifyd: <message>`,
+/// then `:` and a `  - <item>` line per item, if any. JSON: one line shaped like `tracing`'s
+/// (`timestamp`, `level`, `fields.message`, `target`), the items as the array `fields.<key>`.
+pub fn print_error(message: &str, key: &str, items: &[String]) {
+    if json_logs() {
+        eprintln!("{}", json_line(message, key, items, std::time::SystemTime::now()));
+    } else if items.is_empty() {
+        eprintln!("notifyd: {message}");
+    } else {
+        eprintln!("notifyd: {message}:");
+        for item in items {
+            eprintln!("  - {item}");
+        }
+    }
+}
+
+/// One ERROR line as `tracing_subscriber`'s JSON format writes it, at `time`.
+fn json_line(message: &str, key: &str, items: &[String], time: std::time::SystemTime) -> String {
+    let mut fields = serde_json::Map::new();
+    fields.insert("message".into(), message.into());
+    if !items.is_empty() {
+        fields.insert(key.into(), items.into());
+    }
+    // Written field by field: serde_json's map sorts its keys, tracing's lines do not.
+    format!(
+        r#"{{"timestamp":"{}","level":"ERROR","fields":{},"target":"notifyd"}}"#,
+        humantime::format_rfc3339_micros(time),
+        serde_json::Value::Object(fields)
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::log_directives;
+    use super::{json_line, log_directives};
+
+    #[test]
+    fn an_error_line_in_json_has_the_shape_of_a_tracing_line() {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_700_000_000_123_456);
+        let problems = ["[intake]: `ack_wait`: \"x\"\nnext".to_owned()];
+        let line = json_line("the configuration c.toml has problems", "problems", &problems, time);
+        assert_eq!(
+            line,
+            r#"{"timestamp":"2023-11-14T22:13:20.123456Z","level":"ERROR","fields":{"message":"the configuration c.toml has problems","problems":["[intake]: `ack_wait`: \"x\"\nnext"]},"target":"notifyd"}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&json_line("m", "problems", &[], time)).unwrap();
+        assert_eq!(v["fields"], serde_json::json!({"message": "m"}), "no empty list");
+    }
 
     #[test]
     fn a_bare_verbose_level_is_for_notifyd_only() {

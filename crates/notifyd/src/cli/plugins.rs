@@ -1,6 +1,6 @@
 //! `notifyd plugins` (list the plugins found) and `notifyd plugin verify FILE` (conformance).
 
-use super::EX_USAGE;
+use super::{EX_USAGE, print_error};
 use notifyd::config::Config;
 use notifyd::{plugin, verify};
 use std::path::{Path, PathBuf};
@@ -9,8 +9,11 @@ use std::process::ExitCode;
 /// Lists the plugins in the plugin directories (those of the config at `config_path`, if given,
 /// and the default ones); exit code 1 when there are none.
 pub fn list(config_path: Option<&Path>) -> ExitCode {
-    let dirs =
-        config_path.map(|p| Config::load(p).map(|c| c.plugins.dirs).unwrap_or_default()).unwrap_or_default();
+    let loaded = config_path.map(|p| Config::load(p).map(|c| c.plugins.dirs));
+    let dirs = match &loaded {
+        Some(Ok(dirs)) => dirs.clone(),
+        _ => Vec::new(),
+    };
     let mut found = 0;
     for dir in plugin::search_dirs(&dirs) {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
@@ -54,10 +57,53 @@ pub fn list(config_path: Option<&Path>) -> ExitCode {
         }
     }
     if found == 0 {
-        eprintln!("no plugins found; build them with `cargo build --workspace` or set [plugins] dirs");
+        let (how, searched) = none_found(&dirs, config_path.zip(loaded.map(|l| l.is_ok())));
+        print_error(&how, "searched", &searched);
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
+}
+
+/// What to say when no plugin is found in the directories searched for `dirs` (the config's
+/// `[plugins] dirs`): how to add one, and each directory searched, with where it comes from.
+/// `config`: the config file given, and whether it loaded.
+fn none_found(dirs: &[PathBuf], config: Option<(&Path, bool)>) -> (String, Vec<String>) {
+    let file = format!("{}notifyd_<name>{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
+    let mut searched: Vec<String> = plugin::search_dirs(dirs)
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let from = if i < dirs.len() {
+                "[plugins] dirs"
+            } else if exe_dir.as_ref() == Some(dir) {
+                "the notifyd executable's directory"
+            } else {
+                "the system directory"
+            };
+            let missing = if dir.is_dir() { "" } else { ", does not exist" };
+            format!("{} ({from}{missing})", dir.display())
+        })
+        .collect();
+    let configure = match config {
+        None => {
+            "add its directory to `[plugins] dirs` in a config file and pass it with --config FILE".into()
+        }
+        Some((path, true)) => format!("add its directory to `[plugins] dirs` in {}", path.display()),
+        Some((path, false)) => {
+            searched.push(format!(
+                "not searched: the `[plugins] dirs` of {}, which does not load (see `notifyd check-config`)",
+                path.display()
+            ));
+            format!("fix {} and add the directory to its `[plugins] dirs`", path.display())
+        }
+    };
+    let how = format!(
+        "no plugins found (no {file} in the directories searched, below). To add one, build them \
+         with `cargo build --workspace` (they land beside the notifyd binary, in target/debug), \
+         copy one into a directory below, or {configure}"
+    );
+    (how, searched)
 }
 
 /// `notifyd plugin verify FILE`: runs the conformance checks ([`notifyd::verify`]) on a plugin.
@@ -66,8 +112,10 @@ pub fn verify(file: &Path, settings: Option<String>) -> ExitCode {
         None => None,
         Some(Ok(v)) if v.is_object() => Some(v),
         Some(_) => {
-            eprintln!(
-                "notifyd: --settings must be a JSON object, e.g. '{{\"username\":\"u\",\"password\":\"p\"}}'"
+            print_error(
+                "--settings must be a JSON object, e.g. '{\"username\":\"u\",\"password\":\"p\"}'",
+                "problems",
+                &[],
             );
             return ExitCode::from(EX_USAGE);
         }

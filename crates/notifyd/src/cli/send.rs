@@ -5,7 +5,7 @@
 //!
 //! Exit codes ([`SENT`], [`PARTIAL`], [`NONE_SENT`], [`TIMED_OUT`], [`FAILED`]) are in the README.
 
-use super::EX_CONFIG;
+use super::{EX_CONFIG, print_error};
 use futures::StreamExt;
 use notifyd::config::{Config, NatsConfig};
 use notifyd::events::Status;
@@ -50,10 +50,7 @@ pub fn run(config: Option<&Path>, nats_url: Option<String>, s: Send) -> ExitCode
         Ok(n) => n,
         Err(e) => {
             let file = path.map_or_else(|| "the environment".to_owned(), |p| p.display().to_string());
-            eprintln!("notifyd send: the NATS settings ({file}) have problems:");
-            for p in &e.problems {
-                eprintln!("  - {p}");
-            }
+            print_error(&format!("send: the NATS settings ({file}) have problems"), "problems", &e.problems);
             return ExitCode::from(EX_CONFIG);
         }
     };
@@ -64,7 +61,7 @@ pub fn run(config: Option<&Path>, nats_url: Option<String>, s: Send) -> ExitCode
     match runtime.block_on(send(&nats, s)) {
         Ok(code) => ExitCode::from(code),
         Err(message) => {
-            eprintln!("notifyd send: {message}");
+            print_error(&format!("send: {message}"), "problems", &[]);
             ExitCode::from(FAILED)
         }
     }
@@ -112,11 +109,12 @@ async fn send(nats: &NatsConfig, s: Send) -> Result<u8, String> {
             Ok(Some(m)) => m,
             Ok(None) => return Err("the NATS connection closed".into()),
             Err(_) => {
-                eprintln!(
-                    "notifyd send: {} of {expected} recipients reached a final status within {:?}; the rest may still be on their way",
+                let message = format!(
+                    "send: {} of {expected} recipients reached a final status within {:?}; the rest may still be on their way",
                     finals.len(),
                     s.timeout
                 );
+                print_error(&message, "problems", &[]);
                 return Ok(TIMED_OUT);
             }
         };

