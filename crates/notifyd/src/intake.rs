@@ -130,7 +130,7 @@ pub async fn run_jetstream(
     // A message first, then a slot: the loops of the other consumers share `slots`, and one
     // waiting for a message must not hold room that another's messages could use.
     'outer: loop {
-        let mut messages = match consumer.stream().max_messages_per_batch(batch).messages().await {
+        let mut messages = match crate::nats::pull(&consumer, batch).await {
             Ok(m) => m,
             Err(error) => {
                 let operation = Operation::IntakeFetch;
@@ -148,9 +148,15 @@ pub async fn run_jetstream(
             };
             let msg = match next {
                 Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "intake consumer error");
-                    continue;
+                // A pull that got no responders, lost its heartbeat or failed will not be
+                // answered: pull anew after a pause (no hot loop), logged and counted.
+                Some(Err(error)) => {
+                    let operation = Operation::IntakeFetch;
+                    emit(&pipeline.metrics, Retry { operation, request: None, error: &error });
+                    tokio::select! {
+                        _ = shutdown.signalled() => break 'outer,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue 'outer,
+                    }
                 }
                 None => continue 'outer,
             };

@@ -194,3 +194,30 @@ async fn core_intake_answers_right_after_validation() {
     assert_eq!(dead["status"], "rejected");
     assert!(dead.get("id").is_none());
 }
+
+/// A pull the server will never answer (here: its consumer was deleted, and recreated a moment
+/// later, as when a consumer's leader dies and another node takes over) is noticed and replaced
+/// within seconds, not after the pull's expiry: the old intake stayed silent for about 35 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_intake_pull_is_replaced_within_seconds() {
+    let nats = NatsServer::start();
+    let daemon = Daemon::start(&nats, common::SANDBOX_CONFIG);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = Events::subscribe(&client).await;
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("NOTIFY_SMS").await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("notifyd").await.unwrap();
+    let config = consumer.info().await.unwrap().config.clone();
+    stream.delete_consumer("notifyd").await.unwrap();
+    // The daemon's next pull finds no consumer (no responders) and is not answered.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stream.create_consumer(config).await.unwrap();
+    publish(&client, json!({"id": "after-loss", "to": "+4915171112233", "text": "hi"}).to_string()).await;
+    // `wait_for` gives up after 20 s: the old intake sent nothing until its pull expired (~35 s).
+    events.status("after-loss", Some("4915171112233"), "sent").await;
+    assert!(
+        daemon.metric(r#"notifyd_nats_retries_total{operation="intake_fetch"}"#) >= 1.0,
+        "the lost pull was counted"
+    );
+}

@@ -32,6 +32,33 @@ use crate::config::NatsConfig;
 use crate::metrics::{Metrics, Readiness};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How long one pull of a consumer loop that runs for the daemon's life (intake, expiry twins)
+/// waits for messages before the client asks again.
+pub const PULL_EXPIRES: Duration = Duration::from_secs(10);
+
+/// The idle heartbeat each such pull asks the server for. Two missed in a row (4 s without a
+/// message or a heartbeat) and the client reports the pull lost (its consumer's leader died or
+/// paused, or the consumer had no leader yet); the loop then pulls anew at once instead of
+/// waiting out the expiry.
+pub const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// The messages of `consumer`, pulled `batch` at a time with [`PULL_EXPIRES`] and
+/// [`PULL_HEARTBEAT`]. The caller starts a new pull after any error the stream yields: a pull
+/// that got no responders or lost its heartbeat will not be answered.
+pub async fn pull(
+    consumer: &async_nats::jetstream::consumer::PullConsumer,
+    batch: usize,
+) -> Result<async_nats::jetstream::consumer::pull::Stream, async_nats::jetstream::consumer::StreamError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_HEARTBEAT)
+        .messages()
+        .await
+}
 
 /// The subject requests arrive on: `<prefix>.sms.send`.
 pub fn send_subject(prefix: &str) -> String {

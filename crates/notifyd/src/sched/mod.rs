@@ -618,7 +618,7 @@ pub async fn run_retired(pipeline: Arc<Pipeline>, consumers: Vec<PullConsumer>, 
 /// Ends queued recipients whose `expires_at` passed, as their expiry twins fall due.
 pub async fn run_expiry(pipeline: Arc<Pipeline>, consumer: PullConsumer, stop: Shutdown) {
     loop {
-        let mut messages = match consumer.stream().max_messages_per_batch(16).messages().await {
+        let mut messages = match crate::nats::pull(&consumer, 16).await {
             Ok(m) => m,
             Err(error) => {
                 emit(
@@ -640,8 +640,11 @@ pub async fn run_expiry(pipeline: Arc<Pipeline>, consumer: PullConsumer, stop: S
                 None => break,
                 Some(Ok(m)) => m,
                 // An error status: pause, then fetch anew (no hot loop).
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "expiry fetch ended");
+                Some(Err(error)) => {
+                    emit(
+                        &pipeline.metrics,
+                        Retry { operation: Operation::QueueFetch, request: None, error: &error },
+                    );
                     tokio::select! {
                         _ = stop.signalled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => break,
