@@ -84,6 +84,10 @@ pub enum PluginError {
         instance: String,
         /// The plugin's error message.
         message: String,
+        /// `instance_new`'s return code (`RC_OK` when it returned no instance).
+        rc: i32,
+        /// The error document's `code`, when the plugin wrote a readable one.
+        code: Option<String>,
     },
 }
 
@@ -241,6 +245,8 @@ impl PluginLibrary {
             plugin: self.describe.name.clone(),
             instance: init.name.clone(),
             message,
+            rc,
+            code: serde_json::from_slice::<ErrorDoc>(&answer).ok().map(|d| d.error.code.as_str().to_owned()),
         };
         match (rc, NonNull::new(instance)) {
             (abi::RC_OK, Some(ptr)) => Ok(PluginInstance { lib: self.clone(), ptr }),

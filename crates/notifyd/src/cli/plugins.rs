@@ -121,7 +121,9 @@ pub fn verify(file: &Path, settings: Option<String>) -> ExitCode {
         }
     };
     let report = verify::verify(file, settings);
-    print!("{}", report.render());
+    for line in report.render() {
+        println!("{line}");
+    }
     if report.passed() {
         println!("{}: conforms to the notifyd plugin ABI", file.display());
         ExitCode::SUCCESS
