@@ -573,6 +573,38 @@ fn verify_adds_the_unknown_key_to_the_settings_that_created_an_instance() {
     assert!(!unknown.detail.contains("pk-Secret-0815"), "no setting's value: {}", unknown.detail);
 }
 
+#[test]
+fn verify_of_a_file_that_is_not_a_library_shows_the_dynamic_loaders_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("libnotifyd_text.so");
+    std::fs::write(&path, "not a shared library, only text\n".repeat(100)).expect("write");
+
+    let report = verify::verify(&path, None);
+
+    let loads = check(&report, "loads");
+    assert!(!loads.ok);
+    // libloading's own text is "dlopen failed"; the reason is glibc's dlerror().
+    assert!(loads.detail.contains("dlopen failed: "), "{}", loads.detail);
+    assert!(loads.detail.ends_with("invalid ELF header"), "{}", loads.detail);
+}
+
+#[test]
+fn a_library_built_for_another_abi_major_is_said_to_be_built_for_it() {
+    let path = fixture("entry_v2");
+
+    let error = PluginLibrary::load(&path).expect_err("an ABI 2 library must be refused");
+    let PluginError::OtherAbiEntry { path: named, majors } = &error else {
+        panic!("expected OtherAbiEntry, got {error:?}")
+    };
+    assert_eq!((named.as_str(), majors.as_slice()), (path.display().to_string().as_str(), &[2][..]));
+    let report = verify::verify(&path, None);
+    let loads = check(&report, "loads");
+    assert!(!loads.ok);
+    assert!(loads.detail.contains("built for ABI 2; this notifyd supports ABI 1"), "{}", loads.detail);
+    assert!(loads.detail.contains("`notifyd_plugin_v2`"), "{}", loads.detail);
+    assert!(!loads.detail.contains("not a notifyd plugin"), "{}", loads.detail);
+}
+
 /// Runs `notifyd plugin verify <path>`; returns (exit code, stdout, stderr).
 fn verify_command(path: &Path) -> (Option<i32>, String, String) {
     let output = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
