@@ -27,8 +27,8 @@ fn main() -> ExitCode {
         Command::Dev => cli::dev::run(cli.config.as_deref()),
         Command::CheckConfig => cli::check_config::run(&config_path),
         Command::Plugins => cli::plugins::list(cli.config.as_deref()),
-        Command::Plugin { command: PluginCommand::Verify { file, settings } } => {
-            cli::plugins::verify(&file, settings)
+        Command::Plugin { command: PluginCommand::Verify { file, settings, json } } => {
+            cli::plugins::verify(&file, settings, json)
         }
         Command::Balance => cli::balance::run(&config_path),
         Command::Send { nats_url, to, text, from, priority, wait, timeout } => {

@@ -79,6 +79,31 @@ impl Report {
             .map(|c| format!("{} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail))
             .collect()
     }
+
+    /// The report as one JSON document (`notifyd plugin verify --json`), pretty-printed, fields in
+    /// this order: `file`, `passed`, `verdict` (`"conforms"` or `"does not conform"`), `abi` and
+    /// `describe` (`null` when the library did not load), `checks` (`name`, `ok`, `detail` each).
+    pub fn to_json(&self, file: &Path) -> String {
+        #[derive(Serialize)]
+        struct Document<'r> {
+            file: String,
+            passed: bool,
+            verdict: &'static str,
+            abi: &'r Option<String>,
+            describe: &'r Option<Describe>,
+            checks: &'r [Check],
+        }
+        let passed = self.passed();
+        let document = Document {
+            file: file.display().to_string(),
+            passed,
+            verdict: if passed { "conforms" } else { "does not conform" },
+            abi: &self.abi,
+            describe: &self.describe,
+            checks: &self.checks,
+        };
+        serde_json::to_string_pretty(&document).expect("a report encodes as JSON")
+    }
 }
 
 fn init(settings: serde_json::Map<String, serde_json::Value>) -> InstanceInit {
@@ -580,5 +605,16 @@ mod tests {
         r.check("threads", false, "1 of 800 failed");
         assert!(!r.passed());
         assert_eq!(r.render(), ["ok   loads: plugin `x`", "FAIL threads: 1 of 800 failed"]);
+        let text = r.to_json(Path::new("libnotifyd_x.so"));
+        assert!(text.find("\"name\"") < text.find("\"detail\""), "a check's fields in order: {text}");
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["file"], "libnotifyd_x.so");
+        assert_eq!(json["passed"], false);
+        assert_eq!(json["verdict"], "does not conform");
+        assert_eq!(json["describe"], serde_json::Value::Null);
+        assert_eq!(
+            json["checks"][1],
+            serde_json::json!({"name": "threads", "ok": false, "detail": "1 of 800 failed"})
+        );
     }
 }

@@ -607,9 +607,15 @@ fn a_library_built_for_another_abi_major_is_said_to_be_built_for_it() {
 
 /// Runs `notifyd plugin verify <path>`; returns (exit code, stdout, stderr).
 fn verify_command(path: &Path) -> (Option<i32>, String, String) {
+    verify_command_with(path, &[])
+}
+
+/// Runs `notifyd plugin verify <path> <args>`; returns (exit code, stdout, stderr).
+fn verify_command_with(path: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let output = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
         .args(["plugin", "verify"])
         .arg(path)
+        .args(args)
         .env_remove("NOTIFYD_LOG")
         .output()
         .expect("run the notifyd binary");
@@ -640,6 +646,57 @@ fn the_verify_command_fails_with_a_clear_message_for_a_non_plugin() {
         stdout.lines().find(|l| l.starts_with("FAIL")).unwrap_or_else(|| panic!("no FAIL line:\n{stdout}"));
     assert!(fail.contains(&path.display().to_string()), "{fail}");
     assert!(fail.contains("notifyd_plugin_v1"), "{fail}");
+}
+
+#[test]
+fn the_verify_command_with_json_prints_one_document_with_the_checks_describe_and_verdict() {
+    let (code, stdout, stderr) = verify_command_with(&sandbox(), &["--json"]);
+
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}:\n{stdout}"));
+    assert_eq!((&report["passed"], &report["verdict"]), (&true.into(), &"conforms".into()), "{stdout}");
+    assert_eq!(report["file"], sandbox().display().to_string());
+    assert_eq!(report["describe"]["name"], "sandbox");
+    assert_eq!(report["describe"]["max_recipients"], 1000);
+    assert_eq!(report["abi"], "1.0");
+    let checks = report["checks"].as_array().expect("checks");
+    for check in checks {
+        let fields: Vec<&str> =
+            check.as_object().expect("a check is an object").keys().map(String::as_str).collect();
+        assert_eq!(fields, ["detail", "name", "ok"], "{check}");
+    }
+    let names: Vec<&str> = checks.iter().filter_map(|c| c["name"].as_str()).collect();
+    for name in ["loads", "settings: instance", "settings: unknown key", "send: first step", "threads"] {
+        assert!(names.contains(&name), "no check {name:?}: {names:?}");
+    }
+
+    // A failure: exit 1, the verdict, and the failing check with the plugin's words.
+    let settings = r#"{"api_key":"pk-Secret-0815","fail_send":true}"#;
+    let (code, stdout, stderr) = verify_command_with(&fixture("picky"), &["--settings", settings, "--json"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}:\n{stdout}"));
+    assert_eq!((&report["passed"], &report["verdict"]), (&false.into(), &"does not conform".into()));
+    let send =
+        report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "send: first step").expect("send");
+    assert_eq!(send["ok"], false);
+    assert!(send["detail"].as_str().unwrap().contains("NOTIFYD_ERROR (1): error `auth`"), "{send}");
+    assert!(!stdout.contains("pk-Secret-0815"), "no setting's value:\n{stdout}");
+
+    // Not a plugin: still one document, describe null.
+    let (code, stdout, _) = verify_command_with(&fixture("not_a_plugin"), &["--json"]);
+    assert_eq!(code, Some(1));
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}:\n{stdout}"));
+    assert_eq!(report["describe"], serde_json::Value::Null);
+    assert_eq!(report["checks"][0]["name"], "loads");
+
+    // A usage error stays one: exit 64, the error on stderr, nothing on stdout.
+    let (code, stdout, stderr) = verify_command_with(&sandbox(), &["--settings", "[]", "--json"]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("--settings must be a JSON object"), "{stderr}");
 }
 
 // ---- finding plugins ----------------------------------------------------------------------------

@@ -98,6 +98,9 @@ pub enum PluginCommand {
         /// Settings for the test instance, as JSON (default: tries empty and placeholder credentials)
         #[arg(long, value_name = "JSON")]
         settings: Option<String>,
+        /// Print the result as one JSON document (checks, describe, verdict) instead of lines
+        #[arg(long)]
+        json: bool,
     },
 }
 

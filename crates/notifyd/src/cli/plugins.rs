@@ -106,8 +106,10 @@ fn none_found(dirs: &[PathBuf], config: Option<(&Path, bool)>) -> (String, Vec<S
     (how, searched)
 }
 
-/// `notifyd plugin verify FILE`: runs the conformance checks ([`notifyd::verify`]) on a plugin.
-pub fn verify(file: &Path, settings: Option<String>) -> ExitCode {
+/// `notifyd plugin verify FILE`: runs the conformance checks ([`notifyd::verify`]) on a plugin and
+/// prints a line per check and the verdict, or with `json` one JSON document
+/// ([`verify::Report::to_json`]). Exit code 0 when it conforms, 1 when not, 64 for a bad `--settings`.
+pub fn verify(file: &Path, settings: Option<String>, json: bool) -> ExitCode {
     let settings = match settings.map(|s| serde_json::from_str::<serde_json::Value>(&s)) {
         None => None,
         Some(Ok(v)) if v.is_object() => Some(v),
@@ -121,14 +123,17 @@ pub fn verify(file: &Path, settings: Option<String>) -> ExitCode {
         }
     };
     let report = verify::verify(file, settings);
-    for line in report.render() {
-        println!("{line}");
-    }
-    if report.passed() {
-        println!("{}: conforms to the notifyd plugin ABI", file.display());
-        ExitCode::SUCCESS
+    if json {
+        println!("{}", report.to_json(file));
     } else {
-        println!("{}: does NOT conform; see the FAIL lines above", file.display());
-        ExitCode::from(1)
+        for line in report.render() {
+            println!("{line}");
+        }
+        if report.passed() {
+            println!("{}: conforms to the notifyd plugin ABI", file.display());
+        } else {
+            println!("{}: does NOT conform; see the FAIL lines above", file.display());
+        }
     }
+    if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
