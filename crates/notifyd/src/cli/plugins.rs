@@ -42,7 +42,7 @@ pub fn list(config_path: Option<&Path>) -> ExitCode {
                     .filter(|(bit, _)| lib.capabilities() & bit != 0)
                     .map(|(_, n)| n)
                     .collect();
-                    println!(
+                    outln!(
                         "{:<16} {:<8} ABI {:<5} send{}{}  {}",
                         d.name,
                         d.version,
@@ -52,7 +52,7 @@ pub fn list(config_path: Option<&Path>) -> ExitCode {
                         path.display()
                     );
                 }
-                Err(e) => println!("{:<16} unusable: {e}", "?"),
+                Err(e) => outln!("{:<16} unusable: {e}", "?"),
             }
         }
     }
@@ -124,15 +124,15 @@ pub fn verify(file: &Path, settings: Option<String>, json: bool) -> ExitCode {
     };
     let report = verify::verify(file, settings);
     if json {
-        println!("{}", report.to_json(file));
+        outln!("{}", report.to_json(file));
     } else {
         for line in report.render() {
-            println!("{line}");
+            outln!("{line}");
         }
         if report.passed() {
-            println!("{}: conforms to the notifyd plugin ABI", file.display());
+            outln!("{}: conforms to the notifyd plugin ABI", file.display());
         } else {
-            println!("{}: does NOT conform; see the FAIL lines above", file.display());
+            outln!("{}: does NOT conform; see the FAIL lines above", file.display());
         }
     }
     if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
