@@ -147,11 +147,9 @@ pub fn verify(path: &Path, settings: Option<serde_json::Value>) -> Report {
 fn check_describe(r: &mut Report, lib: &PluginLibrary) {
     let d = &lib.describe;
     r.check("loads", true, format!("plugin `{}` {} (ABI {})", d.name, d.version, lib.abi_version()));
-    r.check(
-        "describe: alphabet",
-        ["unicode", "gsm7", "latin"].contains(&d.alphabet.as_str()),
-        format!("{:?} is one of unicode, gsm7, latin", d.alphabet),
-    );
+    let known = ["unicode", "gsm7", "latin"].contains(&d.alphabet.as_str());
+    let is = if known { "is" } else { "is not" };
+    r.check("describe: alphabet", known, format!("{:?} {is} one of unicode, gsm7, latin", d.alphabet));
     let caps = lib.capabilities();
     for (op, bit) in
         [(Op::Status, abi::CAP_STATUS), (Op::Balance, abi::CAP_BALANCE), (Op::Callback, abi::CAP_CALLBACK)]
