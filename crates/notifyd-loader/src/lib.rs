@@ -52,6 +52,21 @@ pub enum PluginError {
         /// The library's path as given.
         path: String,
     },
+    /// The library lacks `notifyd_plugin_v1` but exports the entry symbol of another ABI major
+    /// version (`notifyd_plugin_v2`, ...): a plugin built for another notifyd.
+    #[error(
+        "{path}: built for ABI {}; this notifyd supports ABI {} (the library exports {}, not `notifyd_plugin_v{}`); rebuild the plugin against include/notifyd_plugin.h of this version",
+        joined(.majors, |m| m.to_string()),
+        abi::ABI_MAJOR,
+        joined(.majors, |m| format!("`notifyd_plugin_v{m}`")),
+        abi::ABI_MAJOR
+    )]
+    OtherAbiEntry {
+        /// The library's path as given.
+        path: String,
+        /// The ABI major versions whose entry symbols it exports, in ascending order.
+        majors: Vec<u32>,
+    },
     /// The plugin was built against another ABI major version.
     #[error(
         "{path}: plugin ABI {major}.{minor} is not supported; this notifyd supports ABI {}.x (up to {}.{}); rebuild the plugin against include/notifyd_plugin.h of this version",
@@ -84,7 +99,16 @@ pub enum PluginError {
         instance: String,
         /// The plugin's error message.
         message: String,
+        /// `instance_new`'s return code (`RC_OK` when it returned no instance).
+        rc: i32,
+        /// The error document's `code`, when the plugin wrote a readable one.
+        code: Option<String>,
     },
+}
+
+/// `items`, each shown by `show`, joined with ` and `.
+fn joined(items: &[u32], show: impl Fn(u32) -> String) -> String {
+    items.iter().map(|&i| show(i)).collect::<Vec<_>>().join(" and ")
 }
 
 /// A plugin operation that takes an instance.
@@ -180,13 +204,20 @@ impl PluginLibrary {
         // SAFETY: loading a library runs its initialisers; plugins are trusted code chosen by the
         // operator, like any shared library the daemon links.
         let library = unsafe { libloading::Library::new(&canonical) }
-            .map_err(|e| PluginError::Open { path: shown.clone(), reason: e.to_string() })?;
+            .map_err(|e| PluginError::Open { path: shown.clone(), reason: with_sources(&e) })?;
         // Never unloaded: function pointers into it live as long as the process.
         let library: &'static libloading::Library = Box::leak(Box::new(library));
         // SAFETY: the symbol's type is fixed by the ABI (include/notifyd_plugin.h).
         let entry: abi::EntryFn = match unsafe { library.get::<abi::EntryFn>(abi::ENTRY_SYMBOL) } {
             Ok(sym) => *sym,
-            Err(_) => return Err(PluginError::NoEntry { path: shown }),
+            Err(_) => {
+                let majors = other_entry_majors(library, &canonical);
+                return Err(if majors.is_empty() {
+                    PluginError::NoEntry { path: shown }
+                } else {
+                    PluginError::OtherAbiEntry { path: shown, majors }
+                });
+            }
         };
         // SAFETY: the entry point takes no arguments and returns a pointer to a static table.
         let raw = unsafe { entry() };
@@ -241,6 +272,8 @@ impl PluginLibrary {
             plugin: self.describe.name.clone(),
             instance: init.name.clone(),
             message,
+            rc,
+            code: serde_json::from_slice::<ErrorDoc>(&answer).ok().map(|d| d.error.code.as_str().to_owned()),
         };
         match (rc, NonNull::new(instance)) {
             (abi::RC_OK, Some(ptr)) => Ok(PluginInstance { lib: self.clone(), ptr }),
@@ -263,6 +296,55 @@ impl PluginLibrary {
         }
         bytes
     }
+}
+
+/// An error and its sources, joined with `: `. libloading's own text is only `dlopen failed`; the
+/// dynamic loader's reason (`invalid ELF header`, a missing dependency) is its source.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// The ABI major versions `N` other than ours for which `library` (loaded from `path`) exports a
+/// `notifyd_plugin_v<N>` symbol, ascending. There is no portable way to list a library's symbols,
+/// so the file's bytes are searched for the names (they are in its dynamic string table), and each
+/// name found is confirmed with the dynamic loader. Only called when `notifyd_plugin_v1` is missing.
+fn other_entry_majors(library: &libloading::Library, path: &Path) -> Vec<u32> {
+    const PREFIX: &[u8] = b"notifyd_plugin_v";
+    let Ok(bytes) = std::fs::read(path) else { return Vec::new() };
+    let mut majors: Vec<u32> = Vec::new();
+    let mut rest = bytes.as_slice();
+    while let Some(at) = rest.windows(PREFIX.len()).position(|w| w == PREFIX) {
+        rest = &rest[at + PREFIX.len()..];
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        // A symbol name ends with a NUL right after its digits.
+        if digits == 0 || rest.get(digits) != Some(&0) {
+            continue;
+        }
+        let Some(major) = std::str::from_utf8(&rest[..digits]).ok().and_then(|d| d.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if major == u32::from(abi::ABI_MAJOR) || majors.contains(&major) {
+            continue;
+        }
+        let name = format!("notifyd_plugin_v{major}\0");
+        // SAFETY: the symbol is only looked up, never called or read: its address is typed as an
+        // opaque pointer, and the lookup result is dropped at once.
+        if unsafe { library.get::<*const std::ffi::c_void>(name.as_bytes()) }.is_ok() {
+            majors.push(major);
+        }
+    }
+    majors.sort_unstable();
+    majors
 }
 
 /// Copies the plugin's table, as far as its `struct_size` reaches, into a zeroed host table:

@@ -22,18 +22,19 @@ fn main() -> ExitCode {
     let quiet = matches!(cli.command, Some(Command::Send { .. }));
     cli::init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     let config_path = cli.config.clone().unwrap_or_else(notifyd::config::default_path);
-    match cli.command.unwrap_or(Command::Run) {
+    let code = match cli.command.unwrap_or(Command::Run) {
         Command::Run => cli::run::run(&config_path),
         Command::Dev => cli::dev::run(cli.config.as_deref()),
         Command::CheckConfig => cli::check_config::run(&config_path),
         Command::Plugins => cli::plugins::list(cli.config.as_deref()),
-        Command::Plugin { command: PluginCommand::Verify { file, settings } } => {
-            cli::plugins::verify(&file, settings)
+        Command::Plugin { command: PluginCommand::Verify { file, settings, json } } => {
+            cli::plugins::verify(&file, settings, json)
         }
         Command::Balance => cli::balance::run(&config_path),
         Command::Send { nats_url, to, text, from, priority, wait, timeout } => {
             let send = cli::send::Send { to, text, from, priority, wait, timeout };
             cli::send::run(cli.config.as_deref(), nats_url, send)
         }
-    }
+    };
+    cli::out::exit_code(code)
 }

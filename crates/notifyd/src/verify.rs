@@ -1,123 +1,296 @@
 //! `notifyd plugin verify FILE`: conformance checks a plugin author can run against the daemon
-//! they deploy. Each check prints one line; any failure makes the command fail.
+//! they deploy. The result is a list of checks, each with a stable name, a verdict and a detail;
+//! any failure makes the command fail.
 //!
-//! Checks: the library loads and speaks ABI 1.x; `describe` is well formed and agrees with the
-//! capability bits; unknown settings are refused with a readable error; with an instance (created
-//! from `--settings`, or from empty or placeholder credentials), a malformed input is refused, a
-//! send to two recipients yields a valid step, and hostile HTTP answers (empty, HTML, truncated,
-//! huge) are classified, never crash; the instance serves several threads at once.
+//! Checks, in order: the library loads and speaks ABI 1.x; `describe` is well formed and agrees
+//! with the capability bits; an instance can be created (from `--settings`, or from empty or
+//! placeholder credentials); an unknown key added to those settings is refused with a message that
+//! names it; then for each operation the plugin has, a malformed input is refused, the first step
+//! (a `send` to `min(2, max_recipients)` recipients) is valid, and hostile HTTP answers (empty,
+//! HTML, truncated, huge) are classified, never crash; last, the instance serves several threads at
+//! once. A failing check says what the plugin answered: the return code, and the error document's
+//! code and message.
+//!
+//! A new check is one more call to [`Report::check`] from the stage it belongs to; its name goes
+//! into the table in docs/plugin-authors.md.
 
-use crate::plugin::{Op, PluginInstance, PluginLibrary};
+use crate::plugin::{Op, PluginError, PluginInstance, PluginLibrary};
 use notifyd_plugin::abi;
 use notifyd_plugin::wire::{
-    ErrorCode, Exchange, HttpRequest, HttpResponse, InstanceInit, OpOutput, SendInput, SendResult, Step,
-    WIRE_VERSION,
+    Describe, ErrorCode, ErrorDoc, Exchange, HttpRequest, HttpResponse, InstanceInit, OpOutput, SendInput,
+    SendResult, Step, WIRE_VERSION,
 };
+use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The report of a verification: one line per check.
+/// The key the unknown-setting check adds to working settings.
+const UNKNOWN_KEY: &str = "notifyd_verify_unknown_key";
+
+/// One check's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What was checked, stable across runs (`loads`, `settings: unknown key`, `send: first step`, ...).
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was seen: on a failure, the plugin's answer (return code, error code and message).
+    pub detail: String,
+}
+
+/// The report of a verification: the checks in the order they ran, and what the plugin says about
+/// itself when it loaded.
 #[derive(Debug, Default)]
 pub struct Report {
-    pub lines: Vec<(bool, String)>,
+    /// The plugin's `describe` document; `None` when the library did not load.
+    pub describe: Option<Describe>,
+    /// The ABI version the plugin was built against (`"1.0"`), when it loaded.
+    pub abi: Option<String>,
+    /// Every check that ran.
+    pub checks: Vec<Check>,
 }
 
 impl Report {
-    fn check(&mut self, ok: bool, what: impl Into<String>) -> bool {
-        self.lines.push((ok, what.into()));
+    /// Records a check; returns `ok`.
+    pub fn check(&mut self, name: impl Into<String>, ok: bool, detail: impl Into<String>) -> bool {
+        self.checks.push(Check { name: name.into(), ok, detail: detail.into() });
         ok
     }
 
+    /// Whether every check passed.
     pub fn passed(&self) -> bool {
-        self.lines.iter().all(|(ok, _)| *ok)
+        self.checks.iter().all(|c| c.ok)
     }
 
-    pub fn render(&self) -> String {
-        self.lines.iter().map(|(ok, l)| format!("{} {l}\n", if *ok { "ok  " } else { "FAIL" })).collect()
+    /// The checks that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.ok)
+    }
+
+    /// The check called `name`, if it ran.
+    pub fn get(&self, name: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+
+    /// One line per check: `ok   <name>: <detail>` or `FAIL <name>: <detail>`.
+    pub fn render(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .map(|c| format!("{} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail))
+            .collect()
+    }
+
+    /// The report as one JSON document (`notifyd plugin verify --json`), pretty-printed, fields in
+    /// this order: `file`, `passed`, `verdict` (`"conforms"` or `"does not conform"`), `abi` and
+    /// `describe` (`null` when the library did not load), `checks` (`name`, `ok`, `detail` each).
+    pub fn to_json(&self, file: &Path) -> String {
+        #[derive(Serialize)]
+        struct Document<'r> {
+            file: String,
+            passed: bool,
+            verdict: &'static str,
+            abi: &'r Option<String>,
+            describe: &'r Option<Describe>,
+            checks: &'r [Check],
+        }
+        let passed = self.passed();
+        let document = Document {
+            file: file.display().to_string(),
+            passed,
+            verdict: if passed { "conforms" } else { "does not conform" },
+            abi: &self.abi,
+            describe: &self.describe,
+            checks: &self.checks,
+        };
+        serde_json::to_string_pretty(&document).expect("a report encodes as JSON")
     }
 }
 
-fn init(settings: serde_json::Value) -> InstanceInit {
+fn init(settings: serde_json::Map<String, serde_json::Value>) -> InstanceInit {
     InstanceInit {
         v: WIRE_VERSION,
         name: "verify".into(),
         base_url: Some("http://127.0.0.1:9".into()),
-        settings: settings.as_object().cloned().unwrap_or_default(),
+        settings,
     }
 }
 
-/// Runs every check on the plugin at `path`.
+/// Runs every check on the plugin at `path`. `settings`, a JSON object, are the test instance's
+/// settings; without them, empty and placeholder credentials are tried.
 pub fn verify(path: &Path, settings: Option<serde_json::Value>) -> Report {
     let mut r = Report::default();
     let lib = match PluginLibrary::load(path) {
         Ok(lib) => lib,
         Err(e) => {
-            r.check(false, format!("load: {e}"));
+            r.check("loads", false, e.to_string());
             return r;
         }
     };
+    r.describe = Some(lib.describe.clone());
+    r.abi = Some(lib.abi_version());
+    check_describe(&mut r, &lib);
+    let Some((instance, settings)) = check_instance(&mut r, &lib, settings) else { return r };
+    check_unknown_key(&mut r, &lib, settings);
+    let recipients = lib.describe.max_recipients.min(2) as usize;
+    check_op(&mut r, &instance, Op::Send, send_input(recipients));
+    if lib.supports(Op::Status) {
+        check_op(&mut r, &instance, Op::Status, serde_json::json!({"refs": ["verify-1:4915100000001"]}));
+    }
+    if lib.supports(Op::Balance) {
+        check_op(&mut r, &instance, Op::Balance, serde_json::json!({}));
+    }
+    check_threads(&mut r, Arc::new(instance), send_input(recipients));
+    r
+}
+
+/// `loads`, and what `describe` and the table say about the plugin.
+fn check_describe(r: &mut Report, lib: &PluginLibrary) {
     let d = &lib.describe;
-    r.check(true, format!("loads: plugin `{}` {} (ABI {})", d.name, d.version, lib.abi_version()));
-    r.check(
-        ["unicode", "gsm7", "latin"].contains(&d.alphabet.as_str()),
-        format!("describe: alphabet {:?} is one of unicode, gsm7, latin", d.alphabet),
-    );
+    r.check("loads", true, format!("plugin `{}` {} (ABI {})", d.name, d.version, lib.abi_version()));
+    let known = ["unicode", "gsm7", "latin"].contains(&d.alphabet.as_str());
+    let is = if known { "is" } else { "is not" };
+    r.check("describe: alphabet", known, format!("{:?} {is} one of unicode, gsm7, latin", d.alphabet));
     let caps = lib.capabilities();
     for (op, bit) in
         [(Op::Status, abi::CAP_STATUS), (Op::Balance, abi::CAP_BALANCE), (Op::Callback, abi::CAP_CALLBACK)]
     {
-        let has_fn = lib.supports(op);
-        r.check(
-            has_fn == (caps & bit != 0),
-            format!(
-                "capabilities: {} bit and function pointer agree ({})",
-                op.as_str(),
-                if has_fn { "supported" } else { "absent" }
-            ),
-        );
+        let (has_fn, has_bit) = (lib.supports(op), caps & bit != 0);
+        let detail = match (has_bit, has_fn) {
+            (true, true) => "bit and function pointer agree (supported)".to_owned(),
+            (false, false) => "bit and function pointer agree (absent)".to_owned(),
+            (true, false) => format!("the {} bit is set but its function pointer is NULL", op.as_str()),
+            (false, true) => format!("the function pointer is set but the {} bit is not", op.as_str()),
+        };
+        r.check(format!("capabilities: {}", op.as_str()), has_fn == has_bit, detail);
     }
     if caps & abi::CAP_STATUS != 0 {
-        r.check(d.max_status_refs > 0, "describe: max_status_refs is at least 1 when status is supported");
-    }
-
-    let unknown = lib.instantiate(&init(serde_json::json!({"notifyd_verify_unknown_key": true})));
-    r.check(
-        matches!(&unknown, Err(e) if e.to_string().contains("notifyd_verify_unknown_key")),
-        "settings: an unknown key is refused, naming the key",
-    );
-
-    let candidates = match settings {
-        Some(s) => vec![s],
-        None => vec![
-            serde_json::json!({}),
-            serde_json::json!({"username": "notifyd-verify", "password": "notifyd-verify"}),
-            serde_json::json!({"token": "notifyd-verify"}),
-        ],
-    };
-    let instance = candidates.into_iter().find_map(|s| lib.instantiate(&init(s)).ok());
-    let Some(instance) = instance else {
         r.check(
-            false,
-            "settings: no instance could be created (pass --settings '{...}' with valid settings)",
+            "describe: max_status_refs",
+            d.max_status_refs > 0,
+            format!("{} (at least 1 when status is supported)", d.max_status_refs),
         );
-        return r;
-    };
-    r.check(true, "settings: an instance was created");
-    check_op(&mut r, &instance, Op::Send, send_input());
-    if instance.library().supports(Op::Status) {
-        check_op(&mut r, &instance, Op::Status, serde_json::json!({"refs": ["verify-1:4915100000001"]}));
     }
-    if instance.library().supports(Op::Balance) {
-        check_op(&mut r, &instance, Op::Balance, serde_json::json!({}));
-    }
-    check_threads(&mut r, Arc::new(instance));
-    r
 }
 
-fn send_input() -> serde_json::Value {
+/// `settings: instance`: creates the test instance from `--settings`, or from the first
+/// placeholder settings that work. On failure, says what each attempt was refused with.
+fn check_instance(
+    r: &mut Report,
+    lib: &Arc<PluginLibrary>,
+    settings: Option<serde_json::Value>,
+) -> Option<(PluginInstance, serde_json::Map<String, serde_json::Value>)> {
+    let object = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+    let (given, candidates) = match settings {
+        Some(s) => (true, vec![object(s)]),
+        None => (
+            false,
+            vec![
+                object(serde_json::json!({})),
+                object(serde_json::json!({"username": "notifyd-verify", "password": "notifyd-verify"})),
+                object(serde_json::json!({"token": "notifyd-verify"})),
+            ],
+        ),
+    };
+    let source = if given { "--settings" } else { "placeholder settings" };
+    let mut refused = Vec::new();
+    for settings in candidates {
+        match lib.instantiate(&init(settings.clone())) {
+            Ok(instance) => {
+                r.check("settings: instance", true, format!("created from {source} {}", keys(&settings)));
+                return Some((instance, settings));
+            }
+            Err(e) => refused.push(format!("{} refused: {}", keys(&settings), refusal(&e))),
+        }
+    }
+    let hint =
+        if given { "fix --settings" } else { "pass --settings '{...}' with the settings your plugin needs" };
+    r.check(
+        "settings: instance",
+        false,
+        format!("no instance could be created from {source}: {} ({hint})", refused.join("; ")),
+    );
+    None
+}
+
+/// `settings: unknown key`: `settings` (which created an instance) plus an unknown key must be
+/// refused, naming the key.
+fn check_unknown_key(
+    r: &mut Report,
+    lib: &Arc<PluginLibrary>,
+    mut settings: serde_json::Map<String, serde_json::Value>,
+) {
+    let name = "settings: unknown key";
+    settings.insert(UNKNOWN_KEY.into(), true.into());
+    let with = keys(&settings);
+    match lib.instantiate(&init(settings)) {
+        Ok(_) => {
+            r.check(name, false, format!("{with} was accepted; an unknown key must be refused, naming it"))
+        }
+        Err(e @ PluginError::Settings { .. }) if e.to_string().contains(UNKNOWN_KEY) => {
+            r.check(name, true, format!("{with} refused, naming the key: {}", refusal(&e)))
+        }
+        Err(e) => r.check(
+            name,
+            false,
+            format!("{with} refused, but the message does not name `{UNKNOWN_KEY}`: {}", refusal(&e)),
+        ),
+    };
+}
+
+/// The keys of settings, never their values: `{username, password}`.
+fn keys(settings: &serde_json::Map<String, serde_json::Value>) -> String {
+    format!("{{{}}}", settings.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
+}
+
+/// Why `instance_new` refused, as [`answered`] says it.
+fn refusal(e: &PluginError) -> String {
+    match e {
+        PluginError::Settings { message, rc: abi::RC_OK, .. } => {
+            format!("{} with {message}", rc_name(abi::RC_OK))
+        }
+        PluginError::Settings { message, rc, code, .. } => match code {
+            Some(code) => format!("{}: error `{code}`: {message:?}", rc_name(*rc)),
+            None => format!("{}: {message}", rc_name(*rc)),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// A return code in words: `NOTIFYD_ERROR (1)`.
+fn rc_name(rc: i32) -> String {
+    match rc {
+        abi::RC_OK => "NOTIFYD_OK (0)".into(),
+        abi::RC_ERROR => "NOTIFYD_ERROR (1)".into(),
+        abi::RC_PANIC => "NOTIFYD_PANIC (2)".into(),
+        abi::RC_UNSUPPORTED => "NOTIFYD_UNSUPPORTED (3)".into(),
+        other => format!("return code {other} (not one the ABI defines)"),
+    }
+}
+
+/// What a plugin answered with a return code other than `NOTIFYD_OK`: the code, and the error
+/// document's code and message (or why there is none).
+fn answered(rc: i32, body: &[u8]) -> String {
+    let document = match serde_json::from_slice::<ErrorDoc>(body) {
+        Ok(doc) => format!(": error `{}`: {:?}", doc.error.code.as_str(), doc.error.message),
+        Err(_) if body.is_empty() => " with no error document".into(),
+        Err(e) => format!(" with a malformed error document ({e}): {}", excerpt(body)),
+    };
+    format!("{}{document}", rc_name(rc))
+}
+
+/// The start of a document, for a message.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    match text.char_indices().nth(120) {
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+        None => format!("{text:?}"),
+    }
+}
+
+fn send_input(recipients: usize) -> serde_json::Value {
     serde_json::to_value(SendInput {
         id: "verify-1".into(),
-        to: vec!["4915100000001".into(), "4915100000002".into()],
+        to: (1..=recipients).map(|i| format!("491510000000{i}")).collect(),
         text: "notifyd plugin verify".into(),
         from: Some("notifyd".into()),
         encoding: "gsm7".into(),
@@ -127,97 +300,164 @@ fn send_input() -> serde_json::Value {
     .expect("encodes")
 }
 
-fn doc(exchange: Option<&Exchange>) -> Vec<u8> {
-    let mut v = serde_json::json!({"v": WIRE_VERSION, "input": send_input()});
+/// The operation document for `input`, with the answer to an earlier exchange.
+fn doc(input: &serde_json::Value, exchange: Option<&Exchange>) -> Vec<u8> {
+    let mut v = serde_json::json!({"v": WIRE_VERSION, "input": input});
     if let Some(ex) = exchange {
         v["exchange"] = serde_json::to_value(ex).expect("encodes");
     }
     serde_json::to_vec(&v).expect("encodes")
 }
 
-/// Whether a send answer is a valid step; `Err` says what is wrong.
-fn parse_send(rc: i32, body: &[u8]) -> Result<Step<SendResult>, String> {
+/// A valid answer of an operation.
+enum Answer {
+    /// An `http` step: the request and the state.
+    Http(HttpRequest, String),
+    /// A `done` step, summed up.
+    Done(String),
+    /// `NOTIFYD_ERROR` with a valid error document, in words ([`answered`]).
+    Error(String),
+}
+
+/// Reads an operation's answer; `Err` says what is wrong with it.
+fn answer_of(op: Op, rc: i32, body: &[u8]) -> Result<Answer, String> {
     match rc {
         abi::RC_OK => {
-            let out: OpOutput<SendResult> =
-                serde_json::from_slice(body).map_err(|e| format!("malformed answer document: {e}"))?;
-            if let Step::Done { done } = &out.step {
-                let codes: Vec<&ErrorCode> = match done {
-                    SendResult::Recipients { recipients } => {
-                        recipients.iter().filter_map(|r| r.error.as_ref().map(|e| &e.code)).collect()
-                    }
-                    SendResult::Failed { error } => vec![&error.code],
-                };
-                if let Some(bad) = codes.iter().find(|c| !c.is_operation_code()) {
-                    return Err(format!("unknown error code {:?}", bad.as_str()));
+            let malformed =
+                |e: serde_json::Error| format!("malformed answer document ({e}): {}", excerpt(body));
+            let step = if op == Op::Send {
+                match serde_json::from_slice::<OpOutput<SendResult>>(body).map_err(malformed)?.step {
+                    Step::Done { done } => Step::done(send_summary(&done)?),
+                    Step::Http { http, state } => Step::Http { http, state },
                 }
-            }
-            Ok(out.step)
+            } else {
+                serde_json::from_slice::<OpOutput<serde_json::Value>>(body)
+                    .map_err(malformed)?
+                    .step
+                    .map_done(|_| "done".to_owned())
+            };
+            Ok(match step {
+                Step::Done { done } => Answer::Done(done),
+                Step::Http { http, state } => Answer::Http(http, state),
+            })
         }
-        abi::RC_ERROR => serde_json::from_slice::<notifyd_plugin::wire::ErrorDoc>(body)
-            .map(|d| Step::done(SendResult::Failed { error: d.error }))
-            .map_err(|e| format!("malformed error document: {e}")),
-        rc => Err(format!("return code {rc}")),
+        abi::RC_ERROR if serde_json::from_slice::<ErrorDoc>(body).is_ok() => {
+            Ok(Answer::Error(answered(rc, body)))
+        }
+        rc => Err(answered(rc, body)),
     }
 }
 
-/// An operation's answer reduced to what the checks need: `None` when it is a result (or an
-/// error document), the HTTP request and state when it asks for an exchange.
-fn step_of(op: Op, rc: i32, body: &[u8]) -> Result<Option<(HttpRequest, String)>, String> {
-    let step = match op {
-        Op::Send => parse_send(rc, body)?.map_done(|_| ()),
-        _ => match rc {
-            abi::RC_OK => serde_json::from_slice::<OpOutput<serde_json::Value>>(body)
-                .map_err(|e| format!("malformed answer document: {e}"))?
-                .step
-                .map_done(|_| ()),
-            abi::RC_ERROR => {
-                serde_json::from_slice::<notifyd_plugin::wire::ErrorDoc>(body)
-                    .map_err(|e| format!("malformed error document: {e}"))?;
-                Step::done(())
-            }
-            rc => return Err(format!("return code {rc}")),
-        },
+/// A `send` result in words (`done: 2 sent`); `Err` for an error code the host does not know.
+fn send_summary(done: &SendResult) -> Result<String, String> {
+    let unknown = |code: &ErrorCode| {
+        (!code.is_operation_code()).then(|| format!("done, with the unknown error code {:?}", code.as_str()))
     };
-    Ok(match step {
-        Step::Done { .. } => None,
-        Step::Http { http, state } => Some((http, state)),
-    })
+    match done {
+        SendResult::Recipients { recipients } => {
+            let failed: Vec<&notifyd_plugin::wire::ProviderError> =
+                recipients.iter().filter_map(|r| r.error.as_ref()).collect();
+            if let Some(bad) = failed.iter().find_map(|e| unknown(&e.code)) {
+                return Err(bad);
+            }
+            let mut summary = format!("done: {} sent", recipients.len() - failed.len());
+            if let Some(first) = failed.first() {
+                summary.push_str(&format!(
+                    ", {} failed (the first: error `{}`: {:?})",
+                    failed.len(),
+                    first.code.as_str(),
+                    first.message
+                ));
+            }
+            Ok(summary)
+        }
+        SendResult::Failed { error } => match unknown(&error.code) {
+            Some(bad) => Err(bad),
+            None => Ok(format!(
+                "done: every recipient failed: error `{}`: {:?}",
+                error.code.as_str(),
+                error.message
+            )),
+        },
+    }
 }
 
-/// Checks one operation: a malformed input is refused; the first step is valid; every hostile
-/// answer to its HTTP exchange is classified.
-fn check_op(r: &mut Report, instance: &PluginInstance, op: Op, input: serde_json::Value) {
-    let name = op.as_str();
-    let garbage = instance.call(op, b"{\"v\":1,\"input\":5").map(|a| a.rc);
-    r.check(
-        garbage == Ok(abi::RC_ERROR),
-        format!("{name}: a malformed input document is refused with an error"),
-    );
+/// Calls `op` and reads the answer.
+fn call(instance: &PluginInstance, op: Op, document: &[u8]) -> Result<Answer, String> {
+    let answer = instance.call(op, document).map_err(|e| e.message)?;
+    answer_of(op, answer.rc, &answer.body)
+}
 
-    let doc = |exchange: Option<&Exchange>| {
-        let mut v = serde_json::json!({"v": WIRE_VERSION, "input": input.clone()});
-        if let Some(ex) = exchange {
-            v["exchange"] = serde_json::to_value(ex).expect("encodes");
+/// Checks one operation: `<op>: malformed input` is refused; `<op>: first step` is valid; when it
+/// asks for HTTP, `<op>: request` is a valid request on the base URL and every hostile answer to
+/// it is classified (`<op>: <answer>`).
+fn check_op(r: &mut Report, instance: &PluginInstance, op: Op, input: serde_json::Value) {
+    let op_name = op.as_str();
+    let name = |what: &str| format!("{op_name}: {what}");
+    let garbage = instance.call(op, b"{\"v\":1,\"input\":5").map_err(|e| e.message);
+    match garbage {
+        Ok(a) if a.rc == abi::RC_ERROR => {
+            r.check(name("malformed input"), true, format!("refused with {}", answered(a.rc, &a.body)))
         }
-        serde_json::to_vec(&v).expect("encodes")
+        Ok(a) if a.rc == abi::RC_OK => r.check(
+            name("malformed input"),
+            false,
+            format!(
+                "a truncated document was answered NOTIFYD_OK ({}); it must be refused with NOTIFYD_ERROR",
+                excerpt(&a.body)
+            ),
+        ),
+        Ok(a) => r.check(
+            name("malformed input"),
+            false,
+            format!("a truncated document was answered {}; expected NOTIFYD_ERROR", answered(a.rc, &a.body)),
+        ),
+        Err(e) => r.check(name("malformed input"), false, e),
     };
-    let first = instance.call(op, &doc(None)).map_err(|e| e.message).and_then(|a| step_of(op, a.rc, &a.body));
-    let (http, state) = match first {
-        Ok(None) => {
-            r.check(true, format!("{name}: answered without HTTP (no network needed)"));
+
+    let what = match input["to"].as_array().map(Vec::len) {
+        Some(1) => " to 1 recipient (max_recipients is 1)".to_owned(),
+        Some(n) => format!(" to {n} recipients"),
+        None => String::new(),
+    };
+    let (http, state) = match call(instance, op, &doc(&input, None)) {
+        Ok(Answer::Http(http, state)) => (http, state),
+        Ok(Answer::Done(done)) => {
+            let detail = format!("{op_name}{what} answered without HTTP ({done}); no network needed");
+            r.check(name("first step"), true, detail);
             return;
         }
-        Ok(Some(step)) => step,
+        // The status input's reference is made up, one the plugin never issued: refusing it is
+        // fair. Any other input is valid, and the daemon would make the error a plugin_error.
+        Ok(Answer::Error(error)) if op == Op::Status => {
+            let detail = format!(
+                "{op_name} of a made-up reference answered {error} (accepted for a reference the plugin never issued)"
+            );
+            r.check(name("first step"), true, detail);
+            return;
+        }
+        Ok(Answer::Error(error)) => {
+            r.check(name("first step"), false, format!("{op_name}{what} answered {error}"));
+            return;
+        }
         Err(e) => {
-            r.check(false, format!("{name}: first step: {e}"));
+            r.check(name("first step"), false, format!("{op_name}{what} answered {e}"));
             return;
         }
     };
+    r.check(name("first step"), true, format!("{op_name}{what} asks for an HTTP request"));
     let url_ok = reqwest::Url::parse(&http.url).is_ok_and(|u| u.as_str().starts_with("http://127.0.0.1:9"));
+    let method_ok = reqwest::Method::from_bytes(http.method.as_bytes()).is_ok();
     r.check(
-        url_ok && reqwest::Method::from_bytes(http.method.as_bytes()).is_ok(),
-        format!("{name}: asks for a valid {} request on the instance's base_url", http.method),
+        name("request"),
+        url_ok && method_ok,
+        match (method_ok, url_ok) {
+            (true, true) => format!("a valid {} request on the instance's base_url", http.method),
+            (false, _) => format!("{:?} is not a valid HTTP method", http.method),
+            (true, false) => {
+                format!("{:?} is not a URL under the instance's base_url http://127.0.0.1:9", http.url)
+            }
+        },
     );
     let response = |status: u16, body: String| HttpResponse { status, headers: Default::default(), body };
     let hostile = [
@@ -230,27 +470,149 @@ fn check_op(r: &mut Report, instance: &PluginInstance, op: Op, input: serde_json
     ];
     for (what, response) in hostile {
         let ex = Exchange { state: state.clone(), response };
-        let verdict = instance
-            .call(op, &doc(Some(&ex)))
-            .map_err(|e| e.message)
-            .and_then(|a| step_of(op, a.rc, &a.body));
-        r.check(
-            verdict.is_ok(),
-            format!("{name}: {what} is classified ({})", verdict.err().unwrap_or_else(|| "ok".into())),
-        );
+        let (ok, detail) = match call(instance, op, &doc(&input, Some(&ex))) {
+            Ok(Answer::Done(done)) => (true, format!("classified: {done}")),
+            Ok(Answer::Http(http, _)) => {
+                (true, format!("classified: asks for another {} request", http.method))
+            }
+            Ok(Answer::Error(error)) => (
+                true,
+                format!(
+                    "answered {error} (accepted, but the daemon makes it plugin_error: prefer a done result with an error)"
+                ),
+            ),
+            Err(e) => (false, format!("answered {e}")),
+        };
+        r.check(name(what), ok, detail);
     }
 }
 
-fn check_threads(r: &mut Report, instance: Arc<PluginInstance>) {
-    let input = doc(None);
-    let handles: Vec<_> = (0..4)
+/// `threads`: 4 threads × 200 first-step sends on one instance all answer `NOTIFYD_OK`.
+fn check_threads(r: &mut Report, instance: Arc<PluginInstance>, input: serde_json::Value) {
+    const THREADS: usize = 4;
+    const SENDS: usize = 200;
+    let document = doc(&input, None);
+    let handles: Vec<_> = (0..THREADS)
         .map(|_| {
-            let (instance, input) = (instance.clone(), input.clone());
+            let (instance, document) = (instance.clone(), document.clone());
             std::thread::spawn(move || {
-                (0..200).all(|_| instance.call(Op::Send, &input).is_ok_and(|a| a.rc == abi::RC_OK))
+                // (failed sends, the first failure's answer)
+                let mut failed = (0, None);
+                for _ in 0..SENDS {
+                    let answer = instance.call(Op::Send, &document).map_err(|e| e.message);
+                    match answer {
+                        Ok(a) if a.rc == abi::RC_OK => {}
+                        other => {
+                            failed.0 += 1;
+                            failed.1.get_or_insert_with(|| match other {
+                                Ok(a) => answered(a.rc, &a.body),
+                                Err(e) => e,
+                            });
+                        }
+                    }
+                }
+                failed
             })
         })
         .collect();
-    let ok = handles.into_iter().all(|h| h.join().unwrap_or(false));
-    r.check(ok, "threads: 4 threads × 200 sends on one instance all answered");
+    let (mut failed, mut first) = (0, None);
+    for handle in handles {
+        match handle.join() {
+            Ok((n, answer)) => {
+                failed += n;
+                first = first.or(answer);
+            }
+            Err(_) => {
+                failed += SENDS;
+                first = first.or(Some("a verify thread panicked".into()));
+            }
+        }
+    }
+    let all = THREADS * SENDS;
+    match first {
+        None => r.check("threads", true, format!("{THREADS} threads × {SENDS} sends on one instance all answered")),
+        Some(answer) => r.check(
+            "threads",
+            false,
+            format!("{failed} of {all} sends from {THREADS} threads on one instance failed; the first answered {answer}"),
+        ),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_doc(code: &str, message: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"v": 1, "error": {"code": code, "message": message}})).unwrap()
+    }
+
+    #[test]
+    fn an_answer_names_the_return_code_and_the_error_documents_code_and_message() {
+        assert_eq!(
+            answered(abi::RC_ERROR, &error_doc("auth", "bad key")),
+            r#"NOTIFYD_ERROR (1): error `auth`: "bad key""#
+        );
+        assert_eq!(
+            answered(abi::RC_PANIC, &error_doc("plugin_error", "boom")),
+            r#"NOTIFYD_PANIC (2): error `plugin_error`: "boom""#
+        );
+        assert_eq!(answered(abi::RC_UNSUPPORTED, b""), "NOTIFYD_UNSUPPORTED (3) with no error document");
+        assert_eq!(answered(7, b""), "return code 7 (not one the ABI defines) with no error document");
+        let malformed = answered(abi::RC_ERROR, b"<html>");
+        assert!(malformed.starts_with("NOTIFYD_ERROR (1) with a malformed error document ("), "{malformed}");
+        assert!(malformed.ends_with(r#": "<html>""#), "{malformed}");
+    }
+
+    #[test]
+    fn a_send_error_is_an_error_answer_and_other_codes_are_failures() {
+        let body = error_doc("auth", "bad key");
+        assert!(
+            matches!(answer_of(Op::Send, abi::RC_ERROR, &body), Ok(Answer::Error(e)) if e.contains("bad key"))
+        );
+        assert!(
+            matches!(answer_of(Op::Send, abi::RC_PANIC, &body), Err(e) if e.contains("NOTIFYD_PANIC (2)"))
+        );
+        assert!(
+            matches!(answer_of(Op::Send, abi::RC_ERROR, b"{}"), Err(e) if e.contains("malformed error document"))
+        );
+        let failed = br#"{"v":1,"done":{"error":{"code":"auth","message":"bad key"}}}"#;
+        assert!(
+            matches!(answer_of(Op::Send, abi::RC_OK, failed), Ok(Answer::Done(d)) if d == r#"done: every recipient failed: error `auth`: "bad key""#)
+        );
+        let unknown = br#"{"v":1,"done":{"error":{"code":"nope","message":"m"}}}"#;
+        assert!(
+            matches!(answer_of(Op::Send, abi::RC_OK, unknown), Err(e) if e.contains("unknown error code \"nope\""))
+        );
+    }
+
+    #[test]
+    fn settings_are_shown_by_their_keys_only() {
+        let settings = serde_json::json!({"username": "u", "password": "s3cret"});
+        let shown = keys(settings.as_object().unwrap());
+        assert!(shown.contains("username") && shown.contains("password"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(keys(&serde_json::Map::new()), "{}");
+    }
+
+    #[test]
+    fn a_report_passes_only_without_failures_and_renders_a_line_per_check() {
+        let mut r = Report::default();
+        r.check("loads", true, "plugin `x`");
+        assert!(r.passed());
+        r.check("threads", false, "1 of 800 failed");
+        assert!(!r.passed());
+        assert_eq!(r.render(), ["ok   loads: plugin `x`", "FAIL threads: 1 of 800 failed"]);
+        let text = r.to_json(Path::new("libnotifyd_x.so"));
+        assert!(text.find("\"name\"") < text.find("\"detail\""), "a check's fields in order: {text}");
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["file"], "libnotifyd_x.so");
+        assert_eq!(json["passed"], false);
+        assert_eq!(json["verdict"], "does not conform");
+        assert_eq!(json["describe"], serde_json::Value::Null);
+        assert_eq!(
+            json["checks"][1],
+            serde_json::json!({"name": "threads", "ok": false, "detail": "1 of 800 failed"})
+        );
+    }
 }

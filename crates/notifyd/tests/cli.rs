@@ -415,3 +415,112 @@ fn an_old_nats_server_is_refused_with_the_ways_out() {
     let message = errors[0]["fields"]["message"].as_str().unwrap();
     assert!(message.contains("NOTIFYD_NATS__URL=nats://127.0.0.1:4223"), "{err}");
 }
+
+// ---- output into a closed pipe (`notifyd ... | head -1`) ----------------------------------------
+
+/// A pipe's writing end whose reading end is already closed, as stdout for a child: every write
+/// to it fails with EPIPE, as once `| head -1` has its line. The reading end lives only in a
+/// `true` process, and is closed when that exits, before this returns: no timing involved.
+fn closed_pipe() -> std::process::Stdio {
+    let mut reader =
+        std::process::Command::new("true").stdin(std::process::Stdio::piped()).spawn().expect("run `true`");
+    let writing_end = reader.stdin.take().expect("a pipe to `true`");
+    reader.wait().expect("`true` exits");
+    std::process::Stdio::from(writing_end)
+}
+
+/// Runs `notifyd <args>` with its stdout into a closed pipe: (exit code, stderr).
+fn notifyd_into_a_closed_pipe(args: &[&str]) -> (i32, String) {
+    let out = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
+        .args(args)
+        .env_remove("NOTIFYD_LOG")
+        .stdout(closed_pipe())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run the notifyd binary");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The command neither panicked nor complained about its closed stdout.
+fn assert_quiet(what: &str, stderr: &str) {
+    assert!(!stderr.contains("panicked"), "{what} panicked:\n{stderr}");
+    assert!(!stderr.contains("Broken pipe") && !stderr.contains("stdout"), "{what} complained:\n{stderr}");
+}
+
+#[test]
+fn every_printing_command_exits_with_its_own_code_when_stdout_is_a_closed_pipe() {
+    let sandbox = common::sandbox_plugin();
+    let sandbox = sandbox.to_str().unwrap();
+    let (_dir, config) = write_config(
+        r#"
+[[providers]]
+name = "sandbox"
+plugin = "{sandbox}"
+[[routes]]
+prefixes = [""]
+providers = ["sandbox"]
+"#,
+    );
+    let not_a_library = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_a_library.path(), "text, not a shared library\n".repeat(100)).unwrap();
+    let not_a_library = not_a_library.path().to_str().unwrap();
+
+    for (args, code) in [
+        (&["plugins", "--config", &config][..], 0),
+        (&["plugin", "verify", sandbox], 0),
+        (&["plugin", "verify", sandbox, "--json"], 0),
+        (&["plugin", "verify", not_a_library], 1),
+        (&["check-config", "--config", &config], 0),
+        (&["balance", "--config", &config], 0),
+    ] {
+        let what = args.join(" ");
+
+        let (exit, stderr) = notifyd_into_a_closed_pipe(args);
+
+        assert_eq!(exit, code, "`notifyd {what}` into a closed pipe:\n{stderr}");
+        assert_quiet(&what, &stderr);
+    }
+}
+
+#[test]
+fn send_exits_with_its_own_code_when_stdout_is_a_closed_pipe() {
+    let nats = notifyd_testkit::NatsServer::start();
+    let _daemon = common::Daemon::start(&nats, common::SANDBOX_CONFIG);
+    let url = nats.url();
+
+    // --wait prints a line per event and a summary; every recipient is sent (exit 0).
+    let args =
+        ["send", "--nats-url", &url, "--to", "4915171112233", "--text", "hi", "--wait", "--timeout", "30s"];
+    let (exit, stderr) = notifyd_into_a_closed_pipe(&args);
+
+    assert_eq!(exit, 0, "{stderr}");
+    assert_quiet("send --wait", &stderr);
+}
+
+#[test]
+fn output_lost_to_a_full_disk_is_said_and_fails_the_command() {
+    // Linux's /dev/full: every write fails with ENOSPC.
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("skipped: no /dev/full on this system");
+        return;
+    };
+    let sandbox = common::sandbox_plugin();
+
+    let out = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
+        .args(["plugin", "verify"])
+        .arg(&sandbox)
+        .env_remove("NOTIFYD_LOG")
+        .stdout(full)
+        .output()
+        .expect("run the notifyd binary");
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a conforming plugin, but the report is lost:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        stderr.matches("cannot write to stdout").count(),
+        1,
+        "said once, not once per line:\n{stderr}"
+    );
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+}

@@ -427,11 +427,12 @@ fn an_unknown_setting_fails_provider_loading_naming_the_key() {
     let errors = load_errors(&config);
 
     assert_eq!(errors.len(), 1, "{}", lines(&errors));
-    let PluginError::Settings { plugin, instance, message } = &errors[0] else {
+    let PluginError::Settings { plugin, instance, message, rc, code } = &errors[0] else {
         panic!("expected PluginError::Settings, got {:?}", errors[0])
     };
     assert_eq!(plugin, "sandbox");
     assert_eq!(instance, "sb");
+    assert_eq!((*rc, code.as_deref()), (abi::RC_ERROR, Some("invalid_settings")));
     assert!(message.contains("rejekt"), "{message}");
     assert!(errors[0].to_string().contains("rejekt"), "{}", errors[0]);
 }
@@ -463,11 +464,12 @@ fn verify_passes_on_the_sandbox_the_c_example_and_the_short_table() {
     {
         let report = verify::verify(&path, None);
 
-        let shown = report.render();
+        let shown = report.render().join("\n");
         assert!(report.passed(), "{} does not conform:\n{shown}", path.display());
         // An empty report would pass too: make sure the checks ran to the end.
         assert!(shown.contains(&format!("loads: plugin `{name}`")), "{shown}");
-        assert!(shown.contains("settings: an unknown key is refused"), "{shown}");
+        assert!(shown.contains("settings: unknown key:"), "{shown}");
+        assert!(shown.contains("send: first step:"), "{shown}");
         assert!(shown.contains("threads:"), "{shown}");
     }
 }
@@ -477,20 +479,143 @@ fn verify_fails_on_a_non_plugin_and_on_another_abi_naming_the_reason() {
     for (path, reason) in [(fixture("not_a_plugin"), "notifyd_plugin_v1"), (fixture("abi_v2"), "ABI 2.0")] {
         let report = verify::verify(&path, None);
 
-        assert!(!report.passed(), "{} should fail:\n{}", path.display(), report.render());
+        let shown = report.render().join("\n");
+        assert!(!report.passed(), "{} should fail:\n{shown}", path.display());
         assert!(
-            report.lines.iter().any(|(ok, line)| !ok && line.contains(reason)),
-            "no FAIL line names {reason:?}:\n{}",
-            report.render()
+            report.failures().any(|c| c.detail.contains(reason)),
+            "no FAIL line names {reason:?}:\n{shown}"
         );
     }
 }
 
+/// The `picky` fixture's settings that create an instance (its API key is a placeholder).
+fn picky_settings() -> serde_json::Value {
+    serde_json::json!({"api_key": "pk-Secret-0815"})
+}
+
+/// The check `name` of `report`, which must have run.
+fn check<'r>(report: &'r verify::Report, name: &str) -> &'r verify::Check {
+    report.get(name).unwrap_or_else(|| panic!("no check {name:?}:\n{}", report.render().join("\n")))
+}
+
+#[test]
+fn verify_sends_a_plugin_no_more_recipients_than_its_max_recipients() {
+    // picky says max_recipients = 1 and refuses a send to two: it conforms all the same.
+    let report = verify::verify(&fixture("picky"), Some(picky_settings()));
+
+    let shown = report.render().join("\n");
+    assert!(report.passed(), "{shown}");
+    let first = check(&report, "send: first step");
+    assert!(first.detail.contains("to 1 recipient (max_recipients is 1)"), "{shown}");
+    assert!(first.detail.contains("done: 1 sent"), "{shown}");
+    assert!(check(&report, "threads").ok, "{shown}");
+}
+
+#[test]
+fn verify_fails_a_send_error_showing_the_return_code_and_the_plugins_code_and_message() {
+    let mut settings = picky_settings();
+    settings["fail_send"] = true.into();
+
+    let report = verify::verify(&fixture("picky"), Some(settings));
+
+    let shown = report.render().join("\n");
+    assert!(!report.passed(), "{shown}");
+    let plugin_says =
+        r#"NOTIFYD_ERROR (1): error `auth`: "the provider refused the API key (picky's fail_send is set)""#;
+    for name in ["send: first step", "threads"] {
+        let failed = check(&report, name);
+        assert!(!failed.ok, "{name} must fail:\n{shown}");
+        assert!(failed.detail.contains(plugin_says), "{name} must show the plugin's answer:\n{shown}");
+    }
+    assert!(check(&report, "threads").detail.starts_with("800 of 800 sends"), "{shown}");
+    assert!(!shown.contains("without HTTP"), "an error is not an answer without HTTP:\n{shown}");
+}
+
+#[test]
+fn verify_without_working_settings_shows_each_attempts_keys_and_the_plugins_reason() {
+    let report = verify::verify(&fixture("picky"), None);
+
+    let shown = report.render().join("\n");
+    let instance = check(&report, "settings: instance");
+    assert!(!instance.ok, "{shown}");
+    let reason = r#"NOTIFYD_ERROR (1): error `invalid_settings`: "missing setting `api_key` (a string)""#;
+    for attempt in ["{} refused: ", "{password, username} refused: ", "{token} refused: "] {
+        assert!(instance.detail.contains(&format!("{attempt}{reason}")), "{attempt}:\n{shown}");
+    }
+    assert!(!instance.detail.contains("notifyd-verify"), "no setting's value:\n{shown}");
+
+    // Given settings: their keys, never their values.
+    let report = verify::verify(&fixture("picky"), Some(serde_json::json!({"token": "tk-Secret-4711"})));
+    let instance = check(&report, "settings: instance");
+    assert!(!instance.ok);
+    assert!(
+        instance.detail.contains(&format!("--settings: {{token}} refused: {reason}")),
+        "{}",
+        instance.detail
+    );
+    assert!(!report.render().join("\n").contains("tk-Secret-4711"), "no setting's value");
+}
+
+#[test]
+fn verify_adds_the_unknown_key_to_the_settings_that_created_an_instance() {
+    // picky reports a missing api_key before an unknown key: alone, the unknown key would only
+    // get "missing setting `api_key`".
+    let report = verify::verify(&fixture("picky"), Some(picky_settings()));
+
+    let unknown = check(&report, "settings: unknown key");
+    assert!(unknown.ok, "{}", report.render().join("\n"));
+    assert!(
+        unknown.detail.starts_with("{api_key, notifyd_verify_unknown_key} refused, naming the key"),
+        "{}",
+        unknown.detail
+    );
+    assert!(unknown.detail.contains("unknown setting `notifyd_verify_unknown_key`"), "{}", unknown.detail);
+    assert!(!unknown.detail.contains("pk-Secret-0815"), "no setting's value: {}", unknown.detail);
+}
+
+#[test]
+fn verify_of_a_file_that_is_not_a_library_shows_the_dynamic_loaders_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("libnotifyd_text.so");
+    std::fs::write(&path, "not a shared library, only text\n".repeat(100)).expect("write");
+
+    let report = verify::verify(&path, None);
+
+    let loads = check(&report, "loads");
+    assert!(!loads.ok);
+    // libloading's own text is "dlopen failed"; the reason is glibc's dlerror().
+    assert!(loads.detail.contains("dlopen failed: "), "{}", loads.detail);
+    assert!(loads.detail.ends_with("invalid ELF header"), "{}", loads.detail);
+}
+
+#[test]
+fn a_library_built_for_another_abi_major_is_said_to_be_built_for_it() {
+    let path = fixture("entry_v2");
+
+    let error = PluginLibrary::load(&path).expect_err("an ABI 2 library must be refused");
+    let PluginError::OtherAbiEntry { path: named, majors } = &error else {
+        panic!("expected OtherAbiEntry, got {error:?}")
+    };
+    assert_eq!((named.as_str(), majors.as_slice()), (path.display().to_string().as_str(), &[2][..]));
+    let report = verify::verify(&path, None);
+    let loads = check(&report, "loads");
+    assert!(!loads.ok);
+    assert!(loads.detail.contains("built for ABI 2; this notifyd supports ABI 1"), "{}", loads.detail);
+    assert!(loads.detail.contains("`notifyd_plugin_v2`"), "{}", loads.detail);
+    assert!(!loads.detail.contains("not a notifyd plugin"), "{}", loads.detail);
+}
+
 /// Runs `notifyd plugin verify <path>`; returns (exit code, stdout, stderr).
 fn verify_command(path: &Path) -> (Option<i32>, String, String) {
+    verify_command_with(path, &[])
+}
+
+/// Runs `notifyd plugin verify <path> <args>`; returns (exit code, stdout, stderr).
+fn verify_command_with(path: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let output = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
         .args(["plugin", "verify"])
         .arg(path)
+        .args(args)
         .env_remove("NOTIFYD_LOG")
         .output()
         .expect("run the notifyd binary");
@@ -521,6 +646,57 @@ fn the_verify_command_fails_with_a_clear_message_for_a_non_plugin() {
         stdout.lines().find(|l| l.starts_with("FAIL")).unwrap_or_else(|| panic!("no FAIL line:\n{stdout}"));
     assert!(fail.contains(&path.display().to_string()), "{fail}");
     assert!(fail.contains("notifyd_plugin_v1"), "{fail}");
+}
+
+#[test]
+fn the_verify_command_with_json_prints_one_document_with_the_checks_describe_and_verdict() {
+    let (code, stdout, stderr) = verify_command_with(&sandbox(), &["--json"]);
+
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}:\n{stdout}"));
+    assert_eq!((&report["passed"], &report["verdict"]), (&true.into(), &"conforms".into()), "{stdout}");
+    assert_eq!(report["file"], sandbox().display().to_string());
+    assert_eq!(report["describe"]["name"], "sandbox");
+    assert_eq!(report["describe"]["max_recipients"], 1000);
+    assert_eq!(report["abi"], "1.0");
+    let checks = report["checks"].as_array().expect("checks");
+    for check in checks {
+        let fields: Vec<&str> =
+            check.as_object().expect("a check is an object").keys().map(String::as_str).collect();
+        assert_eq!(fields, ["detail", "name", "ok"], "{check}");
+    }
+    let names: Vec<&str> = checks.iter().filter_map(|c| c["name"].as_str()).collect();
+    for name in ["loads", "settings: instance", "settings: unknown key", "send: first step", "threads"] {
+        assert!(names.contains(&name), "no check {name:?}: {names:?}");
+    }
+
+    // A failure: exit 1, the verdict, and the failing check with the plugin's words.
+    let settings = r#"{"api_key":"pk-Secret-0815","fail_send":true}"#;
+    let (code, stdout, stderr) = verify_command_with(&fixture("picky"), &["--settings", settings, "--json"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}:\n{stdout}"));
+    assert_eq!((&report["passed"], &report["verdict"]), (&false.into(), &"does not conform".into()));
+    let send =
+        report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "send: first step").expect("send");
+    assert_eq!(send["ok"], false);
+    assert!(send["detail"].as_str().unwrap().contains("NOTIFYD_ERROR (1): error `auth`"), "{send}");
+    assert!(!stdout.contains("pk-Secret-0815"), "no setting's value:\n{stdout}");
+
+    // Not a plugin: still one document, describe null.
+    let (code, stdout, _) = verify_command_with(&fixture("not_a_plugin"), &["--json"]);
+    assert_eq!(code, Some(1));
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}:\n{stdout}"));
+    assert_eq!(report["describe"], serde_json::Value::Null);
+    assert_eq!(report["checks"][0]["name"], "loads");
+
+    // A usage error stays one: exit 64, the error on stderr, nothing on stdout.
+    let (code, stdout, stderr) = verify_command_with(&sandbox(), &["--settings", "[]", "--json"]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("--settings must be a JSON object"), "{stderr}");
 }
 
 // ---- finding plugins ----------------------------------------------------------------------------

@@ -264,7 +264,10 @@ fn plugin_verify_says_it_conforms() {
     );
     assert!(stdout.contains("conforms"), "{stdout}");
     assert!(stdout.contains("loads: plugin `intellisoftware`"), "{stdout}");
-    assert!(stdout.contains("capabilities: callback bit and function pointer agree (supported)"), "{stdout}");
+    assert!(
+        stdout.contains("capabilities: callback: bit and function pointer agree (supported)"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
 

@@ -379,8 +379,8 @@ fn the_plugin_passes_notifyd_plugin_verify() {
     assert!(stdout.contains("conforms"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
     assert!(stdout.contains("loads: plugin `smsc`"), "{stdout}");
-    assert!(stdout.contains("capabilities: status bit and function pointer agree (supported)"), "{stdout}");
-    assert!(stdout.contains("capabilities: balance bit and function pointer agree (supported)"), "{stdout}");
+    assert!(stdout.contains("capabilities: status: bit and function pointer agree (supported)"), "{stdout}");
+    assert!(stdout.contains("capabilities: balance: bit and function pointer agree (supported)"), "{stdout}");
 }
 
 #[test]

@@ -285,6 +285,6 @@ fn notifyd_plugin_verify_says_the_plugin_conforms() {
     assert!(out.status.success(), "exit {}:\n{stdout}{}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("conforms"), "{stdout}");
     assert!(stdout.contains("loads: plugin `smsclub`"), "{stdout}");
-    assert!(stdout.contains("settings: an instance was created"), "{stdout}");
+    assert!(stdout.contains("settings: instance: created"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }

@@ -21,14 +21,14 @@ pub fn run(path: &Path) -> ExitCode {
     let mut failed = false;
     for p in &providers.list {
         if !p.supports(plugin::Op::Balance) {
-            println!("{:<20} (the plugin cannot report a balance)", p.name);
+            outln!("{:<20} (the plugin cannot report a balance)", p.name);
             continue;
         }
         match runtime.block_on(notifyd::balance::query(p)) {
-            Ok((amount, currency)) => println!("{:<20} {amount:>14.2} {currency}", p.name),
+            Ok((amount, currency)) => outln!("{:<20} {amount:>14.2} {currency}", p.name),
             Err(e) => {
                 failed = true;
-                println!("{:<20} error: {} ({})", p.name, e.message, e.code);
+                outln!("{:<20} error: {} ({})", p.name, e.message, e.code);
             }
         }
     }

@@ -14,7 +14,7 @@ pub fn run(path: &Path) -> ExitCode {
     let metrics = notifyd::metrics::Metrics::new();
     match notifyd::provider::Providers::load(&config, &notifyd::http::HttpClient::new(), &metrics) {
         Ok(providers) => {
-            println!(
+            outln!(
                 "{}: ok ({} providers, {} routes)",
                 path.display(),
                 providers.list.len(),

@@ -300,7 +300,7 @@ fn say(text: String) {
     if json_logs() {
         tracing::info!("{}", text.trim());
     } else {
-        eprintln!("{text}");
+        errln!("{text}");
     }
 }
 

@@ -2,11 +2,23 @@
 //! them. One module per command: [`run`] (the daemon), [`dev`] (the daemon with a NATS server of
 //! its own, for a first try), [`check_config`], [`plugins`] (listing and
 //! `plugin verify`), [`balance`], [`send`]; this module holds the command line and what they share
-//! (loading the config, logging, exit codes).
+//! (loading the config, logging, exit codes) and [`out`], the output every command prints through
+//! with `outln!` and `errln!`, so that a closed pipe stops the output rather than the command.
+
+/// `println!` for a command's output, without its panic when stdout is closed ([`out`]).
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::out::stdout_line(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` without its panic when stderr is closed ([`out`]).
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::cli::out::stderr_line(format_args!($($arg)*)) };
+}
 
 pub mod balance;
 pub mod check_config;
 pub mod dev;
+pub mod out;
 pub mod plugins;
 pub mod run;
 pub mod send;
@@ -98,6 +110,9 @@ pub enum PluginCommand {
         /// Settings for the test instance, as JSON (default: tries empty and placeholder credentials)
         #[arg(long, value_name = "JSON")]
         settings: Option<String>,
+        /// Print the result as one JSON document (checks, describe, verdict) instead of lines
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -174,7 +189,7 @@ pub fn load(path: &Path) -> Result<Config, ExitCode> {
 /// Prints a daemon error and gives its exit code.
 pub fn report(e: &Error) -> ExitCode {
     match e {
-        _ if !json_logs() => eprintln!("notifyd: {e}"),
+        _ if !json_logs() => errln!("notifyd: {e}"),
         Error::Config(c) => print_error("the configuration has problems", "problems", &c.problems),
         Error::Plugins(errors) => {
             let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -214,13 +229,13 @@ pub fn json_logs() -> bool {
 /// (`timestamp`, `level`, `fields.message`, `target`), the items as the array `fields.<key>`.
 pub fn print_error(message: &str, key: &str, items: &[String]) {
     if json_logs() {
-        eprintln!("{}", json_line(message, key, items, std::time::SystemTime::now()));
+        errln!("{}", json_line(message, key, items, std::time::SystemTime::now()));
     } else if items.is_empty() {
-        eprintln!("notifyd: {message}");
+        errln!("notifyd: {message}");
     } else {
-        eprintln!("notifyd: {message}:");
+        errln!("notifyd: {message}:");
         for item in items {
-            eprintln!("  - {item}");
+            errln!("  - {item}");
         }
     }
 }

@@ -42,7 +42,7 @@ pub fn list(config_path: Option<&Path>) -> ExitCode {
                     .filter(|(bit, _)| lib.capabilities() & bit != 0)
                     .map(|(_, n)| n)
                     .collect();
-                    println!(
+                    outln!(
                         "{:<16} {:<8} ABI {:<5} send{}{}  {}",
                         d.name,
                         d.version,
@@ -52,7 +52,7 @@ pub fn list(config_path: Option<&Path>) -> ExitCode {
                         path.display()
                     );
                 }
-                Err(e) => println!("{:<16} unusable: {e}", "?"),
+                Err(e) => outln!("{:<16} unusable: {e}", "?"),
             }
         }
     }
@@ -106,8 +106,10 @@ fn none_found(dirs: &[PathBuf], config: Option<(&Path, bool)>) -> (String, Vec<S
     (how, searched)
 }
 
-/// `notifyd plugin verify FILE`: runs the conformance checks ([`notifyd::verify`]) on a plugin.
-pub fn verify(file: &Path, settings: Option<String>) -> ExitCode {
+/// `notifyd plugin verify FILE`: runs the conformance checks ([`notifyd::verify`]) on a plugin and
+/// prints a line per check and the verdict, or with `json` one JSON document
+/// ([`verify::Report::to_json`]). Exit code 0 when it conforms, 1 when not, 64 for a bad `--settings`.
+pub fn verify(file: &Path, settings: Option<String>, json: bool) -> ExitCode {
     let settings = match settings.map(|s| serde_json::from_str::<serde_json::Value>(&s)) {
         None => None,
         Some(Ok(v)) if v.is_object() => Some(v),
@@ -121,12 +123,17 @@ pub fn verify(file: &Path, settings: Option<String>) -> ExitCode {
         }
     };
     let report = verify::verify(file, settings);
-    print!("{}", report.render());
-    if report.passed() {
-        println!("{}: conforms to the notifyd plugin ABI", file.display());
-        ExitCode::SUCCESS
+    if json {
+        outln!("{}", report.to_json(file));
     } else {
-        println!("{}: does NOT conform; see the FAIL lines above", file.display());
-        ExitCode::from(1)
+        for line in report.render() {
+            outln!("{line}");
+        }
+        if report.passed() {
+            outln!("{}: conforms to the notifyd plugin ABI", file.display());
+        } else {
+            outln!("{}: does NOT conform; see the FAIL lines above", file.display());
+        }
     }
+    if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }

@@ -91,7 +91,7 @@ async fn send(nats: &NatsConfig, s: Send) -> Result<u8, String> {
     if let Some(code) = publish(&client, &subject, &id, payload).await? {
         return Ok(code);
     }
-    println!("published request {id}");
+    outln!("published request {id}");
     if !s.wait {
         return Ok(SENT);
     }
@@ -122,11 +122,11 @@ async fn send(nats: &NatsConfig, s: Send) -> Result<u8, String> {
         if ev["id"] != id.as_str() {
             continue;
         }
-        println!("{}", event_line(&ev));
+        outln!("{}", event_line(&ev));
         let status = ev["status"].as_str().unwrap_or_default();
         let Some(to) = ev["to"].as_str() else {
             // A request-level rejection ends the whole request.
-            println!("done: the request was rejected");
+            outln!("done: the request was rejected");
             return Ok(NONE_SENT);
         };
         if status == "sent" {
@@ -141,7 +141,7 @@ async fn send(nats: &NatsConfig, s: Send) -> Result<u8, String> {
                 *counts.entry(st.as_str()).or_default() += 1;
             }
             let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-            println!("done: {}", summary.join(", "));
+            outln!("done: {}", summary.join(", "));
             let reached = finals.keys().filter(|to| sent.contains(*to)).count();
             return Ok(match reached {
                 0 => NONE_SENT,
@@ -183,7 +183,7 @@ async fn publish(
     };
     let answer: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
     if answer["status"] == "rejected" {
-        println!(
+        outln!(
             "rejected     -  error={}: {}",
             answer["error"]["code"].as_str().unwrap_or(""),
             answer["error"]["message"].as_str().unwrap_or("")
