@@ -406,3 +406,135 @@ fn the_schema_accepts_what_the_host_reads_and_refuses_what_it_cannot() {
         assert!(!host_reads(def, doc), "the host reads {doc}");
     }
 }
+
+// ---- the guide's tables ------------------------------------------------------------------------
+
+/// A field table of docs/plugin-authors.md: the `$defs` entries its `Schema:` line names, and each
+/// row's field with whether the table says it is required.
+#[derive(Debug)]
+struct Table {
+    defs: Vec<String>,
+    line: usize,
+    fields: BTreeMap<String, bool>,
+}
+
+/// The backticked words of `text`.
+fn backticked(text: &str) -> Vec<String> {
+    text.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+}
+
+fn cells(row: &str) -> Vec<String> {
+    let row = row.trim().trim_start_matches('|').trim_end_matches('|');
+    row.split('|').map(|c| c.trim().to_owned()).collect()
+}
+
+/// Every table that follows a line saying `Schema: `name`[, `name`…]`, up to the next such line.
+fn guide_tables(guide: &str) -> Vec<Table> {
+    let lines: Vec<&str> = guide.lines().collect();
+    let mut tables = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let Some((_, named)) = lines[i].split_once("Schema: ") else {
+            i += 1;
+            continue;
+        };
+        let (defs, at) = (backticked(named), i + 1);
+        i += 1;
+        while i < lines.len() && !lines[i].starts_with('|') {
+            assert!(
+                !lines[i].contains("Schema: "),
+                "docs/plugin-authors.md:{at}: no table before line {}",
+                i + 1
+            );
+            i += 1;
+        }
+        assert!(i < lines.len(), "docs/plugin-authors.md:{at}: no table follows");
+        let header = cells(lines[i]);
+        let column = |name: &str| {
+            header.iter().position(|c| c == name).unwrap_or_else(|| {
+                panic!("docs/plugin-authors.md:{}: the table has no `{name}` column: {header:?}", i + 1)
+            })
+        };
+        let (field, required) = (column("field"), column("required"));
+        let mut fields = BTreeMap::new();
+        i += 2; // the header and the |---| row
+        while i < lines.len() && lines[i].starts_with('|') {
+            let row = cells(lines[i]);
+            let name = backticked(&row[field]).into_iter().next().unwrap_or_else(|| {
+                panic!("docs/plugin-authors.md:{}: no `field` in {:?}", i + 1, row[field])
+            });
+            let flag = match row[required].as_str() {
+                "yes" => true,
+                "no" => false,
+                other => panic!("docs/plugin-authors.md:{}: required is {other:?}, not yes or no", i + 1),
+            };
+            assert!(
+                fields.insert(name.clone(), flag).is_none(),
+                "docs/plugin-authors.md:{}: `{name}` twice",
+                i + 1
+            );
+            i += 1;
+        }
+        tables.push(Table { defs, line: at, fields });
+    }
+    tables
+}
+
+#[test]
+fn the_guide_tables_list_the_schema_fields_with_the_same_required_flags() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/plugin-authors.md");
+    let guide = std::fs::read_to_string(&path).unwrap();
+    let schema = schema_json();
+    let defs = schema["$defs"].as_object().unwrap();
+    let tables = guide_tables(&guide);
+    let mut covered = BTreeSet::new();
+    for table in &tables {
+        assert!(
+            !table.defs.is_empty(),
+            "docs/plugin-authors.md:{}: `Schema:` names no definition",
+            table.line
+        );
+        for name in &table.defs {
+            let def = defs.get(name).unwrap_or_else(|| {
+                panic!("docs/plugin-authors.md:{}: the schema has no $defs/{name}", table.line)
+            });
+            let properties: BTreeSet<&str> = def["properties"]
+                .as_object()
+                .map(|p| p.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            let required: BTreeSet<&str> =
+                def["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let listed: BTreeSet<&str> = table.fields.keys().map(String::as_str).collect();
+            assert_eq!(
+                listed, properties,
+                "docs/plugin-authors.md:{}: the fields of $defs/{name}",
+                table.line
+            );
+            let said: BTreeSet<&str> =
+                table.fields.iter().filter(|(_, required)| **required).map(|(f, _)| f.as_str()).collect();
+            assert_eq!(
+                said, required,
+                "docs/plugin-authors.md:{}: the required fields of $defs/{name}",
+                table.line
+            );
+            covered.insert(name.clone());
+        }
+    }
+    // And the other way: every definition of a document with fields has its table.
+    let with_fields: BTreeSet<String> = defs
+        .iter()
+        .filter(|(_, def)| def["type"] == "object" && def.get("properties").is_some())
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert_eq!(covered, with_fields, "definitions with a table in docs/plugin-authors.md");
+    assert!(tables.len() >= 15, "found only {} tables: is the `Schema:` line still there?", tables.len());
+}
+
+#[test]
+fn the_table_check_can_fail() {
+    let guide = "Schema: `describe`.\n\n| field | type | required | meaning |\n|---|---|---|---|\n| `v` | 1 | yes | |\n| `name` | string | no | |\n";
+    let tables = guide_tables(guide);
+    assert_eq!(tables.len(), 1);
+    assert_eq!(tables[0].defs, ["describe"]);
+    assert_eq!(tables[0].fields, BTreeMap::from([("v".to_owned(), true), ("name".to_owned(), false)]));
+}
