@@ -13,8 +13,26 @@
  *     call of the same operation; or
  *   - the operation's result.
  * Plugins never block, never open sockets, never spawn threads, and keep no
- * per-message state. The JSON documents are described in docs/plugin-authors.md;
- * every document carries "v": 1.
+ * per-message state.
+ *
+ * Documents: every input and output is UTF-8 JSON carrying "v": 1. They are
+ * defined, one JSON Schema (draft 2020-12) definition each, in
+ * include/notifyd_plugin.schema.json beside this header (validate a document
+ * against #/$defs/<name>: settings, send_call, send_answer, describe,
+ * error_document, ...), and explained in docs/plugin-authors.md. In short:
+ *   - key order is free, both ways; write each key once;
+ *   - the host leaves an optional field out, it never writes null for it: the
+ *     first call of an operation has no "exchange" key, and "from" and
+ *     "send_at" are absent when unset (the one null is the settings
+ *     document's "base_url");
+ *   - the host ignores keys it does not know in an answer; a plugin must
+ *     ignore keys it does not know too (a later 1.x may add some);
+ *   - integers are written as integers (1, not 1.0), codes and provider codes
+ *     as strings;
+ *   - "from" is the sender in notifyd's normal form (a leading "+" removed);
+ *   - limits: a response body is cut at 1 MiB, a callback body is at most
+ *     64 KiB, at most 16 HTTP exchanges per operation; `state` has no limit
+ *     (it is held in memory for one operation only: keep it small).
  *
  * Memory: inputs are owned by the host and valid for the duration of the call
  * only. Outputs (`notifyd_buf`) are allocated by the plugin and released by the
@@ -53,7 +71,10 @@ extern "C" {
 
 /* Return codes of every operation. */
 #define NOTIFYD_OK          0 /* `out` holds the JSON answer */
-#define NOTIFYD_ERROR       1 /* `out` holds {"v":1,"error":{"code":...,"message":...}} */
+#define NOTIFYD_ERROR       1 /* `out` holds {"v":1,"error":{"code":...,"message":...}}:
+                                 code "invalid_settings" from instance_new, "plugin_error"
+                                 from an operation ("invalid_request" for a callback report
+                                 it cannot read); the host uses only the message */
 #define NOTIFYD_PANIC       2 /* the plugin caught a panic/abort; `out` may be empty */
 #define NOTIFYD_UNSUPPORTED 3 /* the operation is not implemented */
 

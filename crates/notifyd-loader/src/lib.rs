@@ -144,6 +144,8 @@ pub struct PluginLibrary {
     table: PluginVTable,
     /// What the plugin says about itself.
     pub describe: Describe,
+    /// The describe document as the plugin wrote it.
+    describe_document: Vec<u8>,
 }
 
 impl std::fmt::Debug for PluginLibrary {
@@ -228,8 +230,8 @@ impl PluginLibrary {
             });
         }
         let table = read_table(raw, &shown)?;
-        let describe = describe(&table, &shown)?;
-        let lib = Arc::new(PluginLibrary { path: canonical.clone(), table, describe });
+        let (describe, describe_document) = describe(&table, &shown)?;
+        let lib = Arc::new(PluginLibrary { path: canonical.clone(), table, describe, describe_document });
         loaded.insert(canonical, lib.clone());
         Ok(lib)
     }
@@ -259,28 +261,50 @@ impl PluginLibrary {
         f.filter(|_| op == Op::Send || self.table.capabilities & cap != 0)
     }
 
+    /// The describe document exactly as the plugin wrote it, for conformance checks (the schema
+    /// test validates it against `include/notifyd_plugin.schema.json`); [`PluginLibrary::describe`]
+    /// is what the host read from it.
+    pub fn describe_document(&self) -> &[u8] {
+        &self.describe_document
+    }
+
     /// Creates an instance from its settings document.
     pub fn instantiate(self: &Arc<Self>, init: &InstanceInit) -> Result<PluginInstance, PluginError> {
         let settings = serde_json::to_vec(init).expect("settings encode as JSON");
+        let created = self.instance_new(&settings);
+        let refuse = |message: String| PluginError::Settings {
+            plugin: self.describe.name.clone(),
+            instance: init.name.clone(),
+            message,
+            rc: created.rc,
+            code: serde_json::from_slice::<ErrorDoc>(&created.answer)
+                .ok()
+                .map(|d| d.error.code.as_str().to_owned()),
+        };
+        match (created.rc, created.instance) {
+            (abi::RC_OK, Some(instance)) => Ok(instance),
+            (abi::RC_OK, None) => Err(refuse("instance_new returned no instance".into())),
+            (abi::RC_PANIC, _) => Err(refuse("the plugin panicked while reading its settings".into())),
+            (_, _) => Err(refuse(error_message(&created.answer))),
+        }
+    }
+
+    /// Calls `instance_new` with `settings`, any bytes, and reports what the plugin did, unjudged:
+    /// for conformance checks that need the plugin's own answer document.
+    /// [`PluginLibrary::instantiate`] is the checked form the daemon uses.
+    pub fn instance_new(self: &Arc<Self>, settings: &[u8]) -> Created {
         let mut instance: *mut Instance = std::ptr::null_mut();
         let mut out = Buf::EMPTY;
         let new = self.table.instance_new.expect("checked at load");
         // SAFETY: host-owned input valid for the call; `instance` and `out` are valid out-pointers.
         let rc = unsafe { new(settings.as_ptr(), settings.len(), &mut instance, &mut out) };
         let answer = self.take(out);
-        let refuse = |message: String| PluginError::Settings {
-            plugin: self.describe.name.clone(),
-            instance: init.name.clone(),
-            message,
-            rc,
-            code: serde_json::from_slice::<ErrorDoc>(&answer).ok().map(|d| d.error.code.as_str().to_owned()),
-        };
-        match (rc, NonNull::new(instance)) {
-            (abi::RC_OK, Some(ptr)) => Ok(PluginInstance { lib: self.clone(), ptr }),
-            (abi::RC_OK, None) => Err(refuse("instance_new returned no instance".into())),
-            (abi::RC_PANIC, _) => Err(refuse("the plugin panicked while reading its settings".into())),
-            (_, _) => Err(refuse(error_message(&answer))),
-        }
+        // Only a success hands the instance over: after a failure the plugin may not write
+        // `*instance` (ABI rule), so a pointer there is not the host's to free.
+        let instance = NonNull::new(instance)
+            .filter(|_| rc == abi::RC_OK)
+            .map(|ptr| PluginInstance { lib: self.clone(), ptr });
+        Created { rc, instance, answer }
     }
 
     /// Copies a plugin-owned buffer and releases it through the plugin's own `free_buf`.
@@ -396,7 +420,7 @@ fn read_table(raw: *const PluginVTable, path: &str) -> Result<PluginVTable, Plug
     Ok(table)
 }
 
-fn describe(table: &PluginVTable, path: &str) -> Result<Describe, PluginError> {
+fn describe(table: &PluginVTable, path: &str) -> Result<(Describe, Vec<u8>), PluginError> {
     let malformed = |reason: String| PluginError::Malformed { path: path.to_owned(), reason };
     let mut out = Buf::EMPTY;
     // SAFETY: checked non-NULL in read_table; `out` is a valid out-pointer.
@@ -421,7 +445,7 @@ fn describe(table: &PluginVTable, path: &str) -> Result<Describe, PluginError> {
     if d.name.is_empty() || d.max_recipients == 0 {
         return Err(malformed("describe must give a name and max_recipients of at least 1".into()));
     }
-    Ok(d)
+    Ok((d, bytes))
 }
 
 /// The message of an error document, or a description of why there is none.
@@ -443,6 +467,17 @@ pub struct PluginInstance {
 unsafe impl Send for PluginInstance {}
 // SAFETY: as above.
 unsafe impl Sync for PluginInstance {}
+
+/// What `instance_new` did ([`PluginLibrary::instance_new`]).
+#[derive(Debug)]
+pub struct Created {
+    /// The return code (`RC_OK`, `RC_ERROR`, `RC_PANIC`, or any other the plugin returned).
+    pub rc: i32,
+    /// The instance, when the plugin returned `RC_OK` and wrote one.
+    pub instance: Option<PluginInstance>,
+    /// The answer document (empty if the plugin returned none): the error document on failure.
+    pub answer: Vec<u8>,
+}
 
 /// The raw answer of one call.
 pub struct Answer {

@@ -68,6 +68,49 @@ pub struct OpInput<T> {
     pub exchange: Option<Exchange>,
 }
 
+/// The bytes of the document an operation receives, exactly as the host writes them: `{"v":1,
+/// "input":…}` in the first call (no `exchange` key at all, never `"exchange":null`), then
+/// `{"v":1,"input":…,"exchange":{…}}` after each HTTP exchange, with the same input bytes. The
+/// input is encoded once: every call of one operation repeats it.
+///
+/// The shape is the one [`OpInput`] serialises to; `include/notifyd_plugin.schema.json`
+/// (`#/$defs/send_call`, ...) describes it, and the schema test validates these bytes.
+#[derive(Debug, Clone)]
+pub struct CallDocument {
+    bytes: Vec<u8>,
+    /// Where the input ends: an exchange is written from here.
+    head: usize,
+}
+
+impl CallDocument {
+    /// The first call's document for `input`.
+    pub fn new<I: Serialize + ?Sized>(input: &I) -> serde_json::Result<CallDocument> {
+        let mut bytes = Vec::with_capacity(1024);
+        bytes.extend_from_slice(format!(r#"{{"v":{WIRE_VERSION},"input":"#).as_bytes());
+        serde_json::to_writer(&mut bytes, input)?;
+        let head = bytes.len();
+        bytes.push(b'}');
+        Ok(CallDocument { bytes, head })
+    }
+
+    /// Replaces the exchange (or adds the first one): the next call's document.
+    pub fn set_exchange(&mut self, exchange: &Exchange) -> serde_json::Result<()> {
+        self.bytes.truncate(self.head);
+        self.bytes.extend_from_slice(br#","exchange":"#);
+        let written = serde_json::to_writer(&mut self.bytes, exchange);
+        if written.is_err() {
+            self.bytes.truncate(self.head);
+        }
+        self.bytes.push(b'}');
+        written
+    }
+
+    /// The document as it is passed to the plugin.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// The result of an HTTP exchange that the plugin asked for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exchange {
@@ -753,6 +796,30 @@ mod tests {
         assert_eq!(u.status.known(), None);
         assert_eq!(serde_json::to_string(&u).unwrap(), r#"{"ref":"r","status":"DELIVRD"}"#);
         assert!(serde_json::from_str::<Status>(r#""DELIVRD""#).is_err(), "`Status` itself is strict");
+    }
+
+    #[test]
+    fn a_call_document_has_no_exchange_key_first_then_only_the_latest_exchange() {
+        let input = StatusInput { refs: vec!["r-1".into()] };
+        let mut doc = CallDocument::new(&input).unwrap();
+        assert_eq!(doc.as_bytes(), br#"{"v":1,"input":{"refs":["r-1"]}}"#);
+        let first = serde_json::to_vec(&OpInput { v: WIRE_VERSION, input: input.clone(), exchange: None });
+        assert_eq!(doc.as_bytes(), first.unwrap(), "the shape OpInput serialises to");
+        let response = HttpResponse { status: 200, headers: BTreeMap::new(), body: "ok".into() };
+        for state in ["one", "two"] {
+            let exchange = Exchange { state: state.into(), response: response.clone() };
+            doc.set_exchange(&exchange).unwrap();
+            let expected = serde_json::to_vec(&OpInput {
+                v: WIRE_VERSION,
+                input: input.clone(),
+                exchange: Some(exchange),
+            });
+            assert_eq!(doc.as_bytes(), expected.unwrap(), "{state}");
+        }
+        assert_eq!(
+            std::str::from_utf8(doc.as_bytes()).unwrap(),
+            r#"{"v":1,"input":{"refs":["r-1"]},"exchange":{"state":"two","response":{"status":200,"headers":{},"body":"ok"}}}"#
+        );
     }
 
     #[test]

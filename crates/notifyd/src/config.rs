@@ -546,7 +546,8 @@ pub struct ProviderConfig {
     pub plugin: String,
     /// Default: the provider's production URL.
     pub base_url: Option<String>,
-    /// Default sender id.
+    /// Default sender id, for requests without `from`. Default: none. After validation it is in
+    /// normal form, like a request's `from` (`" +4915171112233"` becomes `"4915171112233"`).
     pub sender: Option<String>,
     /// HTTP timeout per call. Default 10s.
     #[serde(default, deserialize_with = "opt_duration")]
@@ -878,9 +879,12 @@ impl Config {
                     _ => problems.push(format!("{at}: base_url {url:?} is not an http(s) URL")),
                 }
             }
-            if let Some(sender) = &p.sender {
-                if let Err(e) = notifyd_sms::validate_sender(sender) {
-                    problems.push(format!("{at}: sender {sender:?}: {e}"));
+            // Kept in normal form, as a request's `from` is: a plugin gets the same `from`
+            // whichever of the two it came from (docs/plugin-authors.md, `send`).
+            if let Some(sender) = &mut p.sender {
+                match notifyd_sms::validate_sender(sender) {
+                    Ok(normal) => *sender = normal,
+                    Err(e) => problems.push(format!("{at}: sender {sender:?}: {e}")),
                 }
             }
             if let Some(rate) = p.rate_per_second {
@@ -1262,6 +1266,20 @@ providers = ["sandbox"]
         assert_eq!(cfg.tracking.window, Duration::from_secs(48 * 3600));
         assert_eq!(cfg.providers[0].timeout(), Duration::from_secs(10));
         assert_eq!(cfg.send_subject(), "notify.sms.send");
+    }
+
+    #[test]
+    fn a_provider_sender_is_kept_in_normal_form_like_a_request_from() {
+        for (given, normal) in [("+4915171112233", "4915171112233"), (" MyShop ", "MyShop"), ("7255", "7255")]
+        {
+            let text =
+                MINIMAL.replace("plugin = \"sandbox\"", &format!("plugin = \"sandbox\"\nsender = {given:?}"));
+            let cfg = Config::from_toml(&text, Path::new(".")).unwrap();
+            assert_eq!(cfg.providers[0].sender.as_deref(), Some(normal), "{given:?}");
+        }
+        let text = MINIMAL.replace("plugin = \"sandbox\"", "plugin = \"sandbox\"\nsender = \"+MyShop\"");
+        let err = Config::from_toml(&text, Path::new(".")).unwrap_err();
+        assert!(err.problems.iter().any(|p| p.contains("sender \"+MyShop\"")), "{:?}", err.problems);
     }
 
     #[test]

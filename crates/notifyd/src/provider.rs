@@ -8,8 +8,8 @@ use crate::metrics::Metrics;
 use crate::plugin::{self, Op, PluginError, PluginInstance, PluginLibrary};
 use notifyd_plugin::abi;
 use notifyd_plugin::wire::{
-    BalanceResult, CallbackResult, Describe, ErrorCode, ErrorDoc, Exchange, InstanceInit, MAX_EXCHANGES,
-    OpOutput, ProviderError, ReportedStatus, SendResult, StatusResult, Step, WIRE_VERSION,
+    BalanceResult, CallDocument, CallbackResult, Describe, ErrorCode, ErrorDoc, Exchange, InstanceInit,
+    MAX_EXCHANGES, OpOutput, ProviderError, ReportedStatus, SendResult, StatusResult, Step, WIRE_VERSION,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -108,26 +108,19 @@ impl Provider {
     }
 
     async fn drive<I: Serialize, R: DeserializeOwned>(&self, op: Op, input: &I) -> Result<R, OpError> {
-        // The document starts with the input, encoded once: every call of the operation repeats
-        // it, followed by the latest exchange.
-        let mut doc = Vec::with_capacity(1024);
-        doc.extend_from_slice(format!(r#"{{"v":{WIRE_VERSION},"input":"#).as_bytes());
-        serde_json::to_writer(&mut doc, input)
-            .map_err(|e| plugin_error(format!("cannot encode the input: {e}")))?;
-        let head = doc.len();
-        doc.push(b'}');
+        // The input is encoded once: every call of the operation repeats it, followed by the
+        // latest exchange.
+        let mut doc =
+            CallDocument::new(input).map_err(|e| plugin_error(format!("cannot encode the input: {e}")))?;
         for performed in 0..=MAX_EXCHANGES {
-            let (http, state) = match self.call::<R>(op, &doc)? {
+            let (http, state) = match self.call::<R>(op, doc.as_bytes())? {
                 Step::Done { done } => return Ok(done),
                 Step::Http { .. } if performed == MAX_EXCHANGES => break,
                 Step::Http { http, state } => (http, state),
             };
             let response = self.http.perform(&http, self.timeout).await.map_err(OpError::Transport)?;
-            doc.truncate(head);
-            doc.extend_from_slice(br#","exchange":"#);
-            serde_json::to_writer(&mut doc, &Exchange { state, response })
+            doc.set_exchange(&Exchange { state, response })
                 .map_err(|e| plugin_error(format!("cannot encode the exchange: {e}")))?;
-            doc.push(b'}');
         }
         Err(plugin_error(format!(
             "the plugin asked for more than {MAX_EXCHANGES} HTTP exchanges in one {}",
