@@ -19,7 +19,8 @@ fn clean_command_from(
 ) -> Command {
     let mut command = Command::new(program);
     for (name, _) in vars {
-        let text = name.to_string_lossy();
+        // The daemon matches its prefix in any case (`notifyd_nats__url` sets `[nats] url`).
+        let text = name.to_string_lossy().to_ascii_uppercase();
         if text.starts_with("NOTIFYD_") && !text.starts_with("NOTIFYD_TEST_") {
             command.env_remove(&name);
         }
@@ -38,6 +39,7 @@ mod tests {
             ("NOTIFYD_NATS__URL", "nats://127.0.0.1:4223"),
             ("NOTIFYD_INTAKE__MODE", "core"),
             ("NOTIFYD_LOG", "trace"),
+            ("notifyd_nats__url", "nats://127.0.0.1:4223"),
             ("NOTIFYD_TEST_NATS_SERVER", "/opt/nats-server"),
             ("PATH", "/usr/bin"),
         ]
@@ -49,7 +51,7 @@ mod tests {
             .map(|(name, _)| name.to_string_lossy().into_owned())
             .collect();
         removed.sort();
-        assert_eq!(removed, ["NOTIFYD_INTAKE__MODE", "NOTIFYD_LOG", "NOTIFYD_NATS__URL"]);
-        assert_eq!(command.get_envs().count(), 3, "nothing else is touched");
+        assert_eq!(removed, ["NOTIFYD_INTAKE__MODE", "NOTIFYD_LOG", "NOTIFYD_NATS__URL", "notifyd_nats__url"]);
+        assert_eq!(command.get_envs().count(), 4, "nothing else is touched");
     }
 }

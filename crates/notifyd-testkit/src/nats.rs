@@ -398,8 +398,13 @@ fn installed_binary() -> PathBuf {
     let tools = crate::target_dir().join("test-tools");
     let dir = tools.join(format!("nats-server-{INSTALLED_VERSION}"));
     let binary = dir.join("bin/nats-server");
-    if binary.is_file() {
+    if version_of(&binary).is_some_and(|v| v >= MIN_VERSION) {
         return binary;
+    }
+    // Broken (an interrupted install, a full disk): removed and installed again. (A missing one
+    // is not removed: another test process may be moving its install into place.)
+    if binary.exists() {
+        let _ = fs::remove_dir_all(&dir);
     }
     let staging = tools.join(format!(".install-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);

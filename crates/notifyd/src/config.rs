@@ -684,11 +684,15 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         let figment = figment.merge(environment());
-        let mut nats: NatsConfig = match figment.find_value("nats") {
-            Ok(value) => figment.extract_inner("nats").map_err(|e| {
-                ConfigError::one(figment_error(&e, "[nats]", &figment, Some(("nats", &value))))
+        // The whole document is read (a file that does not parse is an error, never "no [nats]
+        // table"), then only its `nats` table is taken, as `Config::load` takes it.
+        let root: BTreeMap<String, Value> =
+            figment.extract().map_err(|e| ConfigError::one(figment_error(&e, "", &figment, None)))?;
+        let mut nats: NatsConfig = match root.get("nats") {
+            None => NatsConfig::default(),
+            Some(value) => value.deserialize().map_err(|e| {
+                ConfigError::one(figment_error(&e, "[nats]", &figment, Some(("nats", value))))
             })?,
-            Err(_) => NatsConfig::default(),
         };
         let env = |name: &str| std::env::var(name).ok();
         nats.take_raw_env_secrets(&env);

@@ -95,12 +95,16 @@ async fn send(nats: &NatsConfig, s: Send) -> Result<u8, String> {
     if !s.wait {
         return Ok(SENT);
     }
-    // One final event per distinct valid number and per invalid entry, as the daemon reports them.
-    let mut distinct = HashSet::new();
-    let expected =
-        s.to.iter()
-            .filter(|n| notifyd_sms::PhoneNumber::parse(n).map_or(true, |n| distinct.insert(n)))
-            .count();
+    // One final event per distinct valid number and per invalid entry; invalid entries that are
+    // the same text end under the same `to`, so they count once here.
+    let (mut valid, mut invalid) = (HashSet::new(), HashSet::new());
+    for n in &s.to {
+        match notifyd_sms::PhoneNumber::parse(n) {
+            Ok(number) => valid.insert(number.as_str().to_owned()),
+            Err(_) => invalid.insert(n.as_str()),
+        };
+    }
+    let expected = valid.len() + invalid.len();
     let mut finals: HashMap<String, Status> = HashMap::new();
     let mut sent: HashSet<String> = HashSet::new();
     let deadline = tokio::time::Instant::now() + s.timeout;
@@ -152,26 +156,19 @@ async fn send(nats: &NatsConfig, s: Send) -> Result<u8, String> {
     }
 }
 
-/// Publishes the request into the intake stream (`Nats-Msg-Id` = its id). Where no stream takes
-/// the subject (a daemon with `intake.mode = "core"`), sends it as a core request instead and
-/// prints the intake's answer: `Some(code)` when that answer ends the command (a rejection).
+/// Publishes the request as one NATS request with `Nats-Msg-Id` = its id, and reads the one
+/// answer: JetStream's acknowledgement when the intake stream takes the subject (JetStream
+/// intake), or the daemon's own answer when a daemon in core intake mode does. `Some(code)`: the
+/// answer ends the command (core intake rejected the request).
 async fn publish(
     client: &async_nats::Client,
     subject: &str,
     id: &str,
     payload: bytes::Bytes,
 ) -> Result<Option<u8>, String> {
-    let js = async_nats::jetstream::new(client.clone());
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
-    let stored =
-        async { js.publish_with_headers(subject.to_owned(), headers, payload.clone()).await?.await }.await;
-    let Err(e) = stored else { return Ok(None) };
-    if e.kind() != async_nats::jetstream::context::PublishErrorKind::StreamNotFound {
-        return Err(format!("the request was not stored by JetStream: {e}"));
-    }
-    // No stream for the subject: a daemon in core intake mode answers the request itself.
-    let reply = match client.request(subject.to_owned(), payload).await {
+    let reply = match client.request_with_headers(subject.to_owned(), headers, payload).await {
         Ok(reply) => reply,
         Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
             return Err(format!(
@@ -179,18 +176,35 @@ async fn publish(
                  (is notifyd running, with the same [nats] subject_prefix?)"
             ));
         }
-        Err(e) => return Err(format!("the request got no answer: {e}")),
+        Err(e) => return Err(format!("the request was not acknowledged: {e}")),
     };
-    let answer: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
-    if answer["status"] == "rejected" {
-        outln!(
-            "rejected     -  error={}: {}",
-            answer["error"]["code"].as_str().unwrap_or(""),
-            answer["error"]["message"].as_str().unwrap_or("")
-        );
-        return Ok(Some(NONE_SENT));
+    Ok(read_answer(&reply.payload)?.then_some(NONE_SENT))
+}
+
+/// What the answer to a published request says: JetStream stored it (`{"stream":…,"seq":…}`), a
+/// core intake accepted it (`{"status":"accepted"}`), or rejected it (`true`, after printing the
+/// rejection); a JetStream error or an answer of neither kind is an error.
+fn read_answer(payload: &[u8]) -> Result<bool, String> {
+    let answer: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    if let Some(error) = answer.get("error").filter(|_| answer.get("status").is_none()) {
+        let text = error["description"].as_str().or(error["message"].as_str()).unwrap_or("no description");
+        return Err(format!("the request was not stored by JetStream: {}", text.chars().take(200).collect::<String>()));
     }
-    Ok(None)
+    if answer.get("stream").is_some() {
+        return Ok(false);
+    }
+    match answer["status"].as_str() {
+        Some("accepted") => Ok(false),
+        Some("rejected") => {
+            outln!(
+                "rejected     -  error={}: {}",
+                answer["error"]["code"].as_str().unwrap_or(""),
+                answer["error"]["message"].as_str().unwrap_or("")
+            );
+            Ok(true)
+        }
+        _ => Err("the answer to the request was neither JetStream's nor notifyd's".to_owned()),
+    }
 }
 
 /// One event as a line: status, number, provider, provider message id, error.

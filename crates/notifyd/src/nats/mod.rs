@@ -212,12 +212,14 @@ fn server_version_supported(version: &str) -> bool {
 
 /// A URL with any `user:password@` removed, for messages.
 fn redact_url(urls: &str) -> String {
-    let one = |url: &str| match url
-        .split_once("://")
-        .and_then(|(scheme, rest)| rest.rsplit_once('@').map(|(_, host)| (scheme, host)))
-    {
-        Some((scheme, host)) => format!("{scheme}://***@{host}"),
-        None => url.to_owned(),
+    // With or without a scheme (`user:pass@host:4222` is a URL to the client too).
+    let one = |url: &str| {
+        let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+        match (rest.rsplit_once('@'), scheme) {
+            (Some((_, host)), "") => format!("***@{host}"),
+            (Some((_, host)), scheme) => format!("{scheme}://***@{host}"),
+            (None, _) => url.to_owned(),
+        }
     };
     urls.split(',').map(|u| one(u.trim())).collect::<Vec<_>>().join(",")
 }
@@ -273,6 +275,8 @@ mod tests {
     fn credentials_are_cut_from_urls() {
         assert_eq!(super::redact_url("nats://u:p@host:4222"), "nats://***@host:4222");
         assert_eq!(super::redact_url("nats://host:4222"), "nats://host:4222");
+        assert_eq!(super::redact_url("alice:s3cret@127.0.0.1:1"), "***@127.0.0.1:1");
+        assert_eq!(super::redact_url("tok@en@host:4222"), "***@host:4222");
         assert_eq!(super::redact_url("nats://a:4222, nats://u:p@b:4222"), "nats://a:4222,nats://***@b:4222");
     }
 }
