@@ -51,7 +51,10 @@ mod tests {
             .map(|(name, _)| name.to_string_lossy().into_owned())
             .collect();
         removed.sort();
-        assert_eq!(removed, ["NOTIFYD_INTAKE__MODE", "NOTIFYD_LOG", "NOTIFYD_NATS__URL", "notifyd_nats__url"]);
+        assert_eq!(
+            removed,
+            ["NOTIFYD_INTAKE__MODE", "NOTIFYD_LOG", "NOTIFYD_NATS__URL", "notifyd_nats__url"]
+        );
         assert_eq!(command.get_envs().count(), 4, "nothing else is touched");
     }
 }

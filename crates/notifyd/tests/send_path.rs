@@ -265,6 +265,10 @@ async fn the_send_command_is_a_client_with_exit_codes() {
     assert_eq!(code, Some(3), "{stdout}");
     assert!(stdout.contains("done: 1 rejected"), "{stdout}");
 
+    // The same invalid entry twice ends once: 3 at once, not a timeout.
+    let (code, stdout, _) = run("abc,abc", WAIT, vec![]).await.unwrap();
+    assert_eq!(code, Some(3), "{stdout}");
+
     // One sent, one refused by the provider: partial, 2.
     let (code, stdout, _) = run("+4915171112233,+4915100000009", WAIT, vec![]).await.unwrap();
     assert_eq!(code, Some(2), "{stdout}");
@@ -326,4 +330,46 @@ async fn the_send_command_reads_only_the_nats_table() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("done: 1 delivered"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_command_works_with_a_core_intake_daemon() {
+    let nats = NatsServer::start();
+    let config = SANDBOX_CONFIG.replace("[intake]\n", "[intake]\nmode = \"core\"\n");
+    let _daemon = Daemon::start(&nats, &config);
+    let url = nats.url();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        send(
+            &["--to", "+4915171112233", "--text", "hi", "--wait", "--timeout", "30s", "--nats-url", &url],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "accepted by the core intake and sent: {stdout}{stderr}");
+    assert!(stdout.contains("done: 1 delivered"), "{stdout}");
+    // Rejected by the core intake's answer (no valid recipient): 3 without waiting.
+    let url = nats.url();
+    let (code, stdout, _) =
+        tokio::task::spawn_blocking(move || send(&["--to", "+12", "--text", "", "--nats-url", &url], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(3), "{stdout}");
+}
+
+#[test]
+fn the_send_command_refuses_a_config_file_that_does_not_parse() {
+    // A broken line elsewhere must not make send forget [nats] (and go to 127.0.0.1:4222).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, "[nats]\nurl = \"nats://127.0.0.1:4333\"\ntoken = \"s3cret-token\"\n[intake\n")
+        .unwrap();
+    let out = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
+        .args(["send", "--to", "+4915171112233", "--text", "hi", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(!stderr.contains("s3cret-token"), "{stderr}");
 }

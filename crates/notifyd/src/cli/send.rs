@@ -1,5 +1,6 @@
 //! `notifyd send`: publishes one request the way a microservice would, and with `--wait` follows
-//! its events until every recipient reaches a final status. It is a NATS client and nothing more:
+//! its events until every recipient reaches a final status, with either intake mode. It is a NATS
+//! client and nothing more:
 //! it reads only the `[nats]` table (of the config file when there is one, and the
 //! `NOTIFYD_NATS__*` variables), or `--nats-url`.
 //!
@@ -188,7 +189,10 @@ fn read_answer(payload: &[u8]) -> Result<bool, String> {
     let answer: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
     if let Some(error) = answer.get("error").filter(|_| answer.get("status").is_none()) {
         let text = error["description"].as_str().or(error["message"].as_str()).unwrap_or("no description");
-        return Err(format!("the request was not stored by JetStream: {}", text.chars().take(200).collect::<String>()));
+        return Err(format!(
+            "the request was not stored by JetStream: {}",
+            text.chars().take(200).collect::<String>()
+        ));
     }
     if answer.get("stream").is_some() {
         return Ok(false);
