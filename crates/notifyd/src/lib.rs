@@ -54,6 +54,9 @@ pub enum Error {
     /// The NATS connection could not be made (or the server is too old).
     #[error("{0}")]
     Nats(String),
+    /// NATS did not answer (refused, timed out): worth trying again at start-up.
+    #[error("{0}")]
+    NatsUnreachable(String),
     /// A stream, consumer or bucket could not be set up.
     #[error("{0}")]
     Setup(#[from] nats::SetupError),
@@ -68,7 +71,11 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Plugins(_) => 78,
-            Error::Nats(_) | Error::Setup(_) | Error::Listen { .. } | Error::Other(_) => 1,
+            Error::Nats(_)
+            | Error::NatsUnreachable(_)
+            | Error::Setup(_)
+            | Error::Listen { .. }
+            | Error::Other(_) => 1,
         }
     }
 }
@@ -97,6 +104,50 @@ where
     }
 }
 
+/// How long start-up waits for NATS and JetStream to answer (a server starting, restarting or
+/// electing leaders) before it gives up with exit code 1.
+pub const STARTUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Connects and sets up the JetStream objects, trying again for up to [`STARTUP_PATIENCE`] while
+/// NATS does not answer (refused, timed out, no responders), each try logged with what failed.
+/// `None`: `shutdown` came first.
+async fn start_nats(
+    config: &Config,
+    metrics: &Metrics,
+    ready: &Arc<Readiness>,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> Result<Option<(async_nats::Client, async_nats::jetstream::Context, nats::Objects)>, Error> {
+    let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    let mut tries: u32 = 0;
+    loop {
+        let failure = match nats::connect(&config.nats, metrics, ready).await {
+            Ok(client) => {
+                let js = async_nats::jetstream::new(client.clone());
+                match nats::set_up(&js, config).await {
+                    Ok(objects) => return Ok(Some((client, js, objects))),
+                    Err(e) if e.is_transient() => e.to_string(),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(Error::NatsUnreachable(message)) => message,
+            Err(e) => return Err(e),
+        };
+        tries += 1;
+        let pause = retry::Backoff::NATS.delay(tries.min(16)).max(std::time::Duration::from_millis(500));
+        if tokio::time::Instant::now() + pause > deadline {
+            return Err(Error::NatsUnreachable(format!(
+                "{failure}; gave up after trying for {}s at start-up ({tries} tries)",
+                STARTUP_PATIENCE.as_secs()
+            )));
+        }
+        tracing::warn!(error = %failure, retry_in = ?pause, "NATS or JetStream does not answer yet at start-up; trying again");
+        tokio::select! {
+            _ = &mut *shutdown => return Ok(None),
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves, then drains ([`shutdown`]): stops taking requests,
 /// lets those in flight and every other task finish within `shutdown.grace` (unfinished requests
 /// are redelivered by JetStream), and returns.
@@ -120,9 +171,11 @@ pub async fn run(
     let metrics_limits = httpd::Limits::metrics(&config.metrics);
     drain.spawn(metrics::serve(listener, metrics_limits, metrics.clone(), ready.clone(), drain.clone()));
 
-    let client = nats::connect(&config.nats, &metrics, &ready).await?;
-    let js = async_nats::jetstream::new(client.clone());
-    let mut objects = nats::set_up(&js, &config).await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let Some((client, js, mut objects)) = start_nats(&config, &metrics, &ready, &mut shutdown).await? else {
+        tracing::info!("stopped while waiting for NATS at start-up");
+        return Ok(());
+    };
     let events =
         events::Events::new(js.clone(), &config.nats.subject_prefix, metrics.clone(), ready.stalled.clone());
     let policy = retry::policy::Policy::new(config.retry.clone());

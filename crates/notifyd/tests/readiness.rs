@@ -122,3 +122,19 @@ async fn readyz_is_503_while_the_jetstream_store_is_full() {
     assert_eq!(daemon.metric("notifyd_jetstream_writable"), 1.0);
     still_sends(&nats, "after-full").await;
 }
+
+/// A daemon started while NATS does not answer (the server paused, as during a restart or a
+/// leader election) waits and tries again instead of exiting, and is ready once NATS answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_waits_for_nats_instead_of_exiting() {
+    let nats = NatsServer::start();
+    let paused = Paused(nats_pids(&nats));
+    signal(&paused.0, "STOP");
+    let mut daemon = Daemon::start_unready(&nats, SANDBOX_CONFIG);
+    // Longer than the connect timeout (5 s): the first connect fails while the server is paused.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    drop(paused);
+    daemon.wait_ready();
+    assert!(daemon.log().contains("does not answer yet at start-up; trying again"), "{}", daemon.log());
+    still_sends(&nats, "after-start-up-wait").await;
+}

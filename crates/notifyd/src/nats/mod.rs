@@ -173,10 +173,16 @@ pub async fn connect(
         .map_err(|e| {
             Error::Nats(format!("[nats] url {:?} is not a list of NATS URLs: {e}", redact_url(&cfg.url)))
         })?;
-    let client = opts
-        .connect(servers)
-        .await
-        .map_err(|e| Error::Nats(format!("cannot connect to NATS at {}: {e}", redact_url(&cfg.url))))?;
+    let client = opts.connect(servers).await.map_err(|e| {
+        let message = format!("cannot connect to NATS at {}: {e}", redact_url(&cfg.url));
+        match e.kind() {
+            // The server is not there yet, or does not answer: worth trying again.
+            async_nats::ConnectErrorKind::Io | async_nats::ConnectErrorKind::TimedOut => {
+                Error::NatsUnreachable(message)
+            }
+            _ => Error::Nats(message),
+        }
+    })?;
     ready.nats.store(true, Ordering::Relaxed);
     metrics.show_readiness(ready);
     let version = client.server_info().version;

@@ -82,6 +82,15 @@ impl SetupError {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Whether JetStream only did not answer in time (a leader election, a server starting or
+    /// paused): worth trying again, where a refusal is not.
+    pub fn is_transient(&self) -> bool {
+        let reason = self.reason.to_ascii_lowercase();
+        ["timed out", "timeout", "no responders", "temporarily unavailable"]
+            .iter()
+            .any(|t| reason.contains(t))
+    }
 }
 
 /// Every JetStream object the daemon works with, as [`set_up`] found or created them.

@@ -42,8 +42,22 @@ impl Daemon {
         Self::start_with_env(nats, config, &[])
     }
 
+    /// Like [`Daemon::start`], without waiting for `/readyz` (for a daemon that starts while NATS
+    /// does not answer); [`Daemon::wait_ready`] waits.
+    pub fn start_unready(nats: &NatsServer, config: &str) -> Daemon {
+        let mut d = Self::write(nats, config, &[]);
+        d.spawn_only();
+        d
+    }
+
     /// Like [`Daemon::start`], with extra environment variables for the daemon process.
     pub fn start_with_env(nats: &NatsServer, config: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut d = Self::write(nats, config, env);
+        d.spawn();
+        d
+    }
+
+    fn write(nats: &NatsServer, config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let metrics_port = free_port();
         let text = config
@@ -52,12 +66,15 @@ impl Daemon {
             .replace("{sandbox}", sandbox_plugin().to_str().unwrap());
         std::fs::write(dir.path().join("notifyd.toml"), text).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut d = Daemon { child: None, log: dir.path().join("notifyd.log"), dir, metrics_port, env };
-        d.spawn();
-        d
+        Daemon { child: None, log: dir.path().join("notifyd.log"), dir, metrics_port, env }
     }
 
     fn spawn(&mut self) {
+        self.spawn_only();
+        self.wait_ready();
+    }
+
+    fn spawn_only(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
             .arg("--config")
@@ -69,10 +86,10 @@ impl Daemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_ready();
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until `/readyz` answers 200 (10 s); panics with the log if the daemon exits first.
+    pub fn wait_ready(&mut self) {
         for _ in 0..200 {
             if http_get(self.metrics_port, "/readyz").is_some_and(|(status, _)| status == 200) {
                 return;
