@@ -28,6 +28,7 @@ pub mod replicas;
 pub mod retry;
 pub mod route;
 pub mod sched;
+pub mod schema;
 pub mod shutdown;
 pub mod track;
 pub mod validate;

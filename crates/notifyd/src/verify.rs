@@ -11,16 +11,26 @@
 //! once. A failing check says what the plugin answered: the return code, and the error document's
 //! code and message.
 //!
+//! Every document the plugin answers along the way is also checked against the schema of the
+//! plugin documents, `include/notifyd_plugin.schema.json` (built into the binary, see
+//! [`crate::schema`]): `describe: schema`, `settings: schema` (the error document of every
+//! refusal of settings) and `<op>: schema` (every answer of the operation: its steps, HTTP
+//! requests, results and error documents). A document that breaks a rule fails the check, which names the field by its JSON
+//! pointer and says the rule (`/done/recipients/0/error/provider_code: expected a string or null,
+//! found a number`).
+//!
 //! A new check is one more call to [`Report::check`] from the stage it belongs to; its name goes
 //! into the table in docs/plugin-authors.md.
 
 use crate::plugin::{Op, PluginError, PluginInstance, PluginLibrary};
+use crate::schema;
 use notifyd_plugin::abi;
 use notifyd_plugin::wire::{
     Describe, ErrorCode, ErrorDoc, Exchange, HttpRequest, HttpResponse, InstanceInit, OpOutput, SendInput,
     SendResult, Step, WIRE_VERSION,
 };
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -129,8 +139,14 @@ pub fn verify(path: &Path, settings: Option<serde_json::Value>) -> Report {
     r.describe = Some(lib.describe.clone());
     r.abi = Some(lib.abi_version());
     check_describe(&mut r, &lib);
-    let Some((instance, settings)) = check_instance(&mut r, &lib, settings) else { return r };
-    check_unknown_key(&mut r, &lib, settings);
+    // The error documents of every refusal of settings, checked against the schema.
+    let mut refusals = Conformance::default();
+    let Some((instance, settings)) = check_instance(&mut r, &lib, settings, &mut refusals) else {
+        refusals.report(&mut r, "settings: schema");
+        return r;
+    };
+    check_unknown_key(&mut r, &lib, settings, &mut refusals);
+    refusals.report(&mut r, "settings: schema");
     let recipients = lib.describe.max_recipients.min(2) as usize;
     check_op(&mut r, &instance, Op::Send, send_input(recipients));
     if lib.supports(Op::Status) {
@@ -147,6 +163,9 @@ pub fn verify(path: &Path, settings: Option<serde_json::Value>) -> Report {
 fn check_describe(r: &mut Report, lib: &PluginLibrary) {
     let d = &lib.describe;
     r.check("loads", true, format!("plugin `{}` {} (ABI {})", d.name, d.version, lib.abi_version()));
+    let mut describe = Conformance::default();
+    describe.document("the describe document", "describe", lib.describe_document());
+    describe.report(r, "describe: schema");
     let known = ["unicode", "gsm7", "latin"].contains(&d.alphabet.as_str());
     let is = if known { "is" } else { "is not" };
     r.check("describe: alphabet", known, format!("{:?} {is} one of unicode, gsm7, latin", d.alphabet));
@@ -178,6 +197,7 @@ fn check_instance(
     r: &mut Report,
     lib: &Arc<PluginLibrary>,
     settings: Option<serde_json::Value>,
+    refusals: &mut Conformance,
 ) -> Option<(PluginInstance, serde_json::Map<String, serde_json::Value>)> {
     let object = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
     let (given, candidates) = match settings {
@@ -199,7 +219,10 @@ fn check_instance(
                 r.check("settings: instance", true, format!("created from {source} {}", keys(&settings)));
                 return Some((instance, settings));
             }
-            Err(e) => refused.push(format!("{} refused: {}", keys(&settings), refusal(&e))),
+            Err(e) => {
+                check_refusal(lib, &settings, refusals);
+                refused.push(format!("{} refused: {}", keys(&settings), refusal(&e)))
+            }
         }
     }
     let hint =
@@ -218,10 +241,12 @@ fn check_unknown_key(
     r: &mut Report,
     lib: &Arc<PluginLibrary>,
     mut settings: serde_json::Map<String, serde_json::Value>,
+    refusals: &mut Conformance,
 ) {
     let name = "settings: unknown key";
     settings.insert(UNKNOWN_KEY.into(), true.into());
     let with = keys(&settings);
+    check_refusal(lib, &settings, refusals);
     match lib.instantiate(&init(settings)) {
         Ok(_) => {
             r.check(name, false, format!("{with} was accepted; an unknown key must be refused, naming it"))
@@ -235,6 +260,86 @@ fn check_unknown_key(
             format!("{with} refused, but the message does not name `{UNKNOWN_KEY}`: {}", refusal(&e)),
         ),
     };
+}
+
+/// Checks the error document `instance_new` answers when it refuses `settings` (the document as
+/// the plugin wrote it; [`PluginLibrary::instantiate`] keeps only its code and message).
+fn check_refusal(
+    lib: &Arc<PluginLibrary>,
+    settings: &serde_json::Map<String, serde_json::Value>,
+    refusals: &mut Conformance,
+) {
+    let document = serde_json::to_vec(&init(settings.clone())).expect("settings encode as JSON");
+    let created = lib.instance_new(&document);
+    if created.rc != abi::RC_OK {
+        refusals.document(&format!("the refusal of {}", keys(settings)), "error_document", &created.answer);
+    }
+}
+
+/// The definition of the schema an answer of `op` with `NOTIFYD_OK` conforms to.
+fn answer_definition(op: Op) -> &'static str {
+    match op {
+        Op::Send => "send_answer",
+        Op::Status => "status_answer",
+        Op::Balance => "balance_answer",
+        Op::Callback => "callback_answer",
+    }
+}
+
+/// The documents a plugin answered in one stage, checked against the schema.
+#[derive(Debug, Default)]
+struct Conformance {
+    /// How many documents were checked.
+    seen: usize,
+    /// Their definitions.
+    definitions: BTreeSet<&'static str>,
+    /// How many broke a rule.
+    failed: usize,
+    /// The first that did, in words.
+    first: Option<String>,
+}
+
+impl Conformance {
+    /// Checks the answer of `op` with return code `rc`: with `NOTIFYD_OK` an answer of the
+    /// operation, otherwise an error document.
+    fn answer(&mut self, what: &str, op: Op, rc: i32, body: &[u8]) {
+        let definition = if rc == abi::RC_OK { answer_definition(op) } else { "error_document" };
+        self.document(what, definition, body);
+    }
+
+    /// Checks `body` against `#/$defs/<definition>`. What is not JSON (an empty answer, say) is
+    /// not checked here: the stage's own checks say what is wrong with it.
+    fn document(&mut self, what: &str, definition: &'static str, body: &[u8]) {
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body) else { return };
+        self.seen += 1;
+        self.definitions.insert(definition);
+        if let Err(violations) = schema::schema().check(definition, &doc) {
+            self.failed += 1;
+            self.first.get_or_insert_with(|| {
+                let more = match violations.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more in this document)", n - 1),
+                };
+                format!("{what}, checked against $defs/{definition}: {}{more}", violations[0])
+            });
+        }
+    }
+
+    /// Records the check `name`, when a document was checked.
+    fn report(self, r: &mut Report, name: &str) {
+        if self.seen == 0 {
+            return;
+        }
+        let definitions: Vec<String> = self.definitions.iter().map(|d| format!("$defs/{d}")).collect();
+        let (definitions, seen) = (definitions.join(", "), self.seen);
+        let documents = if seen == 1 { "document conforms" } else { "documents conform" };
+        match self.first {
+            None => r.check(name, true, format!("{seen} {documents} to the schema ({definitions})")),
+            Some(first) => {
+                r.check(name, false, format!("{} of {seen} documents do not conform; {first}", self.failed))
+            }
+        };
+    }
 }
 
 /// The keys of settings, never their values: `{username, password}`.
@@ -382,19 +487,44 @@ fn send_summary(done: &SendResult) -> Result<String, String> {
     }
 }
 
-/// Calls `op` and reads the answer.
-fn call(instance: &PluginInstance, op: Op, document: &[u8]) -> Result<Answer, String> {
+/// Calls `op` and reads the answer, which `conformance` checks against the schema as the answer
+/// to `what`.
+fn call(
+    instance: &PluginInstance,
+    op: Op,
+    document: &[u8],
+    conformance: &mut Conformance,
+    what: &str,
+) -> Result<Answer, String> {
     let answer = instance.call(op, document).map_err(|e| e.message)?;
+    conformance.answer(what, op, answer.rc, &answer.body);
     answer_of(op, answer.rc, &answer.body)
 }
 
 /// Checks one operation: `<op>: malformed input` is refused; `<op>: first step` is valid; when it
 /// asks for HTTP, `<op>: request` is a valid request on the base URL and every hostile answer to
-/// it is classified (`<op>: <answer>`).
+/// it is classified (`<op>: <answer>`). Last, `<op>: schema`: every answer it gave conforms to
+/// the schema.
 fn check_op(r: &mut Report, instance: &PluginInstance, op: Op, input: serde_json::Value) {
+    let mut conformance = Conformance::default();
+    check_steps(r, instance, op, input, &mut conformance);
+    conformance.report(r, &format!("{}: schema", op.as_str()));
+}
+
+/// [`check_op`] but for the schema.
+fn check_steps(
+    r: &mut Report,
+    instance: &PluginInstance,
+    op: Op,
+    input: serde_json::Value,
+    conformance: &mut Conformance,
+) {
     let op_name = op.as_str();
     let name = |what: &str| format!("{op_name}: {what}");
     let garbage = instance.call(op, b"{\"v\":1,\"input\":5").map_err(|e| e.message);
+    if let Ok(a) = &garbage {
+        conformance.answer("the answer to a truncated document", op, a.rc, &a.body);
+    }
     match garbage {
         Ok(a) if a.rc == abi::RC_ERROR => {
             r.check(name("malformed input"), true, format!("refused with {}", answered(a.rc, &a.body)))
@@ -420,7 +550,7 @@ fn check_op(r: &mut Report, instance: &PluginInstance, op: Op, input: serde_json
         Some(n) => format!(" to {n} recipients"),
         None => String::new(),
     };
-    let (http, state) = match call(instance, op, &doc(&input, None)) {
+    let (http, state) = match call(instance, op, &doc(&input, None), conformance, "the first step") {
         Ok(Answer::Http(http, state)) => (http, state),
         Ok(Answer::Done(done)) => {
             let detail = format!("{op_name}{what} answered without HTTP ({done}); no network needed");
@@ -470,7 +600,13 @@ fn check_op(r: &mut Report, instance: &PluginInstance, op: Op, input: serde_json
     ];
     for (what, response) in hostile {
         let ex = Exchange { state: state.clone(), response };
-        let (ok, detail) = match call(instance, op, &doc(&input, Some(&ex))) {
+        let (ok, detail) = match call(
+            instance,
+            op,
+            &doc(&input, Some(&ex)),
+            conformance,
+            &format!("the answer to {what}"),
+        ) {
             Ok(Answer::Done(done)) => (true, format!("classified: {done}")),
             Ok(Answer::Http(http, _)) => {
                 (true, format!("classified: asks for another {} request", http.method))
@@ -584,6 +720,42 @@ mod tests {
         assert!(
             matches!(answer_of(Op::Send, abi::RC_OK, unknown), Err(e) if e.contains("unknown error code \"nope\""))
         );
+    }
+
+    #[test]
+    fn a_document_that_breaks_the_schema_fails_its_check_naming_the_field() {
+        let mut r = Report::default();
+        let mut c = Conformance::default();
+        c.answer(
+            "the first step",
+            Op::Send,
+            abi::RC_OK,
+            br#"{"v":1,"done":{"recipients":[{"to":"4915","provider_message_id":"7"}]}}"#,
+        );
+        c.answer(
+            "the answer to a 500",
+            Op::Send,
+            abi::RC_ERROR,
+            br#"{"v":1,"error":{"code":"unavailable"}}"#,
+        );
+        c.answer("an empty answer", Op::Send, abi::RC_OK, b"");
+        c.report(&mut r, "send: schema");
+        assert_eq!(
+            r.render(),
+            [
+                "FAIL send: schema: 1 of 2 documents do not conform; the answer to a 500, checked against $defs/error_document: /error/message: required, but missing (schema #/$defs/provider_error/required)"
+            ]
+        );
+        let mut c = Conformance::default();
+        c.answer("the first step", Op::Status, abi::RC_OK, br#"{"v":1,"done":{"statuses":[]}}"#);
+        c.report(&mut r, "status: schema");
+        assert_eq!(
+            r.render()[1],
+            "ok   status: schema: 1 document conforms to the schema ($defs/status_answer)"
+        );
+        // Nothing checked, no check.
+        Conformance::default().report(&mut r, "balance: schema");
+        assert_eq!(r.checks.len(), 2);
     }
 
     #[test]

@@ -471,7 +471,43 @@ fn verify_passes_on_the_sandbox_the_c_example_and_the_short_table() {
         assert!(shown.contains("settings: unknown key:"), "{shown}");
         assert!(shown.contains("send: first step:"), "{shown}");
         assert!(shown.contains("threads:"), "{shown}");
+        // Every answer was checked against the schema, and conforms.
+        for name in ["describe: schema", "settings: schema", "send: schema"] {
+            assert!(shown.contains(&format!("ok   {name}: ")), "{name}:\n{shown}");
+        }
     }
+}
+
+#[test]
+fn verify_fails_an_answer_that_breaks_the_schema_naming_the_field_by_its_pointer() {
+    // `numeric_code` answers every recipient failed, with `"provider_code": 21211`.
+    let report = verify::verify(&fixture("numeric_code"), None);
+
+    let shown = report.render().join("\n");
+    assert!(!report.passed(), "{shown}");
+    let schema = check(&report, "send: schema");
+    assert!(!schema.ok, "{shown}");
+    assert!(
+        schema.detail.contains(
+            "the first step, checked against $defs/send_answer: /done/recipients/0/error/provider_code: expected a string or null, found a number (schema #/$defs/provider_error/properties/provider_code/anyOf)"
+        ),
+        "{shown}"
+    );
+    // Its other documents conform: the check names the one that does not.
+    assert!(check(&report, "describe: schema").ok, "{shown}");
+    assert!(check(&report, "settings: schema").ok, "{shown}");
+    // The same failure in `--json`.
+    let (code, stdout, stderr) = verify_command_with(&fixture("numeric_code"), &["--json"]);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    let failed: Vec<&serde_json::Value> =
+        json["checks"].as_array().unwrap().iter().filter(|c| c["name"] == "send: schema").collect();
+    assert_eq!(failed.len(), 1, "{stdout}");
+    assert_eq!(failed[0]["ok"], false, "{stdout}");
+    assert!(
+        failed[0]["detail"].as_str().unwrap().contains("/done/recipients/0/error/provider_code"),
+        "{stdout}"
+    );
 }
 
 #[test]
