@@ -18,8 +18,10 @@
 //!
 //! Errors are typed: [`SetupError`] names the object and what could not be done with it.
 
+mod drift;
 mod objects;
 
+pub use drift::Replication;
 pub use objects::{
     CallbackObjects, DEAD_LETTERS_MAX_AGE, DEAD_LETTERS_MAX_BYTES, DEAD_LETTERS_MAX_MESSAGES,
     IntakeConsumers, LEDGER_RETENTION, ObjectKind, Objects, SetupError, SetupErrorKind, dead_letter_stream,
