@@ -144,6 +144,15 @@ async fn existing_single_replica_streams_are_reported_and_scaled() {
     })
     .await
     .unwrap();
+    let tracking = js.get_stream("NOTIFY_SMS_TRACKING").await.unwrap();
+    tracking
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("notifyd_tracking".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(replicas(&js, "NOTIFY_SMS_TRACKING").await, (1, 0));
 
     let daemon = Daemon::start(&cluster.servers[0], &cluster.config("replicas = 3", ""));
@@ -156,6 +165,16 @@ async fn existing_single_replica_streams_are_reported_and_scaled() {
             "{log}"
         );
         assert_eq!(replicas(&js, name).await, (3, 2), "{name}\n{log}");
+    }
+    // The consumer made on the single replica follows its stream.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = tracking.consumer_info("notifyd_tracking").await.unwrap();
+        if info.cluster.as_ref().is_some_and(|c| c.replicas.len() == 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the consumer kept its one replica: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
         log.contains(
