@@ -45,8 +45,8 @@ pub enum SetupErrorKind {
     Create,
     /// Reading its information failed.
     Read,
-    /// Updating one made by an older notifyd failed (the intake stream's subjects, the intake
-    /// consumer's filter).
+    /// Updating an intake consumer made by an older notifyd (its filter) failed. (A stream or
+    /// bucket that cannot be updated is reported in the log and used as it is.)
     Update,
 }
 
@@ -363,7 +363,7 @@ async fn replicated_work_queue(
 /// consumers ([`IntakeConsumers`]).
 ///
 /// An older notifyd made the stream with `<prefix>.sms.send` alone and one consumer without a
-/// filter: the stream gets the per-class subjects it lacks and keeps its other settings, and the
+/// filter: the stream gets the per-class subjects it lacks (as any drift, see [`drift`]), and the
 /// consumer gets its filter, in place, so the requests waiting in them are kept. (Any replica of
 /// the older version still running then takes only `<prefix>.sms.send`.)
 pub async fn intake_queue(
