@@ -1,7 +1,10 @@
 #!/usr/bin/env sh
 # Creates notifyd's JetStream streams and key-value buckets with 3 replicas on a NATS cluster,
-# BEFORE notifyd first starts. notifyd creates whatever is missing with 1 replica and uses
-# existing streams unchanged, so pre-created replicated ones are kept.
+# BEFORE notifyd first starts. Optional: with `replicas = 3` under [nats] in notifyd.toml, notifyd
+# creates them so itself, and scales existing ones at start-up. Use this script when notifyd may
+# not create streams (no $JS.API.STREAM.CREATE/UPDATE permission), or to scale ahead of a deploy.
+# Without [nats] replicas, notifyd creates what is missing with 1 replica and keeps the replicas
+# of existing streams, so these are kept.
 #
 #   NATS_URL=nats://nats-1.example.internal:4222 NATS_USER=admin NATS_PASSWORD=... ./create-streams.sh
 #   ./create-streams.sh scale      # streams that already exist (created by notifyd): edit to 3 replicas

@@ -124,6 +124,9 @@ pub struct Config {
     pub base_dir: PathBuf,
 }
 
+/// The most replicas JetStream keeps of a stream: `[nats] replicas` is 1 to this.
+pub const MAX_REPLICAS: usize = 5;
+
 /// `[nats]`: how to reach NATS.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -152,6 +155,14 @@ pub struct NatsConfig {
     /// How long to wait for a connection. Default 5s.
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// Replicas of every stream and bucket notifyd creates, 1 to 5; an existing one with another
+    /// count is updated to it at start-up (see [`crate::nats`]). Default: unset, which creates
+    /// them with 1 replica and leaves the replicas of existing ones as they are.
+    pub replicas: Option<usize>,
+    /// Placement tags of every stream and bucket notifyd creates (JetStream places the replicas
+    /// on servers that have all of them); an existing one with other tags is updated. Default:
+    /// none (any server, and existing placements are left as they are).
+    pub placement_tags: Vec<String>,
 }
 
 impl Default for NatsConfig {
@@ -170,6 +181,8 @@ impl Default for NatsConfig {
             tls_cert: None,
             tls_key: None,
             connect_timeout: Duration::from_secs(5),
+            replicas: None,
+            placement_tags: Vec::new(),
         }
     }
 }
@@ -209,6 +222,14 @@ impl NatsConfig {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             problems.push("[nats] tls_cert and tls_key go together; set both or neither".into());
+        }
+        if let Some(n) = self.replicas.filter(|n| !(1..=MAX_REPLICAS).contains(n)) {
+            problems.push(format!(
+                "[nats] replicas must be between 1 and {MAX_REPLICAS} (JetStream keeps at most {MAX_REPLICAS} copies), not {n}"
+            ));
+        }
+        if self.placement_tags.iter().any(|t| t.trim().is_empty() || t.contains(',')) {
+            problems.push("[nats] placement_tags must be non-empty tags without ','".into());
         }
     }
 

@@ -2,10 +2,10 @@
 //!
 //! [`connect`] opens the connection as `[nats]` says and keeps `notifyd_nats_connected` and
 //! readiness current. [`set_up`] ensures each stage's JetStream objects at start-up, creating
-//! the ones that are missing (an existing one is used as it is, never updated to the config,
-//! except for the callback index bucket's old byte cap, the queue stream's per-subject limit,
-//! which follows the largest `max_queued`, and the per-class subjects and filters an older
-//! notifyd's intake stream and consumer lack):
+//! the ones that are missing with `[nats] replicas` and `placement_tags`. An existing stream or
+//! bucket is compared with what the configuration asks for and updated where JetStream allows,
+//! the rest reported (see the `drift` module); consumers are used as they are, except the intake
+//! consumers, which get the per-class filters an older notifyd's lack:
 //!
 //! | stage | objects (default names) |
 //! |---|---|
@@ -18,8 +18,10 @@
 //!
 //! Errors are typed: [`SetupError`] names the object and what could not be done with it.
 
+mod drift;
 mod objects;
 
+pub use drift::Replication;
 pub use objects::{
     CallbackObjects, DEAD_LETTERS_MAX_AGE, DEAD_LETTERS_MAX_BYTES, DEAD_LETTERS_MAX_MESSAGES,
     IntakeConsumers, LEDGER_RETENTION, ObjectKind, Objects, SetupError, SetupErrorKind, dead_letter_stream,

@@ -1,5 +1,6 @@
 //! The JetStream streams, consumers and buckets of every stage, and their setup at start-up.
 
+use super::drift::{self, Replication};
 use crate::class::Class;
 use crate::config::{Config, IntakeMode};
 use async_nats::jetstream::{self, consumer, kv, stream};
@@ -44,8 +45,8 @@ pub enum SetupErrorKind {
     Create,
     /// Reading its information failed.
     Read,
-    /// Updating one made by an older notifyd failed (the intake stream's subjects, the intake
-    /// consumer's filter).
+    /// Updating an intake consumer made by an older notifyd (its filter) failed. (A stream or
+    /// bucket that cannot be updated is reported in the log and used as it is.)
     Update,
 }
 
@@ -64,7 +65,12 @@ pub struct SetupError {
 }
 
 impl SetupError {
-    fn new(kind: SetupErrorKind, object: ObjectKind, name: &str, reason: impl std::fmt::Display) -> Self {
+    pub(super) fn new(
+        kind: SetupErrorKind,
+        object: ObjectKind,
+        name: &str,
+        reason: impl std::fmt::Display,
+    ) -> Self {
         SetupError { kind, object, name: name.to_owned(), reason: reason.to_string() }
     }
 
@@ -151,30 +157,8 @@ async fn queues(
     let prefix = &cfg.nats.subject_prefix;
     let name = &cfg.intake.queue_stream;
     let max_queued = cfg.providers.iter().filter_map(|p| p.max_queued).max().unwrap_or(DEFAULT_MAX_QUEUED);
-    let config = queue_stream(name, prefix, max_queued);
-    let stream = match js.get_stream(name).await {
-        Ok(mut stream) => {
-            let current = stream
-                .info()
-                .await
-                .map_err(|e| SetupError::new(SetupErrorKind::Read, ObjectKind::Stream, name, e))?
-                .config
-                .clone();
-            if current.max_messages_per_subject != config.max_messages_per_subject {
-                js.update_stream(stream::Config {
-                    max_messages_per_subject: config.max_messages_per_subject,
-                    ..current
-                })
-                .await
-                .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, name, e))?;
-            }
-            stream
-        }
-        Err(_) => js
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, name, e))?,
-    };
+    let replication = Replication::of(&cfg.nats);
+    let (stream, _) = drift::stream(js, queue_stream(name, prefix, max_queued), &replication).await?;
     let consumer = |durable: String, filter: String| {
         let stream = &stream;
         async move {
@@ -347,17 +331,27 @@ pub async fn work_queue(
     consumer: &str,
     ack_wait: Duration,
 ) -> Result<(stream::Stream, consumer::PullConsumer), SetupError> {
-    let stream = js
-        .get_or_create_stream(stream::Config {
-            name: name.to_owned(),
-            subjects: vec![subject],
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::WorkQueue,
-            duplicate_window: DUPLICATE_WINDOW,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, name, e))?;
+    replicated_work_queue(js, name, subject, consumer, ack_wait, &Replication::default()).await
+}
+
+/// [`work_queue`] with `replication` (see [`drift`]).
+async fn replicated_work_queue(
+    js: &jetstream::Context,
+    name: &str,
+    subject: String,
+    consumer: &str,
+    ack_wait: Duration,
+    replication: &Replication,
+) -> Result<(stream::Stream, consumer::PullConsumer), SetupError> {
+    let config = stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subject],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::WorkQueue,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    let (stream, _) = drift::stream(js, config, replication).await?;
     let consumer = stream
         .get_or_create_consumer(consumer, pull_config(consumer, ack_wait))
         .await
@@ -369,7 +363,7 @@ pub async fn work_queue(
 /// consumers ([`IntakeConsumers`]).
 ///
 /// An older notifyd made the stream with `<prefix>.sms.send` alone and one consumer without a
-/// filter: the stream gets the per-class subjects it lacks and keeps its other settings, and the
+/// filter: the stream gets the per-class subjects it lacks (as any drift, see [`drift`]), and the
 /// consumer gets its filter, in place, so the requests waiting in them are kept. (Any replica of
 /// the older version still running then takes only `<prefix>.sms.send`.)
 pub async fn intake_queue(
@@ -379,29 +373,29 @@ pub async fn intake_queue(
     consumer: &str,
     ack_wait: Duration,
 ) -> Result<(stream::Stream, IntakeConsumers), SetupError> {
-    let subjects = super::send_subjects(prefix);
-    let stream = js
-        .get_or_create_stream(stream::Config {
-            name: name.to_owned(),
-            subjects: subjects.clone(),
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::WorkQueue,
-            duplicate_window: DUPLICATE_WINDOW,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, name, e))?;
-    let mut config = stream.cached_info().config.clone();
-    let missing: Vec<String> = subjects
-        .into_iter()
-        .filter(|s| !config.subjects.iter().any(|have| subject_covers(have, s)))
-        .collect();
-    if !missing.is_empty() {
-        config.subjects.extend(missing.iter().cloned());
-        js.update_stream(&config)
-            .await
-            .map_err(|e| SetupError::new(SetupErrorKind::Update, ObjectKind::Stream, name, e))?;
-        tracing::info!(stream = name, added = ?missing, "added the per-class subjects to the intake stream");
+    replicated_intake_queue(js, name, prefix, consumer, ack_wait, &Replication::default()).await
+}
+
+/// [`intake_queue`] with `replication` (see [`drift`]).
+async fn replicated_intake_queue(
+    js: &jetstream::Context,
+    name: &str,
+    prefix: &str,
+    consumer: &str,
+    ack_wait: Duration,
+    replication: &Replication,
+) -> Result<(stream::Stream, IntakeConsumers), SetupError> {
+    let config = stream::Config {
+        name: name.to_owned(),
+        subjects: super::send_subjects(prefix),
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::WorkQueue,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    let (stream, changed) = drift::stream(js, config, replication).await?;
+    if let Some(d) = changed.iter().find(|d| d.setting == "subjects") {
+        tracing::info!(stream = name, subjects = %d.wanted, "added the per-class subjects to the intake stream");
     }
     // The main consumer first: an older notifyd's takes every subject, and a work queue refuses
     // consumers whose subjects overlap, so it gets its filter before the others are created.
@@ -452,7 +446,7 @@ async fn intake_consumer(
 
 /// Whether the stream subject `pattern` (with NATS wildcards `*` and `>`) takes every message on
 /// the literal subject `subject`.
-fn subject_covers(pattern: &str, subject: &str) -> bool {
+pub(super) fn subject_covers(pattern: &str, subject: &str) -> bool {
     let mut subject = subject.split('.');
     for token in pattern.split('.') {
         match (token, subject.next()) {
@@ -476,20 +470,18 @@ pub fn unmatched_stream(bucket: &str) -> String {
 /// unmatched-report stream.
 pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, SetupError> {
     let prefix = &cfg.nats.subject_prefix;
+    let replication = Replication::of(&cfg.nats);
     let (status, dead) = (&cfg.intake.status_stream, &cfg.intake.dead_letter_stream);
-    js.get_or_create_stream(status_stream(status, prefix))
-        .await
-        .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, status, e))?;
-    js.get_or_create_stream(dead_letter_stream(dead, prefix))
-        .await
-        .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, dead, e))?;
+    drift::stream(js, status_stream(status, prefix), &replication).await?;
+    drift::stream(js, dead_letter_stream(dead, prefix), &replication).await?;
 
-    let (_, tracking) = work_queue(
+    let (_, tracking) = replicated_work_queue(
         js,
         &cfg.intake.tracking_stream,
         super::track_subject(prefix),
         "notifyd_tracking",
         cfg.intake.ack_wait,
+        &replication,
     )
     .await?;
     let created = |mut stream: stream::Stream, name: String| async move {
@@ -500,23 +492,33 @@ pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, Se
             .map_err(|e| SetupError::new(SetupErrorKind::Read, ObjectKind::Stream, &name, e))
     };
     let (intake_created, intake, held) = if cfg.intake.mode == IntakeMode::Core {
-        let (stream, held) = work_queue(
+        let (stream, held) = replicated_work_queue(
             js,
             &cfg.intake.held_stream,
             super::held_subject(prefix),
             &cfg.intake.consumer,
             cfg.intake.ack_wait,
+            &replication,
         )
         .await?;
         let held_created = created(stream, cfg.intake.held_stream.clone()).await?;
         (0, None, Some((held, held_created)))
     } else {
-        let (stream, intake) =
-            intake_queue(js, &cfg.intake.stream, prefix, &cfg.intake.consumer, cfg.intake.ack_wait).await?;
+        let (stream, intake) = replicated_intake_queue(
+            js,
+            &cfg.intake.stream,
+            prefix,
+            &cfg.intake.consumer,
+            cfg.intake.ack_wait,
+            &replication,
+        )
+        .await?;
         (created(stream, cfg.intake.stream.clone()).await?, Some(intake), None)
     };
-    let ledger = ledger_bucket(js, &cfg.intake.ledger_bucket).await?;
-    let replicas = replicas_bucket(js, &crate::replicas::bucket_name(&cfg.intake.ledger_bucket)).await?;
+    let ledger = ledger_bucket(js, &cfg.intake.ledger_bucket, &replication).await?;
+    let replicas_config =
+        crate::replicas::bucket_config(&crate::replicas::bucket_name(&cfg.intake.ledger_bucket));
+    let (replicas, _) = drift::bucket(js, replicas_config, &replication).await?;
     let callbacks = match cfg.callbacks.listen {
         None => None,
         Some(_) => Some(
@@ -526,6 +528,7 @@ pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, Se
                 prefix,
                 cfg.tracking.window,
                 cfg.callbacks.max_unmatched,
+                &replication,
             )
             .await?,
         ),
@@ -547,43 +550,20 @@ pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, Se
 
 /// Opens the ledger bucket, creating it when missing: one record per request, kept
 /// [`LEDGER_RETENTION`].
-async fn ledger_bucket(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, SetupError> {
-    match js.get_key_value(bucket).await {
-        Ok(kv) => Ok(kv),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: bucket.to_owned(),
-                description: "notifyd idempotency ledger: one record per request".into(),
-                history: 1,
-                max_age: LEDGER_RETENTION,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Bucket, bucket, e)),
-    }
-}
-
-/// Opens the bucket of live replicas, creating it when missing (entries expire
-/// [`crate::replicas::TTL`] after their last write). An existing bucket whose entries live
-/// another time is used unchanged, with a warning: the count of live replicas follows its
-/// `max_age`.
-async fn replicas_bucket(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, SetupError> {
-    let kv = match js.get_key_value(bucket).await {
-        Ok(kv) => kv,
-        Err(_) => js
-            .create_key_value(crate::replicas::bucket_config(bucket))
-            .await
-            .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Bucket, bucket, e))?,
+async fn ledger_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    replication: &Replication,
+) -> Result<kv::Store, SetupError> {
+    let config = kv::Config {
+        bucket: bucket.to_owned(),
+        description: "notifyd idempotency ledger: one record per request".into(),
+        history: 1,
+        max_age: LEDGER_RETENTION,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
     };
-    let max_age = kv.stream.cached_info().config.max_age;
-    if max_age != crate::replicas::TTL {
-        tracing::warn!(
-            bucket, ?max_age, expected = ?crate::replicas::TTL,
-            "the bucket of live replicas exists with another max age; a dead replica counts as live that long"
-        );
-    }
-    Ok(kv)
+    Ok(drift::bucket(js, config, replication).await?.0)
 }
 
 /// Opens (or creates) the callback index bucket `bucket` and the stream of unmatched reports
@@ -596,30 +576,29 @@ async fn callback_objects(
     prefix: &str,
     window: Duration,
     max_unmatched: usize,
+    replication: &Replication,
 ) -> Result<CallbackObjects, SetupError> {
     // Kept an hour past the window, so tracking can still tell at the window's end whether a
     // report ended the recipient.
     let ttl = window + Duration::from_secs(3600);
-    let index = match js.get_key_value(bucket).await {
-        Ok(kv) => {
-            lift_byte_cap(js, bucket).await;
-            kv
-        }
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: bucket.to_owned(),
-                description: "notifyd delivery-report index: provider message id → recipients".into(),
-                history: 1,
-                max_age: ttl,
-                // No byte cap: unmatched reports are bounded in their own stream, and the
-                // index grows with what is sent, like the tracking stream.
-                max_bytes: -1,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Bucket, bucket, e))?,
+    let config = kv::Config {
+        bucket: bucket.to_owned(),
+        description: "notifyd delivery-report index: provider message id → recipients".into(),
+        history: 1,
+        max_age: ttl,
+        // No byte cap: unmatched reports are bounded in their own stream, and the index grows
+        // with what is sent, like the tracking stream. (An older notifyd's cap is removed.)
+        max_bytes: -1,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
     };
+    let (index, changed) = drift::bucket(js, config, replication).await?;
+    if let Some(d) = changed.iter().find(|d| d.setting == "max_bytes") {
+        tracing::info!(
+            bucket, was = %d.found,
+            "removed the byte limit of the callback index bucket (an older notifyd's); unmatched reports are bounded in their own stream now"
+        );
+    }
     let legacy = match js.get_stream(format!("KV_{bucket}")).await {
         Ok(s) => s.direct_get_next_for_subject(format!("$KV.{bucket}.u.>"), None).await.is_ok(),
         Err(_) => false,
@@ -627,52 +606,20 @@ async fn callback_objects(
     let name = unmatched_stream(bucket);
     let unmatched_subject = super::unmatched_subject(prefix);
     let max_msgs = i64::try_from(max_unmatched.max(1)).unwrap_or(i64::MAX);
-    let unmatched = js
-        .get_or_create_stream(stream::Config {
-            name: name.clone(),
-            description: Some("notifyd delivery reports that arrived before their send was recorded".into()),
-            subjects: vec![format!("{unmatched_subject}.>")],
-            max_messages: max_msgs,
-            discard: stream::DiscardPolicy::Old,
-            max_age: ttl,
-            storage: stream::StorageType::File,
-            allow_direct: true,
-            duplicate_window: DUPLICATE_WINDOW,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, &name, e))?;
-    let configured = unmatched.cached_info().config.max_messages;
-    if configured != max_msgs {
-        tracing::warn!(
-            stream = %name, configured, max_unmatched,
-            "the stream of unmatched delivery reports exists with another limit; it is used unchanged"
-        );
-    }
+    let config = stream::Config {
+        name: name.clone(),
+        description: Some("notifyd delivery reports that arrived before their send was recorded".into()),
+        subjects: vec![format!("{unmatched_subject}.>")],
+        max_messages: max_msgs,
+        discard: stream::DiscardPolicy::Old,
+        max_age: ttl,
+        storage: stream::StorageType::File,
+        allow_direct: true,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    let (unmatched, _) = drift::stream(js, config, replication).await?;
     Ok(CallbackObjects { index, unmatched, unmatched_subject, legacy })
-}
-
-/// Removes the byte cap an older notifyd gave the index bucket (`max(max_unmatched × 1 KiB,
-/// 1 MiB)`, shared with unmatched reports), so sends can always be indexed. Logged, not fatal,
-/// when it cannot be changed (e.g. no permission to update streams).
-async fn lift_byte_cap(js: &jetstream::Context, bucket: &str) {
-    let name = format!("KV_{bucket}");
-    let Ok(s) = js.get_stream(&name).await else { return };
-    let mut config = s.cached_info().config.clone();
-    if config.max_bytes <= 0 {
-        return;
-    }
-    let was = config.max_bytes;
-    config.max_bytes = -1;
-    match js.update_stream(config).await {
-        Ok(_) => tracing::info!(
-            bucket,
-            was,
-            "removed the byte limit of the callback index bucket (an older notifyd's); unmatched reports are bounded in their own stream now"
-        ),
-        Err(e) => tracing::warn!(bucket, was, error = %e,
-            "cannot remove the byte limit of the callback index bucket; remove it yourself (nats stream edit KV_<bucket> --max-bytes=-1), or forged reports stored by an older notifyd may keep it full"),
-    }
 }
 
 #[cfg(test)]
