@@ -88,7 +88,9 @@ async fn every_stream_and_bucket_is_created_with_the_replicas_asked_for() {
     let js = cluster.jetstream().await;
     let callbacks = format!("[callbacks]\nlisten = \"127.0.0.1:{}\"", free_port());
     let config = cluster.config("replicas = 3", &callbacks);
-    let mut daemon = Daemon::start(&cluster.servers[0], &config);
+    // Scaling streams on a cluster takes longer than a plain start (up to 15 s per change).
+    let mut daemon = Daemon::start_unready(&cluster.servers[0], &config);
+    daemon.wait_ready_for(Duration::from_secs(60));
     for name in [
         "NOTIFY_SMS",
         "NOTIFY_SMS_STATUS",
@@ -110,7 +112,9 @@ async fn every_stream_and_bucket_is_created_with_the_replicas_asked_for() {
 
     // Core mode: the held stream too.
     let core = config.replace("[intake]\n", "[intake]\nmode = \"core\"\n");
-    let daemon = Daemon::start(&cluster.servers[0], &core);
+    // Scaling streams on a cluster takes longer than a plain start (up to 15 s per change).
+    let mut daemon = Daemon::start_unready(&cluster.servers[0], &core);
+    daemon.wait_ready_for(Duration::from_secs(60));
     assert_eq!(replicas(&js, "NOTIFY_SMS_HELD").await, (3, 2), "{}", daemon.log());
 }
 
@@ -155,7 +159,9 @@ async fn existing_single_replica_streams_are_reported_and_scaled() {
         .unwrap();
     assert_eq!(replicas(&js, "NOTIFY_SMS_TRACKING").await, (1, 0));
 
-    let daemon = Daemon::start(&cluster.servers[0], &cluster.config("replicas = 3", ""));
+    // Scaling streams on a cluster takes longer than a plain start (up to 15 s per change).
+    let mut daemon = Daemon::start_unready(&cluster.servers[0], &cluster.config("replicas = 3", ""));
+    daemon.wait_ready_for(Duration::from_secs(60));
     let log = daemon.log();
     for name in ["NOTIFY_SMS_TRACKING", "NOTIFY_SMS_DEAD"] {
         assert!(

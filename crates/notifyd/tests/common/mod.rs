@@ -90,7 +90,12 @@ impl Daemon {
 
     /// Waits until `/readyz` answers 200 (10 s); panics with the log if the daemon exits first.
     pub fn wait_ready(&mut self) {
-        for _ in 0..200 {
+        self.wait_ready_for(Duration::from_secs(10));
+    }
+
+    /// [`Daemon::wait_ready`] for up to `limit` (a start-up that scales streams on a cluster).
+    pub fn wait_ready_for(&mut self, limit: Duration) {
+        for _ in 0..limit.as_millis().div_ceil(50) {
             if http_get(self.metrics_port, "/readyz").is_some_and(|(status, _)| status == 200) {
                 return;
             }
@@ -99,7 +104,7 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("notifyd not ready after 10s:\n{}", self.log());
+        panic!("notifyd not ready after {limit:?}:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {
