@@ -253,12 +253,21 @@ impl NatsCluster {
         n.paused = false;
     }
 
-    /// The node that leads stream `stream`, as the stream's info (`cluster.leader`) says, asked
-    /// of each running, unpaused node in turn; `None` when none names one (the stream has no
-    /// leader now, or no node answers).
+    /// The node that leads stream `stream`, as the stream's cluster information
+    /// (`cluster.leader`) on each running, unpaused node's `/jsz` says: the first node that names
+    /// a leader decides. `None` when none does (the stream has no leader now, or no node
+    /// answers). Each node reports its own view of the stream's group, so this is seen as soon as
+    /// an election ends; a follower may still name a leader that has just died.
     pub fn stream_leader(&self, stream: &str) -> Option<usize> {
         (0..NODES).filter(|&i| self.is_up(i)).find_map(|i| {
-            let info = self.request(i, &format!("$JS.API.STREAM.INFO.{stream}"), "").ok()?;
+            let body = http_get(self.nodes[i].http_port, "/jsz?accounts=true&streams=true")?;
+            let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let details = jsz["account_details"].as_array()?;
+            let info = details
+                .iter()
+                .filter_map(|a| a["stream_detail"].as_array())
+                .flatten()
+                .find(|s| s["name"] == stream)?;
             self.node_named(info["cluster"]["leader"].as_str()?)
         })
     }
