@@ -25,7 +25,8 @@ const MAX_IN_FLIGHT: usize = 16;
 /// `intake.ack_wait`. A replica holding a request counts as alive while its `begun` record is
 /// younger than twice this, so this must outlast a leader election (5-10 s measured): with 2 s,
 /// a replica alive but unable to write the ledger during an election had its work resent by the
-/// other (1 duplicate call in 2 of 3 runs of the node faults, none killing a replica).
+/// other (1 duplicate call in 3 of 7 runs of node faults, none killing a replica; see
+/// docs/reliability.md, "Faults on a 3-node cluster").
 const ACK_WAIT: &str = "10s";
 /// The loose bound on the time from the intake stream having a leader again to sending resuming.
 const RESUME_BOUND: Duration = Duration::from_secs(30);
