@@ -369,7 +369,7 @@ enum Probe {
 /// install into a directory of their own and the first rename wins). So
 /// `cargo test` passes on a machine whose only NATS is an old distribution
 /// package, or none.
-fn default_binary() -> PathBuf {
+pub(crate) fn default_binary() -> PathBuf {
     static FOUND: Mutex<Option<PathBuf>> = Mutex::new(None);
     if let Some(path) = std::env::var_os(BINARY_ENV).filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
@@ -431,7 +431,7 @@ fn installed_binary() -> PathBuf {
 
 /// Asks `binary --version` once per process and binary, and panics if it is
 /// too old or cannot be run.
-fn check_version(binary: &Path) {
+pub(crate) fn check_version(binary: &Path) {
     static CHECKED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let mut checked = CHECKED.lock().unwrap_or_else(PoisonError::into_inner);
     if checked.iter().any(|known| known == binary) {
@@ -467,7 +467,7 @@ fn check_version(binary: &Path) {
 
 /// `binary`, plus where `PATH` resolves it to when it is a bare name, for
 /// error messages.
-fn describe_binary(binary: &Path) -> String {
+pub(crate) fn describe_binary(binary: &Path) -> String {
     if binary.components().count() != 1 {
         return binary.display().to_string();
     }
@@ -488,13 +488,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn file_len(path: &Path) -> u64 {
+pub(crate) fn file_len(path: &Path) -> u64 {
     fs::metadata(path).map_or(0, |meta| meta.len())
 }
 
 /// The file's contents from byte `offset` on, lossily decoded; empty if it
 /// cannot be read.
-fn read_from(path: &Path, offset: u64) -> String {
+pub(crate) fn read_from(path: &Path, offset: u64) -> String {
     let mut bytes = Vec::new();
     if let Ok(mut file) = File::open(path) {
         if file.seek(SeekFrom::Start(offset)).is_ok() {

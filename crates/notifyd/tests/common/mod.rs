@@ -45,23 +45,29 @@ impl Daemon {
     /// Like [`Daemon::start`], without waiting for `/readyz` (for a daemon that starts while NATS
     /// does not answer); [`Daemon::wait_ready`] waits.
     pub fn start_unready(nats: &NatsServer, config: &str) -> Daemon {
-        let mut d = Self::write(nats, config, &[]);
+        let mut d = Self::write(&nats.url(), config, &[]);
         d.spawn_only();
         d
     }
 
     /// Like [`Daemon::start`], with extra environment variables for the daemon process.
     pub fn start_with_env(nats: &NatsServer, config: &str, env: &[(&str, &str)]) -> Daemon {
-        let mut d = Self::write(nats, config, env);
+        Self::start_at(&nats.url(), config, env)
+    }
+
+    /// Like [`Daemon::start_with_env`], with `{nats}` filled in with `url` (e.g. a cluster's
+    /// comma-separated URL list).
+    pub fn start_at(url: &str, config: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut d = Self::write(url, config, env);
         d.spawn();
         d
     }
 
-    fn write(nats: &NatsServer, config: &str, env: &[(&str, &str)]) -> Daemon {
+    fn write(url: &str, config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let metrics_port = free_port();
         let text = config
-            .replace("{nats}", &nats.url())
+            .replace("{nats}", url)
             .replace("{metrics}", &format!("127.0.0.1:{metrics_port}"))
             .replace("{sandbox}", sandbox_plugin().to_str().unwrap());
         std::fs::write(dir.path().join("notifyd.toml"), text).unwrap();
