@@ -228,7 +228,15 @@ async fn a_single_server_keeps_one_replica_and_reports_what_it_cannot_change() {
         "{log}"
     );
     let dead = js.get_stream("NOTIFY_SMS_DEAD").await.unwrap().cached_info().config.clone();
-    assert_eq!((dead.max_messages, dead.max_age), (10_000, Duration::from_secs(7 * 24 * 3600)));
+    // max_msgs raised to notifyd's; no age limit is more than notifyd's 7 days: kept, since
+    // lowering it would delete stored dead letters.
+    assert_eq!((dead.max_messages, dead.max_age), (10_000, Duration::ZERO));
+    assert!(
+        log.contains(
+            "the JetStream stream NOTIFY_SMS_DEAD has max_age none, more than the configuration's 604800s; kept"
+        ),
+        "{log}"
+    );
     assert!(
         log.contains("the JetStream stream NOTIFY_SMS_TRACKING has retention Limits, the configuration asks for WorkQueue"),
         "{log}"

@@ -1,10 +1,13 @@
 //! Streams and buckets as the configuration asks for them: created with `[nats] replicas` and
 //! `placement_tags`, and an existing one compared with what notifyd would create ("drift").
 //!
-//! What JetStream can change in place is updated at start-up, each difference logged at WARN
-//! with the value found and the value wanted: replicas, placement tags, missing subjects, the
-//! limits notifyd sets (max age, max messages, max bytes, max messages per subject), the
-//! duplicate window, the discard policy and direct gets. What it cannot change (retention,
+//! What JetStream can change in place without losing anything is updated at start-up, each
+//! difference logged at WARN with the value found and the value wanted: replicas, placement
+//! tags, missing subjects, the limits notifyd sets when they are lower than its own (max age, max
+//! messages, max bytes, max messages per subject: a limit is only ever raised; a larger one, or
+//! none, is kept and logged, since lowering it would make JetStream delete stored messages), the
+//! duplicate window, the discard policy where notifyd sets the limits it applies to, and direct
+//! gets. What it cannot change (retention,
 //! storage) is logged at ERROR, naming the object, the setting, both values and how to fix it,
 //! and the object is used as it is: refusing to start would stop sending over a setting that
 //! has worked so far. An update JetStream refuses (too few servers for the replicas, say) is
@@ -84,6 +87,9 @@ pub struct Drift {
     pub fix: String,
     /// Whether JetStream changes it with a stream update.
     pub updatable: bool,
+    /// A limit found larger than notifyd's (or none where notifyd sets one): kept, never lowered,
+    /// since lowering a limit makes JetStream delete the stored messages beyond it.
+    pub kept: bool,
 }
 
 /// Which settings of a stream notifyd compares: those of a stream it defines in full, or those
@@ -108,7 +114,7 @@ fn compare(
     let mut updated = have.clone();
     let edit = |flags: &str| format!("nats stream edit {stream} {flags} --force");
     let mut note = |setting, found: String, wanted: String, fix: String, updatable| {
-        drifts.push(Drift { setting, found, wanted, fix, updatable });
+        drifts.push(Drift { setting, found, wanted, fix, updatable, kept: false });
     };
     let recreate = format!(
         "JetStream cannot change it in place: when the stream is empty (or its messages may go), \
@@ -176,7 +182,11 @@ fn compare(
             );
             updated.subjects = all;
         }
-        if have.discard != want.discard {
+        // The discard policy matters where notifyd sets the limits it applies to (the queue
+        // stream refuses new tickets; the dead-letter and unmatched streams drop the oldest); on
+        // the others an operator's limit comes with the operator's policy, kept.
+        let limited = want.max_messages > 0 || want.max_bytes > 0 || want.max_messages_per_subject > 0;
+        if (limited || want.discard == stream::DiscardPolicy::New) && have.discard != want.discard {
             let flag = format!("--discard {}", discard_flag(want.discard));
             note(
                 "discard",
@@ -213,10 +223,23 @@ fn compare(
             updated.duplicate_window = want.duplicate_window;
         }
     }
+    // Limits only ever go up here: a lower one would make JetStream delete what it holds beyond
+    // it at once (events, dead letters, tickets, ledger records). A larger limit found, or none,
+    // is kept and said so, with the command that lowers it for an operator who means it.
     if !want.max_age.is_zero() && have.max_age != want.max_age {
         let wanted = duration(want.max_age);
-        note("max_age", duration(have.max_age), wanted.clone(), edit(&format!("--max-age {wanted}")), true);
-        updated.max_age = want.max_age;
+        let lower = have.max_age.is_zero() || have.max_age > want.max_age;
+        drifts.push(Drift {
+            setting: "max_age",
+            found: if have.max_age.is_zero() { "none".into() } else { duration(have.max_age) },
+            wanted: wanted.clone(),
+            fix: edit(&format!("--max-age {wanted}")),
+            updatable: !lower,
+            kept: lower,
+        });
+        if !lower {
+            updated.max_age = want.max_age;
+        }
     }
     // Limits notifyd sets (0 in `want`: left to the operator); -1 in `want`: no limit.
     for (setting, flag, have_n, want_n, slot) in [
@@ -232,14 +255,19 @@ fn compare(
     ] {
         if want_n != 0 && limit(have_n) != limit(want_n) {
             let (found, wanted) = (limit(have_n).to_string(), limit(want_n).to_string());
+            let found = if found == "-1" { "none".to_owned() } else { found };
+            let lower = limit(want_n) != -1 && (limit(have_n) == -1 || limit(have_n) > limit(want_n));
             drifts.push(Drift {
                 setting,
                 found,
                 fix: edit(&format!("{flag}={wanted}")),
                 wanted,
-                updatable: true,
+                updatable: !lower,
+                kept: lower,
             });
-            *slot = want_n;
+            if !lower {
+                *slot = want_n;
+            }
         }
     }
     (drifts, updated)
@@ -249,6 +277,12 @@ fn sorted(tags: &[String]) -> Vec<&str> {
     let mut v: Vec<&str> = tags.iter().map(String::as_str).collect();
     v.sort_unstable();
     v
+}
+
+/// Whether JetStream answered that the stream does not exist (not a timeout or another error).
+fn missing(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(err)
+        if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
 /// A limit as JetStream reports it: -1 for none.
@@ -274,9 +308,18 @@ async fn reconcile(
     js: &jetstream::Context,
     what: &str,
     drifts: Vec<Drift>,
+    have: &stream::Config,
     updated: stream::Config,
 ) -> Vec<Drift> {
-    for d in drifts.iter().filter(|d| !d.updatable) {
+    for d in drifts.iter().filter(|d| d.kept) {
+        tracing::warn!(
+            object = what, setting = d.setting, found = %d.found, wanted = %d.wanted, fix = %d.fix,
+            "the JetStream {what} has {} {}, more than the configuration's {}; kept (lowering it \
+             would delete what it holds beyond the new limit). To lower it: `{}`",
+            d.setting, d.found, d.wanted, d.fix
+        );
+    }
+    for d in drifts.iter().filter(|d| !d.updatable && !d.kept) {
         tracing::error!(
             object = what, setting = d.setting, found = %d.found, wanted = %d.wanted, fix = %d.fix,
             "the JetStream {what} has {} {}, the configuration asks for {}; {}. notifyd uses it as it is",
@@ -294,19 +337,45 @@ async fn reconcile(
             d.setting, d.found, d.wanted
         );
     }
-    match js.update_stream(&updated).await {
-        Ok(_) => change,
-        Err(e) => {
-            for d in &change {
-                tracing::error!(
-                    object = what, setting = d.setting, found = %d.found, wanted = %d.wanted, fix = %d.fix, error = %e,
-                    "cannot update the JetStream {what} ({e}): it keeps {} {} where the configuration asks for {}; \
-                     fix it with `{}`. notifyd uses it as it is",
-                    d.setting, d.found, d.wanted, d.fix
-                );
+    // Replicas and placement need servers that may be missing; the rest (new subjects above all)
+    // must not wait for them: when the whole update is refused, the rest goes alone.
+    let placed = |d: &Drift| matches!(d.setting, "replicas" | "placement_tags");
+    let result = match js.update_stream(&updated).await {
+        Err(e) if change.iter().any(placed) && !change.iter().all(placed) => {
+            let rest = stream::Config {
+                num_replicas: have.num_replicas,
+                placement: have.placement.clone(),
+                ..updated
+            };
+            match js.update_stream(&rest).await {
+                Ok(_) => {
+                    let (failed, done): (Vec<Drift>, Vec<Drift>) = change.into_iter().partition(placed);
+                    report_refused(what, &failed, &e);
+                    return done;
+                }
+                Err(_) => Err(e),
             }
+        }
+        other => other.map(|_| ()),
+    };
+    match result {
+        Ok(()) => change,
+        Err(e) => {
+            report_refused(what, &change, &e);
             Vec::new()
         }
+    }
+}
+
+/// Logs the changes JetStream refused (`e`): the object keeps them as found.
+fn report_refused(what: &str, refused: &[Drift], e: &dyn std::fmt::Display) {
+    for d in refused {
+        tracing::error!(
+            object = what, setting = d.setting, found = %d.found, wanted = %d.wanted, fix = %d.fix, error = %e,
+            "cannot update the JetStream {what} ({e}): it keeps {} {} where the configuration asks for {}; \
+             fix it with `{}`. notifyd uses it as it is",
+            d.setting, d.found, d.wanted, d.fix
+        );
     }
 }
 
@@ -321,16 +390,22 @@ pub async fn stream(
     let name = want.name.clone();
     let want = replication.stream(want);
     let error = |kind, e: &dyn std::fmt::Display| SetupError::new(kind, ObjectKind::Stream, &name, e);
-    let Ok(mut found) = js.get_stream(&name).await else {
-        let created = js
-            .get_or_create_stream(want)
-            .await
-            .map_err(|e| error(SetupErrorKind::Create, &format!("{e}{}", replication.hint())))?;
-        return Ok((created, Vec::new()));
+    let mut found = match js.get_stream(&name).await {
+        Ok(found) => found,
+        // Only a stream that is not there is created: another error (a timeout during a leader
+        // election) is returned, and start-up tries again.
+        Err(e) if !missing(&e) => return Err(error(SetupErrorKind::Read, &e)),
+        Err(_) => {
+            let created = js
+                .get_or_create_stream(want)
+                .await
+                .map_err(|e| error(SetupErrorKind::Create, &format!("{e}{}", replication.hint())))?;
+            return Ok((created, Vec::new()));
+        }
     };
     let have = found.info().await.map_err(|e| error(SetupErrorKind::Read, &e))?.config.clone();
     let (drifts, updated) = compare(&name, &have, &want, replication, Shape::Stream);
-    let changed = reconcile(js, &format!("stream {name}"), drifts, updated).await;
+    let changed = reconcile(js, &format!("stream {name}"), drifts, &have, updated).await;
     if changed.is_empty() {
         return Ok((found, changed));
     }
@@ -385,13 +460,18 @@ pub async fn bucket(
 ) -> Result<(kv::Store, Vec<Drift>), SetupError> {
     let name = want.bucket.clone();
     let error = |kind, e: &dyn std::fmt::Display| SetupError::new(kind, ObjectKind::Bucket, &name, e);
-    let Ok(found) = js.get_key_value(&name).await else {
-        let created = js
-            .create_key_value(replication.bucket(want))
-            .await
-            .map_err(|e| error(SetupErrorKind::Create, &format!("{e}{}", replication.hint())))?;
-        return Ok((created, Vec::new()));
-    };
+    match js.get_stream(format!("KV_{name}")).await {
+        Ok(_) => {}
+        Err(e) if !missing(&e) => return Err(error(SetupErrorKind::Read, &e)),
+        Err(_) => {
+            let created = js
+                .create_key_value(replication.bucket(want))
+                .await
+                .map_err(|e| error(SetupErrorKind::Create, &format!("{e}{}", replication.hint())))?;
+            return Ok((created, Vec::new()));
+        }
+    }
+    let found = js.get_key_value(&name).await.map_err(|e| error(SetupErrorKind::Read, &e))?;
     let stream_name = format!("KV_{name}");
     let have = found.stream.cached_info().config.clone();
     let wanted = stream::Config {
@@ -404,7 +484,8 @@ pub async fn bucket(
     };
     let (drifts, updated) = compare(&stream_name, &have, &wanted, replication, Shape::Bucket);
     let changed =
-        reconcile(js, &format!("key-value bucket {name} (stream {stream_name})"), drifts, updated).await;
+        reconcile(js, &format!("key-value bucket {name} (stream {stream_name})"), drifts, &have, updated)
+            .await;
     if changed.is_empty() {
         return Ok((found, changed));
     }
@@ -461,6 +542,7 @@ mod tests {
                 wanted: "3".into(),
                 fix: "nats stream edit NOTIFY_SMS_TRACKING --replicas 3 --force".into(),
                 updatable: true,
+                kept: false,
             }]
         );
         assert_eq!(updated.num_replicas, 3);
@@ -487,7 +569,7 @@ mod tests {
     }
 
     #[test]
-    fn limits_notifyd_sets_are_updated_and_others_kept() {
+    fn limits_notifyd_sets_are_raised_and_others_kept() {
         let want = stream::Config {
             max_messages: 10_000,
             max_bytes: -1,
@@ -517,6 +599,48 @@ mod tests {
             (10_000, -1, Duration::from_secs(3600))
         );
         assert_eq!(updated.max_messages_per_subject, 7, "a limit notifyd does not set is kept");
+    }
+
+    #[test]
+    fn a_limit_is_never_lowered_since_that_deletes_stored_messages() {
+        let want = stream::Config {
+            max_messages: 10_000,
+            max_bytes: 64 << 20,
+            max_age: Duration::from_secs(7 * 86_400),
+            max_messages_per_subject: 1000,
+            ..work_queue("D")
+        };
+        // Set by an operator: more, or no limit at all.
+        let have = stream::Config {
+            max_messages: 1_000_000,
+            max_bytes: -1,
+            max_age: Duration::from_secs(30 * 86_400),
+            max_messages_per_subject: 0,
+            ..work_queue("D")
+        };
+        let (drifts, updated) = compare("D", &have, &want, &Replication::default(), Shape::Stream);
+        assert_eq!(drifts.len(), 4, "{drifts:?}");
+        assert!(drifts.iter().all(|d| d.kept && !d.updatable), "{drifts:?}");
+        assert_eq!(
+            (updated.max_messages, updated.max_bytes, updated.max_age, updated.max_messages_per_subject),
+            (1_000_000, -1, Duration::from_secs(30 * 86_400), 0),
+            "every larger limit is kept"
+        );
+    }
+
+    #[test]
+    fn the_discard_policy_of_a_stream_whose_limits_notifyd_leaves_alone_is_kept() {
+        // An intake stream an operator bounded, refusing new requests when full.
+        let want = work_queue("I");
+        let have = stream::Config {
+            max_messages: 1_000_000,
+            discard: stream::DiscardPolicy::New,
+            ..work_queue("I")
+        };
+        let (drifts, updated) = compare("I", &have, &want, &Replication::default(), Shape::Stream);
+        assert!(drifts.iter().all(|d| d.setting != "discard"), "{drifts:?}");
+        assert_eq!(updated.discard, stream::DiscardPolicy::New);
+        assert_eq!(updated.max_messages, 1_000_000);
     }
 
     #[test]

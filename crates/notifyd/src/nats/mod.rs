@@ -53,13 +53,11 @@ pub async fn pull(
     consumer: &async_nats::jetstream::consumer::PullConsumer,
     batch: usize,
 ) -> Result<async_nats::jetstream::consumer::pull::Stream, async_nats::jetstream::consumer::StreamError> {
-    consumer
-        .stream()
-        .max_messages_per_batch(batch)
-        .expires(PULL_EXPIRES)
-        .heartbeat(PULL_HEARTBEAT)
-        .messages()
-        .await
+    // A consumer made by hand may cap a pull's expiry lower: every longer pull would be refused.
+    let cap = consumer.cached_info().config.max_expires;
+    let expires = if cap.is_zero() { PULL_EXPIRES } else { PULL_EXPIRES.min(cap) };
+    let heartbeat = PULL_HEARTBEAT.min(expires / 2);
+    consumer.stream().max_messages_per_batch(batch).expires(expires).heartbeat(heartbeat).messages().await
 }
 
 /// The subject requests arrive on: `<prefix>.sms.send`.
