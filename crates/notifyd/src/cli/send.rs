@@ -177,7 +177,12 @@ async fn publish(
                  (is notifyd running, with the same [nats] subject_prefix?)"
             ));
         }
-        Err(e) => return Err(format!("the request was not acknowledged: {e}")),
+        Err(e) => {
+            return Err(format!(
+                "the request {id} was not acknowledged ({e}); it may still have been stored and be sent: \
+                 watch `<prefix>.sms.status.>` for it before sending the text again"
+            ));
+        }
     };
     Ok(read_answer(&reply.payload)?.then_some(NONE_SENT))
 }
