@@ -123,6 +123,18 @@ async fn start_nats(
     loop {
         let failure = match nats::connect(&config.nats, metrics, ready).await {
             Ok(client) => {
+                // A single server may take an update to more replicas without complaint (2.10
+                // does) and never get them: refused here, at once, with the fix.
+                if let Some(n) = config.nats.replicas.filter(|n| *n > 1)
+                    && client.server_info().cluster.is_none()
+                {
+                    return Err(Error::Nats(format!(
+                        "[nats] replicas = {n} needs a JetStream cluster of at least {n} servers, and the server \
+                         notifyd connected to ({}) is not part of a cluster: on a single server set replicas = 1, \
+                         or leave it unset",
+                        client.server_info().server_name
+                    )));
+                }
                 let js = async_nats::jetstream::new(client.clone());
                 match nats::set_up(&js, config).await {
                     Ok(objects) => return Ok(Some((client, js, objects))),
