@@ -35,7 +35,7 @@ fn raise_open_files_limit() {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-pub(super) async fn shutdown_signal() {
+async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     tokio::select! {
