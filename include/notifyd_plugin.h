@@ -57,7 +57,12 @@ extern "C" {
 #endif
 
 #define NOTIFYD_ABI_MAJOR 1
-#define NOTIFYD_ABI_MINOR 0
+/* Minor 1 (ABI 1.1) adds no table field; it adds document fields a plugin opts into:
+ * `exchange_errors` and `response_json` in `describe`, `results` beside an `http` step,
+ * `query`, `form`, `json` and `basic_auth` in an HTTP request, `from_given` in the send input.
+ * The host honours the `describe` flags only from a plugin whose table says minor 1 or later.
+ * See include/notifyd_plugin.schema.json and docs/plugin-authors.md ("ABI 1.1"). */
+#define NOTIFYD_ABI_MINOR 1
 
 /* The one exported symbol; the major version is part of its name. */
 #define NOTIFYD_ENTRY_SYMBOL "notifyd_plugin_v1"

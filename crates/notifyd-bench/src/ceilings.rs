@@ -231,6 +231,7 @@ pub async fn http(base_url: &str, n: usize, in_flight: usize) -> Result<(), Stri
                     url: join_url(&base, "sys/send.php"),
                     headers: vec![("Content-Type".into(), "application/x-www-form-urlencoded".into())],
                     body,
+                    ..Default::default()
                 };
                 let t = Instant::now();
                 match client.perform(&req, Duration::from_secs(10)).await {

@@ -241,6 +241,13 @@ impl PluginLibrary {
         format!("{}.{}", self.table.abi_major, self.table.abi_minor)
     }
 
+    /// The ABI minor version the plugin was built against: a `describe` field of a later minor
+    /// (ABI 1.1's `exchange_errors`, `response_json`) is honoured only from a plugin built
+    /// against that minor or a later one.
+    pub fn abi_minor(&self) -> u16 {
+        self.table.abi_minor
+    }
+
     /// The `CAP_*` bits of the plugin's table.
     pub fn capabilities(&self) -> u64 {
         self.table.capabilities

@@ -7,8 +7,10 @@ use std::ffi::c_void;
 
 /// Major version: part of the entry symbol's name; a mismatch is refused.
 pub const ABI_MAJOR: u16 = 1;
-/// Minor version: the table grows at its end; older minors keep working.
-pub const ABI_MINOR: u16 = 0;
+/// Minor version: the table grows at its end and documents gain fields a plugin opts into; older
+/// minors keep working. 1.1 adds document fields only (`wire`: `exchange_errors`, `response_json`,
+/// `results`, the request helpers, `from_given`).
+pub const ABI_MINOR: u16 = 1;
 /// The exported entry symbol (NUL-terminated for `dlsym`).
 pub const ENTRY_SYMBOL: &[u8] = b"notifyd_plugin_v1\0";
 

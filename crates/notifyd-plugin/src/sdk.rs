@@ -13,7 +13,8 @@
 
 use crate::wire::{
     BalanceResult, CallbackInput, CallbackResult, Describe, ErrorCode, Exchange, HttpRequest, HttpResponse,
-    InstanceInit, ProviderError, SendInput, SendResult, StatusInput, StatusResult, Step, WIRE_VERSION,
+    InstanceInit, ProviderError, RecipientResult, SendInput, SendResult, StatusInput, StatusResult, Step,
+    WIRE_VERSION,
 };
 use serde::de::DeserializeOwned;
 use std::borrow::Cow;
@@ -76,13 +77,22 @@ impl<T> Step<T> {
     pub fn map_done<U>(self, f: impl FnOnce(T) -> U) -> Step<U> {
         match self {
             Step::Done { done } => Step::Done { done: f(done) },
-            Step::Http { http, state } => Step::Http { http, state },
+            Step::Http { http, state, results } => Step::Http { http, state, results },
         }
     }
 
     /// Ask the host to perform `http`, then call again with `state` and the response.
     pub fn http(http: HttpRequest, state: impl Into<String>) -> Self {
-        Step::Http { http, state: state.into() }
+        Step::Http { http, state: state.into(), results: Vec::new() }
+    }
+
+    /// The same HTTP step carrying the recipients whose outcome is already known (ABI 1.1,
+    /// `send`): the host records the sent ones before it performs the request.
+    pub fn with_results(self, known: Vec<RecipientResult>) -> Self {
+        match self {
+            Step::Http { http, state, .. } => Step::Http { http, state, results: known },
+            done => done,
+        }
     }
 }
 
@@ -99,7 +109,15 @@ impl Describe {
             max_status_refs: 0,
             alphabet: "unicode".to_owned(),
             default_base_url: None,
+            exchange_errors: false,
+            response_json: false,
         }
+    }
+
+    /// Ask to be called again with a transport error (ABI 1.1, [`Describe::exchange_errors`]).
+    pub fn with_exchange_errors(mut self) -> Self {
+        self.exchange_errors = true;
+        self
     }
 
     /// The most tracking references one `status` call takes (at least 1 with `CAP_STATUS`).
@@ -645,6 +663,7 @@ mod tests {
             status,
             headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             body: body.into(),
+            json: None,
         }
     }
 
@@ -791,7 +810,7 @@ mod tests {
 
     #[test]
     fn a_foreign_state_is_refused_with_a_snippet_of_it() {
-        let ex = Exchange { state: "status:12".into(), response: response(200, &[], "") };
+        let ex = Exchange::answered("status:12", response(200, &[], ""));
         assert!(expect_state("status", &ex, "status:12").is_ok());
         let e = expect_state("send", &ex, "send").unwrap_err();
         assert_eq!(

@@ -36,6 +36,21 @@ pub struct Describe {
     /// The provider's production URL, used when the instance sets no `base_url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_base_url: Option<String>,
+    /// ABI 1.1: call the operation again when an exchange fails in transport, with
+    /// [`Exchange::error`] instead of a response, rather than ending it with the transport error.
+    /// A plugin that sends recipients one exchange at a time uses it to answer the recipients it
+    /// already sent (docs/plugin-authors.md, "Partial sends"). Honoured only for plugins built
+    /// against ABI 1.1 or later.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exchange_errors: bool,
+    /// ABI 1.1: give [`HttpResponse::json`], the response body already parsed, when it is JSON.
+    /// Honoured only for plugins built against ABI 1.1 or later.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub response_json: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_alphabet() -> String {
@@ -111,16 +126,48 @@ impl CallDocument {
     }
 }
 
-/// The result of an HTTP exchange that the plugin asked for.
+/// The result of an HTTP exchange that the plugin asked for: the response, or (ABI 1.1, for a
+/// plugin that declares [`Describe::exchange_errors`]) the transport error that left none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exchange {
     /// The `state` the plugin returned with the request, unchanged.
     pub state: String,
-    pub response: HttpResponse,
+    /// The provider's answer; absent exactly when `error` is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HttpResponse>,
+    /// Why the exchange produced no response (a timeout, a refused or broken connection), with
+    /// the code the host would have given it (`timeout` or `unavailable`, retryable). Only ever
+    /// sent to a plugin that declares [`Describe::exchange_errors`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProviderError>,
+}
+
+impl Exchange {
+    /// The exchange of a response.
+    pub fn answered(state: impl Into<String>, response: HttpResponse) -> Self {
+        Exchange { state: state.into(), response: Some(response), error: None }
+    }
+
+    /// The exchange of a transport error.
+    pub fn failed(state: impl Into<String>, error: ProviderError) -> Self {
+        Exchange { state: state.into(), response: None, error: Some(error) }
+    }
+
+    /// The response, or the transport error as an error (what a plugin that does not handle
+    /// transport errors itself answers with `?`).
+    pub fn response(&self) -> Result<&HttpResponse, ProviderError> {
+        match (&self.response, &self.error) {
+            (Some(response), _) => Ok(response),
+            (None, Some(error)) => Err(error.clone()),
+            (None, None) => {
+                Err(ProviderError::new(ErrorCode::PluginError, "the exchange carries no response"))
+            }
+        }
+    }
 }
 
 /// An HTTP request the plugin asks the host to perform.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HttpRequest {
     /// `GET`, `POST`, ...
     pub method: String,
@@ -130,11 +177,48 @@ pub struct HttpRequest {
     pub headers: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub body: String,
+    /// ABI 1.1: query parameters the host appends to `url`, percent-encoded
+    /// (`application/x-www-form-urlencoded`), in this order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<(String, String)>,
+    /// ABI 1.1: form fields the host encodes as the body (`application/x-www-form-urlencoded`,
+    /// also the `Content-Type` unless `headers` name one). Not with `body` or `json`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub form: Vec<(String, String)>,
+    /// ABI 1.1: a JSON value the host writes as the body (`Content-Type: application/json`
+    /// unless `headers` name one). Not with `body` or `form`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
+    /// ABI 1.1: credentials the host sends as `Authorization: Basic …` (base64 of
+    /// `user:password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+}
+
+impl HttpRequest {
+    /// A request with no headers and no body.
+    pub fn new(method: impl Into<String>, url: impl Into<String>) -> Self {
+        HttpRequest { method: method.into(), url: url.into(), ..HttpRequest::default() }
+    }
+}
+
+/// HTTP basic credentials ([`HttpRequest::basic_auth`]).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct BasicAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth").field("user", &self.user).field("password", &"***").finish()
+    }
 }
 
 /// The HTTP response the host received. Non-2xx statuses are handed over too: classifying them
-/// is the plugin's job. Transport failures (timeouts, refused connections) never reach the plugin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// is the plugin's job. Transport failures (timeouts, refused connections) reach only a plugin that
+/// declares [`Describe::exchange_errors`], as [`Exchange::error`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HttpResponse {
     pub status: u16,
     /// Header names in lower case.
@@ -143,6 +227,10 @@ pub struct HttpResponse {
     /// The body as text (invalid UTF-8 replaced by U+FFFD), cut at the host's size limit.
     #[serde(default)]
     pub body: String,
+    /// ABI 1.1: the body parsed, when the plugin declares [`Describe::response_json`] and the
+    /// body is a JSON document; absent otherwise. `body` is there as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
 }
 
 /// What an operation answers.
@@ -165,6 +253,8 @@ struct RawOutput<T> {
     v: u32,
     http: Option<HttpRequest>,
     state: Option<String>,
+    #[serde(default)]
+    results: Vec<RecipientResult>,
     done: Option<T>,
 }
 
@@ -173,7 +263,9 @@ impl<T> TryFrom<RawOutput<T>> for OpOutput<T> {
 
     fn try_from(raw: RawOutput<T>) -> Result<Self, Self::Error> {
         let step = match raw {
-            RawOutput { http: Some(http), state: Some(state), .. } => Step::Http { http, state },
+            RawOutput { http: Some(http), state: Some(state), results, .. } => {
+                Step::Http { http, state, results }
+            }
             RawOutput { done: Some(done), .. } => Step::Done { done },
             _ => return Err("the answer has neither `http` and `state` nor `done`"),
         };
@@ -186,7 +278,15 @@ impl<T> TryFrom<RawOutput<T>> for OpOutput<T> {
 #[serde(untagged)]
 pub enum Step<T> {
     /// Perform this request and call again with `state` and the response.
-    Http { http: HttpRequest, state: String },
+    Http {
+        http: HttpRequest,
+        state: String,
+        /// ABI 1.1, `send` only: the recipients whose outcome is already known (those sent by
+        /// earlier exchanges). The host records the sent ones in the ledger before it performs
+        /// `http`, so they are never sent again, whatever happens next.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        results: Vec<RecipientResult>,
+    },
     /// The operation's result.
     Done { done: T },
 }
@@ -534,9 +634,14 @@ pub struct SendInput {
     /// Recipients in normal form: digits only, international, no `+`.
     pub to: Vec<String>,
     pub text: String,
-    /// The sender id: the request's `from`, else the instance's `sender`.
+    /// The sender id in normal form: the request's `from`, else the instance's `sender`, with
+    /// surrounding blanks and a numeric sender's leading `+` removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// ABI 1.1: the sender id as given (blanks trimmed, a `+` kept), when it differs from
+    /// `from`; for a provider that wants `+` on long codes and none on short codes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_given: Option<String>,
     /// `"gsm7"` or `"ucs2"`, as detected by the host.
     pub encoding: String,
     /// Segments per recipient, as counted by the host.
@@ -704,8 +809,9 @@ mod tests {
             output(r#"{"v":1,"http":{"method":"POST","url":"https://x/send","body":"a=1"},"state":"send"}"#)
                 .unwrap();
         match http.step {
-            Step::Http { http, state } => {
-                assert_eq!((http.url.as_str(), state.as_str()), ("https://x/send", "send"))
+            Step::Http { http, state, results } => {
+                assert_eq!((http.url.as_str(), state.as_str()), ("https://x/send", "send"));
+                assert!(results.is_empty());
             }
             other => panic!("{other:?}"),
         }
@@ -805,9 +911,9 @@ mod tests {
         assert_eq!(doc.as_bytes(), br#"{"v":1,"input":{"refs":["r-1"]}}"#);
         let first = serde_json::to_vec(&OpInput { v: WIRE_VERSION, input: input.clone(), exchange: None });
         assert_eq!(doc.as_bytes(), first.unwrap(), "the shape OpInput serialises to");
-        let response = HttpResponse { status: 200, headers: BTreeMap::new(), body: "ok".into() };
+        let response = HttpResponse { status: 200, headers: BTreeMap::new(), body: "ok".into(), json: None };
         for state in ["one", "two"] {
-            let exchange = Exchange { state: state.into(), response: response.clone() };
+            let exchange = Exchange::answered(state, response.clone());
             doc.set_exchange(&exchange).unwrap();
             let expected = serde_json::to_vec(&OpInput {
                 v: WIRE_VERSION,

@@ -79,6 +79,7 @@ fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> HttpResponse {
         status,
         headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         body: body.to_owned(),
+        json: None,
     }
 }
 
@@ -245,9 +246,9 @@ fn drive(
                 let doc_out = checked(name, &what(step), &def, &answer.body);
                 answers.push(doc_out.clone());
                 match (doc_out.get("http").filter(|h| !h.is_null()), doc_out["state"].as_str()) {
-                    (Some(_), Some(state)) => doc
-                        .set_exchange(&Exchange { state: state.to_owned(), response: response.clone() })
-                        .unwrap(),
+                    (Some(_), Some(state)) => {
+                        doc.set_exchange(&Exchange::answered(state.to_owned(), response.clone())).unwrap()
+                    }
                     _ => return answers,
                 }
             }
@@ -353,6 +354,7 @@ fn every_answer_of_every_operation_is_valid() {
                 to: plugin.to.iter().map(|s| (*s).to_owned()).collect(),
                 text: "Your code is 1234".into(),
                 from: Some("MyShop".into()),
+                from_given: None,
                 encoding: "gsm7".into(),
                 segments: 1,
                 send_at: schedules.then(|| "2026-11-22T09:00:00.000Z".to_owned()),
@@ -362,6 +364,7 @@ fn every_answer_of_every_operation_is_valid() {
                 to: plugin.to[..1].iter().map(|s| (*s).to_owned()).collect(),
                 text: "Привет, мир".into(),
                 from: Some("4915171112233".into()),
+                from_given: Some("+4915171112233".into()),
                 encoding: "ucs2".into(),
                 segments: 1,
                 send_at: None,
@@ -439,7 +442,7 @@ fn malformed_input_and_foreign_state_answer_valid_documents() {
         let input =
             json!({"id": "r-1", "to": [plugin.to[0]], "text": "hi", "encoding": "gsm7", "segments": 1});
         let mut doc = CallDocument::new(&input).unwrap();
-        doc.set_exchange(&Exchange { state: "not-from-this-plugin".into(), response: ok("") }).unwrap();
+        doc.set_exchange(&Exchange::answered("not-from-this-plugin", ok(""))).unwrap();
         let answer = instance.call(Op::Send, doc.as_bytes()).unwrap();
         match answer.rc {
             RC_OK => checked(name, "a foreign state", "send_answer", &answer.body),

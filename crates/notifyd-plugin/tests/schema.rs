@@ -89,6 +89,7 @@ fn response(status: u16, headers: &[(&str, &str)], body: &str) -> HttpResponse {
         status,
         headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         body: body.to_owned(),
+        json: None,
     }
 }
 
@@ -110,7 +111,7 @@ fn check_calls<I: serde::Serialize>(def: &str, input: &I) {
     let first = check(def, doc.as_bytes());
     assert!(first.get("exchange").is_none(), "the first call has no `exchange` key: {first}");
     for (state, response) in ["", "step-1", "{\"opaque\":[1,2]}"].iter().cycle().zip(responses()) {
-        doc.set_exchange(&Exchange { state: (*state).to_owned(), response }).unwrap();
+        doc.set_exchange(&Exchange::answered((*state).to_owned(), response)).unwrap();
         let later = check(def, doc.as_bytes());
         assert_eq!(later["exchange"]["state"], *state);
         assert_eq!(later["input"], first["input"], "every call repeats the input");
@@ -123,6 +124,7 @@ fn send_input() -> SendInput {
         to: vec!["4915171112233".into(), "4915171112234".into()],
         text: "Your code is 1234".into(),
         from: None,
+        from_given: None,
         encoding: "gsm7".into(),
         segments: 1,
         send_at: None,
@@ -163,6 +165,7 @@ fn the_send_documents_the_host_writes_are_valid() {
             to: vec!["491517111223344".into()],
             text: "Grüße, €100 — ok? ".repeat(20),
             from: Some("My Shop.ge".into()),
+            from_given: None,
             encoding: "ucs2".into(),
             segments: 6,
             send_at: Some("2026-11-22T09:00:00.000Z".into()),

@@ -570,6 +570,10 @@ pub struct ProviderConfig {
     /// Default sender id, for requests without `from`. Default: none. After validation it is in
     /// normal form, like a request's `from` (`" +4915171112233"` becomes `"4915171112233"`).
     pub sender: Option<String>,
+    /// The sender as written (blanks trimmed), when its normal form differs (a leading `+`):
+    /// plugins get it as `from_given`.
+    #[serde(skip)]
+    pub sender_given: Option<String>,
     /// HTTP timeout per call. Default 10s.
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
@@ -908,7 +912,10 @@ impl Config {
             // whichever of the two it came from (docs/plugin-authors.md, `send`).
             if let Some(sender) = &mut p.sender {
                 match notifyd_sms::validate_sender(sender) {
-                    Ok(normal) => *sender = normal,
+                    Ok(normal) => {
+                        p.sender_given = Some(sender.trim().to_owned()).filter(|given| *given != normal);
+                        *sender = normal;
+                    }
                     Err(e) => problems.push(format!("{at}: sender {sender:?}: {e}")),
                 }
             }

@@ -15,10 +15,10 @@ use crate::config::BreakerConfig;
 use crate::events::Status;
 use crate::ledger::{Claim, State, done_state};
 use crate::metrics::Metrics;
-use crate::plugin::Op;
-use crate::provider::{OpError, Provider, Providers};
+use crate::provider::{Driven, OpError, Providers, SentSoFar};
 use crate::retry::policy::{Decision, Policy};
 use crate::validate::Request;
+use futures::future::BoxFuture;
 use notifyd_plugin::wire::{ErrorCode, ProviderError, RecipientResult, SendInput, SendResult};
 use notifyd_sms::PhoneNumber;
 use std::collections::HashMap;
@@ -190,7 +190,7 @@ impl Dispatcher {
             }
             // Boxed, like the other large futures of a request: an unboxed one is copied into
             // every future that awaits it (docs/benchmarks.md).
-            let answers = Box::pin(self.send_chunk(req, provider, chunk)).await;
+            let answers = Box::pin(self.send_chunk(req, index, chunk, claim)).await;
             self.judge(index, &answers);
             let recorded = step.decided.len();
             for (mut p, answer) in answers {
@@ -272,62 +272,120 @@ impl Dispatcher {
     }
 
     /// One `send` call for up to `max_recipients` recipients; each gets its result or its error
-    /// (with whether the attempt was ambiguous).
+    /// (with whether the attempt was ambiguous). Recipients the plugin reports sent between its
+    /// exchanges (ABI 1.1) are recorded through `claim` before the next exchange and keep that
+    /// result, whatever the call ends with.
     async fn send_chunk(
         &self,
         req: &Request,
-        provider: &Provider,
+        index: usize,
         chunk: Vec<Pending>,
+        claim: &Claim,
     ) -> Vec<(Pending, Answer)> {
+        let provider = &self.providers.list[index];
+        let (from, from_given) = match &req.from {
+            Some(from) => (Some(from.clone()), req.from_given.clone()),
+            None => (provider.sender.clone(), provider.sender_given.clone()),
+        };
         let input = SendInput {
             id: req.id.to_string(),
             to: chunk.iter().map(|p| p.number.as_str().to_owned()).collect(),
             text: req.text.clone(),
-            from: req.from.clone().or_else(|| provider.sender.clone()),
+            from,
+            from_given,
             encoding: req.info.encoding.as_str().to_owned(),
             segments: req.info.segments,
             send_at: req.send_at.filter(|_| provider.schedules_natively()).map(crate::events::rfc3339_millis),
         };
-        let answer = provider.run::<_, SendResult>(Op::Send, &input).await;
-        let whole_error = |e: &ProviderError, ambiguous: bool| Err((e.clone(), ambiguous));
-        match answer {
+        let attempts: HashMap<&str, (&PhoneNumber, u32)> =
+            chunk.iter().map(|p| (p.number.as_str(), (&p.number, p.attempts + 1))).collect();
+        let sink = EarlySent { dispatcher: self, claim, index, attempts: &attempts };
+        let Driven { result, early, handed } = provider.run_send(&input, &sink).await;
+        let mut early: HashMap<String, RecipientResult> =
+            early.into_iter().map(|r| (r.to.clone(), r)).collect();
+        // An error the plugin copied from a transport error it was handed keeps that error's
+        // ambiguity; any other error the plugin states is its classification (not ambiguous).
+        let ambiguous = |e: &ProviderError| {
+            handed.iter().any(|(h, ambiguous)| *ambiguous && h.code == e.code && h.message == e.message)
+        };
+        let mut by_to: HashMap<String, RecipientResult> = HashMap::new();
+        // What recipients the answer does not settle get.
+        let unsettled: (ProviderError, bool) = match result {
             Ok(SendResult::Recipients { recipients }) => {
-                let mut by_to: HashMap<String, RecipientResult> =
-                    recipients.into_iter().map(|r| (r.to.clone(), r)).collect();
-                chunk
-                    .into_iter()
-                    .map(|p| {
-                        let result = match by_to.remove(p.number.as_str()) {
-                            Some(r) if r.error.is_none() && r.provider_message_id.is_some() => Ok(r),
-                            Some(RecipientResult { error: Some(e), .. }) => Err((e, false)),
-                            Some(_) => Err((
-                                ProviderError::new(
-                                    ErrorCode::PluginError,
-                                    "the plugin reported neither a message id nor an error",
-                                ),
-                                false,
-                            )),
-                            None => Err((
-                                ProviderError::new(
-                                    ErrorCode::PluginError,
-                                    "the plugin's answer did not mention this recipient",
-                                ),
-                                false,
-                            )),
-                        };
-                        (p, result)
-                    })
-                    .collect()
+                by_to = recipients.into_iter().map(|r| (r.to.clone(), r)).collect();
+                match handed.last() {
+                    // After a transport error, a recipient left out was not tried.
+                    Some((error, _)) => (error.clone(), false),
+                    None => (
+                        ProviderError::new(
+                            ErrorCode::PluginError,
+                            "the plugin's answer did not mention this recipient",
+                        ),
+                        false,
+                    ),
+                }
             }
             Ok(SendResult::Failed { error }) => {
-                chunk.into_iter().map(|p| (p, whole_error(&error, false))).collect()
+                let ambiguous = ambiguous(&error);
+                (error, ambiguous)
             }
             Err(e) => {
                 let ambiguous = matches!(&e, OpError::Transport(t) if t.is_ambiguous());
-                let error = e.to_provider_error();
-                chunk.into_iter().map(|p| (p, whole_error(&error, ambiguous))).collect()
+                (e.to_provider_error(), ambiguous)
             }
-        }
+        };
+        chunk
+            .into_iter()
+            .map(|p| {
+                if let Some(sent) = early.remove(p.number.as_str()) {
+                    return (p, Ok(sent));
+                }
+                let result = match by_to.remove(p.number.as_str()) {
+                    Some(r) if r.error.is_none() && r.provider_message_id.is_some() => Ok(r),
+                    Some(RecipientResult { error: Some(e), .. }) => {
+                        let ambiguous = ambiguous(&e);
+                        Err((e, ambiguous))
+                    }
+                    Some(_) => Err((
+                        ProviderError::new(
+                            ErrorCode::PluginError,
+                            "the plugin reported neither a message id nor an error",
+                        ),
+                        false,
+                    )),
+                    None => Err(unsettled.clone()),
+                };
+                (p, result)
+            })
+            .collect()
+    }
+}
+
+/// Records the recipients a plugin reports sent in the middle of a `send` (ABI 1.1) through the
+/// request's claim, as the outcome of this attempt.
+struct EarlySent<'a> {
+    dispatcher: &'a Dispatcher,
+    claim: &'a Claim,
+    index: usize,
+    /// Each recipient of the call, by its number, with the attempt it is at.
+    attempts: &'a HashMap<&'a str, (&'a PhoneNumber, u32)>,
+}
+
+impl SentSoFar for EarlySent<'_> {
+    fn record<'a>(&'a self, sent: &'a [RecipientResult]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let outcomes: Vec<(PhoneNumber, Outcome)> = sent
+                .iter()
+                .filter_map(|r| {
+                    // A recipient that is not one of the call's is ignored here; the final
+                    // answer's check names it.
+                    let (number, attempt) = *self.attempts.get(r.to.as_str())?;
+                    let outcome = Outcome::Sent { provider: self.index, result: r.clone(), attempt };
+                    Some((number.clone(), outcome))
+                })
+                .collect();
+            self.dispatcher.record(self.claim, &outcomes).await;
+        })
     }
 }
 

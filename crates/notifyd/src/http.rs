@@ -76,17 +76,30 @@ impl HttpClient {
     ) -> Result<HttpResponse, TransportError> {
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
             .map_err(|_| TransportError::Invalid(format!("method {:?}", req.method)))?;
-        let url = reqwest::Url::parse(&req.url).map_err(|e| TransportError::Invalid(format!("URL: {e}")))?;
+        let mut url =
+            reqwest::Url::parse(&req.url).map_err(|e| TransportError::Invalid(format!("URL: {e}")))?;
+        if !req.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&req.query);
+        }
         let mut builder = self.client.request(method, url).timeout(timeout);
+        let mut content_type = false;
         for (name, value) in &req.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| TransportError::Invalid(format!("header name {name:?}")))?;
             let value = reqwest::header::HeaderValue::from_str(value)
                 .map_err(|_| TransportError::Invalid(format!("value of header {name}")))?;
+            content_type |= name == reqwest::header::CONTENT_TYPE;
             builder = builder.header(name, value);
         }
-        if !req.body.is_empty() {
-            builder = builder.body(req.body.clone());
+        let (body, kind) = body_of(req)?;
+        if let (Some(kind), false) = (kind, content_type) {
+            builder = builder.header(reqwest::header::CONTENT_TYPE, kind);
+        }
+        if !body.is_empty() {
+            builder = builder.body(body);
+        }
+        if let Some(auth) = &req.basic_auth {
+            builder = builder.basic_auth(&auth.user, Some(&auth.password));
         }
         let mut response = builder.send().await.map_err(|e| classify(e, timeout))?;
         let status = response.status().as_u16();
@@ -110,8 +123,25 @@ impl HttpClient {
             Ok(s) => s,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
-        Ok(HttpResponse { status, headers, body })
+        Ok(HttpResponse { status, headers, body, json: None })
     }
+}
+
+/// The body of `req` and the content type its form implies: `body` as it is, `form` encoded
+/// (`application/x-www-form-urlencoded`) or `json` written (`application/json`); at most one.
+fn body_of(req: &HttpRequest) -> Result<(String, Option<&'static str>), TransportError> {
+    let given = [!req.body.is_empty(), !req.form.is_empty(), req.json.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(TransportError::Invalid("it has more than one of `body`, `form` and `json`".to_owned()));
+    }
+    if !req.form.is_empty() {
+        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&req.form).finish();
+        return Ok((body, Some("application/x-www-form-urlencoded")));
+    }
+    if let Some(json) = &req.json {
+        return Ok((json.to_string(), Some("application/json")));
+    }
+    Ok((req.body.clone(), None))
 }
 
 impl Default for HttpClient {

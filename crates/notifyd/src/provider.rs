@@ -6,10 +6,12 @@ use crate::config::{Config, ProviderConfig};
 use crate::http::{HttpClient, TransportError};
 use crate::metrics::Metrics;
 use crate::plugin::{self, Op, PluginError, PluginInstance, PluginLibrary};
+use futures::future::BoxFuture;
 use notifyd_plugin::abi;
 use notifyd_plugin::wire::{
     BalanceResult, CallDocument, CallbackResult, Describe, ErrorCode, ErrorDoc, Exchange, InstanceInit,
-    MAX_EXCHANGES, OpOutput, ProviderError, ReportedStatus, SendResult, StatusResult, Step, WIRE_VERSION,
+    MAX_EXCHANGES, OpOutput, ProviderError, RecipientResult, ReportedStatus, SendInput, SendResult,
+    StatusResult, Step, WIRE_VERSION,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -46,13 +48,51 @@ fn plugin_error(message: impl Into<String>) -> OpError {
     OpError::Plugin(ProviderError::new(ErrorCode::PluginError, message))
 }
 
+/// Where the recipients a plugin reports sent in the middle of a `send` go (ABI 1.1): the
+/// request's ledger, before the host performs the next exchange.
+pub trait SentSoFar: Sync {
+    /// Records `sent` (recipients with a message id and no error, each reported once).
+    fn record<'a>(&'a self, sent: &'a [RecipientResult]) -> BoxFuture<'a, ()>;
+}
+
+/// An operation driven to its end: its result, and what ABI 1.1 plugins add to a `send`.
+#[derive(Debug)]
+pub struct Driven<R> {
+    pub result: Result<R, OpError>,
+    /// The recipients the plugin reported sent before its last exchange, already recorded:
+    /// they stay sent whatever the rest of the operation says.
+    pub early: Vec<RecipientResult>,
+    /// The transport errors handed to the plugin (`exchange_errors`), each with whether it was
+    /// ambiguous (the provider may have acted on the request).
+    pub handed: Vec<(ProviderError, bool)>,
+}
+
+impl<R> Driven<R> {
+    /// Takes the sent recipients of an HTTP step's `results` that are not known yet and records
+    /// them. Results with an error are left to the operation's final answer.
+    async fn take_early(&mut self, results: Vec<RecipientResult>, sink: &dyn SentSoFar) {
+        let new: Vec<RecipientResult> = results
+            .into_iter()
+            .filter(|r| r.error.is_none() && r.provider_message_id.is_some())
+            .filter(|r| !self.early.iter().any(|e| e.to == r.to))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        sink.record(&new).await;
+        self.early.extend(new);
+    }
+}
+
 /// One configured provider instance.
 pub struct Provider {
     /// The instance name (`[[providers]] name`).
     pub name: Arc<str>,
     pub instance: PluginInstance,
-    /// The instance's default sender id.
+    /// The instance's default sender id, in normal form.
     pub sender: Option<String>,
+    /// The default sender as configured, when that differs from its normal form.
+    pub sender_given: Option<String>,
     pub timeout: Duration,
     http: HttpClient,
     metrics: Metrics,
@@ -85,17 +125,35 @@ impl Provider {
         op: Op,
         input: &I,
     ) -> Result<R, OpError> {
+        self.run_with(op, input, None).await.result
+    }
+
+    /// Runs `send`: like [`Provider::run`], and besides the result, what ABI 1.1 adds for a
+    /// plugin that sends recipients one exchange at a time: the recipients it reported sent
+    /// before its last exchange (each already passed to `sent` before the next exchange was
+    /// performed) and the transport errors it was handed (docs/plugin-authors.md, "Partial
+    /// sends").
+    pub async fn run_send(&self, input: &SendInput, sent: &dyn SentSoFar) -> Driven<SendResult> {
+        self.run_with(Op::Send, input, Some(sent)).await
+    }
+
+    async fn run_with<I: Serialize, R: DeserializeOwned + OpResultKind>(
+        &self,
+        op: Op,
+        input: &I,
+        sent: Option<&dyn SentSoFar>,
+    ) -> Driven<R> {
         let started = Instant::now();
-        let mut result = self.drive::<I, R>(op, input).await;
-        if let Ok(r) = &mut result {
+        let mut driven = self.drive::<I, R>(op, input, sent).await;
+        if let Ok(r) = &mut driven.result {
             r.check_words(&mut |word| self.unrecognised.check(&self.describe().name, &self.name, word));
         }
         // A callback is inbound (a provider's report), counted by `notifyd_callbacks_total`:
         // these metrics count only the operations notifyd calls on providers.
         if op == Op::Callback {
-            return result;
+            return driven;
         }
-        let label = match &result {
+        let label = match &driven.result {
             Ok(r) => r.error_code().map_or("ok", ErrorCode::as_str).to_owned(),
             Err(e) => e.to_provider_error().code.to_string(),
         };
@@ -104,28 +162,90 @@ impl Provider {
             .provider_duration
             .with_label_values(&[&self.name, op.as_str()])
             .observe(started.elapsed().as_secs_f64());
-        result
+        driven
     }
 
-    async fn drive<I: Serialize, R: DeserializeOwned>(&self, op: Op, input: &I) -> Result<R, OpError> {
+    /// Whether the plugin asked for ABI 1.1's `exchange_errors` (and was built for 1.1).
+    fn wants_exchange_errors(&self) -> bool {
+        self.instance.library().abi_minor() >= 1 && self.describe().exchange_errors
+    }
+
+    async fn drive<I: Serialize, R: DeserializeOwned>(
+        &self,
+        op: Op,
+        input: &I,
+        sent: Option<&dyn SentSoFar>,
+    ) -> Driven<R> {
+        let mut driven = Driven { result: Err(plugin_error("")), early: Vec::new(), handed: Vec::new() };
         // The input is encoded once: every call of the operation repeats it, followed by the
         // latest exchange.
-        let mut doc =
-            CallDocument::new(input).map_err(|e| plugin_error(format!("cannot encode the input: {e}")))?;
+        let mut doc = match CallDocument::new(input) {
+            Ok(doc) => doc,
+            Err(e) => {
+                driven.result = Err(plugin_error(format!("cannot encode the input: {e}")));
+                return driven;
+            }
+        };
+        let wants_errors = self.wants_exchange_errors();
+        let wants_json = self.instance.library().abi_minor() >= 1 && self.describe().response_json;
+        // The transport error handed to the plugin in the last call, if that call was one.
+        let mut last_failure: Option<TransportError> = None;
         for performed in 0..=MAX_EXCHANGES {
-            let (http, state) = match self.call::<R>(op, doc.as_bytes())? {
-                Step::Done { done } => return Ok(done),
-                Step::Http { .. } if performed == MAX_EXCHANGES => break,
-                Step::Http { http, state } => (http, state),
+            let (http, state, results) = match self.call::<R>(op, doc.as_bytes()) {
+                Ok(Step::Done { done }) => {
+                    driven.result = Ok(done);
+                    return driven;
+                }
+                Ok(Step::Http { .. }) if performed == MAX_EXCHANGES => break,
+                Ok(Step::Http { http, state, results }) => (http, state, results),
+                // A plugin that cannot answer the transport error it was handed: the operation
+                // ends with that error, as for a plugin that does not take them.
+                Err(_) if last_failure.is_some() => {
+                    driven.result = Err(OpError::Transport(last_failure.take().expect("checked")));
+                    return driven;
+                }
+                Err(e) => {
+                    driven.result = Err(e);
+                    return driven;
+                }
             };
-            let response = self.http.perform(&http, self.timeout).await.map_err(OpError::Transport)?;
-            doc.set_exchange(&Exchange { state, response })
-                .map_err(|e| plugin_error(format!("cannot encode the exchange: {e}")))?;
+            if let (Some(sink), false) = (sent, results.is_empty()) {
+                driven.take_early(results, sink).await;
+            }
+            let exchange = match self.http.perform(&http, self.timeout).await {
+                Ok(mut response) => {
+                    last_failure = None;
+                    if wants_json {
+                        response.json = serde_json::from_str(&response.body).ok();
+                    }
+                    Exchange::answered(state, response)
+                }
+                // An invalid request is the plugin's fault, not the provider's: no second chance.
+                Err(t @ TransportError::Invalid(_)) => {
+                    driven.result = Err(OpError::Transport(t));
+                    return driven;
+                }
+                Err(t) if wants_errors => {
+                    let error = OpError::Transport(t.clone()).to_provider_error();
+                    driven.handed.push((error.clone(), t.is_ambiguous()));
+                    last_failure = Some(t);
+                    Exchange::failed(state, error)
+                }
+                Err(t) => {
+                    driven.result = Err(OpError::Transport(t));
+                    return driven;
+                }
+            };
+            if let Err(e) = doc.set_exchange(&exchange) {
+                driven.result = Err(plugin_error(format!("cannot encode the exchange: {e}")));
+                return driven;
+            }
         }
-        Err(plugin_error(format!(
+        driven.result = Err(plugin_error(format!(
             "the plugin asked for more than {MAX_EXCHANGES} HTTP exchanges in one {}",
             op.as_str()
-        )))
+        )));
+        driven
     }
 
     /// One synchronous call into the plugin, its answer decoded.
@@ -377,6 +497,7 @@ fn load_one(
         name: pc.name.as_str().into(),
         instance,
         sender: pc.sender.clone(),
+        sender_given: pc.sender_given.clone(),
         timeout: pc.timeout(),
         http: http.clone(),
         metrics: metrics.clone(),

@@ -59,6 +59,8 @@ pub struct Request {
     pub text: String,
     pub info: TextInfo,
     pub from: Option<String>,
+    /// `from` as given (blanks trimmed), when that differs from its normal form.
+    pub from_given: Option<String>,
     pub provider: Option<String>,
     pub send_at: Option<OffsetDateTime>,
     pub expires_at: Option<OffsetDateTime>,
@@ -305,10 +307,13 @@ fn check(
             limits.max_segments
         )));
     }
-    let from = match wire.from {
-        None => None,
-        Some(f) => match notifyd_sms::validate_sender(&f) {
-            Ok(f) => Some(f),
+    let (from, from_given) = match wire.from {
+        None => (None, None),
+        Some(given) => match notifyd_sms::validate_sender(&given) {
+            Ok(normal) => {
+                let given = Some(given.trim().to_owned()).filter(|given| *given != normal);
+                (Some(normal), given)
+            }
             Err(e) => return Err(reject(ErrorCode::InvalidSender, format!("`from`: {e}"))),
         },
     };
@@ -352,6 +357,7 @@ fn check(
         text,
         info,
         from,
+        from_given,
         provider: wire.provider,
         send_at,
         expires_at,

@@ -398,6 +398,7 @@ fn send_input(recipients: usize) -> serde_json::Value {
         to: (1..=recipients).map(|i| format!("491510000000{i}")).collect(),
         text: "notifyd plugin verify".into(),
         from: Some("notifyd".into()),
+        from_given: None,
         encoding: "gsm7".into(),
         segments: 1,
         send_at: None,
@@ -433,7 +434,7 @@ fn answer_of(op: Op, rc: i32, body: &[u8]) -> Result<Answer, String> {
             let step = if op == Op::Send {
                 match serde_json::from_slice::<OpOutput<SendResult>>(body).map_err(malformed)?.step {
                     Step::Done { done } => Step::done(send_summary(&done)?),
-                    Step::Http { http, state } => Step::Http { http, state },
+                    Step::Http { http, state, results } => Step::Http { http, state, results },
                 }
             } else {
                 serde_json::from_slice::<OpOutput<serde_json::Value>>(body)
@@ -443,7 +444,7 @@ fn answer_of(op: Op, rc: i32, body: &[u8]) -> Result<Answer, String> {
             };
             Ok(match step {
                 Step::Done { done } => Answer::Done(done),
-                Step::Http { http, state } => Answer::Http(http, state),
+                Step::Http { http, state, .. } => Answer::Http(http, state),
             })
         }
         abi::RC_ERROR if serde_json::from_slice::<ErrorDoc>(body).is_ok() => {
@@ -589,7 +590,7 @@ fn check_steps(
             }
         },
     );
-    let response = |status: u16, body: String| HttpResponse { status, headers: Default::default(), body };
+    let response = |status: u16, body: String| HttpResponse { status, body, ..HttpResponse::default() };
     let hostile = [
         ("an empty 200", response(200, String::new())),
         ("an HTML 502 page", response(502, "<html><body>Bad Gateway</body></html>".into())),
@@ -599,7 +600,7 @@ fn check_steps(
         ("a 500", response(500, "Internal Server Error".into())),
     ];
     for (what, response) in hostile {
-        let ex = Exchange { state: state.clone(), response };
+        let ex = Exchange::answered(state.clone(), response);
         let (ok, detail) = match call(
             instance,
             op,

@@ -103,6 +103,7 @@ fn send_input(to: &[&str], text: &str) -> SendInput {
         to: to.iter().map(|s| (*s).to_owned()).collect(),
         text: text.into(),
         from: Some("ACME".into()),
+        from_given: None,
         encoding: "ucs2".into(),
         segments: 1,
         send_at: None,

@@ -102,7 +102,7 @@ impl Provider for IntelliSoftware {
             None => Ok(Step::http(request::send(&self.config, input)?, request::SEND_STATE)),
             Some(ex) => {
                 expect_state("send", ex, request::SEND_STATE)?;
-                Ok(Step::done(response::send_result(input, &ex.response, &self.secrets())))
+                Ok(Step::done(response::send_result(input, ex.response()?, &self.secrets())))
             }
         }
     }
@@ -112,7 +112,7 @@ impl Provider for IntelliSoftware {
             None => Ok(Step::http(request::balance(&self.config), request::BALANCE_STATE)),
             Some(ex) => {
                 expect_state("balance", ex, request::BALANCE_STATE)?;
-                Ok(Step::done(response::balance_result(&ex.response, &self.secrets())))
+                Ok(Step::done(response::balance_result(ex.response()?, &self.secrets())))
             }
         }
     }

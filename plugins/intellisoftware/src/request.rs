@@ -67,6 +67,7 @@ fn post(url: String, body: String) -> HttpRequest {
         url,
         headers: vec![("Content-Type".to_owned(), "application/x-www-form-urlencoded".to_owned())],
         body,
+        ..Default::default()
     }
 }
 

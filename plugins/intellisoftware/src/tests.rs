@@ -209,7 +209,7 @@ fn the_base_url_path_prefix_is_kept() {
         request_of(&p, &input(&["447710123450"], "hi")).url,
         "http://proxy.example/intelli/smsgateway/sendmsg.aspx"
     );
-    let Ok(Step::Http { http, state }) = p.balance(&serde_json::Value::Null, None) else { panic!() };
+    let Ok(Step::Http { http, state, .. }) = p.balance(&serde_json::Value::Null, None) else { panic!() };
     assert_eq!(state, "balance");
     assert_eq!(http.url, "http://proxy.example/intelli/smsgateway/getbalance.aspx");
     assert_eq!(http.method, "POST");
@@ -463,10 +463,10 @@ fn a_body_with_the_credentials_is_quoted_masked() {
 
 #[test]
 fn an_exchange_with_a_foreign_state_is_refused() {
-    let ex = Exchange { state: "balance".into(), response: response(200, "ID:1") };
+    let ex = Exchange::answered("balance", response(200, "ID:1"));
     let err = plugin().send(&input(&["44771012345"], "hi"), Some(&ex)).unwrap_err();
     assert_eq!(err.code, "plugin_error");
-    let ex = Exchange { state: "send".into(), response: response(200, "BALANCE:1") };
+    let ex = Exchange::answered("send", response(200, "BALANCE:1"));
     assert!(plugin().balance(&serde_json::Value::Null, Some(&ex)).is_err());
 }
 
@@ -485,7 +485,7 @@ fn parse_answer_reads_both_forms() {
 // ---- balance --------------------------------------------------------------------------------------
 
 fn balance_of(p: &IntelliSoftware, response: HttpResponse) -> BalanceResult {
-    let ex = Exchange { state: "balance".into(), response };
+    let ex = Exchange::answered("balance", response);
     match p.balance(&serde_json::Value::Null, Some(&ex)) {
         Ok(Step::Done { done }) => done,
         other => panic!("expected a result, got {other:?}"),
@@ -624,7 +624,7 @@ fn a_callback_never_asks_for_an_exchange() {
         headers: BTreeMap::new(),
         body: "msgid=1&status=4".into(),
     };
-    let ex = Exchange { state: "x".into(), response: response(200, "") };
+    let ex = Exchange::answered("x", response(200, ""));
     assert!(plugin().callback(&input, Some(&ex)).is_err());
 }
 

@@ -258,7 +258,7 @@ impl Provider for SendSmsGate {
             return Ok(Step::http(self.send_request(input, &numbers), state));
         };
         let state: SendState = serde_json::from_str(&exchange.state).map_err(|_| bad_state())?;
-        let answer = response::send(&exchange.response, &self.creds);
+        let answer = response::send(exchange.response()?, &self.creds);
         match state {
             SendState::Batch => {
                 let outcomes = match answer {
@@ -318,7 +318,7 @@ impl Provider for SendSmsGate {
         if state.parts.len() >= ids.len() {
             return Err(bad_state());
         }
-        let part = match response::status(&exchange.response, &self.creds) {
+        let part = match response::status(exchange.response()?, &self.creds) {
             Ok(part) => part,
             Err(error) => return Ok(Step::done(StatusResult::Failed { error })),
         };
@@ -341,7 +341,7 @@ impl Provider for SendSmsGate {
             return Ok(Step::http(request::balance(&self.base_url, &self.creds), "balance"));
         };
         expect_state("balance", exchange, "balance")?;
-        Ok(Step::done(match response::balance(&exchange.response, &self.creds) {
+        Ok(Step::done(match response::balance(exchange.response()?, &self.creds) {
             Ok((amount, currency)) => BalanceResult::Balance { amount, currency },
             Err(error) => BalanceResult::Failed { error },
         }))

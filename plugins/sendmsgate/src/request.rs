@@ -40,6 +40,7 @@ fn get(base_url: &str, params: &[(&str, &str)]) -> HttpRequest {
         url: format!("{}?{}", join_url(base_url, PATH), form_encode(params.iter().copied())),
         headers: Vec::new(),
         body: String::new(),
+        ..Default::default()
     }
 }
 

@@ -517,16 +517,13 @@ fn a_tampered_state_is_refused() {
     let g = gate();
     let inp = input(&[A], "hi");
     for state in ["", "nonsense", r#"{"step":"single","done":[{"ids":["1"]}]}"#] {
-        let ex = Exchange { state: state.into(), response: ok("1") };
+        let ex = Exchange::answered(state, ok("1"));
         let e = g.send(&inp, Some(&ex)).err().unwrap_or_else(|| panic!("{state:?} accepted"));
         assert_eq!(e.code, "plugin_error");
     }
-    let ex = Exchange { state: "batch".into(), response: ok("1") };
+    let ex = Exchange::answered("batch", ok("1"));
     assert!(g.balance(&json!({}), Some(&ex)).is_err());
-    let ex = Exchange {
-        state: r#"{"updates":[],"parts":["delivered"],"used":1}"#.into(),
-        response: ok("deliver"),
-    };
+    let ex = Exchange::answered(r#"{"updates":[],"parts":["delivered"],"used":1}"#, ok("deliver"));
     assert!(g.status(&StatusInput { refs: vec!["1".into()] }, Some(&ex)).is_err());
 }
 
@@ -713,7 +710,7 @@ proptest! {
                     prop_assert!(error.code != "plugin_error" || !error.retryable);
                     break;
                 }
-                Step::Http { state, .. } => exchange = Some(Exchange { state, response: answer }),
+                Step::Http { state, .. } => exchange = Some(Exchange::answered(state, answer)),
             }
         }
     }
@@ -730,10 +727,10 @@ proptest! {
         for answer in &answers {
             match g.status(&inp, exchange.as_ref()).expect("a step") {
                 Step::Done { .. } => break,
-                Step::Http { state, .. } => exchange = Some(Exchange { state, response: answer.clone() }),
+                Step::Http { state, .. } => exchange = Some(Exchange::answered(state, answer.clone())),
             }
         }
-        let ex = Exchange { state: "balance".into(), response: answers[0].clone() };
+        let ex = Exchange::answered("balance", answers[0].clone());
         let done = matches!(g.balance(&json!({}), Some(&ex)), Ok(Step::Done { .. }));
         prop_assert!(done);
     }

@@ -78,7 +78,7 @@ impl Smsc {
             None => Ok(Step::http(request::send(&self.base_url, &self.creds, input, now_unix)?, STATE_SEND)),
             Some(ex) => {
                 expect_state("send", ex, STATE_SEND)?;
-                Ok(Step::done(response::send(&input.to, &ex.response, &self.creds.secrets())))
+                Ok(Step::done(response::send(&input.to, ex.response()?, &self.creds.secrets())))
             }
         }
     }
@@ -128,7 +128,7 @@ impl Provider for Smsc {
             None => Ok(Step::http(request::status(&self.base_url, &self.creds, &valid), STATE_STATUS)),
             Some(ex) => {
                 expect_state("status", ex, STATE_STATUS)?;
-                Ok(Step::done(match response::status(&valid, &ex.response, &self.creds.secrets()) {
+                Ok(Step::done(match response::status(&valid, ex.response()?, &self.creds.secrets()) {
                     StatusResult::Statuses { statuses: answered } => {
                         statuses.extend(answered);
                         StatusResult::Statuses { statuses }
@@ -144,7 +144,7 @@ impl Provider for Smsc {
             None => Ok(Step::http(request::balance(&self.base_url, &self.creds), STATE_BALANCE)),
             Some(ex) => {
                 expect_state("balance", ex, STATE_BALANCE)?;
-                Ok(Step::done(response::balance(&ex.response, &self.creds.secrets())))
+                Ok(Step::done(response::balance(ex.response()?, &self.creds.secrets())))
             }
         }
     }

@@ -130,7 +130,13 @@ pub fn balance(base_url: &str, creds: &Credentials) -> HttpRequest {
 }
 
 fn post(url: String, body: String) -> HttpRequest {
-    HttpRequest { method: "POST".into(), url, headers: vec![("Content-Type".into(), FORM.into())], body }
+    HttpRequest {
+        method: "POST".into(),
+        url,
+        headers: vec![("Content-Type".into(), FORM.into())],
+        body,
+        ..Default::default()
+    }
 }
 
 fn get_or_post(url: String, query: String) -> HttpRequest {
@@ -142,6 +148,7 @@ fn get_or_post(url: String, query: String) -> HttpRequest {
             url: format!("{url}?{query}"),
             headers: Vec::new(),
             body: String::new(),
+            ..Default::default()
         }
     }
 }

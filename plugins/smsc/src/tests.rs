@@ -223,7 +223,7 @@ fn a_foreign_exchange_state_is_refused() {
 #[test]
 fn status_of_one_message_is_a_get_with_phone_and_id() {
     let input = StatusInput { refs: vec!["9:4915100000001".into()] };
-    let Ok(Step::Http { http: req, state }) = smsc().status(&input, None) else {
+    let Ok(Step::Http { http: req, state, .. }) = smsc().status(&input, None) else {
         panic!("expected a request")
     };
     assert_eq!(state, STATE_STATUS);
@@ -286,7 +286,7 @@ fn malformed_references_end_unknown_without_a_query() {
 
 #[test]
 fn balance_is_a_get_with_json_and_currency() {
-    let Ok(Step::Http { http: req, state }) = smsc().balance(&serde_json::Value::Null, None) else {
+    let Ok(Step::Http { http: req, state, .. }) = smsc().balance(&serde_json::Value::Null, None) else {
         panic!()
     };
     assert_eq!((req.method.as_str(), state.as_str()), ("GET", STATE_BALANCE));

@@ -70,9 +70,12 @@ impl SmsClub {
     fn masked<'a>(&self, response: &'a HttpResponse) -> Cow<'a, HttpResponse> {
         match redact_secrets(&response.body, &[self.token.expose()]) {
             Cow::Borrowed(_) => Cow::Borrowed(response),
-            Cow::Owned(body) => {
-                Cow::Owned(HttpResponse { status: response.status, headers: response.headers.clone(), body })
-            }
+            Cow::Owned(body) => Cow::Owned(HttpResponse {
+                status: response.status,
+                headers: response.headers.clone(),
+                body,
+                json: None,
+            }),
         }
     }
 }
@@ -118,7 +121,7 @@ impl Provider for SmsClub {
             },
             Some(exchange) => {
                 expect_state("send", exchange, STATE_SEND)?;
-                response::send(&input.to, &self.masked(&exchange.response))
+                response::send(&input.to, &self.masked(exchange.response()?))
             }
         };
         Ok(Step::done(result))
@@ -133,7 +136,7 @@ impl Provider for SmsClub {
             },
             Some(exchange) => {
                 expect_state("status", exchange, STATE_STATUS)?;
-                response::status(&input.refs, &self.masked(&exchange.response))
+                response::status(&input.refs, &self.masked(exchange.response()?))
             }
         };
         Ok(Step::done(result))
@@ -144,7 +147,7 @@ impl Provider for SmsClub {
             None => Ok(Step::http(request::balance(&self.base_url, &self.token), STATE_BALANCE)),
             Some(exchange) => {
                 expect_state("balance", exchange, STATE_BALANCE)?;
-                Ok(Step::done(response::balance(&self.masked(&exchange.response))))
+                Ok(Step::done(response::balance(&self.masked(exchange.response()?))))
             }
         }
     }

@@ -49,6 +49,7 @@ fn post(base_url: &str, path: &str, token: &Secret, body: String) -> HttpRequest
             ("Accept".to_owned(), "application/json".to_owned()),
         ],
         body,
+        ..Default::default()
     }
 }
 

@@ -195,7 +195,7 @@ fn send_refuses_more_numbers_than_the_provider_takes() {
 #[test]
 fn status_request_lists_the_ids() {
     let refs = StatusInput { refs: vec!["106".into()] };
-    let Ok(Step::Http { http, state }) = club().status(&refs, None) else { panic!("expected HTTP") };
+    let Ok(Step::Http { http, state, .. }) = club().status(&refs, None) else { panic!("expected HTTP") };
     assert_eq!(state, STATE_STATUS);
     assert_eq!((http.method.as_str(), http.url.as_str()), ("POST", "https://proxy.example/club/sms/status"));
     assert_eq!(header(&http, "authorization"), Some(format!("Bearer {TOKEN}").as_str()));
@@ -215,7 +215,9 @@ fn status_request_lists_the_ids() {
 
 #[test]
 fn balance_request_has_no_body() {
-    let Ok(Step::Http { http, state }) = club().balance(&json!({}), None) else { panic!("expected HTTP") };
+    let Ok(Step::Http { http, state, .. }) = club().balance(&json!({}), None) else {
+        panic!("expected HTTP")
+    };
     assert_eq!(state, STATE_BALANCE);
     assert_eq!((http.method.as_str(), http.url.as_str()), ("POST", "https://proxy.example/club/sms/balance"));
     assert_eq!(header(&http, "authorization"), Some(format!("Bearer {TOKEN}").as_str()));

@@ -165,8 +165,8 @@ impl Smscoge {
     }
 
     /// The second call of `send`: the gateway's answer, per recipient.
-    fn send_result(&self, input: &SendInput, exchange: &Exchange) -> SendResult {
-        let outcome = response::send(&exchange.response, &self.secrets()).into_result(&exchange.response);
+    fn send_result(&self, input: &SendInput, response: &notifyd_plugin::wire::HttpResponse) -> SendResult {
+        let outcome = response::send(response, &self.secrets()).into_result(response);
         let recipients = input
             .to
             .iter()
@@ -276,7 +276,7 @@ impl Provider for Smscoge {
             None => self.send_request(input),
             Some(ex) => {
                 expect_state("send", ex, SEND_STATE)?;
-                Ok(Step::done(self.send_result(input, ex)))
+                Ok(Step::done(self.send_result(input, ex.response()?)))
             }
         }
     }
@@ -302,7 +302,7 @@ impl Provider for Smscoge {
                     })
                     .ok_or_else(|| foreign_state("status", ex))?;
                 let mut answers = answers.to_owned();
-                match response::status(&ex.response, &self.secrets()) {
+                match response::status(ex.response()?, &self.secrets()) {
                     Ok(StatusAnswer::Known(row)) => answers.push(char::from(b'0' + row.code)),
                     Ok(StatusAnswer::Unchanged) => answers.push('x'),
                     // Bad credentials, gateway down, throttled: stop asking; the ids asked so far
@@ -330,7 +330,7 @@ impl Provider for Smscoge {
             None => Ok(Step::http(request::balance(self), BALANCE_STATE)),
             Some(ex) => {
                 expect_state("balance", ex, BALANCE_STATE)?;
-                Ok(Step::done(match response::balance(&ex.response, &self.secrets()) {
+                Ok(Step::done(match response::balance(ex.response()?, &self.secrets()) {
                     // The document does not say in which unit the balance is (the send answer
                     // counts tetri): reported as credits.
                     Ok(amount) => BalanceResult::Balance { amount, currency: "credits".to_owned() },

@@ -154,6 +154,7 @@ fn get(p: &Smscoge, path: &str, params: &[(&str, &str)]) -> HttpRequest {
         url: format!("{}?{query}", join_url(&p.base_url, path)),
         headers: Vec::new(),
         body: String::new(),
+        ..Default::default()
     }
 }
 

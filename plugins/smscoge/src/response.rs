@@ -22,7 +22,7 @@ pub fn unexpected(response: &HttpResponse, secrets: &[&str]) -> ProviderError {
     let mut e = match redact_secrets(&response.body, secrets) {
         Cow::Borrowed(_) => unexpected_answer(response),
         Cow::Owned(body) => {
-            unexpected_answer(&HttpResponse { status: response.status, headers: Default::default(), body })
+            unexpected_answer(&HttpResponse { status: response.status, body, ..HttpResponse::default() })
         }
     };
     if !(200..300).contains(&response.status) {
@@ -175,7 +175,7 @@ mod tests {
     use super::*;
 
     fn r(status: u16, body: &str) -> HttpResponse {
-        HttpResponse { status, headers: Default::default(), body: body.into() }
+        HttpResponse { status, body: body.into(), ..HttpResponse::default() }
     }
 
     #[test]

@@ -42,7 +42,7 @@ fn first(p: &Smscoge, input: &SendInput) -> (HttpRequest, String) {
 /// A send's result after the gateway answered `response`.
 fn answered(p: &Smscoge, input: &SendInput, response: HttpResponse) -> SendResult {
     let (_, state) = first(p, input);
-    testing::done(p.send(input, Some(&Exchange { state, response })))
+    testing::done(p.send(input, Some(&Exchange::answered(state, response))))
 }
 
 /// The error of every recipient (they must all have the same one).
@@ -238,7 +238,7 @@ fn malformed_calls_are_errors_not_panics() {
     let many: Vec<String> = (0..101).map(|n| format!("9955990{n:05}")).collect();
     let refs: Vec<&str> = many.iter().map(String::as_str).collect();
     assert_eq!(p.send(&input(&refs, "x"), None).unwrap_err().code, "plugin_error");
-    let ex = Exchange { state: "balance".into(), response: response(200, "OK 1 2") };
+    let ex = Exchange::answered("balance", response(200, "OK 1 2"));
     assert_eq!(p.send(&input(&["995599445448"], "x"), Some(&ex)).unwrap_err().code, "plugin_error");
 }
 
@@ -395,7 +395,7 @@ fn poll(p: &Smscoge, refs: &[&str], answer: impl Fn(&str) -> HttpResponse) -> (S
     for _ in 0..=16 {
         match p.status(&input, exchange.as_ref()).unwrap() {
             Step::Done { done } => return (done, asked),
-            Step::Http { http, state } => {
+            Step::Http { http, state, .. } => {
                 let (path, _) = http.url.split_once('?').unwrap();
                 assert_eq!(path, "https://proxy.example/smsco/components/com_smsreseller/getstatus.php");
                 let ps = params(&http);
@@ -403,7 +403,7 @@ fn poll(p: &Smscoge, refs: &[&str], answer: impl Fn(&str) -> HttpResponse) -> (S
                 assert_eq!(ps[2].0, "mes_id");
                 assert_eq!(ps.len(), 3);
                 asked.push(ps[2].1.clone());
-                exchange = Some(Exchange { state, response: answer(&ps[2].1) });
+                exchange = Some(Exchange::answered(state, answer(&ps[2].1)));
             }
         }
     }
@@ -532,7 +532,7 @@ fn a_foreign_status_state_is_refused() {
     let input = StatusInput { refs: vec!["1:995599445448".into()] };
     for state in ["send", "status:1", "status:9", "status:", "balance"] {
         let state = if state == "status:" { "status:11".to_owned() } else { state.to_owned() };
-        let ex = Exchange { state: state.clone(), response: response(200, "1") };
+        let ex = Exchange::answered(state.clone(), response(200, "1"));
         assert_eq!(p.status(&input, Some(&ex)).unwrap_err().code, "plugin_error", "{state}");
     }
 }
@@ -540,13 +540,13 @@ fn a_foreign_status_state_is_refused() {
 // ---- balance ------------------------------------------------------------------------------------
 
 fn balance_of(p: &Smscoge, r: HttpResponse) -> BalanceResult {
-    let Ok(Step::Http { http, state }) = p.balance(&serde_json::json!({}), None) else { panic!() };
+    let Ok(Step::Http { http, state, .. }) = p.balance(&serde_json::json!({}), None) else { panic!() };
     assert_eq!(
         http.url,
         "https://proxy.example/smsco/components/com_smsreseller/smsapi2.php\
          ?username=acme&password=s3cr%26t%20pw&balance=true"
     );
-    match p.balance(&serde_json::json!({}), Some(&Exchange { state, response: r })) {
+    match p.balance(&serde_json::json!({}), Some(&Exchange::answered(state, r))) {
         Ok(Step::Done { done }) => done,
         other => panic!("{other:?}"),
     }
@@ -600,7 +600,7 @@ fn any_response() -> impl Strategy<Value = HttpResponse> {
             if let Some(r) = retry {
                 headers.insert("retry-after".to_owned(), r);
             }
-            HttpResponse { status, headers, body }
+            HttpResponse { status, headers, body, json: None }
         })
 }
 

@@ -10,11 +10,12 @@
 //! # fn send(input: &SendInput, exchange: Option<&Exchange>) -> OpResult<SendResult> {
 //! #     let Some(ex) = exchange else {
 //! #         let http = HttpRequest { method: "POST".into(), url: "https://acme.example/send".into(),
-//! #             headers: vec![], body: input.to.join(",") };
+//! #             headers: vec![], body: input.to.join(","), ..HttpRequest::default() };
 //! #         return Ok(Step::http(http, "send"));
 //! #     };
 //! #     expect_state("send", ex, "send")?;
-//! #     let recipients = input.to.iter().map(|to| RecipientResult::sent(to, ex.response.body.trim())).collect();
+//! #     let id = ex.response()?.body.trim();
+//! #     let recipients = input.to.iter().map(|to| RecipientResult::sent(to, id)).collect();
 //! #     Ok(Step::done(SendResult::Recipients { recipients }))
 //! # }
 //! let input = send_input(&["4915171112233"], "Your code is 1234");
@@ -73,6 +74,7 @@ pub fn send_input(to: &[&str], text: &str) -> SendInput {
         to: to.iter().map(|s| (*s).to_owned()).collect(),
         text: text.into(),
         from: None,
+        from_given: None,
         encoding: "gsm7".into(),
         segments: 1,
         send_at: None,
@@ -86,7 +88,7 @@ pub fn status_input(refs: &[&str]) -> StatusInput {
 
 /// An HTTP answer without headers.
 pub fn response(status: u16, body: &str) -> HttpResponse {
-    HttpResponse { status, headers: Default::default(), body: body.into() }
+    HttpResponse { status, body: body.into(), ..HttpResponse::default() }
 }
 
 /// An HTTP 200 answer without headers.
@@ -102,13 +104,13 @@ pub fn with_header(mut r: HttpResponse, name: &str, value: &str) -> HttpResponse
 
 /// The exchange the host hands back after performing the request of step `state`.
 pub fn exchange(state: &str, response: HttpResponse) -> Exchange {
-    Exchange { state: state.into(), response }
+    Exchange::answered(state, response)
 }
 
 /// The request and state of a step that must be an HTTP step; panics with the step otherwise.
 pub fn http_step<T: Debug>(step: OpResult<T>) -> (HttpRequest, String) {
     match step {
-        Ok(Step::Http { http, state }) => (http, state),
+        Ok(Step::Http { http, state, .. }) => (http, state),
         other => panic!("expected an HTTP step, got {other:?}"),
     }
 }
@@ -134,12 +136,12 @@ pub fn drive<T: Debug>(
     for _ in 0..=MAX_EXCHANGES {
         match call(exchange.as_ref()).expect("the operation answers a step") {
             Step::Done { done } => return (requests, done),
-            Step::Http { http, state } => {
+            Step::Http { http, state, .. } => {
                 let response = answers.get(requests.len()).cloned().unwrap_or_else(|| {
                     panic!("request #{} has no answer in the test: {http:?}", requests.len() + 1)
                 });
                 requests.push(http);
-                exchange = Some(Exchange { state, response });
+                exchange = Some(Exchange::answered(state, response));
             }
         }
     }
@@ -323,25 +325,12 @@ mod tests {
     fn drive_answers_each_request_in_turn() {
         let (requests, result) = drive(
             |ex| match ex {
-                None => Ok(Step::http(
-                    HttpRequest {
-                        method: "GET".into(),
-                        url: "u1".into(),
-                        headers: vec![],
-                        body: String::new(),
-                    },
-                    "1",
-                )),
+                None => Ok(Step::http(HttpRequest::new("GET", "u1"), "1")),
                 Some(ex) if ex.state == "1" => Ok(Step::http(
-                    HttpRequest {
-                        method: "GET".into(),
-                        url: "u2".into(),
-                        headers: vec![],
-                        body: String::new(),
-                    },
-                    format!("2:{}", ex.response.body),
+                    HttpRequest::new("GET", "u2"),
+                    format!("2:{}", ex.response().unwrap().body),
                 )),
-                Some(ex) => Ok(Step::done(format!("{}+{}", ex.state, ex.response.body))),
+                Some(ex) => Ok(Step::done(format!("{}+{}", ex.state, ex.response()?.body))),
             },
             &[ok("a"), response(500, "b")],
         );
