@@ -60,9 +60,22 @@ impl MockHttp {
     where
         F: Fn(&RecordedRequest) -> MockResponse + Send + Sync + 'static,
     {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        Self::start_on(0, handler).await
+    }
+
+    /// Like [`start`](Self::start), on 127.0.0.1:`port` (0: any free port): a test that made a
+    /// port refuse connections for a while starts answering on it again.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, or if the port cannot be bound.
+    pub async fn start_on<F>(port: u16, handler: F) -> MockHttp
+    where
+        F: Fn(&RecordedRequest) -> MockResponse + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
             .await
-            .expect("bind the mock HTTP server to 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind the mock HTTP server to 127.0.0.1:{port}: {e}"));
         let addr = listener.local_addr().expect("local address of the mock HTTP server");
         let shared =
             Arc::new(Shared { handler: Box::new(handler), requests: watch::Sender::new(Vec::new()) });

@@ -1302,12 +1302,17 @@ providers = ["sandbox"]
 
     #[test]
     fn a_provider_sender_is_kept_in_normal_form_like_a_request_from() {
-        for (given, normal) in [("+4915171112233", "4915171112233"), (" MyShop ", "MyShop"), ("7255", "7255")]
-        {
+        // The sender as written reaches plugins as `from_given` when it differs (blanks aside).
+        for (given, normal, kept) in [
+            ("+4915171112233", "4915171112233", Some("+4915171112233")),
+            (" MyShop ", "MyShop", None),
+            ("7255", "7255", None),
+        ] {
             let text =
                 MINIMAL.replace("plugin = \"sandbox\"", &format!("plugin = \"sandbox\"\nsender = {given:?}"));
             let cfg = Config::from_toml(&text, Path::new(".")).unwrap();
             assert_eq!(cfg.providers[0].sender.as_deref(), Some(normal), "{given:?}");
+            assert_eq!(cfg.providers[0].sender_given.as_deref(), kept, "{given:?}");
         }
         let text = MINIMAL.replace("plugin = \"sandbox\"", "plugin = \"sandbox\"\nsender = \"+MyShop\"");
         let err = Config::from_toml(&text, Path::new(".")).unwrap_err();

@@ -169,3 +169,65 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     }
     cur.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notifyd_plugin::wire::BasicAuth;
+    use notifyd_testkit::{MockHttp, MockResponse};
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn the_host_encodes_query_form_and_basic_auth_for_the_plugin() {
+        let mock = MockHttp::start(|_| MockResponse::ok("ok")).await;
+        let req = HttpRequest {
+            query: vec![("api key".into(), "a&b=c".into()), ("to".into(), "+49 151".into())],
+            form: vec![("Body".into(), "Grüße & 100%".into()), ("To".into(), "4915171112233".into())],
+            basic_auth: Some(BasicAuth { user: "acme".into(), password: "s3cret pw".into() }),
+            ..HttpRequest::new("POST", format!("{}/send?x=1", mock.url()))
+        };
+        let response = HttpClient::new().perform(&req, TIMEOUT).await.unwrap();
+        assert_eq!((response.status, response.body.as_str(), response.json), (200, "ok", None));
+        let got = &mock.requests()[0];
+        assert_eq!(got.query_params(), [("x", "1"), ("api key", "a&b=c"), ("to", "+49 151")].map(pair));
+        assert_eq!(got.form_params(), [("Body", "Grüße & 100%"), ("To", "4915171112233")].map(pair));
+        assert_eq!(got.header("content-type"), Some("application/x-www-form-urlencoded"));
+        // `printf 'acme:s3cret pw' | base64`
+        assert_eq!(got.header("authorization"), Some("Basic YWNtZTpzM2NyZXQgcHc="));
+    }
+
+    #[tokio::test]
+    async fn a_json_body_is_written_with_its_type_unless_the_plugin_names_one() {
+        let mock = MockHttp::start(|_| MockResponse::ok("")).await;
+        let value = serde_json::json!({"to": ["4915171112233"], "text": "Grüße \"x\""});
+        let json = HttpRequest { json: Some(value.clone()), ..HttpRequest::new("POST", mock.url()) };
+        HttpClient::new().perform(&json, TIMEOUT).await.unwrap();
+        let named = HttpRequest {
+            headers: vec![("Content-Type".into(), "application/vnd.acme+json".into())],
+            ..json.clone()
+        };
+        HttpClient::new().perform(&named, TIMEOUT).await.unwrap();
+        let got = mock.requests();
+        assert_eq!(got[0].json(), value);
+        assert_eq!(got[0].header("content-type"), Some("application/json"));
+        assert_eq!(got[1].header("content-type"), Some("application/vnd.acme+json"));
+    }
+
+    #[tokio::test]
+    async fn a_request_with_two_bodies_is_invalid_and_never_sent() {
+        let mock = MockHttp::start(|_| MockResponse::ok("")).await;
+        let both = HttpRequest {
+            body: "a=1".into(),
+            form: vec![("a".into(), "1".into())],
+            ..HttpRequest::new("POST", mock.url())
+        };
+        let e = HttpClient::new().perform(&both, TIMEOUT).await.unwrap_err();
+        assert!(matches!(&e, TransportError::Invalid(m) if m.contains("more than one of")), "{e}");
+        assert_eq!(mock.request_count(), 0);
+    }
+
+    fn pair((k, v): (&str, &str)) -> (String, String) {
+        (k.to_owned(), v.to_owned())
+    }
+}

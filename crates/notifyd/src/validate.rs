@@ -416,6 +416,19 @@ mod tests {
     }
 
     #[test]
+    fn the_sender_is_normalised_and_kept_as_given_when_that_differs() {
+        for (from, normal, given) in [
+            (" +4915171112233 ", "4915171112233", Some("+4915171112233")),
+            ("7255", "7255", None),
+            (" MyShop", "MyShop", None),
+        ] {
+            let payload = serde_json::json!({"to": "4915171112233", "text": "hi", "from": from});
+            let Decoded::Valid(r) = run(&payload.to_string()) else { panic!("{from:?}") };
+            assert_eq!((r.from.as_deref(), r.from_given.as_deref()), (Some(normal), given), "{from:?}");
+        }
+    }
+
+    #[test]
     fn missing_id_is_generated() {
         let Decoded::Valid(r) = run(r#"{"to":"4915171112233","text":"hi"}"#) else { panic!() };
         assert_eq!(&*r.id, "js-1-7");
