@@ -274,6 +274,9 @@ impl<T> TryFrom<RawOutput<T>> for OpOutput<T> {
 }
 
 /// Either an HTTP exchange to perform or the result.
+// A step lives for one call and is moved at most twice; boxing the request would cost an
+// allocation per exchange for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Step<T> {

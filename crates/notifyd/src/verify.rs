@@ -182,6 +182,20 @@ fn check_describe(r: &mut Report, lib: &PluginLibrary) {
         };
         r.check(format!("capabilities: {}", op.as_str()), has_fn == has_bit, detail);
     }
+    if d.exchange_errors || d.response_json {
+        let built = lib.abi_minor();
+        r.check(
+            "describe: ABI 1.1 flags",
+            built >= 1,
+            if built >= 1 {
+                "exchange_errors/response_json are honoured (the table says ABI 1.1 or later)".to_owned()
+            } else {
+                format!(
+                    "describe sets exchange_errors or response_json, but the table says ABI 1.{built}: the host ignores them; set abi_minor to NOTIFYD_ABI_MINOR of a 1.1 or later header"
+                )
+            },
+        );
+    }
     if caps & abi::CAP_STATUS != 0 {
         r.check(
             "describe: max_status_refs",
@@ -418,7 +432,7 @@ fn doc(input: &serde_json::Value, exchange: Option<&Exchange>) -> Vec<u8> {
 /// A valid answer of an operation.
 enum Answer {
     /// An `http` step: the request and the state.
-    Http(HttpRequest, String),
+    Http(Box<HttpRequest>, String),
     /// A `done` step, summed up.
     Done(String),
     /// `NOTIFYD_ERROR` with a valid error document, in words ([`answered`]).
@@ -444,7 +458,7 @@ fn answer_of(op: Op, rc: i32, body: &[u8]) -> Result<Answer, String> {
             };
             Ok(match step {
                 Step::Done { done } => Answer::Done(done),
-                Step::Http { http, state, .. } => Answer::Http(http, state),
+                Step::Http { http, state, .. } => Answer::Http(Box::new(http), state),
             })
         }
         abi::RC_ERROR if serde_json::from_slice::<ErrorDoc>(body).is_ok() => {
@@ -590,7 +604,19 @@ fn check_steps(
             }
         },
     );
-    let response = |status: u16, body: String| HttpResponse { status, body, ..HttpResponse::default() };
+    let library = instance.library();
+    let (wants_json, wants_errors) = if library.abi_minor() >= 1 {
+        (library.describe.response_json, library.describe.exchange_errors)
+    } else {
+        (false, false)
+    };
+    // As the host hands them over: with the body parsed for a plugin that asked for it.
+    let response = |status: u16, body: String| HttpResponse {
+        status,
+        json: serde_json::from_str(&body).ok().filter(|_| wants_json),
+        body,
+        ..HttpResponse::default()
+    };
     let hostile = [
         ("an empty 200", response(200, String::new())),
         ("an HTML 502 page", response(502, "<html><body>Bad Gateway</body></html>".into())),
@@ -598,6 +624,7 @@ fn check_steps(
         ("a truncated body", response(200, "{\"id\":".into())),
         ("a huge body", response(200, "x".repeat(1 << 20))),
         ("a 500", response(500, "Internal Server Error".into())),
+        ("a JSON 200 of another shape", response(200, r#"{"unexpected":[1,2,3]}"#.into())),
     ];
     for (what, response) in hostile {
         let ex = Exchange::answered(state.clone(), response);
@@ -622,6 +649,66 @@ fn check_steps(
         };
         r.check(name(what), ok, detail);
     }
+    if wants_errors {
+        check_transport_error(r, instance, op, &input, &state, conformance);
+    }
+}
+
+/// `<op>: a transport error`, for a plugin that declares `exchange_errors`: handed a timeout of
+/// its first exchange, it answers a result (or another request), never an error; a `send` result
+/// names only recipients of the input.
+fn check_transport_error(
+    r: &mut Report,
+    instance: &PluginInstance,
+    op: Op,
+    input: &serde_json::Value,
+    state: &str,
+    conformance: &mut Conformance,
+) {
+    let name = format!("{}: a transport error", op.as_str());
+    let timeout = notifyd_plugin::wire::ProviderError::retryable(
+        ErrorCode::Timeout,
+        "the provider did not answer within 10s",
+    );
+    let ex = Exchange::failed(state, timeout);
+    let document = doc(input, Some(&ex));
+    let answer = match instance.call(op, &document) {
+        Ok(a) => a,
+        Err(e) => {
+            r.check(name, false, e.message);
+            return;
+        }
+    };
+    conformance.answer("the answer to a transport error", op, answer.rc, &answer.body);
+    let strangers = if op == Op::Send && answer.rc == abi::RC_OK {
+        let given: Vec<&str> =
+            input["to"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+        match serde_json::from_slice::<OpOutput<SendResult>>(&answer.body).map(|o| o.step) {
+            Ok(Step::Done { done: SendResult::Recipients { recipients } }) => recipients
+                .into_iter()
+                .map(|r| r.to)
+                .filter(|to| !given.contains(&to.as_str()))
+                .collect::<Vec<_>>(),
+            _ => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    let (ok, detail) = match answer_of(op, answer.rc, &answer.body) {
+        Ok(_) if !strangers.is_empty() => {
+            (false, format!("the result names recipients that are not in the input: {strangers:?}"))
+        }
+        Ok(Answer::Done(done)) => (true, format!("classified: {done}")),
+        Ok(Answer::Http(http, _)) => (true, format!("goes on with another {} request", http.method)),
+        Ok(Answer::Error(error)) => (
+            false,
+            format!(
+                "answered {error}; a plugin that declares exchange_errors answers a transport error with a result (copy `exchange.error` into the recipients whose exchange failed) or its next request"
+            ),
+        ),
+        Err(e) => (false, format!("answered {e}")),
+    };
+    r.check(name, ok, detail);
 }
 
 /// `threads`: 4 threads × 200 first-step sends on one instance all answer `NOTIFYD_OK`.

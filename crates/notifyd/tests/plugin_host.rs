@@ -178,7 +178,7 @@ fn c_example_loads_and_describes_itself() {
 
     assert_eq!(lib.describe.name, "c-example");
     assert_eq!(lib.describe.version, "0.1.0");
-    assert_eq!(lib.abi_version(), "1.0");
+    assert_eq!(lib.abi_version(), "1.1");
     assert_eq!(lib.describe.max_recipients, 50);
     assert_eq!(lib.describe.max_status_refs, 0);
     assert_eq!(lib.capabilities(), abi::CAP_SEND);
@@ -480,6 +480,23 @@ fn verify_passes_on_the_sandbox_the_c_example_and_the_short_table() {
 }
 
 #[test]
+fn verify_passes_an_abi_1_1_plugin_and_hands_it_a_transport_error() {
+    // One exchange per recipient, `exchange_errors` and `response_json` (tests/partial_sends.rs).
+    let report = verify::verify(&fixture("per_recipient"), None);
+
+    let shown = report.render().join("\n");
+    assert!(report.passed(), "{shown}");
+    assert_eq!(report.abi.as_deref(), Some("1.1"));
+    assert!(check(&report, "describe: ABI 1.1 flags").ok, "{shown}");
+    // Handed a timeout of its first exchange (to recipient 1 of 2), it answers that recipient
+    // failed with the error it was given and leaves the other out (not tried).
+    let transport = check(&report, "send: a transport error");
+    assert!(transport.ok, "{shown}");
+    assert!(transport.detail.starts_with("classified: "), "{shown}");
+    assert!(transport.detail.contains("timeout"), "{shown}");
+}
+
+#[test]
 fn verify_fails_an_answer_that_breaks_the_schema_naming_the_field_by_its_pointer() {
     // `numeric_code` answers every recipient failed, with `"provider_code": 21211`.
     let report = verify::verify(&fixture("numeric_code"), None);
@@ -696,7 +713,7 @@ fn the_verify_command_with_json_prints_one_document_with_the_checks_describe_and
     assert_eq!(report["file"], sandbox().display().to_string());
     assert_eq!(report["describe"]["name"], "sandbox");
     assert_eq!(report["describe"]["max_recipients"], 1000);
-    assert_eq!(report["abi"], "1.0");
+    assert_eq!(report["abi"], "1.1");
     let checks = report["checks"].as_array().expect("checks");
     for check in checks {
         let fields: Vec<&str> =

@@ -258,7 +258,7 @@ async fn sends_to_one_and_to_several_then_polls_until_delivered() {
     let log = daemon.log();
     assert!(!log.contains(PASSWORD), "no password in the log");
     let m = daemon.metrics();
-    assert!(m.contains(r#"notifyd_plugin_info{abi="1.0",plugin="smsc",version="0.1.0"} 1"#), "{m}");
+    assert!(m.contains(r#"notifyd_plugin_info{abi="1.1",plugin="smsc",version="0.1.0"} 1"#), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -270,7 +270,7 @@ async fn refusals_auth_throttling_and_duplicates_end_as_the_mapping_says() {
     let log = daemon.log();
     assert!(!log.contains(TOKEN) && !log.contains(REVOKED), "no token in the log");
     let m = daemon.metrics();
-    assert!(m.contains(r#"notifyd_plugin_info{abi="1.0",plugin="smsclub",version="0.1.0"} 1"#), "{m}");
+    assert!(m.contains(r#"notifyd_plugin_info{abi="1.1",plugin="smsclub",version="0.1.0"} 1"#), "{m}");
 }
 
 #[test]

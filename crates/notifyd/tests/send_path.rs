@@ -126,7 +126,7 @@ async fn bad_requests_are_rejected_and_the_next_good_one_succeeds() {
     assert!(m.contains(r#"notifyd_requests_total{outcome="dead_lettered"} 1"#), "{m}");
     assert!(m.contains(r#"notifyd_requests_total{outcome="accepted"} 1"#), "{m}");
     assert!(m.contains(r#"notifyd_events_total{provider="sandbox",status="sent"} 1"#), "{m}");
-    assert!(m.contains(r#"notifyd_plugin_info{abi="1.0",plugin="sandbox",version="0.1.0"} 1"#), "{m}");
+    assert!(m.contains(r#"notifyd_plugin_info{abi="1.1",plugin="sandbox",version="0.1.0"} 1"#), "{m}");
     assert!(m.contains("notifyd_nats_connected 1"), "{m}");
     assert!(!m.contains("4915171112233"), "no phone number in metrics");
 }
