@@ -67,9 +67,9 @@ pub enum PluginError {
         /// The ABI major versions whose entry symbols it exports, in ascending order.
         majors: Vec<u32>,
     },
-    /// The plugin was built against another ABI major version.
+    /// The plugin was built against another ABI major version, or a later minor.
     #[error(
-        "{path}: plugin ABI {major}.{minor} is not supported; this notifyd supports ABI {}.x (up to {}.{}); rebuild the plugin against include/notifyd_plugin.h of this version",
+        "{path}: plugin ABI {major}.{minor} is not supported; this notifyd supports ABI {}.x (up to {}.{}); rebuild the plugin against include/notifyd_plugin.h of this version, or upgrade notifyd",
         abi::ABI_MAJOR,
         abi::ABI_MAJOR,
         abi::ABI_MINOR
@@ -389,7 +389,9 @@ fn read_table(raw: *const PluginVTable, path: &str) -> Result<PluginVTable, Plug
     }
     // SAFETY: every table starts with this header (ABI rule); reading it is in bounds.
     let header = unsafe { raw.cast::<Header>().read_unaligned() };
-    if header.abi_major != abi::ABI_MAJOR {
+    // A later minor may put fields in its documents that this host does not know and would
+    // ignore (a body given as `form` fields, say): refused, like another major.
+    if header.abi_major != abi::ABI_MAJOR || header.abi_minor > abi::ABI_MINOR {
         return Err(PluginError::AbiMismatch {
             path: path.to_owned(),
             major: header.abi_major,

@@ -350,6 +350,18 @@ fn a_plugin_of_another_abi_major_is_refused_naming_file_and_both_versions() {
 }
 
 #[test]
+fn a_plugin_of_a_later_abi_minor_is_refused_with_both_versions() {
+    let path = fixture("abi_v1_99");
+
+    let error = PluginLibrary::load(&path).expect_err("an ABI 1.99 plugin must be refused");
+
+    assert!(matches!(error, PluginError::AbiMismatch { major: 1, minor: 99, .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("plugin ABI 1.99 is not supported"), "{message}");
+    assert!(message.contains(&format!("up to 1.{}", abi::ABI_MINOR)), "{message}");
+}
+
+#[test]
 fn a_library_without_the_entry_symbol_is_refused_naming_the_file() {
     let path = fixture("not_a_plugin");
 
