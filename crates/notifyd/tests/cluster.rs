@@ -15,9 +15,27 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The steady load: this many requests per second, for this long.
-const RATE: usize = 20;
-const LOAD: Duration = Duration::from_secs(20);
+/// The steady load: this many requests per second (`NOTIFYD_TEST_CLUSTER_RATE`, default 20), for
+/// this long (`NOTIFYD_TEST_CLUSTER_SECONDS`, default 20). CI runs the defaults; the longer version
+/// for docs/reliability.md is one command (there, "Faults on a 3-node cluster").
+fn rate() -> usize {
+    knob("NOTIFYD_TEST_CLUSTER_RATE", 20)
+}
+
+fn load_time() -> Duration {
+    Duration::from_secs(knob("NOTIFYD_TEST_CLUSTER_SECONDS", 20) as u64)
+}
+
+fn knob(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| panic!("{name}={v:?}: expected a number above 0")),
+        Err(_) => default,
+    }
+}
 /// When the fault comes, after the load began.
 const FAULT_AT: Duration = Duration::from_secs(5);
 /// Calls a replica may have in flight: the crash window of a killed replica.
@@ -225,12 +243,13 @@ async fn publish_until_stored(js: async_nats::jetstream::Context, prefix: &'stat
     }
 }
 
-/// Starts the steady load: `RATE` requests a second for `LOAD`, each published on its own task.
+/// Starts the steady load: [`rate`] requests a second for [`load_time`], each published on its
+/// own task.
 fn start_load(client: &async_nats::Client, prefix: &'static str) -> tokio::task::JoinHandle<usize> {
     let js = async_nats::jetstream::new(client.clone());
     tokio::spawn(async move {
-        let count = RATE * LOAD.as_secs() as usize;
-        let mut tick = tokio::time::interval(Duration::from_secs(1) / RATE as u32);
+        let count = rate() * load_time().as_secs() as usize;
+        let mut tick = tokio::time::interval(Duration::from_secs(1) / rate() as u32);
         let mut tasks = Vec::with_capacity(count);
         for i in 0..count {
             tick.tick().await;
@@ -354,7 +373,7 @@ where
     F: FnOnce(&mut Setup),
     A: FnOnce(&mut Setup, Instant),
 {
-    let count = RATE * LOAD.as_secs() as usize;
+    let count = rate() * load_time().as_secs() as usize;
     let lost_node = Some(fault.node);
     let client = async_nats::connect(s.cluster.url((fault.node + 1) % NatsCluster::NODES)).await.unwrap();
     let window = fault.killed.len() * MAX_IN_FLIGHT;
@@ -420,7 +439,7 @@ where
          intake leader again {:.2} s after the fault; longest stall in sending {:.2} s, over {:.2} s after \
          the fault ({:+.2} s after the leader); {} publishes retried",
         outcome.requests,
-        LOAD,
+        load_time(),
         fault_at - started,
         outcome.lost,
         outcome.duplicates,
