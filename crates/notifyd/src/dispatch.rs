@@ -297,9 +297,7 @@ impl Dispatcher {
             segments: req.info.segments,
             send_at: req.send_at.filter(|_| provider.schedules_natively()).map(crate::events::rfc3339_millis),
         };
-        let attempts: HashMap<&str, (&PhoneNumber, u32)> =
-            chunk.iter().map(|p| (p.number.as_str(), (&p.number, p.attempts + 1))).collect();
-        let sink = EarlySent { dispatcher: self, claim, index, attempts: &attempts };
+        let sink = EarlySent { dispatcher: self, claim, index, chunk: &chunk };
         let Driven { result, early, handed } = provider.run_send(&input, &sink).await;
         let mut early: HashMap<String, RecipientResult> =
             early.into_iter().map(|r| (r.to.clone(), r)).collect();
@@ -367,21 +365,24 @@ struct EarlySent<'a> {
     dispatcher: &'a Dispatcher,
     claim: &'a Claim,
     index: usize,
-    /// Each recipient of the call, by its number, with the attempt it is at.
-    attempts: &'a HashMap<&'a str, (&'a PhoneNumber, u32)>,
+    /// The recipients of the call.
+    chunk: &'a [Pending],
 }
 
 impl SentSoFar for EarlySent<'_> {
     fn record<'a>(&'a self, sent: &'a [RecipientResult]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            // Built only here: most plugins never report early.
+            let of_call: HashMap<&str, &Pending> =
+                self.chunk.iter().map(|p| (p.number.as_str(), p)).collect();
             let outcomes: Vec<(PhoneNumber, Outcome)> = sent
                 .iter()
                 .filter_map(|r| {
-                    // A recipient that is not one of the call's is ignored here; the final
-                    // answer's check names it.
-                    let (number, attempt) = *self.attempts.get(r.to.as_str())?;
-                    let outcome = Outcome::Sent { provider: self.index, result: r.clone(), attempt };
-                    Some((number.clone(), outcome))
+                    // A recipient that is not one of the call's is ignored; so is it at the end.
+                    let p = of_call.get(r.to.as_str())?;
+                    let outcome =
+                        Outcome::Sent { provider: self.index, result: r.clone(), attempt: p.attempts + 1 };
+                    Some((p.number.clone(), outcome))
                 })
                 .collect();
             self.dispatcher.record(self.claim, &outcomes).await;

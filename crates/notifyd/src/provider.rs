@@ -71,10 +71,11 @@ impl<R> Driven<R> {
     /// Takes the sent recipients of an HTTP step's `results` that are not known yet and records
     /// them. Results with an error are left to the operation's final answer.
     async fn take_early(&mut self, results: Vec<RecipientResult>, sink: &dyn SentSoFar) {
+        let mut known: HashSet<String> = self.early.iter().map(|e| e.to.clone()).collect();
         let new: Vec<RecipientResult> = results
             .into_iter()
             .filter(|r| r.error.is_none() && r.provider_message_id.is_some())
-            .filter(|r| !self.early.iter().any(|e| e.to == r.to))
+            .filter(|r| known.insert(r.to.clone()))
             .collect();
         if new.is_empty() {
             return;
