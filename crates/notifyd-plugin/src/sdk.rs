@@ -120,6 +120,12 @@ impl Describe {
         self
     }
 
+    /// Ask for JSON responses already parsed (ABI 1.1, [`Describe::response_json`]).
+    pub fn with_response_json(mut self) -> Self {
+        self.response_json = true;
+        self
+    }
+
     /// The most tracking references one `status` call takes (at least 1 with `CAP_STATUS`).
     pub fn with_max_status_refs(mut self, max_status_refs: u32) -> Self {
         self.max_status_refs = max_status_refs;

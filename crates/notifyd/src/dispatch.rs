@@ -298,22 +298,23 @@ impl Dispatcher {
             send_at: req.send_at.filter(|_| provider.schedules_natively()).map(crate::events::rfc3339_millis),
         };
         let sink = EarlySent { dispatcher: self, claim, index, chunk: &chunk };
-        let Driven { result, early, handed } = provider.run_send(&input, &sink).await;
+        let Driven { result, partial } = provider.run_send(&input, &sink).await;
         let mut early: HashMap<String, RecipientResult> =
-            early.into_iter().map(|r| (r.to.clone(), r)).collect();
+            partial.early.into_iter().map(|r| (r.to.clone(), r)).collect();
         // An error the plugin copied from a transport error it was handed keeps that error's
         // ambiguity; any other error the plugin states is its classification (not ambiguous).
+        let handed = partial.handed;
         let ambiguous = |e: &ProviderError| {
-            handed.iter().any(|(h, ambiguous)| *ambiguous && h.code == e.code && h.message == e.message)
+            handed.iter().any(|h| h.ambiguous && h.error.code == e.code && h.error.message == e.message)
         };
         let mut by_to: HashMap<String, RecipientResult> = HashMap::new();
-        // What recipients the answer does not settle get.
+        // What the recipients the answer does not settle get.
         let unsettled: (ProviderError, bool) = match result {
             Ok(SendResult::Recipients { recipients }) => {
                 by_to = recipients.into_iter().map(|r| (r.to.clone(), r)).collect();
-                match handed.last() {
-                    // After a transport error, a recipient left out was not tried.
-                    Some((error, _)) => (error.clone(), false),
+                match partial.replied_to {
+                    // Left out of the answer to a transport error: not tried.
+                    Some(handed) => (handed.error, false),
                     None => (
                         ProviderError::new(
                             ErrorCode::PluginError,

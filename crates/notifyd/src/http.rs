@@ -83,12 +83,14 @@ impl HttpClient {
         }
         let mut builder = self.client.request(method, url).timeout(timeout);
         let mut content_type = false;
+        let mut authorization = false;
         for (name, value) in &req.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| TransportError::Invalid(format!("header name {name:?}")))?;
             let value = reqwest::header::HeaderValue::from_str(value)
                 .map_err(|_| TransportError::Invalid(format!("value of header {name}")))?;
             content_type |= name == reqwest::header::CONTENT_TYPE;
+            authorization |= name == reqwest::header::AUTHORIZATION;
             builder = builder.header(name, value);
         }
         let (body, kind) = body_of(req)?;
@@ -99,6 +101,11 @@ impl HttpClient {
             builder = builder.body(body);
         }
         if let Some(auth) = &req.basic_auth {
+            if authorization {
+                return Err(TransportError::Invalid(
+                    "it has both `basic_auth` and an Authorization header".to_owned(),
+                ));
+            }
             builder = builder.basic_auth(&auth.user, Some(&auth.password));
         }
         let mut response = builder.send().await.map_err(|e| classify(e, timeout))?;
@@ -215,7 +222,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_with_two_bodies_is_invalid_and_never_sent() {
+    async fn a_request_with_two_bodies_or_two_authorizations_is_invalid_and_never_sent() {
         let mock = MockHttp::start(|_| MockResponse::ok("")).await;
         let both = HttpRequest {
             body: "a=1".into(),
@@ -224,6 +231,14 @@ mod tests {
         };
         let e = HttpClient::new().perform(&both, TIMEOUT).await.unwrap_err();
         assert!(matches!(&e, TransportError::Invalid(m) if m.contains("more than one of")), "{e}");
+        let two_auths = HttpRequest {
+            headers: vec![("authorization".into(), "Bearer t".into())],
+            basic_auth: Some(BasicAuth { user: "u".into(), password: "secret-pw".into() }),
+            ..HttpRequest::new("GET", mock.url())
+        };
+        let e = HttpClient::new().perform(&two_auths, TIMEOUT).await.unwrap_err();
+        assert!(matches!(&e, TransportError::Invalid(m) if m.contains("basic_auth")), "{e}");
+        assert!(!e.to_string().contains("secret-pw"), "{e}");
         assert_eq!(mock.request_count(), 0);
     }
 

@@ -55,19 +55,34 @@ pub trait SentSoFar: Sync {
     fn record<'a>(&'a self, sent: &'a [RecipientResult]) -> BoxFuture<'a, ()>;
 }
 
-/// An operation driven to its end: its result, and what ABI 1.1 plugins add to a `send`.
-#[derive(Debug)]
-pub struct Driven<R> {
-    pub result: Result<R, OpError>,
-    /// The recipients the plugin reported sent before its last exchange, already recorded:
-    /// they stay sent whatever the rest of the operation says.
-    pub early: Vec<RecipientResult>,
-    /// The transport errors handed to the plugin (`exchange_errors`), each with whether it was
-    /// ambiguous (the provider may have acted on the request).
-    pub handed: Vec<(ProviderError, bool)>,
+/// The ABI minor from which a plugin's table makes the host honour the 1.1 fields: the `describe`
+/// flags, the request helpers and the `results` of an HTTP step. From a 1.0 plugin they are
+/// unknown keys, ignored as before.
+const ABI_1_1: u16 = 1;
+
+/// A transport error handed to a plugin that declares `exchange_errors` (ABI 1.1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handed {
+    /// The error as the plugin got it in `exchange.error`.
+    pub error: ProviderError,
+    /// Whether the provider may have acted on the request (a timeout, a broken connection).
+    pub ambiguous: bool,
 }
 
-impl<R> Driven<R> {
+/// What ABI 1.1 plugins add to a `send` besides its result.
+#[derive(Debug, Default)]
+pub struct Partial {
+    /// The recipients the plugin reported sent beside its HTTP steps, each recorded before the
+    /// next exchange: they stay sent whatever the rest of the operation says.
+    pub early: Vec<RecipientResult>,
+    /// Every transport error handed to the plugin, in order.
+    pub handed: Vec<Handed>,
+    /// The transport error the final answer replied to, when the last call handed one: the
+    /// recipients that answer leaves out were not tried.
+    pub replied_to: Option<Handed>,
+}
+
+impl Partial {
     /// Takes the sent recipients of an HTTP step's `results` that are not known yet and records
     /// them. Results with an error are left to the operation's final answer.
     async fn take_early(&mut self, results: Vec<RecipientResult>, sink: &dyn SentSoFar) {
@@ -85,6 +100,13 @@ impl<R> Driven<R> {
     }
 }
 
+/// An operation driven to its end.
+#[derive(Debug)]
+pub struct Driven<R> {
+    pub result: Result<R, OpError>,
+    pub partial: Partial,
+}
+
 /// One configured provider instance.
 pub struct Provider {
     /// The instance name (`[[providers]] name`).
@@ -99,6 +121,8 @@ pub struct Provider {
     metrics: Metrics,
     /// The unrecognised words already logged, shared by every instance (see [`Unrecognised`]).
     unrecognised: Arc<Unrecognised>,
+    /// Whether [`Provider::warn_failed_error_call`] has logged.
+    warned_error_call: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Provider {
@@ -154,8 +178,11 @@ impl Provider {
         if op == Op::Callback {
             return driven;
         }
+        // An operation that met a transport error (handed to the plugin) counts as that error,
+        // as it would from a 1.0 plugin, unless its result names a failure of its own.
+        let handed = driven.partial.handed.last().map(|h| h.error.code.as_str());
         let label = match &driven.result {
-            Ok(r) => r.error_code().map_or("ok", ErrorCode::as_str).to_owned(),
+            Ok(r) => r.error_code().map(ErrorCode::as_str).or(handed).unwrap_or("ok").to_owned(),
             Err(e) => e.to_provider_error().code.to_string(),
         };
         self.metrics.provider_requests.with_label_values(&[&self.name, op.as_str(), &label]).inc();
@@ -166,87 +193,110 @@ impl Provider {
         driven
     }
 
-    /// Whether the plugin asked for ABI 1.1's `exchange_errors` (and was built for 1.1).
-    fn wants_exchange_errors(&self) -> bool {
-        self.instance.library().abi_minor() >= 1 && self.describe().exchange_errors
-    }
-
     async fn drive<I: Serialize, R: DeserializeOwned>(
         &self,
         op: Op,
         input: &I,
         sent: Option<&dyn SentSoFar>,
     ) -> Driven<R> {
-        let mut driven = Driven { result: Err(plugin_error("")), early: Vec::new(), handed: Vec::new() };
+        let mut partial = Partial::default();
+        let result = self.steps(op, input, sent, &mut partial).await;
+        Driven { result, partial }
+    }
+
+    /// Calls the plugin and performs the exchanges it asks for, until its result.
+    async fn steps<I: Serialize, R: DeserializeOwned>(
+        &self,
+        op: Op,
+        input: &I,
+        sent: Option<&dyn SentSoFar>,
+        partial: &mut Partial,
+    ) -> Result<R, OpError> {
         // The input is encoded once: every call of the operation repeats it, followed by the
         // latest exchange.
-        let mut doc = match CallDocument::new(input) {
-            Ok(doc) => doc,
-            Err(e) => {
-                driven.result = Err(plugin_error(format!("cannot encode the input: {e}")));
-                return driven;
-            }
-        };
-        let wants_errors = self.wants_exchange_errors();
-        let wants_json = self.instance.library().abi_minor() >= 1 && self.describe().response_json;
-        // The transport error handed to the plugin in the last call, if that call was one.
-        let mut last_failure: Option<TransportError> = None;
+        let mut doc =
+            CallDocument::new(input).map_err(|e| plugin_error(format!("cannot encode the input: {e}")))?;
+        let is_1_1 = self.instance.library().abi_minor() >= ABI_1_1;
+        let wants_errors = is_1_1 && self.describe().exchange_errors;
+        let wants_json = is_1_1 && self.describe().response_json;
+        // The transport error handed in the call about to be made.
+        let mut handing: Option<(TransportError, Handed)> = None;
         for performed in 0..=MAX_EXCHANGES {
-            let (http, state, results) = match self.call::<R>(op, doc.as_bytes()) {
-                Ok(Step::Done { done }) => {
-                    driven.result = Ok(done);
-                    return driven;
-                }
-                Ok(Step::Http { .. }) if performed == MAX_EXCHANGES => break,
-                Ok(Step::Http { http, state, results }) => (http, state, results),
+            let step = match self.call::<R>(op, doc.as_bytes()) {
+                Ok(step) => step,
                 // A plugin that cannot answer the transport error it was handed: the operation
                 // ends with that error, as for a plugin that does not take them.
-                Err(_) if last_failure.is_some() => {
-                    driven.result = Err(OpError::Transport(last_failure.take().expect("checked")));
-                    return driven;
-                }
                 Err(e) => {
-                    driven.result = Err(e);
-                    return driven;
+                    return Err(match handing.take() {
+                        Some((t, _)) => {
+                            self.warn_failed_error_call(&e);
+                            OpError::Transport(t)
+                        }
+                        None => e,
+                    });
                 }
             };
-            if let (Some(sink), false) = (sent, results.is_empty()) {
-                driven.take_early(results, sink).await;
+            let replying_to = handing.take();
+            let (mut http, state, results) = match step {
+                Step::Done { done } => {
+                    partial.replied_to = replying_to.map(|(_, handed)| handed);
+                    return Ok(done);
+                }
+                Step::Http { http, state, results } => (http, state, results),
+            };
+            // Recorded even when the plugin asks for one exchange too many: they were sent.
+            if let (Some(sink), true, false) = (sent, is_1_1, results.is_empty()) {
+                partial.take_early(results, sink).await;
+            }
+            if performed == MAX_EXCHANGES {
+                break;
+            }
+            if !is_1_1 {
+                // Unknown keys to a 1.0 plugin, ignored as before 1.1.
+                (http.query, http.form, http.json, http.basic_auth) = (Vec::new(), Vec::new(), None, None);
             }
             let exchange = match self.http.perform(&http, self.timeout).await {
                 Ok(mut response) => {
-                    last_failure = None;
                     if wants_json {
                         response.json = serde_json::from_str(&response.body).ok();
                     }
                     Exchange::answered(state, response)
                 }
                 // An invalid request is the plugin's fault, not the provider's: no second chance.
-                Err(t @ TransportError::Invalid(_)) => {
-                    driven.result = Err(OpError::Transport(t));
-                    return driven;
-                }
+                Err(t @ TransportError::Invalid(_)) => return Err(OpError::Transport(t)),
                 Err(t) if wants_errors => {
-                    let error = OpError::Transport(t.clone()).to_provider_error();
-                    driven.handed.push((error.clone(), t.is_ambiguous()));
-                    last_failure = Some(t);
-                    Exchange::failed(state, error)
+                    let handed = Handed {
+                        error: OpError::Transport(t.clone()).to_provider_error(),
+                        ambiguous: t.is_ambiguous(),
+                    };
+                    partial.handed.push(handed.clone());
+                    let exchange = Exchange::failed(state, handed.error.clone());
+                    handing = Some((t, handed));
+                    exchange
                 }
-                Err(t) => {
-                    driven.result = Err(OpError::Transport(t));
-                    return driven;
-                }
+                Err(t) => return Err(OpError::Transport(t)),
             };
-            if let Err(e) = doc.set_exchange(&exchange) {
-                driven.result = Err(plugin_error(format!("cannot encode the exchange: {e}")));
-                return driven;
-            }
+            doc.set_exchange(&exchange)
+                .map_err(|e| plugin_error(format!("cannot encode the exchange: {e}")))?;
         }
-        driven.result = Err(plugin_error(format!(
+        Err(plugin_error(format!(
             "the plugin asked for more than {MAX_EXCHANGES} HTTP exchanges in one {}",
             op.as_str()
-        )));
-        driven
+        )))
+    }
+
+    /// Logs, once per instance, that the plugin failed a call that handed it a transport error
+    /// (the operation ended with that error, as for a 1.0 plugin).
+    fn warn_failed_error_call(&self, e: &OpError) {
+        if !self.warned_error_call.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                provider = %self.name,
+                plugin = %self.describe().name,
+                error = %e.to_provider_error().message,
+                "the plugin declares exchange_errors but failed the call that handed it a transport \
+                 error; the operation ended with that error. Logged once per instance"
+            );
+        }
     }
 
     /// One synchronous call into the plugin, its answer decoded.
@@ -503,6 +553,7 @@ fn load_one(
         http: http.clone(),
         metrics: metrics.clone(),
         unrecognised: unrecognised.clone(),
+        warned_error_call: Default::default(),
     })
 }
 

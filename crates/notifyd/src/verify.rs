@@ -650,19 +650,22 @@ fn check_steps(
         r.check(name(what), ok, detail);
     }
     if wants_errors {
-        check_transport_error(r, instance, op, &input, &state, conformance);
+        check_transport_error(r, instance, op, &input, (&http, &state), conformance);
     }
 }
 
 /// `<op>: a transport error`, for a plugin that declares `exchange_errors`: handed a timeout of
-/// its first exchange, it answers a result (or another request), never an error; a `send` result
-/// names only recipients of the input.
+/// its first exchange (`first`), it answers a result or another request, never an error. A `send`
+/// result reports nobody sent (nothing was), names only recipients of the input, and carries the
+/// handed error unchanged (on the recipient whose exchange failed, or on the whole send), so the
+/// host knows who is in doubt; a next request is not the same one again (whether to resend what
+/// may have reached the provider is the host's decision, `retry.on_ambiguous`).
 fn check_transport_error(
     r: &mut Report,
     instance: &PluginInstance,
     op: Op,
     input: &serde_json::Value,
-    state: &str,
+    (first, state): (&HttpRequest, &str),
     conformance: &mut Conformance,
 ) {
     let name = format!("{}: a transport error", op.as_str());
@@ -670,9 +673,8 @@ fn check_transport_error(
         ErrorCode::Timeout,
         "the provider did not answer within 10s",
     );
-    let ex = Exchange::failed(state, timeout);
-    let document = doc(input, Some(&ex));
-    let answer = match instance.call(op, &document) {
+    let ex = Exchange::failed(state, timeout.clone());
+    let answer = match instance.call(op, &doc(input, Some(&ex))) {
         Ok(a) => a,
         Err(e) => {
             r.check(name, false, e.message);
@@ -680,33 +682,49 @@ fn check_transport_error(
         }
     };
     conformance.answer("the answer to a transport error", op, answer.rc, &answer.body);
-    let strangers = if op == Op::Send && answer.rc == abi::RC_OK {
-        let given: Vec<&str> =
-            input["to"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
-        match serde_json::from_slice::<OpOutput<SendResult>>(&answer.body).map(|o| o.step) {
-            Ok(Step::Done { done: SendResult::Recipients { recipients } }) => recipients
-                .into_iter()
-                .map(|r| r.to)
-                .filter(|to| !given.contains(&to.as_str()))
-                .collect::<Vec<_>>(),
-            _ => Vec::new(),
-        }
-    } else {
-        Vec::new()
-    };
-    let (ok, detail) = match answer_of(op, answer.rc, &answer.body) {
-        Ok(_) if !strangers.is_empty() => {
-            (false, format!("the result names recipients that are not in the input: {strangers:?}"))
-        }
-        Ok(Answer::Done(done)) => (true, format!("classified: {done}")),
-        Ok(Answer::Http(http, _)) => (true, format!("goes on with another {} request", http.method)),
-        Ok(Answer::Error(error)) => (
-            false,
-            format!(
-                "answered {error}; a plugin that declares exchange_errors answers a transport error with a result (copy `exchange.error` into the recipients whose exchange failed) or its next request"
-            ),
+    let copied =
+        |e: &notifyd_plugin::wire::ProviderError| e.code == timeout.code && e.message == timeout.message;
+    let given: Vec<&str> = input["to"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+    let verdict = match answer_of(op, answer.rc, &answer.body) {
+        Err(e) => Err(format!("answered {e}")),
+        Ok(Answer::Error(error)) => Err(format!(
+            "answered {error}; a plugin that declares exchange_errors answers a transport error with a result (copy `exchange.error` into the recipient whose exchange failed) or its next request"
+        )),
+        Ok(Answer::Http(http, _)) if *http == *first => Err(
+            "asks for the request that timed out again: whether to resend what may have reached the provider is the host's decision (retry.on_ambiguous); answer a result that carries `exchange.error` instead"
+                .to_owned(),
         ),
-        Err(e) => (false, format!("answered {e}")),
+        Ok(Answer::Http(http, _)) => Ok(format!("goes on with another {} request", http.method)),
+        Ok(Answer::Done(done)) if op != Op::Send => Ok(format!("classified: {done}")),
+        Ok(Answer::Done(done)) => match serde_json::from_slice::<OpOutput<SendResult>>(&answer.body).map(|o| o.step) {
+            Ok(Step::Done { done: SendResult::Recipients { recipients } }) => {
+                let strangers: Vec<&str> =
+                    recipients.iter().map(|r| r.to.as_str()).filter(|to| !given.contains(to)).collect();
+                let sent: Vec<&str> = recipients
+                    .iter()
+                    .filter(|r| r.error.is_none() && r.provider_message_id.is_some())
+                    .map(|r| r.to.as_str())
+                    .collect();
+                if !strangers.is_empty() {
+                    Err(format!("the result names recipients that are not in the input: {strangers:?}"))
+                } else if !sent.is_empty() {
+                    Err(format!("the result reports {sent:?} sent, though the only exchange timed out"))
+                } else if !recipients.iter().any(|r| r.error.as_ref().is_some_and(copied)) {
+                    Err("no recipient carries `exchange.error` unchanged: copy it (code and message) into the recipient whose exchange failed, so the host knows it may have been sent, and leave out the recipients not tried".to_owned())
+                } else {
+                    Ok(format!("classified: {done}"))
+                }
+            }
+            Ok(Step::Done { done: SendResult::Failed { error } }) if !copied(&error) => Err(format!(
+                "the whole send failed with `{}` of the plugin's own: copy `exchange.error` unchanged, so the host knows the recipients may have been sent",
+                error.code
+            )),
+            _ => Ok(format!("classified: {done}")),
+        },
+    };
+    let (ok, detail) = match verdict {
+        Ok(detail) => (true, detail),
+        Err(detail) => (false, detail),
     };
     r.check(name, ok, detail);
 }

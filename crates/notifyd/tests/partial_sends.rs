@@ -25,7 +25,8 @@ fn per_recipient_plugin() -> PathBuf {
     notifyd_testkit::c_plugin(&source, "notifyd_per_recipient")
 }
 
-/// One instance of the fixture at `base_url`, on a catch-all route; the first retry 1 s later.
+/// One instance of the fixture at `base_url`, on a catch-all route; the first retry 1-2 s later
+/// (the backoff is jittered).
 fn config(base_url: &str, on_ambiguous: &str) -> String {
     format!(
         r#"
@@ -37,7 +38,7 @@ listen = "{{metrics}}"
 ack_wait = "5s"
 [retry]
 max_attempts = 3
-initial_backoff = "1s"
+initial_backoff = "2s"
 on_ambiguous = "{on_ambiguous}"
 [[providers]]
 name = "gateway"
@@ -142,6 +143,12 @@ async fn a_refused_connection_on_the_second_exchange_sends_nobody_twice() {
     for to in [R1, R2, R3] {
         assert_eq!(record[to]["s"], "sent", "{record}");
     }
+    // The call met a refused connection: counted as such, as from a 1.0 plugin.
+    let refused_calls = metric_value(
+        &daemon.metrics(),
+        r#"notifyd_provider_requests_total{operation="send",provider="gateway",result="unavailable"}"#,
+    );
+    assert_eq!(refused_calls, Some(1.0), "the first call, refused on its second exchange");
     let resends = metric_value(&daemon.metrics(), r#"notifyd_ambiguous_resends_total{provider="gateway"}"#);
     assert_eq!(resends.unwrap_or(0.0), 0.0, "a refused connection is not ambiguous");
 }

@@ -509,6 +509,47 @@ fn verify_passes_an_abi_1_1_plugin_and_hands_it_a_transport_error() {
 }
 
 #[test]
+fn verify_names_a_plugin_that_resends_by_itself_after_a_transport_error() {
+    let report = verify::verify(&fixture("retries_itself"), None);
+
+    let shown = report.render().join("\n");
+    assert!(!report.passed(), "{shown}");
+    let transport = check(&report, "send: a transport error");
+    assert!(!transport.ok, "{shown}");
+    assert!(transport.detail.contains("asks for the request that timed out again"), "{shown}");
+    assert!(transport.detail.contains("on_ambiguous"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_transport_error_reaches_only_a_1_1_plugin_that_asks_and_answers_it() {
+    let closed = format!("http://127.0.0.1:{}", dead_port());
+    let at = |name: &str, plugin: &str| block(name, &fixture(plugin), &format!("base_url = {closed:?}"), "");
+    let blocks =
+        at("new", "per_recipient") + &at("old", "per_recipient_v1_0") + &at("failing", "fails_error_call");
+    let providers = load(&config(&blocks, "new"));
+    let to = ["4915100000001", "4915100000002"];
+
+    // Built for 1.1: handed the refused connection, it answers: the first recipient failed with
+    // the error unchanged, the second left out (not tried).
+    let answered = recipients(send(&provider(&providers, "new"), &to, "hi").await);
+    assert_eq!(answered.len(), 1, "{answered:?}");
+    assert_eq!(answered[0].to, to[0]);
+    assert_eq!(answered[0].error.as_ref().map(|e| e.code.as_str()), Some("unavailable"));
+    // Built for 1.0: the same flags are ignored, and the send ends with the transport error.
+    let error = transport_failure(send(&provider(&providers, "old"), &to, "hi").await);
+    assert!(matches!(error, TransportError::Connect(_)), "{error:?}");
+    // Built for 1.1 but failing the call that hands it the error: the same, as in 1.0.
+    let error = transport_failure(send(&provider(&providers, "failing"), &to, "hi").await);
+    assert!(matches!(error, TransportError::Connect(_)), "{error:?}");
+
+    let report = verify::verify(&fixture("per_recipient_v1_0"), None);
+    let flags = check(&report, "describe: ABI 1.1 flags");
+    assert!(!flags.ok, "{}", report.render().join("\n"));
+    assert!(flags.detail.contains("the table says ABI 1.0: the host ignores them"), "{}", flags.detail);
+    assert!(report.checks.iter().all(|c| c.name != "send: a transport error"), "not handed one");
+}
+
+#[test]
 fn verify_fails_an_answer_that_breaks_the_schema_naming_the_field_by_its_pointer() {
     // `numeric_code` answers every recipient failed, with `"provider_code": 21211`.
     let report = verify::verify(&fixture("numeric_code"), None);
