@@ -10,7 +10,8 @@
  * JSON document and answers with a JSON document that is either
  *   - an HTTP exchange for the host to perform, plus an opaque `state` string
  *     that the host hands back, together with the HTTP response, in the next
- *     call of the same operation; or
+ *     call of the same operation (from ABI 1.1, a plugin that asks for it gets
+ *     the transport error instead when there is no response); or
  *   - the operation's result.
  * Plugins never block, never open sockets, never spawn threads, and keep no
  * per-message state.
@@ -22,17 +23,20 @@
  * error_document, ...), and explained in docs/plugin-authors.md. In short:
  *   - key order is free, both ways; write each key once;
  *   - the host leaves an optional field out, it never writes null for it: the
- *     first call of an operation has no "exchange" key, and "from" and
- *     "send_at" are absent when unset (the one null is the settings
- *     document's "base_url");
+ *     first call of an operation has no "exchange" key, and "from",
+ *     "from_given" and "send_at" are absent when unset (the one null is the
+ *     settings document's "base_url"); the schema says for every optional
+ *     field what its absence means;
  *   - the host ignores keys it does not know in an answer; a plugin must
  *     ignore keys it does not know too (a later 1.x may add some);
  *   - integers are written as integers (1, not 1.0), codes and provider codes
  *     as strings;
  *   - "from" is the sender in notifyd's normal form (a leading "+" removed);
+ *     from ABI 1.1, "from_given" is the sender as given when that differs;
  *   - limits: a response body is cut at 1 MiB, a callback body is at most
  *     64 KiB, at most 16 HTTP exchanges per operation; `state` has no limit
- *     (it is held in memory for one operation only: keep it small).
+ *     (it is held in memory for one operation only: keep it small);
+ *   - fields of a later minor version are marked in the schema ("ABI 1.1").
  *
  * Memory: inputs are owned by the host and valid for the duration of the call
  * only. Outputs (`notifyd_buf`) are allocated by the plugin and released by the
@@ -61,7 +65,9 @@ extern "C" {
  * `exchange_errors` and `response_json` in `describe`, `results` beside an `http` step,
  * `query`, `form`, `json` and `basic_auth` in an HTTP request, `from_given` in the send input.
  * The host honours the `describe` flags only from a plugin whose table says minor 1 or later.
- * See include/notifyd_plugin.schema.json and docs/plugin-authors.md ("ABI 1.1"). */
+ * A plugin that uses them needs a host that speaks 1.1: a 1.0 host ignores them.
+ * See include/notifyd_plugin.schema.json and docs/plugin-authors.md ("What ABI 1.1
+ * adds", "Partial sends"). */
 #define NOTIFYD_ABI_MINOR 1
 
 /* The one exported symbol; the major version is part of its name. */

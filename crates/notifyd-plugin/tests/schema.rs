@@ -7,8 +7,9 @@
 mod support;
 
 use notifyd_plugin::wire::{
-    BalanceResult, CallDocument, CallbackInput, CallbackResult, Describe, ErrorDoc, Exchange, HttpResponse,
-    InstanceInit, OpOutput, SendInput, SendResult, StatusInput, StatusResult, WIRE_VERSION,
+    BalanceResult, CallDocument, CallbackInput, CallbackResult, Describe, ErrorCode, ErrorDoc, Exchange,
+    HttpResponse, InstanceInit, OpOutput, ProviderError, SendInput, SendResult, StatusInput, StatusResult,
+    WIRE_VERSION,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -175,6 +176,54 @@ fn the_send_documents_the_host_writes_are_valid() {
     check_calls("send_call", &SendInput { id: "x".repeat(128), from: Some("2FA".into()), ..send_input() });
 }
 
+/// ABI 1.1: a transport error handed over instead of a response (as `Provider::drive` builds it
+/// from the host's `OpError::to_provider_error`), a response with `json`, `from_given`.
+#[test]
+fn the_documents_of_abi_1_1_the_host_writes_are_valid() {
+    let input = SendInput {
+        from: Some("4915171112233".into()),
+        from_given: Some("+4915171112233".into()),
+        ..send_input()
+    };
+    let mut doc = CallDocument::new(&input).unwrap();
+    let first = check("send_call", doc.as_bytes());
+    assert_eq!(first["input"]["from_given"], "+4915171112233");
+    let failures = [
+        ProviderError::retryable(ErrorCode::Timeout, "the provider did not answer within 10s"),
+        ProviderError::retryable(
+            ErrorCode::Unavailable,
+            "could not connect to the provider: error sending request: connection refused",
+        ),
+        ProviderError::retryable(ErrorCode::Unavailable, "the connection to the provider broke: reset"),
+    ];
+    for error in failures {
+        doc.set_exchange(&Exchange::failed("step-2", error.clone())).unwrap();
+        let later = check("send_call", doc.as_bytes());
+        assert!(later["exchange"].get("response").is_none(), "{later}");
+        assert_eq!(later["exchange"]["error"]["code"], error.code.as_str());
+        assert_eq!(later["exchange"]["error"]["retryable"], true);
+    }
+    // `response_json`: whatever the body parsed to, `null` included.
+    for (body, json) in [
+        (r#"{"id":9,"ok":[true,null]}"#, json!({"id": 9, "ok": [true, null]})),
+        ("null", Value::Null),
+        ("7", json!(7)),
+    ] {
+        let response = HttpResponse {
+            json: Some(json.clone()),
+            ..response(200, &[("content-type", "application/json")], body)
+        };
+        doc.set_exchange(&Exchange::answered("s", response)).unwrap();
+        let later = check("send_call", doc.as_bytes());
+        assert_eq!(later["exchange"]["response"]["json"], json, "{later}");
+        assert_eq!(later["exchange"]["response"]["body"], body);
+    }
+    // And through every operation's envelope.
+    doc = CallDocument::new(&StatusInput { refs: vec!["r".into()] }).unwrap();
+    doc.set_exchange(&Exchange::failed("", ProviderError::retryable(ErrorCode::Timeout, "t"))).unwrap();
+    check("status_call", doc.as_bytes());
+}
+
 #[test]
 fn the_status_balance_and_callback_documents_the_host_writes_are_valid() {
     check_calls("status_call", &StatusInput { refs: vec!["38421:4915171112233".into()] });
@@ -233,10 +282,37 @@ fn the_schema_refuses_what_the_host_never_writes() {
         ("http_response", json!({"status": 200, "body": ""})),
         ("exchange", json!({"state": null, "response": {"status": 200, "headers": {}, "body": ""}})),
         ("balance_input", json!({"currency": "EUR"})),
+        // ABI 1.1: a response or an error, never both, never neither; the error is a retryable
+        // `timeout` or `unavailable` with no other fields; `from_given` is a `+` number.
+        (
+            "exchange",
+            json!({"state": "s", "response": {"status": 200, "headers": {}, "body": ""},
+                   "error": {"code": "timeout", "message": "m", "retryable": true}}),
+        ),
+        ("exchange", json!({"state": "s"})),
+        ("exchange", json!({"state": "s", "error": {"code": "auth", "message": "m", "retryable": true}})),
+        ("exchange", json!({"state": "s", "error": {"code": "timeout", "message": "m"}})),
+        ("exchange", json!({"state": "s", "error": {"code": "timeout", "message": "m", "retryable": false}})),
+        (
+            "exchange",
+            json!({"state": "s", "error": {"code": "timeout", "message": "m", "retryable": true, "provider_code": "x"}}),
+        ),
+        ("exchange", json!({"state": "s", "error": null})),
+        ("send_call", with("from_given", json!("4915171112233"))),
+        ("send_call", with("from_given", json!("+MyShop"))),
     ];
     for (def, doc) in refused {
         assert!(v.check(def, &doc).is_err(), "$defs/{def} accepts {doc}");
     }
+    // The cases above differ from valid ones in the one field they name.
+    for exchange in [
+        json!({"state": "s", "response": {"status": 200, "headers": {}, "body": ""}}),
+        json!({"state": "s", "error": {"code": "timeout", "message": "m", "retryable": true}}),
+        json!({"state": "s", "error": {"code": "unavailable", "message": "m", "retryable": true}}),
+    ] {
+        assert_eq!(v.check("exchange", &exchange), Ok(()), "{exchange}");
+    }
+    assert_eq!(v.check("send_call", &with("from_given", json!("+4915171112233"))), Ok(()));
 }
 
 // ---- what the host reads from a plugin ---------------------------------------------------------
@@ -340,6 +416,41 @@ fn the_schema_accepts_what_the_host_reads_and_refuses_what_it_cannot() {
         ("error_document", r#"{"error":{"message":"the host's input document is malformed","code":"plugin_error"},"v":1}"#.into(), true),
         ("error_document", r#"{"v":1,"error":{"message":"m"}}"#.into(), false),
         ("error_document", r#"{"error":{"code":"plugin_error","message":"m"}}"#.into(), false),
+        // ABI 1.1.
+        ("describe", r#"{"v":1,"name":"x","version":"1","max_recipients":1,"exchange_errors":true,"response_json":false}"#.into(), true),
+        ("describe", r#"{"v":1,"name":"x","version":"1","max_recipients":1,"exchange_errors":null}"#.into(), false),
+        ("describe", r#"{"v":1,"name":"x","version":"1","max_recipients":1,"response_json":"yes"}"#.into(), false),
+        // Recipients already sent, beside the next request.
+        (
+            "send_answer",
+            r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/send","form":[["to","4915171112234"],["text","a b&c"]]},"state":"2","results":[{"to":"4915171112233","provider_message_id":"m-1"},{"to":"4915171112235","error":{"code":"invalid_recipient","message":"no"}}]}"#.into(),
+            true,
+        ),
+        ("send_answer", r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/"},"state":"s","results":[]}"#.into(), true),
+        ("send_answer", r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/"},"state":"s","results":null}"#.into(), false),
+        ("send_answer", r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/"},"state":"s","results":[{"provider_message_id":"m"}]}"#.into(), false),
+        ("send_answer", r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/"},"state":"s","results":{"to":"1"}}"#.into(), false),
+        // The request helpers.
+        (
+            "send_answer",
+            r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/api?fixed=1","query":[["to","+49 151"],["text","ü&="]],"basic_auth":{"user":"acme","password":"s3cret"}},"state":"s"}"#.into(),
+            true,
+        ),
+        (
+            "send_answer",
+            r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/api","headers":[["content-type","application/vnd.gw+json"]],"json":{"to":["4915171112233"],"text":"hi","flash":false}},"state":"s"}"#.into(),
+            true,
+        ),
+        // Absent, `""`, `[]` and `null` are "none", so these are not two bodies.
+        ("send_answer", r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/","body":"","form":[["a","b"]],"json":null},"state":"s"}"#.into(), true),
+        ("send_answer", r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/","body":"x","form":[],"basic_auth":null},"state":"s"}"#.into(), true),
+        ("send_answer", r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/","json":[1,"two"]},"state":"s"}"#.into(), true),
+        ("send_answer", r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/","query":null},"state":"s"}"#.into(), false),
+        ("send_answer", r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/","query":[["a"]]},"state":"s"}"#.into(), false),
+        ("send_answer", r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/","form":[["a",1]]},"state":"s"}"#.into(), false),
+        ("send_answer", r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/","form":{"a":"b"}},"state":"s"}"#.into(), false),
+        ("send_answer", r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/","basic_auth":{"user":"acme"}},"state":"s"}"#.into(), false),
+        ("send_answer", r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/","basic_auth":"acme:s3cret"},"state":"s"}"#.into(), false),
     ];
     let v = Validator::get();
     for (def, doc, accepted) in agree {
@@ -392,6 +503,35 @@ fn the_schema_accepts_what_the_host_reads_and_refuses_what_it_cannot() {
         ("callback_answer", r#"{"v":1,"done":{"updates":[],"response_status":1000}}"#, "status 1000"),
         // The host does not check `v` of an error document.
         ("error_document", r#"{"v":7,"error":{"code":"plugin_error","message":"m"}}"#, "v 7"),
+        // ABI 1.1: two bodies are read, then not sent: the operation ends `plugin_error`.
+        (
+            "send_answer",
+            r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/","body":"a=1","form":[["a","1"]]},"state":"s"}"#,
+            "body and form",
+        ),
+        (
+            "send_answer",
+            r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/","form":[["a","1"]],"json":{}},"state":"s"}"#,
+            "form and json",
+        ),
+        (
+            "send_answer",
+            r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/","body":"{}","json":{}},"state":"s"}"#,
+            "body and json",
+        ),
+        // `results` beside `done` alone, or in another operation's answer, is read and ignored.
+        (
+            "send_answer",
+            r#"{"v":1,"done":{"recipients":[]},"results":[{"to":"4915171112233","provider_message_id":"m"}]}"#,
+            "results beside done",
+        ),
+        ("status_answer", r#"{"v":1,"done":{"statuses":[]},"results":[]}"#, "results in status"),
+        (
+            "balance_answer",
+            r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/"},"state":"s","results":[]}"#,
+            "results in balance",
+        ),
+        ("callback_answer", r#"{"v":1,"done":{"updates":[]},"results":[]}"#, "results in callback"),
     ];
     for (def, doc, what) in differ {
         let value: Value = serde_json::from_str(doc).unwrap();

@@ -702,6 +702,24 @@ mod tests {
             ("http_response", json!({"status": 200, "headers": {"a": "b\nc"}, "body": ""})),
             ("exchange", json!({"state": null, "response": {"status": 200, "headers": {}, "body": ""}})),
             ("balance_input", json!({"currency": "EUR"})),
+            // ABI 1.1: a response or a transport error, not both; `json`; `from_given`.
+            (
+                "exchange",
+                json!({"state": "s", "error": {"code": "timeout", "message": "m", "retryable": true}}),
+            ),
+            (
+                "exchange",
+                json!({"state": "s", "response": {"status": 200, "headers": {}, "body": "{}", "json": {}},
+                       "error": {"code": "timeout", "message": "m", "retryable": true}}),
+            ),
+            ("exchange", json!({"state": "s"})),
+            ("exchange", json!({"state": "s", "error": {"code": "auth", "message": "m", "retryable": true}})),
+            (
+                "exchange",
+                json!({"state": "s", "error": {"code": "timeout", "message": "m", "retryable": true, "x": 1}}),
+            ),
+            ("send_call", with("from_given", json!("+4915171112233"))),
+            ("send_call", with("from_given", json!("4915171112233"))),
         ];
         // What a plugin answers (tests/schema.rs, both ways, and more).
         let answers: &[(&'static str, String)] = &[
@@ -779,6 +797,18 @@ mod tests {
             ("error_document", r#"{"error":{"code":"plugin_error","message":"m"}}"#.into()),
             ("error_document", r#"{"v":7,"error":{"code":"plugin_error","message":"m"}}"#.into()),
             ("error_document", r#"{"v":1,"error":{"code":"auth","message":"m","provider_code":401}}"#.into()),
+            // ABI 1.1.
+            ("describe", r#"{"v":1,"name":"x","version":"1","max_recipients":1,"exchange_errors":true,"response_json":true}"#.into()),
+            ("describe", r#"{"v":1,"name":"x","version":"1","max_recipients":1,"exchange_errors":null}"#.into()),
+            ("send_answer", r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/","form":[["a","b"]],"basic_auth":{"user":"u","password":"p"}},"state":"s","results":[{"to":"49151","provider_message_id":"7"}]}"#.into()),
+            ("send_answer", r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/","query":[["a","b"]],"json":{"a":[1]},"body":""},"state":"s"}"#.into()),
+            ("send_answer", r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/","body":"a=b","form":[["a","b"]]},"state":"s"}"#.into()),
+            ("send_answer", r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/","form":[["a","b"]],"json":0},"state":"s"}"#.into()),
+            ("send_answer", r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/","basic_auth":{"password":"p"}},"state":"s"}"#.into()),
+            ("send_answer", r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/","query":[["a",1]]},"state":"s"}"#.into()),
+            ("send_answer", r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/"},"state":"s","results":null}"#.into()),
+            ("send_answer", r#"{"v":1,"done":{"recipients":[]},"results":[]}"#.into()),
+            ("status_answer", r#"{"v":1,"done":{"statuses":[]},"results":[]}"#.into()),
         ];
         for (def, doc) in answers {
             docs.push((def, serde_json::from_str(doc).unwrap_or_else(|e| panic!("{e}: {doc}"))));
@@ -850,6 +880,23 @@ mod tests {
             first("send_answer", r#"{"v":2,"done":{"recipients":[]}}"#),
             "/v: expected 1, found 2 (schema #/$defs/v/const)"
         );
+        assert_eq!(
+            first("status_answer", r#"{"v":1,"done":{"statuses":[]},"results":[]}"#),
+            "/results: no value is allowed here (schema #/$defs/status_answer/properties/results/allOf/0)"
+        );
+        assert_eq!(
+            first(
+                "send_answer",
+                r#"{"v":1,"http":{"method":"GET","url":"https://gw.example/","query":[["a",1]]},"state":"s"}"#
+            ),
+            "/http/query/0/1: expected a string, found a number (schema #/$defs/http_request/properties/query/items/prefixItems/1/type)"
+        );
+        let both = first(
+            "send_answer",
+            r#"{"v":1,"http":{"method":"POST","url":"https://gw.example/","body":"a=b","form":[["a","b"]]},"state":"s"}"#,
+        );
+        assert!(both.starts_with("/http: matches none of the alternatives: /http/form: "), "{both}");
+        assert!(both.contains("/http/body: "), "{both}");
         let neither = first("send_answer", r#"{"v":1}"#);
         assert!(
             neither.starts_with(
