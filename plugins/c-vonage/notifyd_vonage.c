@@ -361,7 +361,7 @@ static void unreadable(const struct notifyd_instance *in, const jval *resp, verr
     char text[80];
     snippet(in, jstr(resp, "body"), text, sizeof text);
     set_error(e, "plugin_error", false, false, "unreadable answer from Vonage");
-    snprintf(e->message + strlen(e->message), sizeof e->message - strlen(e->message), ": \"%s\"", text);
+    if (*text) snprintf(e->message + strlen(e->message), sizeof e->message - strlen(e->message), ": \"%s\"", text);
 }
 
 /* Classifies the response to one POST /sms/json: true with *id when sent, else *e. */
