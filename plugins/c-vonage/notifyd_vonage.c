@@ -65,8 +65,9 @@ static int hex4(const char *p) {
 
 /* Reads a string at ps->p (on the opening quote) into a malloc'ed, NUL-terminated buffer. */
 static char *jstring(jparser *ps, size_t *len) {
-    const char *p = ++ps->p;
-    char *out = malloc((size_t)(ps->end - p) + 1); /* decoding never grows the text */
+    const char *p = ++ps->p, *q = p;
+    while (q < ps->end && *q != '"') q += *q == '\\' && q + 1 < ps->end ? 2 : 1;
+    char *out = malloc((size_t)(q - p) + 1); /* decoding never makes a string longer */
     size_t n = 0;
     if (!out) { ps->oom = true; return NULL; }
     while (p < ps->end && *p != '"') {
@@ -188,8 +189,8 @@ static jval *jvalue(jparser *ps, int depth) {
     return v;
 }
 
-/* Parses a whole document; NULL when malformed (or out of memory: *oom). Free with jfree(doc->all)
- * through jdone. */
+/* Parses a whole document: NULL when malformed (or out of memory: *oom). Every node goes into *all,
+ * for jfree, whatever the outcome. */
 static jval *jparse(const char *text, size_t len, jval **all, bool *oom) {
     jparser ps = {text, text + len, NULL, false};
     jval *v = jvalue(&ps, 0);
@@ -548,7 +549,7 @@ static int32_t send_step(const struct notifyd_instance *in, const jval *input, c
     bool first = true;
     for (const jval *r = results ? results->child : NULL; r; r = r->next) {
         const jval *mid = jtyped(r, "provider_message_id", J_STR);
-        if (!mid || jget(r, "error")) continue;
+        if (!mid || !jstr(r, "to") || jget(r, "error")) continue;
         puts_(&b, first ? "{\"to\":" : ",{\"to\":");
         first = false;
         putqs(&b, jstr(r, "to"));
@@ -567,11 +568,10 @@ static int32_t vonage_send(const notifyd_instance *in, const uint8_t *input, siz
     const jval *doc = jparse((const char *)input, input_len, &all, &oom);
     const jval *in_ = jtyped(doc, "input", J_OBJ), *ex = jtyped(doc, "exchange", J_OBJ);
     const jval *tos = jtyped(in_, "to", J_ARR), *from = jget(in_, "from");
-    size_t nto = 0;
     bool ok = jtyped(doc, "v", J_NUM) && strcmp(jget(doc, "v")->s, "1") == 0 && tos && tos->child &&
               jtyped(in_, "id", J_STR) && jtyped(in_, "text", J_STR) && jstr(in_, "encoding") &&
               (!from || from->type == J_STR);
-    for (const jval *t = tos ? tos->child : NULL; t; t = t->next) { ok = ok && t->type == J_STR; nto++; }
+    for (const jval *t = tos ? tos->child : NULL; t; t = t->next) ok = ok && t->type == J_STR;
     if (oom) { jfree(all); return NOTIFYD_PANIC; }
     if (!ok) { jfree(all); return error_doc(out, "plugin_error", "the host's input document is malformed"); }
 
@@ -630,7 +630,7 @@ static int32_t vonage_send(const notifyd_instance *in, const uint8_t *input, siz
             const jval *results = b.oom ? NULL : jparse(b.p, b.len, &nall, &noom);
             int32_t rc = b.oom || noom ? NOTIFYD_PANIC
                          : results     ? send_step(in, in_, to->next, results, b.p, b.len, out)
-                                       : error_doc(out, "internal", "the vonage plugin wrote a bad state");
+                                       : error_doc(out, "plugin_error", "the vonage plugin wrote a bad state");
             if (!b.oom) jfree(nall);
             free(b.p);
             jfree(all);
