@@ -120,8 +120,9 @@ typedef struct notifyd_plugin_vtable {
     int32_t (*describe)(notifyd_buf *out);
     /*
      * Creates an instance from {"v":1,"name":...,"base_url":...|null,"settings":{...}}.
-     * On NOTIFYD_ERROR `*out` holds the error document (unknown keys are errors)
-     * and `*instance` is untouched. On NOTIFYD_OK `*out` may be empty.
+     * On NOTIFYD_ERROR `*out` holds the error document and `*instance` is
+     * untouched. Refuse unknown keys inside "settings" (an operator's typo must
+     * not pass silently); ignore unknown keys of the document itself. On NOTIFYD_OK `*out` may be empty.
      */
     int32_t (*instance_new)(const uint8_t *settings, size_t settings_len,
                             notifyd_instance **instance, notifyd_buf *out);
