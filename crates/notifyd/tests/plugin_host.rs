@@ -178,7 +178,7 @@ fn c_example_loads_and_describes_itself() {
 
     assert_eq!(lib.describe.name, "c-example");
     assert_eq!(lib.describe.version, "0.1.0");
-    assert_eq!(lib.abi_version(), "1.0");
+    assert_eq!(lib.abi_version(), "1.1", "built against this header: it uses `form` and `basic_auth`");
     assert_eq!(lib.describe.max_recipients, 50);
     assert_eq!(lib.describe.max_status_refs, 0);
     assert_eq!(lib.capabilities(), abi::CAP_SEND);
@@ -207,8 +207,13 @@ async fn c_example_posts_the_documented_form_with_basic_auth() {
     assert_eq!(request.form_param("to").as_deref(), Some("4915100000001,4915100000002"));
     assert_eq!(request.form_param("text").as_deref(), Some("Grüße €"));
     assert_eq!(request.form_param("from").as_deref(), Some("ACME"));
-    // The documented encoding: every byte but the unreserved ones as %XX, so a space is %20.
-    assert!(request.body.contains("text=Gr%C3%BC%C3%9Fe%20%E2%82%AC"), "{}", request.body);
+    // The host encoded the plugin's `form` (ABI 1.1): UTF-8 bytes as %XX, a space as `+`, in the
+    // plugin's order.
+    assert_eq!(
+        request.body,
+        "to=4915100000001%2C4915100000002&text=Gr%C3%BC%C3%9Fe+%E2%82%AC&from=ACME",
+        "{request:#?}"
+    );
 }
 
 #[tokio::test]
@@ -696,7 +701,7 @@ fn the_verify_command_with_json_prints_one_document_with_the_checks_describe_and
     assert_eq!(report["file"], sandbox().display().to_string());
     assert_eq!(report["describe"]["name"], "sandbox");
     assert_eq!(report["describe"]["max_recipients"], 1000);
-    assert_eq!(report["abi"], "1.0");
+    assert_eq!(report["abi"], "1.1", "the SDK builds for this ABI");
     let checks = report["checks"].as_array().expect("checks");
     for check in checks {
         let fields: Vec<&str> =
