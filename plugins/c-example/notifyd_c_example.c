@@ -180,28 +180,13 @@ static int hex4(const char *p, const char *end, unsigned *out) {
     return 1;
 }
 
-/* Writes code point `cp` as UTF-8 into `out`; returns its length. */
+/* Writes code point `cp` as UTF-8 into `out`; returns its length (1 to 4). */
 static size_t utf8_put(unsigned cp, char *out) {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | cp >> 6);
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | cp >> 12);
-        out[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | cp >> 18);
-    out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-    out[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
+    static const unsigned char lead[] = {0, 0, 0xC0, 0xE0, 0xF0};
+    size_t n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4, i;
+    for (i = n - 1; i > 0; i--, cp >>= 6) out[i] = (char)(0x80 | (cp & 0x3F));
+    out[0] = (char)(lead[n] | cp);
+    return n;
 }
 
 /* Reads the string whose opening quote is at `p`. Returns the byte after its
@@ -306,18 +291,15 @@ static int json_parse(const uint8_t *doc, size_t len, json *root) {
 static int json_is(json v, char first) { return v.p < v.end && *v.p == first; }
 
 /* Walks the members of an object or the items of an array, in document order:
- * json_enter, then json_next until it returns 0 (`key` NULL for an array). */
-typedef struct {
-    const char *p, *end;
-} json_iter;
-
-static int json_enter(json v, char open, json_iter *it) {
+ * json_enter, then json_next until it returns 0 (`key` NULL for an array). The
+ * iterator is a json whose `p` moves along. */
+static int json_enter(json v, char open, json *it) {
     it->p = v.p + 1;
     it->end = v.end;
     return json_is(v, open);
 }
 
-static int json_next(json_iter *it, json *key, json *value) {
+static int json_next(json *it, json *key, json *value) {
     size_t n;
     const char *p = skip_ws(it->p, it->end);
     if (p >= it->end || *p == '}' || *p == ']') return 0;
@@ -357,7 +339,7 @@ static char *json_strdup(json v, size_t *n, int *oom) {
 /* The member `name` of the object `obj`: 0 when `obj` is not an object, has no
  * such member, or it is null. */
 static int json_get(json obj, const char *name, json *out) {
-    json_iter it;
+    json it;
     json key, value;
     char text[128];
     size_t n;
@@ -453,7 +435,7 @@ static int32_t cex_instance_new(const uint8_t *doc, size_t len, notifyd_instance
                                 notifyd_buf *out) {
     json root, v, base_url, key, value;
     json settings = {NULL, NULL}, user = {NULL, NULL}, pass = {NULL, NULL};
-    json_iter it = {NULL, NULL};
+    json it = {NULL, NULL};
     uint64_t version;
     char *base = NULL;
     size_t base_len = 0;
@@ -704,7 +686,7 @@ static int find_line(const char *body, size_t n, const char *number, size_t numb
  * (the mapping table of the README). */
 static int32_t recipient_results(json to, const char *body, size_t body_len, notifyd_buf *out) {
     buf b = {0};
-    json_iter it;
+    json it;
     json item;
     int ok, first = 1;
     const char *word;
@@ -788,11 +770,12 @@ static int32_t classify(const notifyd_instance *inst, json to, json response, no
  * input is the same in both calls; `exchange` comes with the second only. */
 static int32_t cex_send(const notifyd_instance *inst, const uint8_t *doc, size_t len, notifyd_buf *out) {
     json root, v, input, to, text, from, exchange, state, response, item;
-    json_iter it;
+    json it;
     uint64_t version;
     size_t count = 0, n;
     buf recipients = {0}; /* joined by ',': the form's `to`, and the state */
     char *given;
+    const char *bad = NULL;
     int oom = 0;
     int32_t rc;
 
@@ -806,23 +789,20 @@ static int32_t cex_send(const notifyd_instance *inst, const uint8_t *doc, size_t
     if (!json_get(input, "to", &to) || !json_enter(to, '[', &it)) {
         return malformed(out, "`input.to` is not a non-empty array");
     }
-    while (json_next(&it, NULL, &item)) {
+    while (bad == NULL && json_next(&it, NULL, &item)) {
         char number[MAX_NUMBER_DIGITS + 2];
         if (!json_text(item, number, sizeof number, &n) || !valid_number(number, n)) {
-            free(recipients.p);
-            return malformed(out, "a recipient in `input.to` is not in normal form (digits only)");
+            bad = "a recipient in `input.to` is not in normal form (digits only)";
+        } else if (++count > MAX_RECIPIENTS) {
+            bad = "`input.to` has more recipients than max_recipients (" XSTR(MAX_RECIPIENTS) ")";
+        } else {
+            if (count > 1) put(&recipients, ",", 1);
+            put(&recipients, number, n);
         }
-        if (++count > MAX_RECIPIENTS) {
-            free(recipients.p);
-            return malformed(out, "`input.to` has more recipients than max_recipients (" XSTR(MAX_RECIPIENTS) ")");
-        }
-        if (count > 1) put(&recipients, ",", 1);
-        put(&recipients, number, n);
     }
-    if (count == 0) return malformed(out, "`input.to` is not a non-empty array");
-    if (recipients.oom) {
+    if (bad != NULL || count == 0 || recipients.oom) {
         free(recipients.p);
-        return NOTIFYD_PANIC;
+        return recipients.oom ? NOTIFYD_PANIC : malformed(out, bad ? bad : "`input.to` is not a non-empty array");
     }
 
     if (!json_get(root, "exchange", &exchange)) { /* the first call */
