@@ -210,8 +210,7 @@ async fn c_example_posts_the_documented_form_with_basic_auth() {
     // The host encoded the plugin's `form` (ABI 1.1): UTF-8 bytes as %XX, a space as `+`, in the
     // plugin's order.
     assert_eq!(
-        request.body,
-        "to=4915100000001%2C4915100000002&text=Gr%C3%BC%C3%9Fe+%E2%82%AC&from=ACME",
+        request.body, "to=4915100000001%2C4915100000002&text=Gr%C3%BC%C3%9Fe+%E2%82%AC&from=ACME",
         "{request:#?}"
     );
 }
