@@ -19,17 +19,15 @@
  *   4. send: the request, then the classification of the answer;
  *   5. the function table behind the library's one exported symbol.
  *
- * The rules it follows (docs/plugin-authors.md, "Write a plugin in C"): an
- * input is pointer and length, never read past it; every output is malloc'ed
- * and released by `free_buf`; an instance never changes after `instance_new`,
- * so many threads may share it; nothing aborts: malformed input is answered
- * NOTIFYD_ERROR with an error document, a full memory NOTIFYD_PANIC.
+ * The rules of docs/plugin-authors.md ("Write a plugin in C"): an input is
+ * pointer and length; outputs are malloc'ed and released by `free_buf`; an
+ * instance never changes after `instance_new` (many threads share it);
+ * nothing aborts: bad input gets NOTIFYD_ERROR, a full memory NOTIFYD_PANIC.
  *
  * Build: cc -std=c11 -O2 -fPIC -shared -I include -o libnotifyd_c_example.so \
  *            plugins/c-example/notifyd_c_example.c
  */
 #include <inttypes.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,24 +59,16 @@ typedef struct {
 } buf;
 
 static void put(buf *b, const char *s, size_t n) {
+    size_t cap = b->cap ? b->cap : 256;
+    char *p = b->p;
     if (b->oom || n == 0) return;
-    if (n > SIZE_MAX / 2 - b->len) {
+    while (cap < b->len + n && cap <= SIZE_MAX / 4) cap *= 2;
+    if (n > SIZE_MAX / 4 || cap < b->len + n || (cap > b->cap && (p = realloc(b->p, cap)) == NULL)) {
         b->oom = 1;
         return;
     }
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *p;
-        while (cap < b->len + n) cap *= 2;
-        if ((p = realloc(b->p, cap)) == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
+    memcpy(p + b->len, s, n);
+    b->p = p, b->cap = cap, b->len += n;
 }
 
 static void put_str(buf *b, const char *s) { put(b, s, strlen(s)); }
@@ -443,8 +433,7 @@ static int32_t cex_instance_new(const uint8_t *doc, size_t len, notifyd_instance
     buf url = {0};
     notifyd_instance *inst;
 
-    if (out == NULL) return NOTIFYD_ERROR;
-    if (instance == NULL) return refuse(out, "invalid_settings", "instance_new got no instance pointer");
+    if (out == NULL || instance == NULL) return NOTIFYD_ERROR; /* the host never does that */
     if (!json_parse(doc, len, &root) || !json_is(root, '{')) {
         return refuse(out, "invalid_settings", "the settings document is not a JSON object");
     }
@@ -779,8 +768,7 @@ static int32_t cex_send(const notifyd_instance *inst, const uint8_t *doc, size_t
     int oom = 0;
     int32_t rc;
 
-    if (out == NULL) return NOTIFYD_ERROR;
-    if (inst == NULL) return refuse(out, "plugin_error", "send called without an instance");
+    if (out == NULL || inst == NULL) return NOTIFYD_ERROR; /* the host never does that */
     if (!json_parse(doc, len, &root) || !json_is(root, '{')) return malformed(out, "not a JSON object");
     if (!json_get(root, "v", &v) || !json_uint(v, &version) || version != 1) {
         return malformed(out, "unsupported document version (expected \"v\": 1)");

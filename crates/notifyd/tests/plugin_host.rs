@@ -269,6 +269,50 @@ async fn c_example_maps_429_with_retry_after_to_throttled_with_delay() {
     assert_eq!(error.provider_code.as_deref(), Some("429"));
 }
 
+/// The C example's JSON reader takes any valid JSON as the host's own (escapes in keys and
+/// values, a surrogate pair, keys in any order, unknown keys, `null` for absent) and refuses
+/// malformed JSON with an error document, never a crash.
+#[test]
+fn c_example_reads_any_valid_json_and_refuses_the_rest() {
+    let lib = PluginLibrary::load(&c_example()).expect("the C example loads");
+    let settings = br#"{"settings":{"\u0070assword":"s3\"cret","username":"acme"},"extra":[1,{"x":null}],"base_url":"https://gw.example/p/","name":"gw","v":1}"#;
+    let created = lib.instance_new(settings);
+    assert_eq!(created.rc, abi::RC_OK, "{}", String::from_utf8_lossy(&created.answer));
+    let instance = created.instance.expect("an instance");
+    let input = r#"{"input":{"segments":1,"text":"Gr\u00fc\u00dfe \ud83d\ude00 \"q\"","to":["4915100000001"],"from":null,"later":{"a":[]}},"v":1}"#;
+
+    let answer = instance.call(Op::Send, input.as_bytes()).expect("send is supported");
+
+    assert_eq!(answer.rc, abi::RC_OK, "{}", String::from_utf8_lossy(&answer.body));
+    let doc: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON");
+    assert_eq!(doc["http"]["url"], "https://gw.example/p/api/send");
+    assert_eq!(doc["http"]["basic_auth"], serde_json::json!({"user": "acme", "password": "s3\"cret"}));
+    let form = serde_json::json!([["to", "4915100000001"], ["text", "Grüße 😀 \"q\""]]);
+    assert_eq!(doc["http"]["form"], form, "and no `from`: null is absent");
+
+    let deep = format!(
+        r#"{{"v":1,"input":{{"to":["4915100000001"],"text":"a","x":{}{}}}}}"#,
+        "[".repeat(70),
+        "]".repeat(70)
+    );
+    for malformed in [
+        r#"{"v":1,"input":5"#,
+        r#"{"v":1,"input":{"to":["4915100000001"],"text":"\ud83d"}}"#,
+        r#"{"v":1,"input":{"to":["4915100000001"],"text":"a\u00"}}"#,
+        r#"{"v":1,"input":{"to":["4915100000001"],"text":"a\x"}}"#,
+        "{\"v\":1,\"input\":{\"to\":[\"4915100000001\"],\"text\":\"a\u{1}\"}}",
+        r#"{"v":1,"input":{"to":["4915100000001"],"text":"a",}}"#,
+        r#"{"v":1,"input":{"to":["4915100000001"] "text":"a"}}"#,
+        r#"{"v":1,"input":{"to":["4915100000001"],"text":"a"}} {}"#,
+        &deep,
+    ] {
+        let answer = instance.call(Op::Send, malformed.as_bytes()).expect("send is supported");
+        assert_eq!(answer.rc, abi::RC_ERROR, "{malformed}");
+        let error: serde_json::Value = serde_json::from_slice(&answer.body).expect("an error document");
+        assert_eq!(error["error"]["code"], "plugin_error", "{malformed}");
+    }
+}
+
 #[tokio::test]
 async fn base_url_path_prefix_is_kept() {
     let mock = MockHttp::start(|_| MockResponse::ok("4915100000001 OK gw-1\n")).await;
