@@ -433,7 +433,8 @@ static int32_t cex_instance_new(const uint8_t *doc, size_t len, notifyd_instance
     buf url = {0};
     notifyd_instance *inst;
 
-    if (out == NULL || instance == NULL) return NOTIFYD_ERROR; /* the host never does that */
+    if (out == NULL) return NOTIFYD_ERROR; /* nowhere to answer; the host never does that */
+    if (instance == NULL) return refuse(out, "invalid_settings", "instance_new got no instance pointer");
     if (!json_parse(doc, len, &root) || !json_is(root, '{')) {
         return refuse(out, "invalid_settings", "the settings document is not a JSON object");
     }
@@ -768,7 +769,8 @@ static int32_t cex_send(const notifyd_instance *inst, const uint8_t *doc, size_t
     int oom = 0;
     int32_t rc;
 
-    if (out == NULL || inst == NULL) return NOTIFYD_ERROR; /* the host never does that */
+    if (out == NULL) return NOTIFYD_ERROR; /* nowhere to answer; the host never does that */
+    if (inst == NULL) return refuse(out, "plugin_error", "send called without an instance");
     if (!json_parse(doc, len, &root) || !json_is(root, '{')) return malformed(out, "not a JSON object");
     if (!json_get(root, "v", &v) || !json_uint(v, &version) || version != 1) {
         return malformed(out, "unsupported document version (expected \"v\": 1)");
