@@ -178,7 +178,7 @@ fn c_example_loads_and_describes_itself() {
 
     assert_eq!(lib.describe.name, "c-example");
     assert_eq!(lib.describe.version, "0.1.0");
-    assert_eq!(lib.abi_version(), "1.1");
+    assert_eq!(lib.abi_version(), "1.1", "built against this header: it uses `form` and `basic_auth`");
     assert_eq!(lib.describe.max_recipients, 50);
     assert_eq!(lib.describe.max_status_refs, 0);
     assert_eq!(lib.capabilities(), abi::CAP_SEND);
@@ -207,8 +207,12 @@ async fn c_example_posts_the_documented_form_with_basic_auth() {
     assert_eq!(request.form_param("to").as_deref(), Some("4915100000001,4915100000002"));
     assert_eq!(request.form_param("text").as_deref(), Some("Grüße €"));
     assert_eq!(request.form_param("from").as_deref(), Some("ACME"));
-    // The documented encoding: every byte but the unreserved ones as %XX, so a space is %20.
-    assert!(request.body.contains("text=Gr%C3%BC%C3%9Fe%20%E2%82%AC"), "{}", request.body);
+    // The host encoded the plugin's `form` (ABI 1.1): UTF-8 bytes as %XX, a space as `+`, in the
+    // plugin's order.
+    assert_eq!(
+        request.body, "to=4915100000001%2C4915100000002&text=Gr%C3%BC%C3%9Fe+%E2%82%AC&from=ACME",
+        "{request:#?}"
+    );
 }
 
 #[tokio::test]
@@ -263,6 +267,50 @@ async fn c_example_maps_429_with_retry_after_to_throttled_with_delay() {
     assert!(error.retryable);
     assert_eq!(error.retry_after_ms, Some(7000));
     assert_eq!(error.provider_code.as_deref(), Some("429"));
+}
+
+/// The C example's JSON reader takes any valid JSON as the host's own (escapes in keys and
+/// values, a surrogate pair, keys in any order, unknown keys, `null` for absent) and refuses
+/// malformed JSON with an error document, never a crash.
+#[test]
+fn c_example_reads_any_valid_json_and_refuses_the_rest() {
+    let lib = PluginLibrary::load(&c_example()).expect("the C example loads");
+    let settings = br#"{"settings":{"\u0070assword":"s3\"cret","username":"acme"},"extra":[1,{"x":null}],"base_url":"https://gw.example/p/","name":"gw","v":1}"#;
+    let created = lib.instance_new(settings);
+    assert_eq!(created.rc, abi::RC_OK, "{}", String::from_utf8_lossy(&created.answer));
+    let instance = created.instance.expect("an instance");
+    let input = r#"{"input":{"segments":1,"text":"Gr\u00fc\u00dfe \ud83d\ude00 \"q\"","to":["4915100000001"],"from":null,"later":{"a":[]}},"v":1}"#;
+
+    let answer = instance.call(Op::Send, input.as_bytes()).expect("send is supported");
+
+    assert_eq!(answer.rc, abi::RC_OK, "{}", String::from_utf8_lossy(&answer.body));
+    let doc: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON");
+    assert_eq!(doc["http"]["url"], "https://gw.example/p/api/send");
+    assert_eq!(doc["http"]["basic_auth"], serde_json::json!({"user": "acme", "password": "s3\"cret"}));
+    let form = serde_json::json!([["to", "4915100000001"], ["text", "Grüße 😀 \"q\""]]);
+    assert_eq!(doc["http"]["form"], form, "and no `from`: null is absent");
+
+    let deep = format!(
+        r#"{{"v":1,"input":{{"to":["4915100000001"],"text":"a","x":{}{}}}}}"#,
+        "[".repeat(70),
+        "]".repeat(70)
+    );
+    for malformed in [
+        r#"{"v":1,"input":5"#,
+        r#"{"v":1,"input":{"to":["4915100000001"],"text":"\ud83d"}}"#,
+        r#"{"v":1,"input":{"to":["4915100000001"],"text":"a\u00"}}"#,
+        r#"{"v":1,"input":{"to":["4915100000001"],"text":"a\x"}}"#,
+        "{\"v\":1,\"input\":{\"to\":[\"4915100000001\"],\"text\":\"a\u{1}\"}}",
+        r#"{"v":1,"input":{"to":["4915100000001"],"text":"a",}}"#,
+        r#"{"v":1,"input":{"to":["4915100000001"] "text":"a"}}"#,
+        r#"{"v":1,"input":{"to":["4915100000001"],"text":"a"}} {}"#,
+        &deep,
+    ] {
+        let answer = instance.call(Op::Send, malformed.as_bytes()).expect("send is supported");
+        assert_eq!(answer.rc, abi::RC_ERROR, "{malformed}");
+        let error: serde_json::Value = serde_json::from_slice(&answer.body).expect("an error document");
+        assert_eq!(error["error"]["code"], "plugin_error", "{malformed}");
+    }
 }
 
 #[tokio::test]
@@ -766,7 +814,7 @@ fn the_verify_command_with_json_prints_one_document_with_the_checks_describe_and
     assert_eq!(report["file"], sandbox().display().to_string());
     assert_eq!(report["describe"]["name"], "sandbox");
     assert_eq!(report["describe"]["max_recipients"], 1000);
-    assert_eq!(report["abi"], "1.1");
+    assert_eq!(report["abi"], "1.1", "the SDK builds for this ABI");
     let checks = report["checks"].as_array().expect("checks");
     for check in checks {
         let fields: Vec<&str> =
