@@ -461,6 +461,11 @@ static int32_t cex_instance_new(const uint8_t *doc, size_t len, notifyd_instance
     if (pass.p == NULL) {
         return refuse(out, "invalid_settings", "missing setting `password` (required: username, password)");
     }
+    /* The host encodes `form` and `basic_auth` (ABI 1.1): a 1.0 host would send the request
+     * without them. It says its minor from 1.1 on; refuse to start on one that does not. */
+    if (!json_get(root, "abi_minor", &v) || !json_uint(v, &version) || version < 1) {
+        return refuse(out, "invalid_settings", "this plugin needs notifyd with plugin ABI 1.1 or later");
+    }
     if (json_get(root, "base_url", &base_url)) { /* absent or null: the default */
         base = json_strdup(base_url, &base_len, &oom);
         if (base == NULL && !oom) return refuse(out, "invalid_settings", "`base_url` must be a string or null");

@@ -456,6 +456,12 @@ static int32_t vonage_instance_new(const uint8_t *settings, size_t len, notifyd_
         jfree(all);
         return error_doc(out, "invalid_settings", "the settings document is malformed");
     }
+    /* It needs the host to encode `form` and to hand it transport errors (ABI 1.1); a 1.0 host,
+     * which does not say its minor, would ignore both. */
+    if (!jtyped(doc, "abi_minor", J_NUM) || strcmp(jget(doc, "abi_minor")->s, "0") == 0) {
+        jfree(all);
+        return error_doc(out, "invalid_settings", "this plugin needs notifyd with plugin ABI 1.1 or later");
+    }
     for (const jval *m = set->child; m && rc == NOTIFYD_OK; m = m->next) {
         int k = strcmp(m->key, SETTINGS[0]) == 0 ? 0 : strcmp(m->key, SETTINGS[1]) == 0 ? 1 : -1;
         if (k < 0) {

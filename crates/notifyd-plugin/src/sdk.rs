@@ -715,6 +715,7 @@ mod tests {
             name: "x".into(),
             base_url: None,
             settings: v.as_object().cloned().unwrap(),
+            abi_minor: None,
         };
         let e = parse_settings::<S>(&init(serde_json::json!({"password": 12345678}))).unwrap_err();
         assert!(!e.message.contains("12345678"), "{}", e.message);
@@ -736,6 +737,7 @@ mod tests {
             name: "x".into(),
             base_url: None,
             settings: v.as_object().cloned().unwrap(),
+            abi_minor: None,
         };
         let keys = ["username", "password"];
         assert!(require_string_settings(&init(serde_json::json!({"password": "p"})), &keys).is_ok());

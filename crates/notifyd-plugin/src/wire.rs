@@ -70,6 +70,28 @@ pub struct InstanceInit {
     /// (`password_env = "X"` arrives as `password = "<value of $X>"`).
     #[serde(default)]
     pub settings: serde_json::Map<String, serde_json::Value>,
+    /// ABI 1.1: the ABI minor the host speaks; absent from a 1.0 host. A plugin that needs 1.1
+    /// (its request helpers, `exchange_errors`) refuses the settings when it is absent, rather
+    /// than have a 1.0 host ignore what it asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abi_minor: Option<u16>,
+}
+
+impl InstanceInit {
+    /// The document this host writes for an instance: `abi_minor` is its own.
+    pub fn new(
+        name: impl Into<String>,
+        base_url: Option<String>,
+        settings: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        InstanceInit {
+            v: WIRE_VERSION,
+            name: name.into(),
+            base_url,
+            settings,
+            abi_minor: Some(crate::abi::ABI_MINOR),
+        }
+    }
 }
 
 /// The document every operation receives.

@@ -16,7 +16,6 @@ use notifyd_loader::{Op, PluginInstance, PluginLibrary};
 use notifyd_plugin::abi::{CAP_SCHEDULE, RC_ERROR, RC_OK, RC_PANIC};
 use notifyd_plugin::wire::{
     CallDocument, CallbackInput, Exchange, HttpResponse, InstanceInit, MAX_EXCHANGES, SendInput, StatusInput,
-    WIRE_VERSION,
 };
 use notifyd_testkit::{c_plugin, cargo_plugin, workspace_root};
 use serde_json::{Value, json};
@@ -65,6 +64,9 @@ impl Plugin {
                 "notifyd_c_example",
             );
         }
+        if self.dir == "c-vonage" {
+            return c_plugin(&workspace_root().join("plugins/c-vonage/notifyd_vonage.c"), "notifyd_vonage");
+        }
         let lib = format!("notifyd_{}", self.dir.replace('-', "_"));
         cargo_plugin(&format!("notifyd-{}", self.dir), &lib)
     }
@@ -81,6 +83,11 @@ fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> HttpResponse {
         body: body.to_owned(),
         json: None,
     }
+}
+
+/// A 200 with a JSON body, parsed as the host hands it to a plugin that declares `response_json`.
+fn json_ok(body: &str) -> HttpResponse {
+    HttpResponse { json: Some(serde_json::from_str(body).unwrap()), ..ok(body) }
 }
 
 fn fixture(path: &str) -> String {
@@ -112,6 +119,26 @@ fn plugins() -> Vec<Plugin> {
         Plugin {
             send: vec![ok("4915171112233 OK 7f3a-0001\n4915171112234 ERR INVALID_NUMBER\n")],
             ..Plugin::new("c-example", credentials.clone(), &["4915171112233", "4915171112234"])
+        },
+        // One recipient per request, `response_json`: the answers come parsed.
+        Plugin {
+            send: vec![
+                json_ok(
+                    r#"{"message-count":"1","messages":[{"to":"4915171112233","message-id":"0A0000000123ABCD1","status":"0","remaining-balance":"3.14159265","message-price":"0.03330000","network":"26201"}]}"#,
+                ),
+                json_ok(
+                    r#"{"message-count":"1","messages":[{"status":"3","error-text":"Invalid to number"}]}"#,
+                ),
+                json_ok(
+                    r#"{"message-count":"1","messages":[{"status":"1","error-text":"Throughput Rate Exceeded"}]}"#,
+                ),
+            ],
+            balance: vec![json_ok(r#"{"value":10.28,"autoReload":false}"#)],
+            ..Plugin::new(
+                "c-vonage",
+                json!({"api_key": "k3y", "api_secret": "s3cret"}),
+                &["4915171112233", "4915171112234"],
+            )
         },
         Plugin {
             send: vec![
@@ -290,12 +317,11 @@ fn drive_both(
 
 fn load(plugin: &Plugin) -> (Arc<PluginLibrary>, PluginInstance) {
     let library = PluginLibrary::load(&plugin.library()).unwrap_or_else(|e| panic!("{}: {e}", plugin.dir));
-    let init = InstanceInit {
-        v: WIRE_VERSION,
-        name: format!("{}-schema", plugin.dir),
-        base_url: None,
-        settings: plugin.settings.as_object().cloned().unwrap_or_default(),
-    };
+    let init = InstanceInit::new(
+        format!("{}-schema", plugin.dir),
+        None,
+        plugin.settings.as_object().cloned().unwrap_or_default(),
+    );
     let instance = library.instantiate(&init).unwrap_or_else(|e| panic!("{}: {e}", plugin.dir));
     (library, instance)
 }
@@ -323,7 +349,7 @@ fn describe_and_the_settings_answers_are_valid() {
 
         let mut settings = plugin.settings.clone();
         settings["notifyd_schema_unknown_key"] = json!(true);
-        let init = json!({"v": 1, "name": "schema", "base_url": null, "settings": settings});
+        let init = json!({"v": 1, "name": "schema", "base_url": null, "settings": settings, "abi_minor": 1});
         for (what, doc) in [
             ("an unknown key", serde_json::to_vec(&init).unwrap()),
             ("an unknown key, keys sorted", sorted(&init).into_bytes()),
@@ -335,7 +361,7 @@ fn describe_and_the_settings_answers_are_valid() {
             let error = checked(name, what, "error_document", &created.answer);
             assert_eq!(error["error"]["code"], "invalid_settings", "plugin `{name}`, {what}: {error}");
         }
-        let valid = json!({"v": 1, "name": "schema", "base_url": "https://gw.example/prefix/", "settings": plugin.settings});
+        let valid = json!({"v": 1, "name": "schema", "base_url": "https://gw.example/prefix/", "settings": plugin.settings, "abi_minor": 1});
         let created = library.instance_new(sorted(&valid).as_bytes());
         assert_eq!(created.rc, RC_OK, "plugin `{name}`: settings with their keys sorted");
         assert!(created.instance.is_some(), "plugin `{name}`");

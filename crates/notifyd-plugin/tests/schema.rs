@@ -140,13 +140,15 @@ fn the_settings_documents_the_host_writes_are_valid() {
     settings.insert("port".into(), json!(8443));
     settings.insert("routes".into(), json!(["a", "b"]));
     let inits = [
-        InstanceInit { v: WIRE_VERSION, name: "sms-a".into(), base_url: None, settings: Default::default() },
+        // As a 1.0 host wrote it (no `abi_minor`), and as this host writes it.
         InstanceInit {
             v: WIRE_VERSION,
-            name: "acme_main-2".into(),
-            base_url: Some("https://proxy.example/smsc/".into()),
-            settings,
+            name: "sms-a".into(),
+            base_url: None,
+            settings: Default::default(),
+            abi_minor: None,
         },
+        InstanceInit::new("acme_main-2", Some("https://proxy.example/smsc/".into()), settings),
     ];
     for init in inits {
         // As `PluginLibrary::instantiate` writes it.

@@ -535,12 +535,7 @@ fn load_one(
 ) -> Result<Provider, PluginError> {
     let path = plugin::find(&pc.plugin, &config.plugins.dirs)?;
     let lib = PluginLibrary::load(&path)?;
-    let init = InstanceInit {
-        v: WIRE_VERSION,
-        name: pc.name.clone(),
-        base_url: pc.base_url.clone(),
-        settings: pc.settings.clone(),
-    };
+    let init = InstanceInit::new(pc.name.clone(), pc.base_url.clone(), pc.settings.clone());
     let instance = lib.instantiate(&init)?;
     let d = &lib.describe;
     metrics.plugin_info.with_label_values(&[&d.name, &d.version, &lib.abi_version()]).set(1.0);

@@ -117,12 +117,7 @@ impl Report {
 }
 
 fn init(settings: serde_json::Map<String, serde_json::Value>) -> InstanceInit {
-    InstanceInit {
-        v: WIRE_VERSION,
-        name: "verify".into(),
-        base_url: Some("http://127.0.0.1:9".into()),
-        settings,
-    }
+    InstanceInit::new("verify", Some("http://127.0.0.1:9".into()), settings)
 }
 
 /// Runs every check on the plugin at `path`. `settings`, a JSON object, are the test instance's

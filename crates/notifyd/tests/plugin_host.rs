@@ -269,13 +269,30 @@ async fn c_example_maps_429_with_retry_after_to_throttled_with_delay() {
     assert_eq!(error.provider_code.as_deref(), Some("429"));
 }
 
+/// A plugin that needs ABI 1.1 refuses to start on a host that does not say it speaks it (a 1.0
+/// host would send its `form` requests without a body).
+#[test]
+fn c_example_refuses_a_host_that_does_not_speak_abi_1_1() {
+    let lib = PluginLibrary::load(&c_example()).expect("the C example loads");
+    let from_1_0 = br#"{"v":1,"name":"gw","base_url":null,"settings":{"username":"acme","password":"pw"}}"#;
+
+    let created = lib.instance_new(from_1_0);
+
+    assert_eq!(created.rc, abi::RC_ERROR);
+    let answer = String::from_utf8_lossy(&created.answer);
+    assert!(answer.contains("invalid_settings"), "{answer}");
+    assert!(answer.contains("needs notifyd with plugin ABI 1.1 or later"), "{answer}");
+    let from_1_1 = br#"{"v":1,"name":"gw","base_url":null,"settings":{"username":"acme","password":"pw"},"abi_minor":1}"#;
+    assert_eq!(lib.instance_new(from_1_1).rc, abi::RC_OK);
+}
+
 /// The C example's JSON reader takes any valid JSON as the host's own (escapes in keys and
 /// values, a surrogate pair, keys in any order, unknown keys, `null` for absent) and refuses
 /// malformed JSON with an error document, never a crash.
 #[test]
 fn c_example_reads_any_valid_json_and_refuses_the_rest() {
     let lib = PluginLibrary::load(&c_example()).expect("the C example loads");
-    let settings = br#"{"settings":{"\u0070assword":"s3\"cret","username":"acme"},"extra":[1,{"x":null}],"base_url":"https://gw.example/p/","name":"gw","v":1}"#;
+    let settings = br#"{"settings":{"\u0070assword":"s3\"cret","username":"acme"},"extra":[1,{"x":null}],"base_url":"https://gw.example/p/","name":"gw","abi_minor":1,"v":1}"#;
     let created = lib.instance_new(settings);
     assert_eq!(created.rc, abi::RC_OK, "{}", String::from_utf8_lossy(&created.answer));
     let instance = created.instance.expect("an instance");

@@ -147,6 +147,7 @@ mod tests {
             name: "acme-main".into(),
             base_url: None,
             settings: settings.as_object().cloned().unwrap(),
+            abi_minor: None,
         }
     }
 

@@ -63,6 +63,7 @@ pub fn init(name: &str, base_url: Option<&str>, settings: serde_json::Value) -> 
         name: name.to_owned(),
         base_url: base_url.map(str::to_owned),
         settings: settings.as_object().cloned().unwrap_or_default(),
+        abi_minor: None,
     }
 }
 
