@@ -62,7 +62,7 @@ struct Cli {
     only_ceiling: Option<String>,
     /// Measure notifyd in this many alternating pairs: nats-server with its default
     /// `sync_interval` (2 minutes), then with `--nats-sync` (default `always`); prints the
-    /// throughput of each pair and the median ratio
+    /// throughput of each pair and the median ratio (with `--rate`, open loop: compare the latencies)
     #[arg(long)]
     sync_pairs: Option<usize>,
     /// JetStream `sync_interval` of the bench's nats-server: `always` (fsync every write) or a
@@ -327,7 +327,7 @@ fn main() {
             };
             let target = Target::Notifyd { mode, replicas: cli.replicas.max(1), tracked: cli.tracked };
             match (cli.pairs, cli.sync_pairs) {
-                (_, Some(rounds)) => notifyd_bench::sync_paired(&opts, target, cli.n, rounds).await,
+                (_, Some(rounds)) => notifyd_bench::sync_paired(&opts, target, cli.n, cli.rate, rounds).await,
                 (Some(rounds), None) => notifyd_bench::paired(&opts, target, cli.n, rounds).await,
                 (None, None) => notifyd_bench::single(&opts, target, cli.n, cli.rate, !cli.no_ceilings).await,
             }
