@@ -170,7 +170,7 @@ impl Measurement {
     }
 }
 
-/// nats-server's default `sync_interval`, as [`sync_setting`] spells it.
+/// nats-server's default `sync_interval`, spelled as a measurement reports it (`Nats::sync_setting`).
 pub const DEFAULT_SYNC: &str = "2m";
 
 /// A fresh nats-server for one measurement, with its monitoring port.
