@@ -152,6 +152,62 @@ pub async fn paired(opts: &Options, target: Target, n: usize, rounds: usize) -> 
     all
 }
 
+/// `rounds` pairs of `target` on a nats-server with its default `sync_interval` (2 minutes) and on
+/// one with `opts.nats_sync` (e.g. `always`), alternately, so that both sides of each ratio see the
+/// same machine; prints the throughput of each pair, the ratio (sync / default) and its median.
+/// With a `rate` (open loop) the table's latencies are the figures to compare.
+pub async fn sync_paired(
+    opts: &Options,
+    target: Target,
+    n: usize,
+    rate: Option<f64>,
+    rounds: usize,
+) -> Vec<Measurement> {
+    let sync = opts.nats_sync.clone().unwrap_or_else(|| run::DEFAULT_SYNC.into());
+    let default = Options { nats_sync: None, ..opts.clone() };
+    let mut all = Vec::new();
+    let mut pairs = Vec::new();
+    for _ in 0..rounds.max(1) {
+        let base = step(&default, target, n, rate, &mut all).await;
+        let synced = step(opts, target, n, rate, &mut all).await;
+        if let (Some(b), Some(s)) = (base, synced) {
+            pairs.push((b, s));
+        }
+    }
+    println!();
+    println!("{}", run::table(&all));
+    // Two figures per run: up to the last `sent` seen, and up to when the store had settled.
+    let seen: Vec<(f64, f64)> = pairs.iter().map(|(b, s)| (b.throughput, s.throughput)).collect();
+    let settled: Vec<(f64, f64)> =
+        pairs.iter().map(|(b, s)| (b.settled_throughput(), s.settled_throughput())).collect();
+    for (what, figures) in [("last `sent` seen", seen), ("settled", settled)] {
+        println!(
+            "{} n={n}, msg/s to {what}, sync_interval {} / {sync}, per pair: {}",
+            target.label(),
+            run::DEFAULT_SYNC,
+            ratio_list(&figures)
+        );
+    }
+    all
+}
+
+/// `a / b = ratio` for each pair, and the median ratio.
+fn ratio_list(pairs: &[(f64, f64)]) -> String {
+    let mut ratios = Vec::new();
+    let mut listed = Vec::new();
+    for &(a, b) in pairs {
+        if a > 0.0 && b > 0.0 {
+            ratios.push(b / a);
+            listed.push(format!("{a:.0} / {b:.0} = {:.2}", b / a));
+        } else {
+            listed.push(format!("{a:.0} / {b:.0} = n/a"));
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios.get(ratios.len() / 2).map_or("n/a".into(), |m| format!("{m:.2}"));
+    format!("{}; median ratio {median}", listed.join(", "))
+}
+
 /// The matrix: for each size, the three ceilings (at most `ceiling_cap` requests), then notifyd
 /// with JetStream intake and one replica, two replicas, and core intake; at the end an open-loop
 /// run of one JetStream replica at half the largest measured rate (for the p99 target).

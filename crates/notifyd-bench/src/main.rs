@@ -5,6 +5,7 @@
 //! cargo run --release -p notifyd-bench -- --n 100000 --replicas 2
 //! cargo run --release -p notifyd-bench -- --n 100000 --mode core
 //! cargo run --release -p notifyd-bench -- --n 50000 --rate 5000        # open loop, for latency
+//! cargo run --release -p notifyd-bench -- --n 30000 --sync-pairs 4   # default sync_interval vs `always`
 //! cargo run --release -p notifyd-bench -- --suite quick                # 10k and 100k matrix
 //! cargo run --release -p notifyd-bench -- --suite full                 # + 1M
 //! cargo run --release -p notifyd-bench -- classes --all                # traffic classes, F1-F5
@@ -59,6 +60,16 @@ struct Cli {
     /// operation notifyd does beyond the contract (publishing the tracking entry), to price it.
     #[arg(long, value_parser = ["bare", "contract", "contract-as-notifyd", "http"])]
     only_ceiling: Option<String>,
+    /// Measure notifyd in this many alternating pairs: nats-server with its default
+    /// `sync_interval` (2 minutes), then with `--nats-sync` (default `always`); prints the
+    /// throughput of each pair and the median ratio (with `--rate`, open loop: compare the latencies)
+    #[arg(long)]
+    sync_pairs: Option<usize>,
+    /// JetStream `sync_interval` of the bench's nats-server: `always` (fsync every write) or a
+    /// duration such as `10s`, `500ms`, `2m` (default: the server's, 2 minutes). Not applied by
+    /// `classes`.
+    #[arg(long, value_parser = parse_sync)]
+    nats_sync: Option<String>,
     /// Run a matrix instead: `quick` (10k and 100k) or `full` (10k, 100k and 1M).
     #[arg(long, value_parser = ["quick", "full"])]
     suite: Option<String>,
@@ -174,6 +185,20 @@ struct ClassesArgs {
     ack_window: usize,
 }
 
+/// `always`, or a whole number with a unit nats-server takes (`ms`, `s`, `m`, `h`).
+fn parse_sync(s: &str) -> Result<String, String> {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[digits.len()..];
+    let is_duration = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && ["ms", "s", "m", "h"].contains(&unit);
+    if s == "always" || is_duration {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is neither `always` nor a duration such as 10s, 500ms, 2m"))
+    }
+}
+
 fn parse_figure(s: &str) -> Result<Figure, String> {
     Figure::parse(s).ok_or_else(|| format!("{s:?} is not one of f1, f2, f3, f4, f5"))
 }
@@ -249,6 +274,10 @@ fn main() {
             .unwrap_or_default(),
         perf: cli.perf.clone(),
         log_filter: cli.log.clone(),
+        nats_sync: match (&cli.nats_sync, cli.sync_pairs) {
+            (None, Some(_)) => Some("always".into()),
+            (sync, _) => sync.clone(),
+        },
     };
     println!("machine: {}", notifyd_bench::procs::machine());
     println!(
@@ -297,9 +326,10 @@ fn main() {
                 CliMode::Core => Mode::Core,
             };
             let target = Target::Notifyd { mode, replicas: cli.replicas.max(1), tracked: cli.tracked };
-            match cli.pairs {
-                Some(rounds) => notifyd_bench::paired(&opts, target, cli.n, rounds).await,
-                None => notifyd_bench::single(&opts, target, cli.n, cli.rate, !cli.no_ceilings).await,
+            match (cli.pairs, cli.sync_pairs) {
+                (_, Some(rounds)) => notifyd_bench::sync_paired(&opts, target, cli.n, cli.rate, rounds).await,
+                (Some(rounds), None) => notifyd_bench::paired(&opts, target, cli.n, rounds).await,
+                (None, None) => notifyd_bench::single(&opts, target, cli.n, cli.rate, !cli.no_ceilings).await,
             }
         }
     });

@@ -156,3 +156,22 @@ pub fn machine() -> String {
     .unwrap_or_default();
     format!("nproc {cpus}, {model}, {mem_gib:.1} GiB RAM; {nats}")
 }
+
+/// The files under `dir`: their lengths summed, and the bytes of the blocks they occupy.
+pub fn disk_usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let (mut len, mut allocated) = (0, 0);
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else {
+                len += meta.len();
+                allocated += meta.blocks() * 512;
+            }
+        }
+    }
+    (len, allocated)
+}

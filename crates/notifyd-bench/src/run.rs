@@ -35,6 +35,9 @@ pub struct Options {
     pub perf: Option<PathBuf>,
     /// `NOTIFYD_LOG` for the daemon.
     pub log_filter: String,
+    /// nats-server's JetStream `sync_interval` (`always`, or a duration such as `10s`); `None`
+    /// leaves the server's default (fsync every 2 minutes).
+    pub nats_sync: Option<String>,
 }
 
 /// What is measured.
@@ -112,12 +115,49 @@ pub struct Measurement {
     /// WARN/ERROR lines in the daemon logs.
     pub log_problems: usize,
     pub log_sample: String,
+    /// nats-server's JetStream sync setting as its `/varz` reports it: `always`, or the interval.
+    pub nats_sync: String,
+    /// notifyd: seconds from the first publish until the intake stream was empty and every `sent`
+    /// event stored (`None`: not within a minute of the last `sent`). Subscribers see an event
+    /// before its stream has stored it, so with a slow store (`sync_interval: always`) the work
+    /// ends later than the last `sent` seen.
+    pub settled_s: Option<f64>,
+    /// What JetStream holds at the end (notifyd only): each stream's messages and bytes, and the
+    /// store directory's size on disk.
+    pub store: Option<Store>,
+}
+
+/// What the JetStream store holds at the end of a measurement.
+#[derive(Debug, Clone, Default)]
+pub struct Store {
+    /// Each stream (buckets are the streams `KV_<bucket>`): name, messages, bytes (`/jsz`).
+    pub streams: Vec<(String, u64, u64)>,
+    /// The files under the store directory: their lengths summed, and the blocks they occupy.
+    pub disk_bytes: u64,
+    pub disk_allocated: u64,
 }
 
 impl Measurement {
+    /// The target, and the sync setting when it is not nats-server's default.
+    pub fn label(&self) -> String {
+        match self.nats_sync.as_str() {
+            "" | DEFAULT_SYNC => self.target.label(),
+            sync => format!("{}, sync {sync}", self.target.label()),
+        }
+    }
+
     /// CPU seconds per 10k requests.
     pub fn per_10k(&self, cpu_s: f64) -> f64 {
         cpu_s / self.n.max(1) as f64 * 10_000.0
+    }
+
+    fn target_is_notifyd(&self) -> bool {
+        matches!(self.target, Target::Notifyd { .. })
+    }
+
+    /// Requests per second until the work settled ([`Measurement::settled_s`]); 0 when it did not.
+    pub fn settled_throughput(&self) -> f64 {
+        self.settled_s.filter(|t| *t > 0.0).map_or(0.0, |t| self.n as f64 / t)
     }
 
     /// Cores used by other processes during the measurement.
@@ -130,11 +170,85 @@ impl Measurement {
     }
 }
 
-fn start_nats() -> (NatsServer, u16, u32) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let nats = NatsServer::builder().args(["-m".to_owned(), port.to_string()]).start();
-    let pid = procs::find_pid(nats.store_dir()).unwrap_or(0);
-    (nats, port, pid)
+/// nats-server's default `sync_interval`, spelled as a measurement reports it (`Nats::sync_setting`).
+pub const DEFAULT_SYNC: &str = "2m";
+
+/// A fresh nats-server for one measurement, with its monitoring port.
+struct Nats {
+    server: NatsServer,
+    monitor: u16,
+    pid: u32,
+    /// Holds the config file with the `sync_interval` (`-c`), if one was asked for.
+    _conf: Option<tempfile::TempDir>,
+}
+
+impl Nats {
+    /// Starts the server; with `opts.nats_sync`, from a config file that sets only
+    /// `jetstream { sync_interval: … }` (the command line's `-js -sd …` add the rest).
+    fn start(opts: &Options) -> Result<Nats, String> {
+        let monitor =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let mut args = vec!["-m".to_owned(), monitor.to_string()];
+        let conf = match &opts.nats_sync {
+            Some(sync) => {
+                let dir = tempfile::Builder::new()
+                    .prefix("notifyd-bench-nats-")
+                    .tempdir()
+                    .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+                let file = dir.path().join("sync.conf");
+                std::fs::write(&file, format!("jetstream {{ sync_interval: {sync:?} }}\n"))
+                    .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+                args.extend(["-c".to_owned(), file.to_string_lossy().into_owned()]);
+                Some(dir)
+            }
+            None => None,
+        };
+        let server = NatsServer::builder().args(args).start();
+        let pid = procs::find_pid(server.store_dir()).unwrap_or(0);
+        Ok(Nats { server, monitor, pid, _conf: conf })
+    }
+
+    fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// `always`, or the interval (`2m`, `10s`, `100ms`), as `/varz` reports it.
+    fn sync_setting(&self) -> String {
+        let Some((200, body)) = procs::http_get(self.monitor, "/varz") else { return "?".into() };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let config = &v["jetstream"]["config"];
+        if config["sync_always"].as_bool() == Some(true) {
+            return "always".into();
+        }
+        match config["sync_interval"].as_u64() {
+            Some(ns) if ns % 60_000_000_000 == 0 => format!("{}m", ns / 60_000_000_000),
+            Some(ns) if ns % 1_000_000_000 == 0 => format!("{}s", ns / 1_000_000_000),
+            Some(ns) => format!("{}ms", ns / 1_000_000),
+            None => "?".into(),
+        }
+    }
+
+    /// Each stream's messages and bytes (`/jsz`), and the store directory's size on disk.
+    fn store(&self) -> Store {
+        let mut store = Store::default();
+        if let Some((200, body)) = procs::http_get(self.monitor, "/jsz?accounts=true&streams=true") {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            for account in v["account_details"].as_array().into_iter().flatten() {
+                for s in account["stream_detail"].as_array().into_iter().flatten() {
+                    let name = s["name"].as_str().unwrap_or("?").to_owned();
+                    let state = &s["state"];
+                    store.streams.push((
+                        name,
+                        state["messages"].as_u64().unwrap_or(0),
+                        state["bytes"].as_u64().unwrap_or(0),
+                    ));
+                }
+            }
+        }
+        store.streams.sort();
+        (store.disk_bytes, store.disk_allocated) = procs::disk_usage(self.server.store_dir());
+        store
+    }
 }
 
 /// Publishes `count` tracking entries of messages sent just now (the daemon's first poll is an
@@ -223,6 +337,30 @@ fn bench_cpu() -> f64 {
     procs::cpu_seconds(std::process::id())
 }
 
+/// Waits until the intake stream is empty (JetStream intake) and `n` `sent` events are stored:
+/// the seconds since the load's first publish, `loaded` before now; `None` after a minute.
+async fn settle(
+    client: &async_nats::Client,
+    jetstream_intake: bool,
+    n: usize,
+    loaded: Duration,
+) -> Option<f64> {
+    let js = async_nats::jetstream::new(client.clone());
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        let intake_empty = !jetstream_intake
+            || match js.get_stream("NOTIFY_SMS").await {
+                Ok(mut s) => s.info().await.is_ok_and(|i| i.state.messages == 0),
+                Err(_) => false,
+            };
+        if intake_empty && stored_sent(client).await == Some(n as u64) {
+            return Some((loaded + start.elapsed()).as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
 async fn stored_sent(client: &async_nats::Client) -> Option<u64> {
     let js = async_nats::jetstream::new(client.clone());
     let stream = js.get_stream("NOTIFY_SMS_STATUS").await.ok()?;
@@ -273,6 +411,9 @@ fn from_load(target: Target, rate: Option<f64>, r: &LoadResult) -> Measurement {
         stored_sent: None,
         log_problems: 0,
         log_sample: String::new(),
+        nats_sync: String::new(),
+        settled_s: None,
+        store: None,
     }
 }
 
@@ -317,7 +458,8 @@ async fn measure_notifyd(
     rate: Option<f64>,
 ) -> Result<Measurement, String> {
     let target = Target::Notifyd { mode, replicas, tracked };
-    let (nats, monitor, nats_pid) = start_nats();
+    let nats = Nats::start(opts)?;
+    let (monitor, nats_pid) = (nats.monitor, nats.pid);
     if tracked > 0 {
         prefill_tracking(&nats.url(), tracked).await?;
     }
@@ -375,6 +517,7 @@ async fn measure_notifyd(
     m.bench_cpu_s = bench_cpu_s;
     m.other_cpu_s = (busy - m.sut.cpu_s - m.nats.cpu_s - bench_cpu_s).max(0.0);
     m.varz = varz;
+    m.settled_s = settle(&client, mode == Mode::Jetstream, n, r.elapsed).await;
     m.stored_sent = stored_sent(&client).await;
     m.mock = Some(mock_counts(&mock));
     for d in &mut daemons {
@@ -386,6 +529,9 @@ async fn measure_notifyd(
             m.log_sample = problems.iter().take(3).copied().collect::<Vec<_>>().join("\n");
         }
     }
+    m.nats_sync = nats.sync_setting();
+    // Read after the daemons stopped, so that nothing is in flight.
+    m.store = Some(nats.store());
     drop(nats);
     Ok(m)
 }
@@ -397,7 +543,8 @@ async fn measure_bus(
     n: usize,
     rate: Option<f64>,
 ) -> Result<Measurement, String> {
-    let (nats, monitor, nats_pid) = start_nats();
+    let nats = Nats::start(opts)?;
+    let (monitor, nats_pid) = (nats.monitor, nats.pid);
     let mut args = vec!["--nats".into(), nats.url(), "--in-flight".into(), opts.in_flight.to_string()];
     if as_notifyd {
         args.push("--as-notifyd".into());
@@ -422,6 +569,7 @@ async fn measure_bus(
     if kind == Kind::Contract {
         m.stored_sent = stored_sent(&client).await;
     }
+    m.nats_sync = nats.sync_setting();
     drop(worker);
     drop(nats);
     Ok(m)
@@ -474,6 +622,9 @@ async fn measure_http(opts: &Options, n: usize) -> Result<Measurement, String> {
         stored_sent: None,
         log_problems: 0,
         log_sample: String::new(),
+        nats_sync: String::new(),
+        settled_s: None,
+        store: None,
     })
 }
 
@@ -482,7 +633,7 @@ pub fn describe(m: &Measurement) -> String {
     let mut s = format!(
         "{:<26} n={:<8} {:>9.0} msg/s  p50 {:>8.2} ms  p99 {:>8.2} ms  p999 {:>8.2} ms  max {:>8.2} ms  \
          RSS {:>6.1} MiB  CPU {:>5.2} s/10k  nats CPU {:>5.2} s/10k  bench CPU {:>5.2} s/10k",
-        m.target.label(),
+        m.label(),
         m.n,
         m.throughput,
         m.p50_ms,
@@ -530,9 +681,52 @@ pub fn describe(m: &Measurement) -> String {
             "", m.lost, m.failures, m.duplicate_events
         ));
     }
+    if m.target_is_notifyd() {
+        s.push_str(&match m.settled_s {
+            Some(t) => format!(
+                "\n{:<26} settled (intake empty, every `sent` stored) {t:.1} s after the first publish: {:.0} msg/s",
+                "",
+                m.settled_throughput()
+            ),
+            None => format!("\n{:<26} NOT settled within a minute of the last `sent`", ""),
+        });
+    }
+    if let Some(store) = &m.store {
+        s.push_str(&store_lines(store, m.n));
+    }
     if m.log_problems > 0 {
         s.push_str(&format!("\n{:<26} {} WARN/ERROR log lines, e.g.:\n{}", "", m.log_problems, m.log_sample));
     }
+    s
+}
+
+/// What the store holds, per stream and per request (the sizing figures of docs/operators.md).
+fn store_lines(store: &Store, n: usize) -> String {
+    let n = n.max(1) as f64;
+    let mut s = String::new();
+    let (mut messages, mut bytes) = (0, 0);
+    for (name, msgs, b) in &store.streams {
+        if *msgs == 0 {
+            continue;
+        }
+        messages += msgs;
+        bytes += b;
+        s.push_str(&format!(
+            "\n{:<26} store: {name:<24} {msgs:>9} msgs {b:>12} B = {:>6.1} msgs, {:>7.0} B per request",
+            "",
+            *msgs as f64 / n,
+            *b as f64 / n
+        ));
+    }
+    s.push_str(&format!(
+        "\n{:<26} store: all streams {messages} msgs {bytes} B ({:.0} B per request); store dir on disk {} B \
+         ({:.0} B per request), {} B allocated",
+        "",
+        bytes as f64 / n,
+        store.disk_bytes,
+        store.disk_bytes as f64 / n,
+        store.disk_allocated
+    ));
     s
 }
 
@@ -546,7 +740,7 @@ pub fn table(ms: &[Measurement]) -> String {
         let n = m.n.max(1) as f64;
         s.push_str(&format!(
             "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {} | {} | {} | {:.2} |\n",
-            m.target.label(),
+            m.label(),
             m.n,
             m.rate.map_or("max".to_owned(), |r| format!("{r:.0}/s")),
             m.throughput,

@@ -26,6 +26,7 @@ fn options() -> Options {
         wrapper: Vec::new(),
         perf: None,
         log_filter: "warn".into(),
+        nats_sync: None,
     }
 }
 
@@ -53,6 +54,27 @@ async fn notifyd_sends_every_request_once_in_both_intake_modes() {
         assert!(m.sut.hwm_mib > 0.0 && m.sut.cpu_s > 0.0, "the daemon's usage is read from /proc");
         assert!(m.varz.in_msgs >= N as f64, "nats-server's counters are read");
     }
+}
+
+/// `--nats-sync` reaches the server (its `/varz` says so), and the store's contents are read: one
+/// ledger record and one tracking entry per request, and its `accepted` and `sent` events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_interval_reaches_the_server_and_the_store_is_measured() {
+    let opts = Options { nats_sync: Some("always".into()), ..options() };
+    let target = Target::Notifyd { mode: Mode::Jetstream, replicas: 1, tracked: 0 };
+    let m = measure(&opts, target, N, None).await.expect("the run completes");
+    assert_complete(&m);
+    assert_eq!(m.nats_sync, "always");
+    assert!(m.label().ends_with(", sync always"), "{}", m.label());
+    let store = m.store.expect("the store is read");
+    let messages = |name: &str| store.streams.iter().find(|s| s.0 == name).map(|s| s.1);
+    // One record per request, and the readiness probe's key (`metrics::PROBE_KEY`) once written.
+    let ledger = messages("KV_notifyd_ledger").unwrap_or(0);
+    assert!((N as u64..=N as u64 + 1).contains(&ledger), "{store:?}");
+    assert_eq!(messages("NOTIFY_SMS_TRACKING"), Some(N as u64), "{store:?}");
+    assert_eq!(messages("NOTIFY_SMS_STATUS"), Some(2 * N as u64), "{store:?}");
+    assert_eq!(messages("NOTIFY_SMS"), Some(0), "the intake work queue is empty: {store:?}");
+    assert!(store.disk_bytes > 0, "{store:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
