@@ -236,9 +236,12 @@ async fn a_status_stream_at_its_limits_pauses_intake_until_raised() {
     assert_eq!(value(r#"notifyd_intake_pull_stalled{class="normal"}"#), 1.0);
     let (code, body) = readyz(&daemon).await.expect("/readyz answers");
     assert_eq!((code, body.as_str()), (503, "not ready: JetStream's store is full; intake is paused\n"));
-    let said = complaints(&daemon.log());
+    let log = daemon.log();
+    let said = complaints(&log);
     let total: usize = said.values().sum();
     assert!(total <= 10, "{total} warnings and errors: {said:#?}");
+    let paused = log.lines().find(|l| l.contains("JetStream's store is full")).expect("the pause is logged");
+    println!("{paused}");
 
     // Room again.
     let mut raised = limited.clone();
