@@ -1,8 +1,10 @@
 //! A full JetStream store: the server's `max_file_store` (or the account's storage) reached, or a
 //! stream at its limits with `discard = new`. JetStream then refuses every write, with API error
-//! 10023 "insufficient resources" (measured on nats-server 2.15.1, tests/full_store.rs), 10047
-//! "insufficient storage resources available", or 10077 "maximum bytes exceeded" / "maximum
-//! messages exceeded" for a stream at its limits.
+//! 10023 "insufficient resources" (measured on nats-server 2.10.26 and 2.15.1,
+//! tests/full_store.rs), 10047 "insufficient storage resources available", 10002, or, for a
+//! stream at its limits, 10077 "maximum bytes exceeded" (measured) / "maximum messages exceeded".
+//! A provider queue at its bound answers 10077 "maximum messages per subject exceeded" (measured):
+//! that is the queue's back-pressure, not a full store.
 //!
 //! Requests cannot finish then (their ledger records and status events are not stored), and
 //! taking more would only pile them up in memory and in the log. So while a write is refused
@@ -31,12 +33,22 @@ pub const REASON: &str = "store_full";
 pub const QUIET_RESUME: Duration = Duration::from_secs(30);
 
 /// JetStream API error codes of a full store (nats-server `server/errors.json`).
-const FULL_CODES: [u64; 4] = [
+const FULL_CODES: [u64; 3] = [
     10023, // insufficient resources: the server's max_file_store / max_memory_store reached
     10047, // insufficient storage resources available
     10002, // resource limits exceeded for account
-    10077, // stream store failed: "maximum bytes exceeded", "maximum messages exceeded"
 ];
+
+/// "Stream store failed": a full store only with one of these texts. Not "maximum messages per
+/// subject exceeded" (the same code): that is a provider queue at its bound (`max_queued`), which
+/// hands its request back by design ([`crate::sched`]) and must not pause the intake.
+const STORE_FAILED: u64 = 10077;
+const STREAM_AT_LIMITS: [&str; 2] = ["maximum bytes exceeded", "maximum messages exceeded"];
+
+/// Whether a JetStream API error `code` with `text` (its description) says the store is full.
+fn full(code: u64, text: &str) -> bool {
+    FULL_CODES.contains(&code) || (code == STORE_FAILED && STREAM_AT_LIMITS.iter().any(|t| text.contains(t)))
+}
 
 /// Whether `error` (or any error in its `source` chain) is JetStream refusing a write because
 /// its store is full. Errors that only carry a text (the ledger's) are matched on the
@@ -45,7 +57,7 @@ pub fn is_store_full(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(e) = next {
         if let Some(js) = e.downcast_ref::<async_nats::jetstream::Error>() {
-            return FULL_CODES.contains(&js.error_code().0);
+            return full(js.error_code().0, &js.to_string());
         }
         next = e.source();
     }
@@ -55,10 +67,9 @@ pub fn is_store_full(error: &(dyn std::error::Error + 'static)) -> bool {
 /// [`is_store_full`] for an error known only by its text: async-nats renders a JetStream API
 /// error as `<description> (code 503, error code 10023)`.
 pub fn text_is_store_full(text: &str) -> bool {
-    text.rsplit("error code ").next().is_some_and(|tail| {
-        let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().is_ok_and(|code: u64| FULL_CODES.contains(&code))
-    }) && text.contains("error code ")
+    let Some((_, tail)) = text.rsplit_once("error code ") else { return false };
+    let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().is_ok_and(|code: u64| full(code, text))
 }
 
 /// Whether the intake is paused because JetStream's store is full, shared by the writers that
@@ -152,6 +163,11 @@ mod tests {
             "other error: failed getting entry: publish failed: insufficient resources (code 503, error code 10023)"
         ));
         assert!(text_is_store_full("maximum bytes exceeded (code 503, error code 10077)"));
+        assert!(text_is_store_full("maximum messages exceeded (code 503, error code 10077)"));
+        assert!(
+            !text_is_store_full("maximum messages per subject exceeded (code 503, error code 10077)"),
+            "a provider queue at its bound is not a full store"
+        );
         assert!(!text_is_store_full("wrong last sequence: 4 (code 400, error code 10071)"));
         assert!(!text_is_store_full("timed out"));
         assert!(!text_is_store_full("insufficient resources"), "only the code counts");
@@ -173,6 +189,16 @@ mod tests {
         }))
         .unwrap();
         assert!(!is_store_full(&other));
+        let queue_bound: async_nats::jetstream::Error = serde_json::from_value(serde_json::json!({
+            "code": 503, "err_code": 10077, "description": "maximum messages per subject exceeded"
+        }))
+        .unwrap();
+        assert!(!is_store_full(&queue_bound), "a provider queue at its bound is not a full store");
+        let at_limits: async_nats::jetstream::Error = serde_json::from_value(serde_json::json!({
+            "code": 503, "err_code": 10077, "description": "maximum bytes exceeded"
+        }))
+        .unwrap();
+        assert!(is_store_full(&at_limits));
     }
 
     #[tokio::test(start_paused = true)]

@@ -267,3 +267,38 @@ async fn a_status_stream_at_its_limits_pauses_intake_until_raised() {
     assert_eq!(metric(&daemon, r#"notifyd_intake_paused{reason="store_full"}"#).await, 0.0);
     assert_eq!(readyz(&daemon).await.map(|(s, _)| s), Some(200));
 }
+
+/// A provider queue at its bound (`max_queued`) refuses tickets too ("maximum messages per
+/// subject exceeded", the same API error code as a stream at its limits), but that is the
+/// queue's back-pressure, not a full store: the intake does not pause, and every request is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_queue_at_its_bound_does_not_pause_intake() {
+    let nats = NatsServer::start();
+    let config =
+        SANDBOX_CONFIG.replace("[[providers]]", "[scheduling]\ntenant_shards = 1\n[[providers]]").replace(
+            "sender = \"notifyd\"",
+            "sender = \"notifyd\"\nrate_per_second = 8\nburst = 1\nmax_queued = 3",
+        );
+    let daemon = Daemon::start(&nats, &config);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let requests = 24;
+    for i in 0..requests {
+        let request = json!({"id": format!("bound-{i}"), "to": ["4915171112233"], "text": "hi"});
+        js.publish("notify.sms.send", request.to_string().into()).await.unwrap().await.unwrap();
+    }
+    let sends = r#"notifyd_provider_requests_total{operation="send",provider="sandbox",result="ok"}"#;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&daemon, sends).await < requests as f64 {
+        assert!(Instant::now() < deadline, "not every request was sent:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(metric(&daemon, "notifyd_queue_refused_total").await > 0.0, "the bound was reached");
+    for series in [
+        r#"notifyd_jetstream_store_full_total{operation="events_store"}"#,
+        r#"notifyd_jetstream_store_full_total{operation="ledger_write"}"#,
+    ] {
+        assert_eq!(metric(&daemon, series).await, 0.0, "{series}:\n{}", daemon.log());
+    }
+    assert!(!daemon.log().contains("JetStream's store is full"), "{}", daemon.log());
+}
