@@ -82,19 +82,29 @@ struct Inner {
     paused: AtomicBool,
     /// When the last refusal happened: milliseconds since `base`.
     last_refusal_ms: AtomicU64,
+    /// When a pause was last logged at ERROR (0: never), so a store that flaps at its limit
+    /// logs at most once every [`LOG_EVERY`].
+    last_logged_ms: AtomicU64,
+    /// Whether the current pause was logged (its end is then logged too).
+    pause_logged: AtomicBool,
     base: std::sync::OnceLock<Instant>,
     /// Wakes the paused intake loops when the pause ends.
     resumed: tokio::sync::Notify,
 }
+
+/// A pause is logged at ERROR at most this often; one sooner is logged at DEBUG (the gauge and
+/// the counter still show it).
+pub const LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl StoreFull {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Milliseconds since the first call, at least 1.
     fn now_ms(&self) -> u64 {
         let base = *self.0.base.get_or_init(Instant::now);
-        u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
     }
 
     /// Whether the intake is paused now (one atomic load: the intake asks before every request).
@@ -107,12 +117,21 @@ impl StoreFull {
     /// logs it, later ones only at debug (one line per refused write would flood the log).
     pub fn refused(&self, metrics: &Metrics, operation: Operation, error: &dyn Display) {
         metrics.store_full.with_label_values(&[operation.as_str()]).inc();
-        self.0.last_refusal_ms.store(self.now_ms().max(1), Ordering::Relaxed);
+        let now = self.now_ms();
+        self.0.last_refusal_ms.store(now, Ordering::Relaxed);
         if self.0.paused.swap(true, Ordering::Relaxed) {
             tracing::debug!(operation = operation.as_str(), error = %error, "JetStream's store is still full");
             return;
         }
         metrics.intake_paused.with_label_values(&[REASON]).set(1);
+        let last = self.0.last_logged_ms.load(Ordering::Relaxed);
+        let log = last == 0 || Duration::from_millis(now.saturating_sub(last)) >= LOG_EVERY;
+        self.0.pause_logged.store(log, Ordering::Relaxed);
+        if !log {
+            tracing::debug!(operation = operation.as_str(), error = %error, "JetStream's store is full again: intake is paused");
+            return;
+        }
+        self.0.last_logged_ms.store(now, Ordering::Relaxed);
         tracing::error!(
             operation = operation.as_str(),
             error = %error,
@@ -125,10 +144,20 @@ impl StoreFull {
     /// A write refused earlier was stored: there is room again, so the intake resumes.
     pub fn stored_again(&self, metrics: &Metrics) {
         if self.0.paused.swap(false, Ordering::Relaxed) {
-            metrics.intake_paused.with_label_values(&[REASON]).set(0);
-            tracing::info!("JetStream stores writes again: intake resumes");
-            self.0.resumed.notify_waiters();
+            self.resumed(metrics, "JetStream stores writes again: intake resumes");
         }
+    }
+
+    /// Ends a pause (`paused` was just cleared): the gauge, the log (when the pause was logged),
+    /// and the waiting intake loops.
+    fn resumed(&self, metrics: &Metrics, message: &'static str) {
+        metrics.intake_paused.with_label_values(&[REASON]).set(0);
+        if self.0.pause_logged.swap(false, Ordering::Relaxed) {
+            tracing::info!("{message}");
+        } else {
+            tracing::debug!("{message}");
+        }
+        self.0.resumed.notify_waiters();
     }
 
     /// Waits while the intake is paused. When no write has been refused for [`QUIET_RESUME`],
@@ -142,12 +171,10 @@ impl StoreFull {
             }
             let quiet = self.now_ms().saturating_sub(self.0.last_refusal_ms.load(Ordering::Relaxed));
             if Duration::from_millis(quiet) >= QUIET_RESUME && self.0.paused.swap(false, Ordering::Relaxed) {
-                metrics.intake_paused.with_label_values(&[REASON]).set(0);
-                tracing::info!(
-                    quiet = ?QUIET_RESUME,
-                    "no write was refused for a while: intake resumes to find out whether the store has room"
+                self.resumed(
+                    metrics,
+                    "no write was refused for a while: intake resumes to find out whether the store has room",
                 );
-                self.0.resumed.notify_waiters();
             }
         }
     }
@@ -225,6 +252,26 @@ mod tests {
         assert!(!full.is_paused());
         let text = String::from_utf8(metrics.render()).unwrap();
         assert!(text.contains(r#"notifyd_intake_paused{reason="store_full"} 0"#), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_flaps_at_its_limit_logs_a_pause_at_most_once_a_minute() {
+        let metrics = Metrics::new();
+        let full = StoreFull::new();
+        let logged = |full: &StoreFull| full.0.pause_logged.load(Ordering::Relaxed);
+        full.refused(&metrics, Operation::EventsStore, &"maximum bytes exceeded");
+        assert!(logged(&full), "the first pause is logged");
+        full.stored_again(&metrics);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        full.refused(&metrics, Operation::EventsStore, &"maximum bytes exceeded");
+        assert!(full.is_paused(), "a pause soon after still pauses");
+        assert!(!logged(&full), "but is not logged again");
+        full.stored_again(&metrics);
+        tokio::time::sleep(LOG_EVERY).await;
+        full.refused(&metrics, Operation::EventsStore, &"maximum bytes exceeded");
+        assert!(logged(&full), "a pause a minute later is logged");
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(text.contains(r#"notifyd_jetstream_store_full_total{operation="events_store"} 3"#), "{text}");
     }
 
     #[tokio::test(start_paused = true)]

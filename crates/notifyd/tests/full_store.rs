@@ -266,6 +266,13 @@ async fn a_status_stream_at_its_limits_pauses_intake_until_raised() {
     assert_eq!(metric(&daemon, sends).await, REQUESTS as f64, "each request was sent once");
     assert_eq!(metric(&daemon, r#"notifyd_intake_paused{reason="store_full"}"#).await, 0.0);
     assert_eq!(readyz(&daemon).await.map(|(s, _)| s), Some(200));
+    // Nothing pending and the pull live again: not stalled at the observer's next reading (5 s).
+    let stalled = r#"notifyd_intake_pull_stalled{class="normal"}"#;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&daemon, stalled).await != 0.0 {
+        assert!(Instant::now() < deadline, "the intake pull still counts as stalled");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A provider queue at its bound (`max_queued`) refuses tickets too ("maximum messages per
