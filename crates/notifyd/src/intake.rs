@@ -10,8 +10,9 @@
 //!
 //! Both bound the requests in flight with a semaphore of `intake.max_in_flight` permits, and stop
 //! taking new requests when shutdown begins, and while JetStream's store is full
-//! ([`crate::store`]: requests taken wait for room and are retried; the intake resumes by itself). The urgent subject has its own ([`urgent_slots`]),
-//! so an urgent request never waits for a slot behind normal and bulk ones.
+//! ([`crate::store`]: requests taken wait for room and are retried; the intake resumes by
+//! itself). The urgent subject has its own slots ([`urgent_slots`]), so an urgent request never
+//! waits for a slot behind normal and bulk ones.
 //! Each request runs in a task on the daemon's drain ([`crate::shutdown`]), which waits for the
 //! ones in flight.
 
