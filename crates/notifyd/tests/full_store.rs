@@ -121,9 +121,7 @@ fn complaints(log: &str) -> HashMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_store_pauses_intake_and_resumes_when_space_returns() {
     // 300 MiB: notifyd's streams and buckets reserve part of it.
-    let conf = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(conf.path(), "jetstream { max_file_store: 314572800 }\n").unwrap();
-    let nats = NatsServer::builder().args(["-c", conf.path().to_str().unwrap()]).start();
+    let nats = NatsServer::builder().max_file_store(300 << 20).start();
     // Messages delivered to the stopped daemon are not redelivered while it is stopped.
     let daemon = Daemon::start(&nats, &SANDBOX_CONFIG.replace(r#"ack_wait = "2s""#, r#"ack_wait = "60s""#));
     let client = async_nats::connect(nats.url()).await.unwrap();
