@@ -78,6 +78,7 @@ pub struct NatsServer {
 pub struct NatsServerBuilder {
     binary: Option<PathBuf>,
     args: Vec<String>,
+    max_file_store: Option<u64>,
 }
 
 impl NatsServerBuilder {
@@ -96,6 +97,14 @@ impl NatsServerBuilder {
         S: Into<String>,
     {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Caps the JetStream file store at `bytes` (`jetstream { max_file_store }` in a config file
+    /// the kit writes), so a test can fill it: writes are then refused with "insufficient
+    /// resources". Streams that reserve `max_bytes` take part of it. Default: no cap.
+    pub fn max_file_store(mut self, bytes: u64) -> Self {
+        self.max_file_store = Some(bytes);
         self
     }
 
@@ -125,12 +134,20 @@ impl NatsServerBuilder {
         fs::create_dir(&store_dir)
             .unwrap_or_else(|e| panic!("create JetStream store dir {}: {e}", store_dir.display()));
 
+        let mut extra_args = self.args;
+        if let Some(bytes) = self.max_file_store {
+            let conf = dir.path().join("nats-server.conf");
+            fs::write(&conf, format!("jetstream {{ max_file_store: {bytes} }}\n"))
+                .unwrap_or_else(|e| panic!("write {}: {e}", conf.display()));
+            extra_args.extend(["-c".to_owned(), conf.to_string_lossy().into_owned()]);
+        }
+
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let name = format!("notifyd-test-{}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
 
         let mut server = NatsServer {
             binary,
-            extra_args: self.args,
+            extra_args,
             name,
             port: 0,
             child: None,

@@ -129,6 +129,31 @@ fn restart_keeps_port_and_stored_messages() {
 }
 
 #[test]
+fn max_file_store_caps_the_store_across_restarts() {
+    let mut nats = NatsServer::builder().max_file_store(4 << 20).start();
+    // A stream reserving more than the cap is refused; one within it is created.
+    let create = |client: &mut RawClient, name: &str, max_bytes: u64| {
+        let config = format!(
+            r#"{{"name":"{name}","subjects":["{name}.>"],"storage":"file","max_bytes":{max_bytes}}}"#
+        );
+        client.request(&format!("$JS.API.STREAM.CREATE.{name}"), &config)
+    };
+    let mut client = RawClient::connect(nats.port());
+    client.login();
+    let refused = create(&mut client, "BIG", 8 << 20);
+    assert!(refused["error"]["err_code"].is_u64(), "a stream larger than the store: {refused}");
+    let created = create(&mut client, "SMALL", 1 << 20);
+    assert_eq!(created["config"]["name"], "SMALL", "{created}");
+    drop(client);
+
+    nats.restart();
+    let mut client = RawClient::connect(nats.port());
+    client.login();
+    let refused = create(&mut client, "BIG", 8 << 20);
+    assert!(refused["error"]["err_code"].is_u64(), "the cap holds after a restart: {refused}");
+}
+
+#[test]
 fn stop_closes_the_port_and_restart_reopens_it() {
     let mut nats = NatsServer::start();
     let port = nats.port();

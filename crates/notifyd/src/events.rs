@@ -8,6 +8,7 @@
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
 use crate::retry::nats::{Operation, Retry, emit};
+use crate::store::StoreFull;
 use crate::validate::Tags;
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
@@ -152,6 +153,8 @@ pub struct Events {
     js: jetstream::Context,
     /// Batches that have waited [`STALLED_AFTER`] or longer to be stored, right now.
     stalled: Arc<AtomicUsize>,
+    /// Pauses the intake while JetStream refuses events because its store is full.
+    store_full: StoreFull,
     /// `<prefix>.sms.status.<status>`, by [`Status::index`].
     subjects: std::sync::Arc<[String; 8]>,
     metrics: Metrics,
@@ -175,15 +178,22 @@ pub struct Batch {
 }
 
 impl Events {
-    /// `stalled` counts the batches waiting [`STALLED_AFTER`] or longer (readiness reads it).
+    /// `stalled` counts the batches waiting [`STALLED_AFTER`] or longer (readiness reads it);
+    /// `store_full` is told when JetStream refuses events because its store is full.
     pub fn new(
         js: jetstream::Context,
         subject_prefix: &str,
         metrics: Metrics,
         stalled: Arc<AtomicUsize>,
+        store_full: StoreFull,
     ) -> Self {
         let subjects = Status::ALL.map(|s| crate::nats::status_subject(subject_prefix, s.as_str()));
-        Events { js, stalled, subjects: std::sync::Arc::new(subjects), metrics }
+        Events { js, stalled, store_full, subjects: std::sync::Arc::new(subjects), metrics }
+    }
+
+    /// The intake's pause while JetStream's store is full ([`crate::store`]).
+    pub fn store_full(&self) -> &StoreFull {
+        &self.store_full
     }
 
     pub fn batch(&self) -> Batch {
@@ -264,11 +274,23 @@ impl Batch {
         let started = tokio::time::Instant::now();
         let mut stalled = None;
         let mut tries = 1;
+        // Whether JetStream refused any of these events because its store is full: once they
+        // are stored, there is room again.
+        let mut refused = false;
         let stored = loop {
             let mut failed = Vec::new();
+            let mut full = None;
             for mut ev in pending {
                 let stored = match ev.ack.take() {
-                    Some(ack) => ack.await.is_ok(),
+                    Some(ack) => match ack.await {
+                        Ok(_) => true,
+                        Err(e) => {
+                            if full.is_none() && crate::store::is_store_full(&e) {
+                                full = Some(e);
+                            }
+                            false
+                        }
+                    },
                     None => false,
                 };
                 if !stored {
@@ -286,10 +308,17 @@ impl Batch {
                 stalled = Some(StalledGuard::new(&self.events.stalled));
             }
             let error = format!("{} not stored", failed.len());
-            emit(
-                &self.events.metrics,
-                Retry { operation: Operation::EventsStore, request: None, error: &error },
-            );
+            match &full {
+                // Logged once for the whole daemon, not once per batch and retry.
+                Some(e) => {
+                    refused = true;
+                    self.events.store_full.refused(&self.events.metrics, Operation::EventsStore, e);
+                }
+                None => emit(
+                    &self.events.metrics,
+                    Retry { operation: Operation::EventsStore, request: None, error: &error },
+                ),
+            }
             Backoff::NATS.sleep(tries).await;
             for ev in &mut failed {
                 ev.ack = self.events.send(&ev.subject, &ev.msg_id, &ev.extra, ev.payload.clone()).await;
@@ -297,6 +326,9 @@ impl Batch {
             tries += 1;
             pending = failed;
         };
+        if stored && refused {
+            self.events.store_full.stored_again(&self.events.metrics);
+        }
         drop(stalled);
         stored
     }

@@ -9,8 +9,10 @@
 //!   subject is answered right after validation. At-most-once.
 //!
 //! Both bound the requests in flight with a semaphore of `intake.max_in_flight` permits, and stop
-//! taking new requests when shutdown begins. The urgent subject has its own ([`urgent_slots`]),
-//! so an urgent request never waits for a slot behind normal and bulk ones.
+//! taking new requests when shutdown begins, and while JetStream's store is full
+//! ([`crate::store`]: requests taken wait for room and are retried; the intake resumes by
+//! itself). The urgent subject has its own slots ([`urgent_slots`]), so an urgent request never
+//! waits for a slot behind normal and bulk ones.
 //! Each request runs in a task on the daemon's drain ([`crate::shutdown`]), which waits for the
 //! ones in flight.
 
@@ -26,7 +28,8 @@ use notifyd_plugin::wire::ErrorCode;
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
@@ -42,10 +45,13 @@ pub fn urgent_slots(max_in_flight: usize) -> usize {
 }
 
 /// Every 5 s, reads the consumers' backlog into `notifyd_intake_pending_messages{class}`,
-/// `notifyd_intake_unacked_messages{class}` and `notifyd_tracking_backlog_messages`.
+/// `notifyd_intake_unacked_messages{class}` and `notifyd_tracking_backlog_messages`, and whether
+/// a consumer with a backlog has gone without a live pull from this replica (`watches`, in the
+/// order of [`crate::nats::IntakeConsumers::lanes`]) into `notifyd_intake_pull_stalled{class}`.
 pub async fn observe_backlog(
     intake: Option<crate::nats::IntakeConsumers>,
     mut tracking: consumer::PullConsumer,
+    watches: [PullWatch; 4],
     metrics: Metrics,
     shutdown: Shutdown,
 ) {
@@ -60,14 +66,17 @@ pub async fn observe_backlog(
             // later, by their route). A class whose consumer cannot be read keeps its last value.
             let mut pending = [Some(0u64); 3];
             let mut unacked = [Some(0u64); 3];
-            for (lane, consumer) in intake.lanes() {
+            let mut stalled = [Some(false); 3];
+            for ((lane, consumer), watch) in intake.lanes().into_iter().zip(&watches) {
                 let i = lane.unwrap_or(Class::Normal).index();
                 match consumer.clone().info().await {
                     Ok(info) => {
                         pending[i] = pending[i].map(|n| n.saturating_add(info.num_pending));
                         unacked[i] = unacked[i].map(|n| n.saturating_add(info.num_ack_pending as u64));
+                        let stuck = pull_stalled(watch.not_live_for(), info.num_pending);
+                        stalled[i] = stalled[i].map(|s| s || stuck);
                     }
-                    Err(_) => (pending[i], unacked[i]) = (None, None),
+                    Err(_) => (pending[i], unacked[i], stalled[i]) = (None, None, None),
                 }
             }
             for class in Class::ALL {
@@ -76,11 +85,69 @@ pub async fn observe_backlog(
                     metrics.intake_pending.with_label_values(&[class.as_str()]).set(gauge(p));
                     metrics.intake_unacked.with_label_values(&[class.as_str()]).set(gauge(u));
                 }
+                if let Some(s) = stalled[class.index()] {
+                    metrics.intake_pull_stalled.with_label_values(&[class.as_str()]).set(i64::from(s));
+                }
             }
         }
         if let Ok(info) = tracking.info().await {
             let backlog = info.num_pending.saturating_add(info.num_ack_pending as u64);
             metrics.tracking_backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// Whether an intake consumer's pull counts as stalled: it has requests pending (`num_pending`:
+/// not yet delivered to any replica) and this replica has had no live pull on it for longer than
+/// a pull's expiry (`not_live_for`: `None` while it has one). A lost pull is replaced within
+/// seconds, so a longer gap means the loop does not pull: every slot taken, intake paused for a
+/// full store, or a fault.
+pub fn pull_stalled(not_live_for: Option<Duration>, num_pending: u64) -> bool {
+    num_pending > 0 && not_live_for.is_some_and(|d| d > crate::nats::PULL_EXPIRES)
+}
+
+/// Whether an intake loop has a live pull: it is waiting for its consumer's messages on a pull
+/// that has reported no error. Read by [`observe_backlog`].
+#[derive(Clone)]
+pub struct PullWatch(Arc<AtomicU64>);
+
+/// The instant [`PullWatch`] measures from.
+fn watch_base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+impl Default for PullWatch {
+    /// No live pull yet, since now.
+    fn default() -> Self {
+        let watch = PullWatch(Arc::new(AtomicU64::new(0)));
+        watch.not_live();
+        watch
+    }
+}
+
+impl PullWatch {
+    /// Microseconds since [`watch_base`], at least 1 (0 means live).
+    fn now() -> u64 {
+        u64::try_from(watch_base().elapsed().as_micros()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// The loop waits on a live pull.
+    fn live(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// The loop stopped waiting on its pull (a message to take up, an error, a pause): from now
+    /// on, unless it was not live already.
+    fn not_live(&self) {
+        let _ = self.0.compare_exchange(0, Self::now(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// How long the loop has been without a live pull; `None` while it has one.
+    pub fn not_live_for(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_micros(Self::now().saturating_sub(since))),
         }
     }
 }
@@ -115,21 +182,31 @@ impl Slots {
     }
 }
 
-/// Consumes the JetStream intake until shutdown begins.
+/// Consumes the JetStream intake until shutdown begins; `watch` says whether it has a live pull.
 pub async fn run_jetstream(
     consumer: consumer::PullConsumer,
     pipeline: Arc<Pipeline>,
     slots: Slots,
     created: i64,
     ack_wait: Duration,
+    watch: PullWatch,
     shutdown: Shutdown,
 ) {
     // Pulled messages wait in the client until a slot is free, with their ack timer running: keep
     // that queue short.
     let batch = slots.size.clamp(1, 64);
+    let store_full = pipeline.events.store_full().clone();
     // A message first, then a slot: the loops of the other consumers share `slots`, and one
     // waiting for a message must not hold room that another's messages could use.
     'outer: loop {
+        watch.not_live();
+        // No new pull while JetStream's store is full: what is taken would only wait.
+        if store_full.is_paused() {
+            tokio::select! {
+                _ = shutdown.signalled() => break 'outer,
+                _ = store_full.wait_for_room(&pipeline.metrics) => {}
+            }
+        }
         let mut messages = match crate::nats::pull(&consumer, batch).await {
             Ok(m) => m,
             Err(error) => {
@@ -142,10 +219,12 @@ pub async fn run_jetstream(
             }
         };
         loop {
+            watch.live();
             let next = tokio::select! {
                 _ = shutdown.signalled() => break 'outer,
                 m = messages.next() => m,
             };
+            watch.not_live();
             let msg = match next {
                 Some(Ok(m)) => m,
                 // A pull that got no responders, lost its heartbeat or failed will not be
@@ -160,6 +239,13 @@ pub async fn run_jetstream(
                 }
                 None => continue 'outer,
             };
+            // Pulled before the store filled up: it waits here, kept alive, until there is room.
+            if store_full.is_paused() {
+                tokio::select! {
+                    _ = shutdown.signalled() => break 'outer,
+                    _ = keep_alive_while(&msg, ack_wait, store_full.wait_for_room(&pipeline.metrics)) => {}
+                }
+            }
             // Unacked, the message goes to another replica `ack_wait` after this one stops.
             let permit = tokio::select! {
                 _ = shutdown.signalled() => break 'outer,
@@ -188,8 +274,25 @@ pub async fn run_jetstream(
     }
 }
 
-/// Waits for a slot for `msg`, keeping it alive meanwhile with in-progress acks every
-/// `ack_wait / 3`, so a wait for room is never taken for a dead replica.
+/// Runs `wait`, keeping `msg` alive meanwhile with in-progress acks every `ack_wait / 3`, so a
+/// message that waits is never taken for one of a dead replica.
+async fn keep_alive_while<T>(
+    msg: &jetstream::Message,
+    ack_wait: Duration,
+    wait: impl Future<Output = T>,
+) -> T {
+    let mut wait = std::pin::pin!(wait);
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + ack_wait / 3, ack_wait / 3);
+    loop {
+        tokio::select! {
+            done = &mut wait => return done,
+            _ = keepalive.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
+        }
+    }
+}
+
+/// Waits for a slot for `msg`, keeping it alive meanwhile (see [`keep_alive_while`]), so a wait
+/// for room is never taken for a dead replica.
 async fn room_for(
     slots: &Slots,
     msg: &jetstream::Message,
@@ -198,14 +301,7 @@ async fn room_for(
     if let Ok(permit) = slots.sem.clone().try_acquire_owned() {
         return permit;
     }
-    let mut acquire = std::pin::pin!(slots.acquire());
-    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + ack_wait / 3, ack_wait / 3);
-    loop {
-        tokio::select! {
-            p = &mut acquire => return p,
-            _ = keepalive.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
-        }
-    }
+    keep_alive_while(msg, ack_wait, slots.acquire()).await
 }
 
 /// Ends a request whose task panicked (see [`Pipeline::end_after_panic`]); a panic while doing so
@@ -351,6 +447,16 @@ async fn serve_core(
             m = sub.next() => m,
         };
         let Some(msg) = msg else { break };
+        // While JetStream's store is full, nothing more is taken up (core intake has no
+        // redelivery: what arrives meanwhile waits in the subscription, and is dropped when it
+        // overflows, as core intake's messages are whenever the daemon cannot keep up).
+        let store_full = pipeline.events.store_full();
+        if store_full.is_paused() {
+            tokio::select! {
+                _ = shutdown.signalled() => break,
+                _ = store_full.wait_for_room(&pipeline.metrics) => {}
+            }
+        }
         let permit = tokio::select! {
             _ = shutdown.signalled() => break,
             p = slots.acquire() => p,
@@ -446,4 +552,36 @@ fn reply_body(verdict: &Verdict) -> Vec<u8> {
             "code": ErrorCode::InvalidRequest, "message": "the payload is not a JSON object"}}),
     };
     serde_json::to_vec(&v).expect("replies encode as JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pull_counts_as_stalled_only_past_its_expiry_with_requests_pending() {
+        let expiry = crate::nats::PULL_EXPIRES;
+        let past = expiry + Duration::from_millis(1);
+        assert!(pull_stalled(Some(past), 1));
+        assert!(!pull_stalled(Some(past), 0), "nothing pending: an idle replica is not stalled");
+        assert!(!pull_stalled(Some(expiry), 5), "a pull being replaced (within its expiry) is not stalled");
+        assert!(!pull_stalled(None, 5), "a live pull is not stalled");
+    }
+
+    #[test]
+    fn a_watch_measures_from_when_its_pull_stopped_being_live() {
+        let watch = PullWatch::default();
+        assert!(watch.not_live_for().is_some(), "no pull yet");
+        watch.live();
+        assert_eq!(watch.not_live_for(), None);
+        watch.not_live();
+        std::thread::sleep(Duration::from_millis(20));
+        let first = watch.not_live_for().unwrap();
+        assert!(first >= Duration::from_millis(20), "{first:?}");
+        // Still not live: the gap is measured from the first time, not restarted.
+        watch.not_live();
+        assert!(watch.not_live_for().unwrap() >= first);
+        watch.live();
+        assert_eq!(watch.not_live_for(), None);
+    }
 }

@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::retry::nats::{Operation, Retry, emit, until_ok};
 use crate::retry::{Backoff, policy::Policy};
 use crate::route::Route;
+use crate::store::StoreFull;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use notifyd_plugin::wire::{ErrorCode, ProviderError};
@@ -83,8 +84,23 @@ struct Known {
 
 /// Why the ledger could not be read or written (NATS unavailable, bucket missing...).
 #[derive(Debug, thiserror::Error)]
-#[error("the idempotency ledger is unavailable: {0}")]
-pub struct LedgerError(String);
+#[error("the idempotency ledger is unavailable: {message}")]
+pub struct LedgerError {
+    message: String,
+    /// JetStream refused the write because its store is full ([`crate::store`]).
+    store_full: bool,
+}
+
+impl LedgerError {
+    fn new(message: impl Into<String>) -> Self {
+        LedgerError { message: message.into(), store_full: false }
+    }
+
+    /// The error of a bucket operation, recognising a full store.
+    fn of(error: &(dyn std::error::Error + 'static)) -> Self {
+        LedgerError { message: error.to_string(), store_full: crate::store::is_store_full(error) }
+    }
+}
 
 /// The ledger bucket, shared by every replica.
 #[derive(Clone)]
@@ -97,6 +113,8 @@ pub struct Ledger {
     policy: Policy,
     /// How long another delivery's `begun` counts as live work: two `intake.ack_wait`s.
     busy_for: Duration,
+    /// Pauses the intake while JetStream refuses writes because its store is full.
+    store_full: StoreFull,
 }
 
 /// One delivery's hold on its request's record: the record as this delivery last wrote it.
@@ -151,7 +169,26 @@ impl Ledger {
     /// The ledger in `kv`, the bucket [`crate::nats::set_up`] opened. `ack_wait` is
     /// `intake.ack_wait`: a `begun` written by another delivery less than two of them ago is live.
     pub fn new(kv: kv::Store, policy: Policy, ack_wait: Duration, metrics: Metrics) -> Ledger {
-        Ledger { kv: Arc::new(kv), metrics, policy, busy_for: ack_wait * 2 }
+        Ledger { kv: Arc::new(kv), metrics, policy, busy_for: ack_wait * 2, store_full: StoreFull::new() }
+    }
+
+    /// This ledger, telling `store_full` when JetStream refuses a write because its store is full
+    /// (by default it tells a pause of its own, which nothing obeys).
+    pub fn with_store_full(mut self, store_full: StoreFull) -> Ledger {
+        self.store_full = store_full;
+        self
+    }
+
+    /// A write of request `id` failed and is tried again: a full store is told to
+    /// [`StoreFull`] (logged once for the daemon), anything else logged and counted as a retry.
+    /// Returns whether the store was full.
+    fn retrying(&self, id: &str, error: &LedgerError) -> bool {
+        if error.store_full {
+            self.store_full.refused(&self.metrics, Operation::LedgerWrite, error);
+        } else {
+            emit(&self.metrics, Retry { operation: Operation::LedgerWrite, request: Some(id), error });
+        }
+        error.store_full
     }
 
     /// Begins a delivery (`owner`, see [`State::Begun`]) of request `id` for its routed
@@ -185,6 +222,9 @@ impl Ledger {
         // exclusive (two deliveries that both find it free cannot both send it).
         let busy_ms = i64::try_from(self.busy_for.as_millis()).unwrap_or(i64::MAX);
         let mut conflicts = 0;
+        // Whether a write was refused because the store is full: once one is stored, there is
+        // room again.
+        let mut refused = false;
         loop {
             let mut known = self.load_until_read(id).await;
             let record = known.record.clone();
@@ -221,7 +261,11 @@ impl Ledger {
             }
             states.extend(send.iter().map(|(n, _, take)| (n.as_str().to_owned(), initial(*take))));
             match self.write_at(id, &mut known, &states).await {
-                Ok(true) => {}
+                Ok(true) => {
+                    if refused {
+                        self.store_full.stored_again(&self.metrics);
+                    }
+                }
                 Ok(false) => {
                     conflicts += 1;
                     if conflicts > 64 {
@@ -232,10 +276,7 @@ impl Ledger {
                 }
                 Err(error) => {
                     conflicts += 1;
-                    emit(
-                        &self.metrics,
-                        Retry { operation: Operation::LedgerWrite, request: Some(id), error: &error },
-                    );
+                    refused |= self.retrying(id, &error);
                     Backoff::NATS.sleep(conflicts.min(16)).await;
                     continue;
                 }
@@ -275,13 +316,13 @@ impl Ledger {
             match self.kv.create(key(id), value).await {
                 Ok(revision) => Some(revision),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => None,
-                Err(e) => return Err(LedgerError(e.to_string())),
+                Err(e) => return Err(LedgerError::of(&e)),
             }
         } else {
             match self.kv.update(key(id), value, known.revision).await {
                 Ok(revision) => Some(revision),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => None,
-                Err(e) => return Err(LedgerError(e.to_string())),
+                Err(e) => return Err(LedgerError::of(&e)),
             }
         };
         Ok(match written {
@@ -298,6 +339,7 @@ impl Ledger {
     /// them. A recipient being sent, decided, or unknown to the ledger (its record expired) is
     /// left alone.
     pub async fn end_queued(&self, id: &str, to: &[String], state: &State) -> Vec<String> {
+        let mut refused = false;
         for round in 1.. {
             let mut known = self.load_until_read(id).await;
             let ended: Vec<String> = to
@@ -307,12 +349,14 @@ impl Ledger {
                 .collect();
             let states: Vec<(String, State)> = ended.iter().map(|n| (n.clone(), state.clone())).collect();
             match self.write_at(id, &mut known, &states).await {
-                Ok(true) => return ended,
+                Ok(true) => {
+                    if refused {
+                        self.store_full.stored_again(&self.metrics);
+                    }
+                    return ended;
+                }
                 Ok(false) => {}
-                Err(error) => emit(
-                    &self.metrics,
-                    Retry { operation: Operation::LedgerWrite, request: Some(id), error: &error },
-                ),
+                Err(error) => refused |= self.retrying(id, &error),
             }
             Backoff::NATS.sleep(round.min(16)).await;
         }
@@ -328,7 +372,7 @@ impl Ledger {
 
     /// Reads a request's record and its revision (0 when there is none).
     async fn load(&self, id: &str) -> Result<Known, LedgerError> {
-        match self.kv.entry(key(id)).await.map_err(|e| LedgerError(e.to_string()))? {
+        match self.kv.entry(key(id)).await.map_err(|e| LedgerError::of(&e))? {
             Some(entry) if !entry.value.is_empty() => {
                 let record = serde_json::from_slice(&entry.value).unwrap_or_else(|e| {
                     tracing::error!(error = %e, "a ledger record is unreadable; treating it as empty");
@@ -379,17 +423,17 @@ impl Ledger {
             }
             let value = encode(&record);
             // `Err(None)`: another writer got there first; read again and merge.
-            let written: Result<u64, Option<String>> = if known.revision == 0 {
+            let written: Result<u64, Option<LedgerError>> = if known.revision == 0 {
                 match self.kv.create(&key, value).await {
                     Ok(revision) => Ok(revision),
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(None),
-                    Err(e) => Err(Some(e.to_string())),
+                    Err(e) => Err(Some(LedgerError::of(&e))),
                 }
             } else {
                 match self.kv.update(&key, value, known.revision).await {
                     Ok(revision) => Ok(revision),
                     Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(None),
-                    Err(e) => Err(Some(e.to_string())),
+                    Err(e) => Err(Some(LedgerError::of(&e))),
                 }
             };
             match written {
@@ -398,26 +442,27 @@ impl Ledger {
                     return Ok(());
                 }
                 Err(None) => *known = self.load(id).await?,
-                Err(Some(e)) => return Err(LedgerError(e)),
+                Err(Some(e)) => return Err(e),
             }
         }
-        Err(LedgerError("too many concurrent updates of one record".into()))
+        Err(LedgerError::new("too many concurrent updates of one record"))
     }
 
     /// Like [`Ledger::record`], but waits out NATS outages until it succeeds.
     async fn record_until_stored(&self, id: &str, known: &mut Known, states: &[(String, State)]) {
         let mut n = 0;
+        let mut refused = false;
         while let Err(error) = self.record(id, known, states).await {
             n += 1;
-            emit(
-                &self.metrics,
-                Retry { operation: Operation::LedgerWrite, request: Some(id), error: &error },
-            );
+            refused |= self.retrying(id, &error);
             Backoff::NATS.sleep(n).await;
             // What failed may have been written after all; start again from what is stored.
             if let Ok(current) = self.load(id).await {
                 *known = current;
             }
+        }
+        if refused {
+            self.store_full.stored_again(&self.metrics);
         }
     }
 

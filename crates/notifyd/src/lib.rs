@@ -30,6 +30,7 @@ pub mod route;
 pub mod sched;
 pub mod schema;
 pub mod shutdown;
+pub mod store;
 pub mod track;
 pub mod validate;
 pub mod verify;
@@ -189,11 +190,17 @@ pub async fn run(
         tracing::info!("stopped while waiting for NATS at start-up");
         return Ok(());
     };
-    let events =
-        events::Events::new(js.clone(), &config.nats.subject_prefix, metrics.clone(), ready.stalled.clone());
+    let events = events::Events::new(
+        js.clone(),
+        &config.nats.subject_prefix,
+        metrics.clone(),
+        ready.stalled.clone(),
+        ready.store_full.clone(),
+    );
     let policy = retry::policy::Policy::new(config.retry.clone());
     let ledger =
-        ledger::Ledger::new(objects.ledger.clone(), policy.clone(), config.intake.ack_wait, metrics.clone());
+        ledger::Ledger::new(objects.ledger.clone(), policy.clone(), config.intake.ack_wait, metrics.clone())
+            .with_store_full(ready.store_full.clone());
     {
         let (client, kv, metrics, ready, stop) =
             (client.clone(), objects.ledger.clone(), metrics.clone(), ready.clone(), drain.clone());
@@ -260,11 +267,15 @@ pub async fn run(
         metrics: metrics.clone(),
         callbacks: callback_index.clone(),
     };
+    // Whether each intake consumer has a live pull (in the order of `IntakeConsumers::lanes`).
+    let watches: [intake::PullWatch; 4] = Default::default();
     {
         let (intake, tracking, metrics, stop) =
             (objects.intake.clone(), objects.tracking.clone(), metrics.clone(), drain.clone());
+        let watches = watches.clone();
         drain.spawn(supervised("the backlog observer", drain.clone(), move || {
-            intake::observe_backlog(intake.clone(), tracking.clone(), metrics.clone(), stop.clone())
+            let (intake, tracking, watches) = (intake.clone(), tracking.clone(), watches.clone());
+            intake::observe_backlog(intake, tracking, watches, metrics.clone(), stop.clone())
         }));
     }
     {
@@ -350,7 +361,7 @@ pub async fn run(
         (IntakeMode::Jetstream, Some(consumers)) => {
             ready.intake.store(true, Ordering::Relaxed);
             // One loop per consumer.
-            for (lane, consumer) in consumers.lanes() {
+            for ((lane, consumer), watch) in consumers.lanes().into_iter().zip(watches) {
                 let slots = slots_of(lane);
                 drain.spawn(intake::run_jetstream(
                     consumer.clone(),
@@ -358,6 +369,7 @@ pub async fn run(
                     slots,
                     objects.intake_created,
                     config.intake.ack_wait,
+                    watch,
                     drain.clone(),
                 ));
             }
@@ -383,6 +395,7 @@ pub async fn run(
                     slots.clone(),
                     created,
                     config.intake.ack_wait,
+                    intake::PullWatch::default(),
                     drain.clone(),
                 )
             });

@@ -69,6 +69,16 @@ pub struct MetricSet {
     /// `notifyd_intake_unacked_messages{class}`: each intake consumer's unacked requests.
     pub intake_unacked: IntGaugeVec,
     pub tracking_backlog: IntGauge,
+    /// `notifyd_intake_paused{reason}`: 1 while this replica's intake takes no new requests for
+    /// `reason` (`store_full`: JetStream's store is full, [`crate::store`]).
+    pub intake_paused: IntGaugeVec,
+    /// `notifyd_jetstream_store_full_total{operation}`: writes JetStream refused because its
+    /// store is full ([`crate::store`]).
+    pub store_full: IntCounterVec,
+    /// `notifyd_intake_pull_stalled{class}`: 1 while an intake consumer of the class has had no
+    /// live pull from this replica for longer than a pull's expiry and has pending requests
+    /// ([`crate::intake::PullWatch`]).
+    pub intake_pull_stalled: IntGaugeVec,
     pub build_info: GaugeVec,
     pub tracking_polls: Histogram,
     pub up_since: Gauge,
@@ -153,6 +163,19 @@ impl Metrics {
         let tracking_backlog = int_gauge(
             "notifyd_tracking_backlog_messages",
             "Sent messages whose final status is still awaited (tracking stream, all replicas).",
+        );
+        let intake_paused = int_gauge_vec(
+            "notifyd_intake_paused",
+            "1 while this replica's intake takes no new requests for the reason (store_full: JetStream's \
+             store is full; requests already taken wait and are retried).",
+            &["reason"],
+        );
+        let intake_pull_stalled = int_gauge_vec(
+            "notifyd_intake_pull_stalled",
+            "1 while an intake consumer of the class has pending requests and this replica has had no live \
+             pull on it for longer than a pull's expiry (10 s): no slot free, intake paused, or a pull not \
+             replaced.",
+            &["class"],
         );
         let nats_reconnects = prometheus::IntCounter::new(
             "notifyd_nats_reconnects_total",
@@ -363,6 +386,15 @@ impl Metrics {
             ),
             nats_connected,
             nats_reconnects,
+            intake_paused,
+            store_full: counter(
+                &r,
+                "notifyd_jetstream_store_full_total",
+                "Writes JetStream refused because its store is full (insufficient resources, a stream at its \
+                 limits), by operation; each is retried.",
+                &["operation"],
+            ),
+            intake_pull_stalled,
             intake_pending,
             intake_unacked,
             tracking_backlog,
@@ -375,7 +407,14 @@ impl Metrics {
         for operation in crate::retry::nats::Operation::ALL {
             m.nats_retries.with_label_values(&[operation.as_str()]).inc_by(0);
         }
+        for operation in
+            [crate::retry::nats::Operation::LedgerWrite, crate::retry::nats::Operation::EventsStore]
+        {
+            m.store_full.with_label_values(&[operation.as_str()]).inc_by(0);
+        }
+        m.intake_paused.with_label_values(&[crate::store::REASON]).set(0);
         for class in crate::class::Class::ALL {
+            m.intake_pull_stalled.with_label_values(&[class.as_str()]).set(0);
             m.intake_pending.with_label_values(&[class.as_str()]).set(0);
             m.intake_unacked.with_label_values(&[class.as_str()]).set(0);
         }
@@ -406,6 +445,8 @@ impl Default for Metrics {
 ///   while the store is full, and times out while JetStream has no leader);
 /// - `stalled` is 0: no batch of events has waited 10 s or more to be stored (a status or
 ///   tracking stream refusing writes that the probe's bucket would take);
+/// - `store_full` is not paused: JetStream has not refused a write because its store is full
+///   since the last refused write was stored ([`crate::store`]; the intake is paused meanwhile);
 /// - `intake`: the intake consumer is bound (or the core subscription made), and the daemon is
 ///   not shutting down.
 ///
@@ -422,6 +463,8 @@ pub struct Readiness {
     /// Event batches waiting [`crate::events::STALLED_AFTER`] or longer to be stored (a stream
     /// that refuses writes although the probe's bucket takes them): not ready while above 0.
     pub stalled: Arc<std::sync::atomic::AtomicUsize>,
+    /// The intake's pause while JetStream's store is full: not ready while paused.
+    pub store_full: crate::store::StoreFull,
 }
 
 impl Default for Readiness {
@@ -433,6 +476,7 @@ impl Default for Readiness {
             nats_responsive: AtomicBool::new(true),
             jetstream_writable: AtomicBool::new(true),
             stalled: Arc::default(),
+            store_full: crate::store::StoreFull::new(),
         }
     }
 }
@@ -444,10 +488,27 @@ impl Readiness {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.nats_ok()
-            && self.jetstream_writable.load(Ordering::Relaxed)
-            && self.stalled.load(Ordering::Relaxed) == 0
-            && self.intake.load(Ordering::Relaxed)
+        self.why_not().is_none()
+    }
+
+    /// Why the daemon is not ready, the first reason found (`/readyz` answers with it), or `None`
+    /// when it is.
+    pub fn why_not(&self) -> Option<&'static str> {
+        if !self.nats.load(Ordering::Relaxed) {
+            Some("not connected to NATS")
+        } else if !self.nats_responsive.load(Ordering::Relaxed) {
+            Some("NATS does not answer")
+        } else if self.store_full.is_paused() {
+            Some("JetStream's store is full; intake is paused")
+        } else if !self.jetstream_writable.load(Ordering::Relaxed) {
+            Some("JetStream refuses writes")
+        } else if self.stalled.load(Ordering::Relaxed) > 0 {
+            Some("status events wait to be stored")
+        } else if !self.intake.load(Ordering::Relaxed) {
+            Some("intake is not running")
+        } else {
+            None
+        }
     }
 }
 
@@ -558,8 +619,15 @@ fn answer(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Resp
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if metrics.show_readiness(ready) => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/readyz" => {
+            metrics.show_readiness(ready);
+            match ready.why_not() {
+                None => text(StatusCode::OK, "ready\n"),
+                Some(why) => {
+                    crate::httpd::text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"))
+                }
+            }
+        }
         _ => text(StatusCode::NOT_FOUND, "not found; try /metrics, /healthz or /readyz\n"),
     }
 }
