@@ -535,7 +535,11 @@ fn load_one(
 ) -> Result<Provider, PluginError> {
     let path = plugin::find(&pc.plugin, &config.plugins.dirs)?;
     let lib = PluginLibrary::load(&path)?;
-    let init = InstanceInit::new(pc.name.clone(), pc.base_url.clone(), pc.settings.clone());
+    let mut init = InstanceInit::new(pc.name.clone(), pc.base_url.clone(), pc.settings.clone());
+    // Only a 1.1 plugin knows the key; a 1.0 one may refuse keys it does not know.
+    if lib.abi_minor() < ABI_1_1 {
+        init.abi_minor = None;
+    }
     let instance = lib.instantiate(&init)?;
     let d = &lib.describe;
     metrics.plugin_info.with_label_values(&[&d.name, &d.version, &lib.abi_version()]).set(1.0);

@@ -119,11 +119,11 @@ impl StoreFull {
         metrics.store_full.with_label_values(&[operation.as_str()]).inc();
         let now = self.now_ms();
         self.0.last_refusal_ms.store(now, Ordering::Relaxed);
-        if self.0.paused.swap(true, Ordering::Relaxed) {
+        if self.0.paused.swap(true, Ordering::SeqCst) {
             tracing::debug!(operation = operation.as_str(), error = %error, "JetStream's store is still full");
             return;
         }
-        metrics.intake_paused.with_label_values(&[REASON]).set(1);
+        self.show(metrics);
         let last = self.0.last_logged_ms.load(Ordering::Relaxed);
         let log = last == 0 || Duration::from_millis(now.saturating_sub(last)) >= LOG_EVERY;
         self.0.pause_logged.store(log, Ordering::Relaxed);
@@ -143,7 +143,7 @@ impl StoreFull {
 
     /// A write refused earlier was stored: there is room again, so the intake resumes.
     pub fn stored_again(&self, metrics: &Metrics) {
-        if self.0.paused.swap(false, Ordering::Relaxed) {
+        if self.0.paused.swap(false, Ordering::SeqCst) {
             self.resumed(metrics, "JetStream stores writes again: intake resumes");
         }
     }
@@ -151,13 +151,26 @@ impl StoreFull {
     /// Ends a pause (`paused` was just cleared): the gauge, the log (when the pause was logged),
     /// and the waiting intake loops.
     fn resumed(&self, metrics: &Metrics, message: &'static str) {
-        metrics.intake_paused.with_label_values(&[REASON]).set(0);
+        self.show(metrics);
         if self.0.pause_logged.swap(false, Ordering::Relaxed) {
             tracing::info!("{message}");
         } else {
             tracing::debug!("{message}");
         }
         self.0.resumed.notify_waiters();
+    }
+
+    /// Sets `notifyd_intake_paused` to the flag, read again after the write: a pause and a resume
+    /// racing from two tasks cannot leave the gauge at the value of the one that lost.
+    fn show(&self, metrics: &Metrics) {
+        let gauge = metrics.intake_paused.with_label_values(&[REASON]);
+        loop {
+            let paused = self.0.paused.load(Ordering::SeqCst);
+            gauge.set(i64::from(paused));
+            if self.0.paused.load(Ordering::SeqCst) == paused {
+                return;
+            }
+        }
     }
 
     /// Waits while the intake is paused. When no write has been refused for [`QUIET_RESUME`],
@@ -170,7 +183,7 @@ impl StoreFull {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             let quiet = self.now_ms().saturating_sub(self.0.last_refusal_ms.load(Ordering::Relaxed));
-            if Duration::from_millis(quiet) >= QUIET_RESUME && self.0.paused.swap(false, Ordering::Relaxed) {
+            if Duration::from_millis(quiet) >= QUIET_RESUME && self.0.paused.swap(false, Ordering::SeqCst) {
                 self.resumed(
                     metrics,
                     "no write was refused for a while: intake resumes to find out whether the store has room",

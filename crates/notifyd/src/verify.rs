@@ -116,8 +116,13 @@ impl Report {
     }
 }
 
-fn init(settings: serde_json::Map<String, serde_json::Value>) -> InstanceInit {
-    InstanceInit::new("verify", Some("http://127.0.0.1:9".into()), settings)
+/// The settings document the daemon would write for `lib` (`abi_minor` only to a 1.1 table).
+fn init(lib: &PluginLibrary, settings: serde_json::Map<String, serde_json::Value>) -> InstanceInit {
+    let mut init = InstanceInit::new("verify", Some("http://127.0.0.1:9".into()), settings);
+    if lib.abi_minor() < 1 {
+        init.abi_minor = None;
+    }
+    init
 }
 
 /// Runs every check on the plugin at `path`. `settings`, a JSON object, are the test instance's
@@ -223,7 +228,7 @@ fn check_instance(
     let source = if given { "--settings" } else { "placeholder settings" };
     let mut refused = Vec::new();
     for settings in candidates {
-        match lib.instantiate(&init(settings.clone())) {
+        match lib.instantiate(&init(lib, settings.clone())) {
             Ok(instance) => {
                 r.check("settings: instance", true, format!("created from {source} {}", keys(&settings)));
                 return Some((instance, settings));
@@ -256,7 +261,7 @@ fn check_unknown_key(
     settings.insert(UNKNOWN_KEY.into(), true.into());
     let with = keys(&settings);
     check_refusal(lib, &settings, refusals);
-    match lib.instantiate(&init(settings)) {
+    match lib.instantiate(&init(lib, settings)) {
         Ok(_) => {
             r.check(name, false, format!("{with} was accepted; an unknown key must be refused, naming it"))
         }
@@ -278,7 +283,7 @@ fn check_refusal(
     settings: &serde_json::Map<String, serde_json::Value>,
     refusals: &mut Conformance,
 ) {
-    let document = serde_json::to_vec(&init(settings.clone())).expect("settings encode as JSON");
+    let document = serde_json::to_vec(&init(lib, settings.clone())).expect("settings encode as JSON");
     let created = lib.instance_new(&document);
     if created.rc != abi::RC_OK {
         refusals.document(&format!("the refusal of {}", keys(settings)), "error_document", &created.answer);
