@@ -92,8 +92,9 @@ struct Inner {
     resumed: tokio::sync::Notify,
 }
 
-/// A pause is logged at ERROR at most this often; one sooner is logged at DEBUG (the gauge and
-/// the counter still show it).
+/// A pause is logged at ERROR at most this often; one that begins sooner is logged at DEBUG (the
+/// gauge and the counter still show it), and at ERROR once it has lasted until this long after
+/// the last logged one.
 pub const LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl StoreFull {
@@ -119,17 +120,23 @@ impl StoreFull {
         metrics.store_full.with_label_values(&[operation.as_str()]).inc();
         let now = self.now_ms();
         self.0.last_refusal_ms.store(now, Ordering::Relaxed);
-        if self.0.paused.swap(true, Ordering::SeqCst) {
-            tracing::debug!(operation = operation.as_str(), error = %error, "JetStream's store is still full");
-            return;
-        }
-        self.show(metrics);
         let last = self.0.last_logged_ms.load(Ordering::Relaxed);
-        let log = last == 0 || Duration::from_millis(now.saturating_sub(last)) >= LOG_EVERY;
-        self.0.pause_logged.store(log, Ordering::Relaxed);
-        if !log {
-            tracing::debug!(operation = operation.as_str(), error = %error, "JetStream's store is full again: intake is paused");
-            return;
+        let log_due = last == 0 || Duration::from_millis(now.saturating_sub(last)) >= LOG_EVERY;
+        if self.0.paused.swap(true, Ordering::SeqCst) {
+            // A pause that began too soon after a logged one to be logged is logged once it has
+            // lasted: the last line an operator reads must not be "intake resumes".
+            let escalate = log_due && !self.0.pause_logged.swap(true, Ordering::Relaxed);
+            if !escalate {
+                tracing::debug!(operation = operation.as_str(), error = %error, "JetStream's store is still full");
+                return;
+            }
+        } else {
+            self.show(metrics);
+            self.0.pause_logged.store(log_due, Ordering::Relaxed);
+            if !log_due {
+                tracing::debug!(operation = operation.as_str(), error = %error, "JetStream's store is full again: intake is paused");
+                return;
+            }
         }
         self.0.last_logged_ms.store(now, Ordering::Relaxed);
         tracing::error!(
@@ -285,6 +292,31 @@ mod tests {
         assert!(logged(&full), "a pause a minute later is logged");
         let text = String::from_utf8(metrics.render()).unwrap();
         assert!(text.contains(r#"notifyd_jetstream_store_full_total{operation="events_store"} 3"#), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_too_soon_to_be_logged_is_logged_once_it_lasts() {
+        let metrics = Metrics::new();
+        let full = StoreFull::new();
+        let logged = |full: &StoreFull| full.0.pause_logged.load(Ordering::Relaxed);
+        let last_logged = |full: &StoreFull| full.0.last_logged_ms.load(Ordering::Relaxed);
+        full.refused(&metrics, Operation::EventsStore, &"insufficient resources");
+        let first = last_logged(&full);
+        full.stored_again(&metrics);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        full.refused(&metrics, Operation::EventsStore, &"insufficient resources");
+        assert!(!logged(&full), "a pause 10 s after a logged one is not logged at once");
+        // Its requests keep retrying every 5 s; the pause lasts until 65 s after the logged one.
+        for _ in 0..11 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            full.refused(&metrics, Operation::EventsStore, &"insufficient resources");
+        }
+        assert!(full.is_paused());
+        assert!(logged(&full), "a pause that lasts past the minute is logged");
+        let second = last_logged(&full);
+        assert!(second > first, "logged again: {first} then {second}");
+        full.refused(&metrics, Operation::EventsStore, &"insufficient resources");
+        assert_eq!(last_logged(&full), second, "and only once");
     }
 
     #[tokio::test(start_paused = true)]
