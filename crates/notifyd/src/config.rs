@@ -87,6 +87,53 @@ impl serde::de::Visitor<'_> for DurationVisitor {
     }
 }
 
+/// A size in bytes: a whole number of bytes, or a string with a unit: `"512MiB"`, `"4 GiB"`,
+/// `"2GB"`. KB, MB, GB and TB are powers of 1000; KiB, MiB, GiB and TiB powers of 1024 (any case).
+fn opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    const EXAMPLES: &str = "a whole number of bytes or a string such as \"512MiB\" or \"4GB\"";
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => {
+            n.as_u64().map(Some).ok_or_else(|| D::Error::custom(format!("must be {EXAMPLES}, not {n}")))
+        }
+        serde_json::Value::String(s) => parse_bytes(&s).map(Some).map_err(D::Error::custom),
+        _ => Err(D::Error::custom(format!("must be {EXAMPLES}"))),
+    }
+}
+
+/// [`opt_bytes`]' reading of a string.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let given: String = text.chars().take(24).collect();
+    let not_a_size = || format!("{given:?} is not a size: a whole number with a unit, e.g. \"512MiB\"");
+    if digits.is_empty() || unit.starts_with([',', '.', '_']) {
+        return Err(not_a_size());
+    }
+    let unit = unit.trim().to_ascii_lowercase();
+    let multiplier: u64 = match unit.as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000_u64.pow(2),
+        "gb" => 1000_u64.pow(3),
+        "tb" => 1000_u64.pow(4),
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(format!("{given:?} has an unknown unit: use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .filter(|&n| i64::try_from(n).is_ok())
+        .ok_or_else(not_a_size)
+}
+
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
 }
@@ -123,6 +170,9 @@ pub struct Config {
     /// The directory relative paths are resolved against (the config file's).
     pub base_dir: PathBuf,
 }
+
+/// The least `[intake] max_bytes`: one request of the largest size NATS takes by default.
+pub const MIN_INTAKE_BYTES: u64 = 1 << 20;
 
 /// The most replicas JetStream keeps of a stream: `[nats] replicas` is 1 to this.
 pub const MAX_REPLICAS: usize = 5;
@@ -293,6 +343,12 @@ pub struct IntakeConfig {
     /// expiry twins (`<prefix>.sms.expire.<provider>.<class>.<lane>`). Default
     /// `NOTIFY_SMS_QUEUE`.
     pub queue_stream: String,
+    /// The intake stream's size limit: beyond it JetStream refuses new requests (the publisher
+    /// gets error 10077 `maximum bytes exceeded`), so a flood of requests cannot fill the store
+    /// that ledger records and status events need. Default: none (the stream grows until the
+    /// server's store is full).
+    #[serde(deserialize_with = "opt_bytes")]
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for IntakeConfig {
@@ -309,6 +365,7 @@ impl Default for IntakeConfig {
             ack_wait: Duration::from_secs(30),
             max_in_flight: 1000,
             queue_stream: "NOTIFY_SMS_QUEUE".into(),
+            max_bytes: None,
         }
     }
 }
@@ -834,6 +891,12 @@ impl Config {
         if self.intake.max_in_flight == 0 {
             problems.push("[intake] max_in_flight must be at least 1".into());
         }
+        if let Some(bytes) = self.intake.max_bytes.filter(|&b| b < MIN_INTAKE_BYTES) {
+            problems.push(format!(
+                "[intake] max_bytes must be at least 1MiB ({MIN_INTAKE_BYTES} bytes, the largest NATS \
+                 message by default), not {bytes}"
+            ));
+        }
         if self.intake.ack_wait < Duration::from_secs(1) {
             problems.push("[intake] ack_wait must be at least 1s".into());
         }
@@ -1317,6 +1380,35 @@ providers = ["sandbox"]
         let text = MINIMAL.replace("plugin = \"sandbox\"", "plugin = \"sandbox\"\nsender = \"+MyShop\"");
         let err = Config::from_toml(&text, Path::new(".")).unwrap_err();
         assert!(err.problems.iter().any(|p| p.contains("sender \"+MyShop\"")), "{:?}", err.problems);
+    }
+
+    #[test]
+    fn intake_max_bytes_takes_bytes_or_a_unit_and_explains_the_rest() {
+        let with = |value: &str| {
+            Config::from_toml(&format!("{MINIMAL}\n[intake]\nmax_bytes = {value}\n"), Path::new("."))
+        };
+        assert_eq!(Config::from_toml(MINIMAL, Path::new(".")).unwrap().intake.max_bytes, None);
+        for (value, bytes) in [
+            ("1048576", 1_048_576),
+            ("\"1MiB\"", 1 << 20),
+            ("\"4 GiB\"", 4 << 30),
+            ("\"2gb\"", 2_000_000_000),
+            ("\"1500000 B\"", 1_500_000),
+            ("\"1TB\"", 1_000_000_000_000),
+        ] {
+            assert_eq!(with(value).unwrap().intake.max_bytes, Some(bytes), "{value}");
+        }
+        for (value, says) in [
+            ("\"1.5GB\"", "is not a size"),
+            ("\"10XB\"", "unknown unit"),
+            ("\"GiB\"", "is not a size"),
+            ("-5", "whole number of bytes"),
+            ("\"99999999TiB\"", "is not a size"),
+            ("1024", "at least 1MiB"),
+        ] {
+            let err = with(value).unwrap_err();
+            assert!(err.problems.iter().any(|p| p.contains(says)), "{value}: {:?}", err.problems);
+        }
     }
 
     #[test]

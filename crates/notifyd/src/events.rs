@@ -280,13 +280,16 @@ impl Batch {
         let stored = loop {
             let mut failed = Vec::new();
             let mut full = None;
+            // How many of `failed` JetStream refused for a full store.
+            let mut refused_full = 0;
             for mut ev in pending {
                 let stored = match ev.ack.take() {
                     Some(ack) => match ack.await {
                         Ok(_) => true,
                         Err(e) => {
-                            if full.is_none() && crate::store::is_store_full(&e) {
-                                full = Some(e);
+                            if crate::store::is_store_full(&e) {
+                                refused_full += 1;
+                                full.get_or_insert(e);
                             }
                             false
                         }
@@ -307,17 +310,19 @@ impl Batch {
                 // Readiness turns false while any batch waits this long (metrics::Readiness).
                 stalled = Some(StalledGuard::new(&self.events.stalled));
             }
-            let error = format!("{} not stored", failed.len());
-            match &full {
-                // Logged once for the whole daemon, not once per batch and retry.
-                Some(e) => {
-                    refused = true;
-                    self.events.store_full.refused(&self.events.metrics, Operation::EventsStore, e);
-                }
-                None => emit(
+            // A full store is logged once for the whole daemon, not once per batch and retry;
+            // events that failed for another reason in the same round are reported as usual.
+            if let Some(e) = &full {
+                refused = true;
+                self.events.store_full.refused(&self.events.metrics, Operation::EventsStore, e);
+            }
+            let other = failed.len() - refused_full;
+            if other > 0 {
+                let error = format!("{other} not stored");
+                emit(
                     &self.events.metrics,
                     Retry { operation: Operation::EventsStore, request: None, error: &error },
-                ),
+                );
             }
             Backoff::NATS.sleep(tries).await;
             for ev in &mut failed {

@@ -92,13 +92,21 @@ async fn sent_per_id(js: &async_nats::jetstream::Context) -> HashMap<String, usi
         .await
         .unwrap();
     let mut sent: HashMap<String, usize> = HashMap::new();
-    let mut messages =
-        consumer.fetch().max_messages(10_000).expires(Duration::from_secs(2)).messages().await.unwrap();
-    while let Some(Ok(msg)) = messages.next().await {
-        let event: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
-        *sent.entry(event["id"].as_str().unwrap().to_owned()).or_default() += 1;
+    // A fetch is answered with at most 1000 messages: fetch until one brings none.
+    loop {
+        let mut messages =
+            consumer.fetch().max_messages(1000).expires(Duration::from_secs(1)).messages().await.unwrap();
+        let mut got = 0;
+        while let Some(Ok(msg)) = messages.next().await {
+            let event: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+            *sent.entry(event["id"].as_str().unwrap().to_owned()).or_default() += 1;
+            msg.ack().await.unwrap();
+            got += 1;
+        }
+        if got == 0 {
+            return sent;
+        }
     }
-    sent
 }
 
 /// The daemon's warnings and errors in `log`, each with how often it was logged (the message,
@@ -308,4 +316,97 @@ async fn a_provider_queue_at_its_bound_does_not_pause_intake() {
         assert_eq!(metric(&daemon, series).await, 0.0, "{series}:\n{}", daemon.log());
     }
     assert!(!daemon.log().contains("JetStream's store is full"), "{}", daemon.log());
+}
+
+/// Publishes requests of about 700 bytes (`<prefix>-<i>`) until JetStream refuses one; returns
+/// how many were stored and the refusal.
+async fn flood(js: &async_nats::jetstream::Context, prefix: &str, at_most: usize) -> (usize, Option<String>) {
+    let text = "x".repeat(600);
+    for i in 0..at_most {
+        let request = json!({"id": format!("{prefix}-{i}"), "to": ["4915171112233"], "text": text});
+        let stored = match js.publish("notify.sms.send.bulk", request.to_string().into()).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = stored {
+            return (i, Some(e));
+        }
+    }
+    (at_most, None)
+}
+
+/// The intake stream's byte limit, discard policy and bytes held.
+async fn intake_limits(
+    js: &async_nats::jetstream::Context,
+) -> (i64, async_nats::jetstream::stream::DiscardPolicy, u64) {
+    let mut stream = js.get_stream("NOTIFY_SMS").await.unwrap();
+    let info = stream.info().await.unwrap();
+    (info.config.max_bytes, info.config.discard, info.state.bytes)
+}
+
+/// Waits until `daemon` has sent `count` requests (60 s).
+async fn sent_count(daemon: &Daemon, count: usize) {
+    let sends = r#"notifyd_provider_requests_total{operation="send",provider="sandbox",result="ok"}"#;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(daemon, sends).await < count as f64 {
+        assert!(Instant::now() < deadline, "not all {count} requests were sent:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `[intake] max_bytes`: a flood of requests is refused at the intake stream's limit (the
+/// publisher gets 10077 `maximum bytes exceeded`) instead of filling the store that ledger
+/// records and status events need; the daemon does not pause for it, and sends what was stored.
+/// An existing stream without a limit is capped when what it holds fits, and kept as it is (with
+/// the command to cap it) when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intake_flood_is_refused_at_intake_max_bytes_and_what_was_stored_is_sent() {
+    use async_nats::jetstream::stream::DiscardPolicy;
+    const LIMIT: i64 = 1 << 20;
+    let nats = NatsServer::start();
+    let capped = SANDBOX_CONFIG.replace("[intake]\n", "[intake]\nmax_bytes = \"1MiB\"\n");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+
+    // A stream made without a limit, holding more than the limit: kept, and said so.
+    let mut daemon = Daemon::start(&nats, SANDBOX_CONFIG);
+    daemon.terminate(Duration::from_secs(10));
+    let (over, refused) = flood(&js, "over", 1700).await;
+    assert_eq!((over, refused), (1700, None), "no limit yet");
+    let (_, discard, held) = intake_limits(&js).await;
+    assert!(held > LIMIT as u64, "the stream holds {held} bytes");
+    assert_eq!(discard, DiscardPolicy::Old);
+    let daemon = Daemon::start(&nats, &capped);
+    let log = daemon.log();
+    assert!(log.contains("more than [intake] max_bytes"), "{log}");
+    assert!(log.contains("nats stream edit NOTIFY_SMS --max-bytes=1048576 --discard new"), "{log}");
+    let (max_bytes, _, _) = intake_limits(&js).await;
+    assert_eq!(max_bytes, -1, "kept: capping it now would delete waiting requests");
+    sent_count(&daemon, over).await;
+    drop(daemon);
+
+    // Emptied, it is capped at the next start.
+    let mut daemon = Daemon::start(&nats, &capped);
+    assert!(daemon.log().contains("the intake stream is capped at [intake] max_bytes"), "{}", daemon.log());
+    let (max_bytes, discard, _) = intake_limits(&js).await;
+    assert_eq!((max_bytes, discard), (LIMIT, DiscardPolicy::New));
+
+    // A flood while no replica takes requests: refused at the limit, nothing stored is dropped.
+    daemon.terminate(Duration::from_secs(10));
+    let (stored, refused) = flood(&js, "flood", 5000).await;
+    let refused = refused.expect("the flood is refused at the limit");
+    assert!(refused.contains("maximum bytes exceeded"), "{refused}");
+    println!("{stored} requests stored, then: {refused}");
+    assert!(stored > 1000 && stored < 1700, "{stored} requests of ~700 bytes stored under 1 MiB");
+    let daemon = Daemon::start(&nats, &capped);
+    sent_count(&daemon, stored).await;
+    let sent = sent_per_id(&js).await;
+    for i in 0..stored {
+        assert_eq!(sent.get(&format!("flood-{i}")), Some(&1), "flood-{i} is sent once");
+    }
+    let metrics = scrape(&daemon).await;
+    assert_eq!(metric_value(&metrics, r#"notifyd_intake_paused{reason="store_full"}"#), Some(0.0));
+    assert!(!daemon.log().contains("JetStream's store is full"), "{}", daemon.log());
+    // And the intake takes requests again.
+    assert_eq!(flood(&js, "after", 5).await, (5, None));
 }

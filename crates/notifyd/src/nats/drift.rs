@@ -413,6 +413,53 @@ pub async fn stream(
     Ok((stream, changed))
 }
 
+/// Caps the stream at `max_bytes` with `discard = new`: JetStream then refuses a publish that
+/// would take it past that size (the publisher gets error 10077 `maximum bytes exceeded`) and
+/// drops nothing it holds. Unlike the limits notifyd sets for itself (only ever raised, see
+/// [`compare`]), this one is the operator's, so a larger limit, or none, is lowered to it, but
+/// only when what the stream holds fits under it: lowering it further would make JetStream
+/// delete waiting requests, so it is then kept and logged with the command that sets it.
+pub async fn cap_bytes(
+    js: &jetstream::Context,
+    mut found: stream::Stream,
+    max_bytes: u64,
+) -> Result<stream::Stream, SetupError> {
+    let name = found.cached_info().config.name.clone();
+    let error = |kind, e: &dyn std::fmt::Display| SetupError::new(kind, ObjectKind::Stream, &name, e);
+    let info = found.info().await.map_err(|e| error(SetupErrorKind::Read, &e))?.clone();
+    let want = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+    let have = &info.config;
+    if have.max_bytes == want && have.discard == stream::DiscardPolicy::New {
+        return Ok(found);
+    }
+    let was = if limit(have.max_bytes) == -1 { "none".to_owned() } else { have.max_bytes.to_string() };
+    let fix = format!("nats stream edit {name} --max-bytes={want} --discard new --force");
+    if limit(have.max_bytes) != want && info.state.bytes > max_bytes {
+        tracing::warn!(
+            stream = %name, found = %was, wanted = want, holds = info.state.bytes, fix = %fix,
+            "the intake stream holds {} bytes, more than [intake] max_bytes = {want}; its limit ({was}) \
+             is kept (lowering it now would delete waiting requests). Run `{fix}` once it holds less",
+            info.state.bytes
+        );
+        return Ok(found);
+    }
+    let updated = stream::Config { max_bytes: want, discard: stream::DiscardPolicy::New, ..have.clone() };
+    match js.update_stream(&updated).await {
+        Ok(_) => {
+            tracing::info!(stream = %name, found = %was, wanted = want, "the intake stream is capped at [intake] max_bytes");
+            js.get_stream(&name).await.map_err(|e| error(SetupErrorKind::Read, &e))
+        }
+        Err(e) => {
+            tracing::error!(
+                stream = %name, error = %e, fix = %fix,
+                "JetStream refused to cap the intake stream at [intake] max_bytes = {want}; notifyd uses \
+                 it as it is. To set the limit: `{fix}`"
+            );
+            Ok(found)
+        }
+    }
+}
+
 /// How long start-up waits for a stream whose replicas were changed to have them (its new peers
 /// assigned and a leader), before it goes on (creating a consumer on a stream still being
 /// scaled fails with "insufficient resources").

@@ -373,16 +373,18 @@ pub async fn intake_queue(
     consumer: &str,
     ack_wait: Duration,
 ) -> Result<(stream::Stream, IntakeConsumers), SetupError> {
-    replicated_intake_queue(js, name, prefix, consumer, ack_wait, &Replication::default()).await
+    replicated_intake_queue(js, name, prefix, consumer, ack_wait, None, &Replication::default()).await
 }
 
-/// [`intake_queue`] with `replication` (see [`drift`]).
+/// [`intake_queue`] with `replication` (see [`drift`]) and the size limit `max_bytes`
+/// (`[intake] max_bytes`, see [`drift::cap_bytes`]).
 async fn replicated_intake_queue(
     js: &jetstream::Context,
     name: &str,
     prefix: &str,
     consumer: &str,
     ack_wait: Duration,
+    max_bytes: Option<u64>,
     replication: &Replication,
 ) -> Result<(stream::Stream, IntakeConsumers), SetupError> {
     let config = stream::Config {
@@ -393,7 +395,10 @@ async fn replicated_intake_queue(
         duplicate_window: DUPLICATE_WINDOW,
         ..Default::default()
     };
-    let (stream, changed) = drift::stream(js, config, replication).await?;
+    let (mut stream, changed) = drift::stream(js, config, replication).await?;
+    if let Some(max_bytes) = max_bytes {
+        stream = drift::cap_bytes(js, stream, max_bytes).await?;
+    }
     if let Some(d) = changed.iter().find(|d| d.setting == "subjects") {
         tracing::info!(stream = name, subjects = %d.wanted, "added the per-class subjects to the intake stream");
     }
@@ -510,6 +515,7 @@ pub async fn set_up(js: &jetstream::Context, cfg: &Config) -> Result<Objects, Se
             prefix,
             &cfg.intake.consumer,
             cfg.intake.ack_wait,
+            cfg.intake.max_bytes,
             &replication,
         )
         .await?;
