@@ -191,16 +191,16 @@ pub async fn sync_paired(
     all
 }
 
-/// `a / b = ratio` for each pair, and the median ratio.
+/// `a → b: b/a` for each pair (the second figure as a share of the first), and the median ratio.
 fn ratio_list(pairs: &[(f64, f64)]) -> String {
     let mut ratios = Vec::new();
     let mut listed = Vec::new();
     for &(a, b) in pairs {
         if a > 0.0 && b > 0.0 {
             ratios.push(b / a);
-            listed.push(format!("{a:.0} / {b:.0} = {:.2}", b / a));
+            listed.push(format!("{a:.0} → {b:.0}: {:.2}", b / a));
         } else {
-            listed.push(format!("{a:.0} / {b:.0} = n/a"));
+            listed.push(format!("{a:.0} → {b:.0}: n/a"));
         }
     }
     ratios.sort_by(f64::total_cmp);

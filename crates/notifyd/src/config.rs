@@ -123,7 +123,9 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         "tib" => 1 << 40,
         _ => {
-            return Err(format!("{given:?} has an unknown unit: use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"));
+            return Err(format!(
+                "{given:?} has an unknown unit: use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"
+            ));
         }
     };
     digits

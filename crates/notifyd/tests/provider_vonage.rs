@@ -236,3 +236,28 @@ fn verify_passes_on_the_vonage_plugin() {
         assert!(shown.contains(check), "{check}:\n{shown}");
     }
 }
+
+#[test]
+fn the_example_config_checks_out() {
+    // The example names the library `make` builds in plugins/c-vonage; the test's build of the
+    // same source stands in for it.
+    let example = std::fs::read_to_string(workspace_root().join("config/examples/c-vonage.toml")).unwrap();
+    let library = "../../plugins/c-vonage/libnotifyd_vonage.so";
+    assert!(example.contains(library), "{example}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("notifyd.toml");
+    std::fs::write(&config, example.replace(library, vonage_plugin().to_str().unwrap())).unwrap();
+    let output = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(&config)
+        .env("VONAGE_API_SECRET", "example-secret")
+        .env_remove("NOTIFYD_LOG")
+        .output()
+        .expect("run notifyd check-config");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("1 providers, 1 routes"), "{stdout}");
+    assert!(!format!("{stdout}{stderr}").contains("example-secret"), "{stdout}{stderr}");
+}
