@@ -109,18 +109,9 @@ fn scale_to_three_replicas(cluster: &NatsCluster) -> Vec<String> {
         let info = cluster.request(0, &format!("$JS.API.STREAM.INFO.{stream}"), "").unwrap();
         let mut config = info["config"].clone();
         config["num_replicas"] = 3.into();
-        // A cluster just formed may still count a peer as offline for placement (10005 "no
-        // suitable peers for placement, peer offline", in 1 of 8 runs) until its first statistics
-        // reach the meta leader: asked again.
-        loop {
-            let updated =
-                cluster.request(0, &format!("$JS.API.STREAM.UPDATE.{stream}"), &config.to_string()).unwrap();
-            if updated.get("error").is_none() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "scaling {stream} to 3 replicas: {updated}");
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        let updated =
+            cluster.request(0, &format!("$JS.API.STREAM.UPDATE.{stream}"), &config.to_string()).unwrap();
+        assert!(updated.get("error").is_none(), "scaling {stream} to 3 replicas: {updated}");
     }
     for stream in &streams {
         let consumers = cluster.request(0, &format!("$JS.API.CONSUMER.NAMES.{stream}"), "{}").unwrap();
