@@ -45,7 +45,8 @@ pub fn urgent_slots(max_in_flight: usize) -> usize {
 }
 
 /// Every 5 s, reads the consumers' backlog into `notifyd_intake_pending_messages{class}`,
-/// `notifyd_intake_unacked_messages{class}` and `notifyd_tracking_backlog_messages`, and whether
+/// `notifyd_intake_unacked_messages{class}` and `notifyd_tracking_backlog_messages`, the intake
+/// stream's size and limit into `notifyd_intake_stream_bytes` and `_max_bytes`, and whether
 /// a consumer with a backlog has gone without a live pull from this replica (`watches`, in the
 /// order of [`crate::nats::IntakeConsumers::lanes`]) into `notifyd_intake_pull_stalled{class}`.
 pub async fn observe_backlog(
@@ -62,6 +63,11 @@ pub async fn observe_backlog(
             _ = tick.tick() => {}
         }
         if let Some(intake) = &intake {
+            if let Ok(info) = intake.stream.clone().info().await {
+                let bytes = i64::try_from(info.state.bytes).unwrap_or(i64::MAX);
+                metrics.intake_stream_bytes.set(bytes);
+                metrics.intake_stream_max_bytes.set(info.config.max_bytes.max(0));
+            }
             // Per class; the plain subject's requests count as `normal` (their class is decided
             // later, by their route). A class whose consumer cannot be read keeps its last value.
             let mut pending = [Some(0u64); 3];

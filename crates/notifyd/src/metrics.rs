@@ -69,6 +69,11 @@ pub struct MetricSet {
     /// `notifyd_intake_unacked_messages{class}`: each intake consumer's unacked requests.
     pub intake_unacked: IntGaugeVec,
     pub tracking_backlog: IntGauge,
+    /// `notifyd_intake_stream_bytes`: what the intake stream holds, in bytes.
+    pub intake_stream_bytes: IntGauge,
+    /// `notifyd_intake_stream_max_bytes`: the intake stream's size limit (`[intake] max_bytes`,
+    /// or one set by hand); 0 when it has none.
+    pub intake_stream_max_bytes: IntGauge,
     /// `notifyd_intake_paused{reason}`: 1 while this replica's intake takes no new requests for
     /// `reason` (`store_full`: JetStream's store is full, [`crate::store`]).
     pub intake_paused: IntGaugeVec,
@@ -163,6 +168,15 @@ impl Metrics {
         let tracking_backlog = int_gauge(
             "notifyd_tracking_backlog_messages",
             "Sent messages whose final status is still awaited (tracking stream, all replicas).",
+        );
+        let intake_stream_bytes = int_gauge(
+            "notifyd_intake_stream_bytes",
+            "Bytes the intake stream holds (requests waiting or being worked on, all replicas).",
+        );
+        let intake_stream_max_bytes = int_gauge(
+            "notifyd_intake_stream_max_bytes",
+            "The intake stream's size limit in bytes ([intake] max_bytes); 0 when it has none. A publish \
+             beyond it is refused.",
         );
         let intake_paused = int_gauge_vec(
             "notifyd_intake_paused",
@@ -387,6 +401,8 @@ impl Metrics {
             nats_connected,
             nats_reconnects,
             intake_paused,
+            intake_stream_bytes,
+            intake_stream_max_bytes,
             store_full: counter(
                 &r,
                 "notifyd_jetstream_store_full_total",

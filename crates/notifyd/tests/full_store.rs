@@ -354,6 +354,19 @@ async fn sent_count(daemon: &Daemon, count: usize) {
     }
 }
 
+/// Waits until `series` reads `value` (10 s: the backlog observer reads every 5 s).
+async fn gauge_reaches(daemon: &Daemon, series: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = metric_value(&scrape(daemon).await, series);
+        if now == Some(value) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{series} is {now:?}, not {value}:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// `[intake] max_bytes`: a flood of requests is refused at the intake stream's limit (the
 /// publisher gets 10077 `maximum bytes exceeded`) instead of filling the store that ledger
 /// records and status events need; the daemon does not pause for it, and sends what was stored.
@@ -390,6 +403,7 @@ async fn an_intake_flood_is_refused_at_intake_max_bytes_and_what_was_stored_is_s
     assert!(daemon.log().contains("the intake stream is capped at [intake] max_bytes"), "{}", daemon.log());
     let (max_bytes, discard, _) = intake_limits(&js).await;
     assert_eq!((max_bytes, discard), (LIMIT, DiscardPolicy::New));
+    gauge_reaches(&daemon, "notifyd_intake_stream_max_bytes", LIMIT as f64).await;
 
     // A flood while no replica takes requests: refused at the limit, nothing stored is dropped.
     daemon.terminate(Duration::from_secs(10));

@@ -242,6 +242,8 @@ pub struct IntakeConsumers {
     pub normal: consumer::PullConsumer,
     /// `<intake.consumer>_bulk`: `<prefix>.sms.send.bulk`.
     pub bulk: consumer::PullConsumer,
+    /// The intake stream itself (its size, for `notifyd_intake_stream_bytes`).
+    pub stream: stream::Stream,
 }
 
 impl IntakeConsumers {
@@ -416,7 +418,7 @@ async fn replicated_intake_queue(
     let urgent = lane(Some(Class::Urgent)).await?;
     let normal = lane(Some(Class::Normal)).await?;
     let bulk = lane(Some(Class::Bulk)).await?;
-    Ok((stream, IntakeConsumers { main, urgent, normal, bulk }))
+    Ok((stream.clone(), IntakeConsumers { main, urgent, normal, bulk, stream }))
 }
 
 /// The durable consumer `name` of the intake stream, taking `subject`: created when missing, its
