@@ -7,69 +7,33 @@ mod common;
 
 use async_nats::jetstream::{self, stream};
 use common::{Daemon, SANDBOX_CONFIG, free_port};
-use notifyd_testkit::NatsServer;
+use notifyd_testkit::{NatsCluster, NatsServer};
 use std::time::{Duration, Instant};
 
-/// Three nats-servers routed to each other on loopback ports, JetStream clustered.
-struct Cluster {
-    servers: Vec<NatsServer>,
-}
+/// A 3-node JetStream cluster on loopback ports (the kit's: it returns once a stream with three
+/// replicas can be placed, so a daemon started next finds every peer).
+struct Cluster(NatsCluster);
 
 impl Cluster {
-    /// Starts the servers and waits (at most 30 s) until a stream with 3 replicas can be created,
-    /// so a daemon started next finds every peer.
     async fn start() -> Cluster {
-        let ports = [free_port(), free_port(), free_port()];
-        let routes: Vec<String> = ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
-        let servers = ports
-            .iter()
-            .map(|port| {
-                NatsServer::builder()
-                    .args([
-                        "--cluster",
-                        &format!("nats://127.0.0.1:{port}"),
-                        "--cluster_name",
-                        "notifyd-replication",
-                    ])
-                    .args(["--routes", &routes.join(",")])
-                    .start()
-            })
-            .collect();
-        let cluster = Cluster { servers };
-        let js = cluster.jetstream().await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let probe = stream::Config {
-            name: "PROBE".into(),
-            subjects: vec!["probe".into()],
-            num_replicas: 3,
-            ..Default::default()
-        };
-        loop {
-            match js.create_stream(probe.clone()).await {
-                Ok(_) => break,
-                Err(e) => assert!(Instant::now() < deadline, "the cluster did not form in 30 s: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        js.delete_stream("PROBE").await.unwrap();
-        cluster
-    }
-
-    /// Every server's client URL, comma separated, as `[nats] url` takes them.
-    fn urls(&self) -> String {
-        self.servers.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+        Cluster(tokio::task::spawn_blocking(NatsCluster::start).await.unwrap())
     }
 
     async fn jetstream(&self) -> jetstream::Context {
-        jetstream::new(async_nats::connect(self.servers[0].url()).await.unwrap())
+        jetstream::new(async_nats::connect(self.0.url(0)).await.unwrap())
     }
 
     /// A sandbox daemon config on this cluster with `nats_extra` under `[nats]` and `extra` at
     /// the end.
     fn config(&self, nats_extra: &str, extra: &str) -> String {
         let config =
-            SANDBOX_CONFIG.replace("url = \"{nats}\"", &format!("url = \"{}\"\n{nats_extra}", self.urls()));
+            SANDBOX_CONFIG.replace("url = \"{nats}\"", &format!("url = \"{}\"\n{nats_extra}", self.0.urls()));
         format!("{config}\n{extra}")
+    }
+
+    /// A daemon with `config` (from [`Cluster::config`]), not waited for.
+    fn daemon(&self, config: &str) -> Daemon {
+        Daemon::start_unready_at(&self.0.urls(), config)
     }
 }
 
@@ -89,7 +53,7 @@ async fn every_stream_and_bucket_is_created_with_the_replicas_asked_for() {
     let callbacks = format!("[callbacks]\nlisten = \"127.0.0.1:{}\"", free_port());
     let config = cluster.config("replicas = 3", &callbacks);
     // Scaling streams on a cluster takes longer than a plain start (up to 15 s per change).
-    let mut daemon = Daemon::start_unready(&cluster.servers[0], &config);
+    let mut daemon = cluster.daemon(&config);
     daemon.wait_ready_for(Duration::from_secs(60));
     for name in [
         "NOTIFY_SMS",
@@ -113,7 +77,7 @@ async fn every_stream_and_bucket_is_created_with_the_replicas_asked_for() {
     // Core mode: the held stream too.
     let core = config.replace("[intake]\n", "[intake]\nmode = \"core\"\n");
     // Scaling streams on a cluster takes longer than a plain start (up to 15 s per change).
-    let mut daemon = Daemon::start_unready(&cluster.servers[0], &core);
+    let mut daemon = cluster.daemon(&core);
     daemon.wait_ready_for(Duration::from_secs(60));
     assert_eq!(replicas(&js, "NOTIFY_SMS_HELD").await, (3, 2), "{}", daemon.log());
 }
@@ -160,7 +124,7 @@ async fn existing_single_replica_streams_are_reported_and_scaled() {
     assert_eq!(replicas(&js, "NOTIFY_SMS_TRACKING").await, (1, 0));
 
     // Scaling streams on a cluster takes longer than a plain start (up to 15 s per change).
-    let mut daemon = Daemon::start_unready(&cluster.servers[0], &cluster.config("replicas = 3", ""));
+    let mut daemon = cluster.daemon(&cluster.config("replicas = 3", ""));
     daemon.wait_ready_for(Duration::from_secs(60));
     let log = daemon.log();
     for name in ["NOTIFY_SMS_TRACKING", "NOTIFY_SMS_DEAD"] {

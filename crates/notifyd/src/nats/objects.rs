@@ -90,12 +90,21 @@ impl SetupError {
     }
 
     /// Whether JetStream only did not answer in time (a leader election, a server starting or
-    /// paused): worth trying again, where a refusal is not.
+    /// paused), or could not place a stream's replicas on servers now (10005 "no suitable peers
+    /// for placement": a server down for a restart, or a cluster that has just formed): worth
+    /// trying again, where a refusal is not. A cluster that lacks servers for good keeps failing
+    /// placement, and start-up gives up after its patience, saying how many servers it needs.
     pub fn is_transient(&self) -> bool {
         let reason = self.reason.to_ascii_lowercase();
-        ["timed out", "timeout", "no responders", "temporarily unavailable"]
-            .iter()
-            .any(|t| reason.contains(t))
+        [
+            "timed out",
+            "timeout",
+            "no responders",
+            "temporarily unavailable",
+            "no suitable peers for placement",
+        ]
+        .iter()
+        .any(|t| reason.contains(t))
     }
 }
 
@@ -645,6 +654,21 @@ mod tests {
         assert!(!subject_covers("notify.sms.send.>", "notify.sms.send"));
         assert!(subject_covers("*.sms.send.bulk", "notify.sms.send.bulk"));
         assert!(!subject_covers("notify.sms.status.>", "notify.sms.send.bulk"));
+    }
+
+    #[test]
+    fn start_up_tries_again_after_a_timeout_or_a_placement_a_cluster_cannot_make_yet() {
+        let error =
+            |reason: &str| SetupError::new(SetupErrorKind::Create, ObjectKind::Stream, "NOTIFY_SMS", reason);
+        // Seen when a 3-node cluster had just formed (tests/cluster.rs, a CI run).
+        assert!(
+            error("no suitable peers for placement, peer offline (code 400, error code 10005)")
+                .is_transient()
+        );
+        assert!(error("jetstream request timed out").is_transient());
+        assert!(error("no responders").is_transient());
+        assert!(!error("stream name already in use with a different configuration").is_transient());
+        assert!(!error("insufficient resources (code 503, error code 10023)").is_transient());
     }
 
     #[test]

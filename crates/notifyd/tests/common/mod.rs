@@ -45,7 +45,12 @@ impl Daemon {
     /// Like [`Daemon::start`], without waiting for `/readyz` (for a daemon that starts while NATS
     /// does not answer); [`Daemon::wait_ready`] waits.
     pub fn start_unready(nats: &NatsServer, config: &str) -> Daemon {
-        let mut d = Self::write(&nats.url(), config, &[]);
+        Self::start_unready_at(&nats.url(), config)
+    }
+
+    /// [`Daemon::start_unready`] with `{nats}` filled in with `url`.
+    pub fn start_unready_at(url: &str, config: &str) -> Daemon {
+        let mut d = Self::write(url, config, &[]);
         d.spawn_only();
         d
     }
