@@ -94,7 +94,11 @@ fn opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     const EXAMPLES: &str = "a whole number of bytes or a string such as \"512MiB\" or \"4GB\"";
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::Number(n) => {
-            n.as_u64().map(Some).ok_or_else(|| D::Error::custom(format!("must be {EXAMPLES}, not {n}")))
+            // As a string's: a size JetStream can hold (an i64).
+            n.as_u64()
+                .filter(|&b| i64::try_from(b).is_ok())
+                .map(Some)
+                .ok_or_else(|| D::Error::custom(format!("must be {EXAMPLES}, not {n}")))
         }
         serde_json::Value::String(s) => parse_bytes(&s).map(Some).map_err(D::Error::custom),
         _ => Err(D::Error::custom(format!("must be {EXAMPLES}"))),
@@ -893,6 +897,13 @@ impl Config {
         if self.intake.max_in_flight == 0 {
             problems.push("[intake] max_in_flight must be at least 1".into());
         }
+        if self.intake.max_bytes.is_some() && self.intake.mode == IntakeMode::Core {
+            problems.push(
+                "[intake] max_bytes limits the intake stream of mode = \"jetstream\"; core mode has none: \
+                 remove the key"
+                    .into(),
+            );
+        }
         if let Some(bytes) = self.intake.max_bytes.filter(|&b| b < MIN_INTAKE_BYTES) {
             problems.push(format!(
                 "[intake] max_bytes must be at least 1MiB ({MIN_INTAKE_BYTES} bytes, the largest NATS \
@@ -1390,6 +1401,20 @@ providers = ["sandbox"]
             Config::from_toml(&format!("{MINIMAL}\n[intake]\nmax_bytes = {value}\n"), Path::new("."))
         };
         assert_eq!(Config::from_toml(MINIMAL, Path::new(".")).unwrap().intake.max_bytes, None);
+        // A number beyond what JetStream holds (only an environment variable can give one: TOML
+        // stops at i64) is refused like a string.
+        #[derive(Debug, Deserialize)]
+        struct Size {
+            #[serde(deserialize_with = "opt_bytes")]
+            #[allow(dead_code)]
+            max_bytes: Option<u64>,
+        }
+        let huge = serde_json::json!({"max_bytes": 9_223_372_036_854_775_808_u64});
+        let err = serde_json::from_value::<Size>(huge).unwrap_err().to_string();
+        assert!(err.contains("whole number of bytes"), "{err}");
+        let core = format!("{MINIMAL}\n[intake]\nmode = \"core\"\nmax_bytes = \"1GiB\"\n");
+        let err = Config::from_toml(&core, Path::new(".")).unwrap_err();
+        assert!(err.problems.iter().any(|p| p.contains("core mode has none")), "{:?}", err.problems);
         for (value, bytes) in [
             ("1048576", 1_048_576),
             ("\"1MiB\"", 1 << 20),

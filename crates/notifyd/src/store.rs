@@ -82,14 +82,24 @@ struct Inner {
     paused: AtomicBool,
     /// When the last refusal happened: milliseconds since `base`.
     last_refusal_ms: AtomicU64,
-    /// When a pause was last logged at ERROR (0: never), so a store that flaps at its limit
-    /// logs at most once every [`LOG_EVERY`].
-    last_logged_ms: AtomicU64,
-    /// Whether the current pause was logged (its end is then logged too).
-    pause_logged: AtomicBool,
+    /// What was logged, decided under a lock: the writers refused at once when the store fills
+    /// up (hundreds of them) must log one line between them, and a resume racing a refusal must
+    /// not leave "intake is paused" as the last line. Refusals and resumes are rare; the intake
+    /// only reads `paused`.
+    log: std::sync::Mutex<Logged>,
     base: std::sync::OnceLock<Instant>,
     /// Wakes the paused intake loops when the pause ends.
     resumed: tokio::sync::Notify,
+}
+
+/// See [`Inner::log`].
+#[derive(Default)]
+struct Logged {
+    /// When a pause was last logged at ERROR (0: never), so a store that flaps at its limit
+    /// logs at most once every [`LOG_EVERY`].
+    at_ms: u64,
+    /// Whether the current pause was logged (its end is then logged too).
+    this_pause: bool,
 }
 
 /// A pause is logged at ERROR at most this often; one that begins sooner is logged at DEBUG (the
@@ -120,25 +130,27 @@ impl StoreFull {
         metrics.store_full.with_label_values(&[operation.as_str()]).inc();
         let now = self.now_ms();
         self.0.last_refusal_ms.store(now, Ordering::Relaxed);
-        let last = self.0.last_logged_ms.load(Ordering::Relaxed);
-        let log_due = last == 0 || Duration::from_millis(now.saturating_sub(last)) >= LOG_EVERY;
-        if self.0.paused.swap(true, Ordering::SeqCst) {
-            // A pause that began too soon after a logged one to be logged is logged once it has
-            // lasted: the last line an operator reads must not be "intake resumes".
-            let escalate = log_due && !self.0.pause_logged.swap(true, Ordering::Relaxed);
-            if !escalate {
-                tracing::debug!(operation = operation.as_str(), error = %error, "JetStream's store is still full");
-                return;
-            }
-        } else {
+        if !self.0.paused.swap(true, Ordering::SeqCst) {
             self.show(metrics);
-            self.0.pause_logged.store(log_due, Ordering::Relaxed);
-            if !log_due {
-                tracing::debug!(operation = operation.as_str(), error = %error, "JetStream's store is full again: intake is paused");
-                return;
-            }
         }
-        self.0.last_logged_ms.store(now, Ordering::Relaxed);
+        let log = {
+            let mut logged = self.logged();
+            // Under the lock, the pause still holds (a resume may have come in between), and this
+            // pause is not logged yet. A pause that began too soon after a logged one is logged
+            // once it has lasted until LOG_EVERY after it: the last line an operator reads must
+            // not be "intake resumes" while the intake is paused.
+            let due =
+                logged.at_ms == 0 || Duration::from_millis(now.saturating_sub(logged.at_ms)) >= LOG_EVERY;
+            let log = self.is_paused() && !logged.this_pause && due;
+            if log {
+                *logged = Logged { at_ms: now, this_pause: true };
+            }
+            log
+        };
+        if !log {
+            tracing::debug!(operation = operation.as_str(), error = %error, "JetStream's store is full: intake is paused");
+            return;
+        }
         tracing::error!(
             operation = operation.as_str(),
             error = %error,
@@ -159,12 +171,19 @@ impl StoreFull {
     /// and the waiting intake loops.
     fn resumed(&self, metrics: &Metrics, message: &'static str) {
         self.show(metrics);
-        if self.0.pause_logged.swap(false, Ordering::Relaxed) {
+        let logged = std::mem::take(&mut self.logged().this_pause);
+        if logged {
             tracing::info!("{message}");
         } else {
             tracing::debug!("{message}");
         }
         self.0.resumed.notify_waiters();
+    }
+
+    /// What was logged (a panic while it was held cannot have left it half-written: it is two
+    /// plain values).
+    fn logged(&self) -> std::sync::MutexGuard<'_, Logged> {
+        self.0.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sets `notifyd_intake_paused` to the flag, read again after the write: a pause and a resume
@@ -278,7 +297,7 @@ mod tests {
     async fn a_store_that_flaps_at_its_limit_logs_a_pause_at_most_once_a_minute() {
         let metrics = Metrics::new();
         let full = StoreFull::new();
-        let logged = |full: &StoreFull| full.0.pause_logged.load(Ordering::Relaxed);
+        let logged = |full: &StoreFull| full.logged().this_pause;
         full.refused(&metrics, Operation::EventsStore, &"maximum bytes exceeded");
         assert!(logged(&full), "the first pause is logged");
         full.stored_again(&metrics);
@@ -298,8 +317,8 @@ mod tests {
     async fn a_pause_too_soon_to_be_logged_is_logged_once_it_lasts() {
         let metrics = Metrics::new();
         let full = StoreFull::new();
-        let logged = |full: &StoreFull| full.0.pause_logged.load(Ordering::Relaxed);
-        let last_logged = |full: &StoreFull| full.0.last_logged_ms.load(Ordering::Relaxed);
+        let logged = |full: &StoreFull| full.logged().this_pause;
+        let last_logged = |full: &StoreFull| full.logged().at_ms;
         full.refused(&metrics, Operation::EventsStore, &"insufficient resources");
         let first = last_logged(&full);
         full.stored_again(&metrics);
@@ -317,6 +336,48 @@ mod tests {
         assert!(second > first, "logged again: {first} then {second}");
         full.refused(&metrics, Operation::EventsStore, &"insufficient resources");
         assert_eq!(last_logged(&full), second, "and only once");
+    }
+
+    /// Counts the ERROR events logged through it.
+    struct CountErrors(Arc<AtomicU64>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountErrors {
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            if *event.metadata().level() == tracing::Level::ERROR {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[test]
+    fn writers_refused_at_the_same_moment_log_the_pause_once() {
+        use tracing_subscriber::layer::SubscriberExt;
+        // The moment the store fills up, every write in flight is refused at once. An earlier
+        // build logged the pause more than once in about 1 of 8 such rounds.
+        for _ in 0..200 {
+            let errors = Arc::new(AtomicU64::new(0));
+            let dispatch =
+                tracing::Dispatch::new(tracing_subscriber::registry().with(CountErrors(errors.clone())));
+            let (full, metrics) = (StoreFull::new(), Metrics::new());
+            let start = Arc::new(std::sync::Barrier::new(8));
+            let writers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (full, metrics, start, dispatch) =
+                        (full.clone(), metrics.clone(), start.clone(), dispatch.clone());
+                    std::thread::spawn(move || {
+                        tracing::dispatcher::with_default(&dispatch, || {
+                            start.wait();
+                            full.refused(&metrics, Operation::EventsStore, &"insufficient resources");
+                        })
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            assert!(full.is_paused());
+            assert_eq!(errors.load(Ordering::Relaxed), 1, "one ERROR line for one pause");
+        }
     }
 
     #[tokio::test(start_paused = true)]

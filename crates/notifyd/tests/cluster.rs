@@ -486,7 +486,8 @@ where
         };
         assert!(
             is > was,
-            "replica {i} sent nothing after the fault ({was} before, {is} in all); its log is below"
+            "replica {i} sent nothing after the fault ({was} before, {is} in all):\n{}",
+            s.replicas[i].0.log()
         );
     }
     outcome
