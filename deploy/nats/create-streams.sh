@@ -28,14 +28,22 @@ LEDGER=${LEDGER:-notifyd_ledger}                # [intake] ledger_bucket
 CALLBACK_TTL=${CALLBACK_TTL:-49h}               # [tracking] window + 1h
 MAX_UNMATCHED=${MAX_UNMATCHED:-100000}          # [callbacks] max_unmatched
 REPLICAS=${REPLICAS:-3}
+INTAKE_MAX_BYTES=${INTAKE_MAX_BYTES:-}          # [intake] max_bytes, in bytes (e.g. 4294967296); empty: none
 
 case "${1:-create}" in
 create)
     # Requests: work queue, kept until acknowledged; the plain subject and one per traffic class.
+    # With INTAKE_MAX_BYTES, a publish beyond it is refused (discard new), as [intake] max_bytes does.
+    if [ -n "$INTAKE_MAX_BYTES" ]; then
+        intake_limit="--max-bytes $INTAKE_MAX_BYTES --discard new"
+    else
+        intake_limit="--discard old"
+    fi
+    # shellcheck disable=SC2086 # intake_limit is two flags, split on purpose
     nats stream add "$STREAM" \
         --subjects "$PREFIX.sms.send,$PREFIX.sms.send.urgent,$PREFIX.sms.send.normal,$PREFIX.sms.send.bulk" \
         --storage file --retention work \
-        --discard old --dupe-window 2m --replicas "$REPLICAS" --defaults
+        $intake_limit --dupe-window 2m --replicas "$REPLICAS" --defaults
     # Status events: kept 7 days for replay.
     nats stream add "$STATUS_STREAM" --subjects "$PREFIX.sms.status.>" --storage file --retention limits \
         --discard old --max-age 168h --dupe-window 2m --replicas "$REPLICAS" --defaults
