@@ -91,8 +91,8 @@ impl SetupError {
 
     /// Whether JetStream only did not answer in time (a leader election, a server starting or
     /// paused), or could not place a stream's replicas on servers now (10005 "no suitable peers
-    /// for placement": a server down for a restart, or a cluster that has just formed): worth
-    /// trying again, where a refusal is not. A cluster that lacks servers for good keeps failing
+    /// for placement", as a cluster that has just formed answers for a moment): worth trying
+    /// again, where a refusal is not. A cluster that lacks servers for good keeps failing
     /// placement, and start-up gives up after its patience, saying how many servers it needs.
     pub fn is_transient(&self) -> bool {
         let reason = self.reason.to_ascii_lowercase();
