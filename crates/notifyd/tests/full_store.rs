@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Daemon, SANDBOX_CONFIG, http_get, metric_value};
+use common::{Daemon, SANDBOX_CONFIG, fill_store, http_get, metric_value};
 use futures::StreamExt;
 use notifyd_testkit::NatsServer;
 use serde_json::json;
@@ -39,29 +39,6 @@ impl Drop for Stopped {
     fn drop(&mut self) {
         signal(self.0, "CONT");
     }
-}
-
-/// Fills the server's store with a stream of the test's own (`FILL`) until a write is refused.
-async fn fill(js: &async_nats::jetstream::Context) {
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "FILL".into(),
-        subjects: vec!["fill.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let chunk = bytes::Bytes::from(vec![b'x'; 1_000_000]);
-    for i in 0..1000 {
-        let stored = match js.publish(format!("fill.{i}"), chunk.clone()).await {
-            Ok(ack) => ack.await,
-            Err(e) => panic!("publish: {e}"),
-        };
-        if let Err(e) = stored {
-            println!("the store is full after {i} MB: {e:?}");
-            return;
-        }
-    }
-    panic!("the store did not fill up");
 }
 
 async fn scrape(daemon: &Daemon) -> String {
@@ -143,7 +120,7 @@ async fn a_full_store_pauses_intake_and_resumes_when_space_returns() {
         let request = json!({"id": format!("full-{i}"), "to": ["4915171112233"], "text": "hi"});
         js.publish("notify.sms.send", request.to_string().into()).await.unwrap().await.unwrap();
     }
-    fill(&js).await;
+    fill_store(&js).await;
     let log_before = daemon.log().len();
     drop(stopped);
 

@@ -277,18 +277,8 @@ fn the_example_config_checks_out() {
     // library it built.
     plugin("intellisoftware");
     let example = workspace_root().join("config/examples/intellisoftware.toml");
-    let out = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
-        .arg("check-config")
-        .arg("--config")
-        .arg(&example)
-        .env("INTELLISOFTWARE_PASSWORD", "example-password")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "exit {:?}:\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stdout, stderr) =
+        common::check_config(&example, &[("INTELLISOFTWARE_PASSWORD", "example-password")]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("1 providers"), "{stdout}");
 }

@@ -388,16 +388,7 @@ fn the_example_config_checks_out() {
     // `plugin = "smsc"` is found next to the notifyd binary, where cargo puts the library it built.
     plugin("smsc");
     let example = notifyd_testkit::workspace_root().join("config/examples/smsc.toml");
-    let output = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
-        .arg("check-config")
-        .arg("--config")
-        .arg(&example)
-        .env("SMSC_PASSWORD", "example-password")
-        .env_remove("NOTIFYD_LOG")
-        .output()
-        .expect("run notifyd check-config");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) = common::check_config(&example, &[("SMSC_PASSWORD", "example-password")]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("1 providers, 1 routes"), "{stdout}");
 }

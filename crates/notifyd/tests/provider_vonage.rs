@@ -247,17 +247,8 @@ fn the_example_config_checks_out() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("notifyd.toml");
     std::fs::write(&config, example.replace(library, vonage_plugin().to_str().unwrap())).unwrap();
-    let output = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
-        .arg("check-config")
-        .arg("--config")
-        .arg(&config)
-        .env("VONAGE_API_SECRET", "example-secret")
-        .env_remove("NOTIFYD_LOG")
-        .output()
-        .expect("run notifyd check-config");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) = common::check_config(&config, &[("VONAGE_API_SECRET", "example-secret")]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("1 providers, 1 routes"), "{stdout}");
     assert!(!format!("{stdout}{stderr}").contains("example-secret"), "{stdout}{stderr}");
 }

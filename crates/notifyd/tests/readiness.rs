@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Daemon, Events, SANDBOX_CONFIG, http_get, publish};
+use common::{Daemon, Events, SANDBOX_CONFIG, fill_store, http_get, publish};
 use notifyd_testkit::NatsServer;
 use serde_json::json;
 use std::process::Command;
@@ -87,32 +87,11 @@ async fn readyz_is_503_while_nats_server_is_paused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_while_the_jetstream_store_is_full() {
     // A server whose file store holds 300 MiB; a stream of the test's own fills it.
-    let conf = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(conf.path(), "jetstream { max_file_store: 314572800 }\n").unwrap();
-    let nats = NatsServer::builder().args(["-c", conf.path().to_str().unwrap()]).start();
+    let nats = NatsServer::builder().max_file_store(300 << 20).start();
     let daemon = Daemon::start(&nats, SANDBOX_CONFIG);
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "FILL".into(),
-        subjects: vec!["fill.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let chunk = bytes::Bytes::from(vec![b'x'; 1_000_000]);
-    let mut full = false;
-    for i in 0..400 {
-        let stored = match js.publish(format!("fill.{i}"), chunk.clone()).await {
-            Ok(ack) => ack.await.is_ok(),
-            Err(_) => false,
-        };
-        if !stored {
-            full = true;
-            break;
-        }
-    }
-    assert!(full, "the store did not fill up");
+    fill_store(&js).await;
     wait_readyz(&daemon, 503, Duration::from_secs(25)).await;
     assert_eq!(daemon.metric("notifyd_jetstream_writable"), 0.0);
     assert_eq!(daemon.metric("notifyd_nats_connected"), 1.0);

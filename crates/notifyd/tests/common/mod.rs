@@ -288,3 +288,42 @@ reject = ["4915100000009"]
 prefixes = ["49", "44"]
 providers = ["sandbox"]
 "#;
+
+/// Fills the server's JetStream store (start it with `max_file_store`) with a stream of the
+/// test's own, `FILL` (delete it to free the space), until a write is refused.
+pub async fn fill_store(js: &async_nats::jetstream::Context) {
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "FILL".into(),
+        subjects: vec!["fill.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let chunk = bytes::Bytes::from(vec![b'x'; 1_000_000]);
+    for i in 0..1000 {
+        let stored = match js.publish(format!("fill.{i}"), chunk.clone()).await {
+            Ok(ack) => ack.await,
+            Err(e) => panic!("publish: {e}"),
+        };
+        if let Err(e) = stored {
+            println!("the store is full after {i} MB: {e:?}");
+            return;
+        }
+    }
+    panic!("the store did not fill up");
+}
+
+/// `notifyd check-config --config <path>` with `env` set (and `NOTIFYD_LOG` unset): the exit
+/// code, stdout and stderr.
+pub fn check_config(path: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let output = notifyd_testkit::clean_command(env!("CARGO_BIN_EXE_notifyd"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(path)
+        .envs(env.iter().copied())
+        .env_remove("NOTIFYD_LOG")
+        .output()
+        .expect("run notifyd check-config");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (output.status.code(), text(&output.stdout), text(&output.stderr))
+}
